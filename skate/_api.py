@@ -1,0 +1,325 @@
+"""The module-level API: init, shutdown, put, get, wait, cancel and cluster introspection."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import numbers
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import psutil
+
+from skate import _ids
+from skate._config import OBJECT_STORE_MEMORY_FRACTION
+from skate._node import LocalNode
+from skate._options import check_resources
+from skate._runtime_env import validate_runtime_env
+from skate.core_worker import context
+from skate.core_worker.core import CoreWorker
+from skate.object_ref import ObjectRef
+from skate.remote_function import RemoteFunction
+
+_lock = threading.RLock()
+_node: LocalNode | None = None
+
+
+class SkateContext(dict):
+    """What init() returns: the cluster's addresses; usable as a context manager."""
+
+    def __init__(self, address_info: dict):
+        super().__init__(address_info)
+        self.address_info = address_info
+        self.dashboard_url = None
+
+    @property
+    def address(self) -> str:
+        return self.address_info["address"]
+
+    def disconnect(self) -> None:
+        shutdown()
+
+    def __enter__(self) -> SkateContext:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        shutdown()
+
+
+RayContext = SkateContext
+
+
+def _core() -> CoreWorker:
+    core = context.current
+    if core is None:
+        raise RuntimeError("skate is not initialized: call skate.init() first")
+    return core
+
+
+def is_initialized() -> bool:
+    return context.current is not None
+
+
+def _check_count(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
+        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+
+
+def init(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    resources: dict[str, float] | None = None,
+    object_store_memory: int | None = None,
+    namespace: str | None = None,
+    runtime_env: dict | None = None,
+    ignore_reinit_error: bool = False,
+    include_dashboard: bool | None = None,
+    log_to_driver: bool = True,
+    logging_level: int = logging.INFO,
+    _temp_dir: str | None = None,
+    **kwargs: Any,
+) -> SkateContext:
+    """Start a private local cluster (address=None) and connect this process as its driver."""
+    global _node
+    unknown = sorted(k for k in kwargs if not k.startswith("_"))
+    if unknown:
+        raise TypeError(f"init() got unexpected keyword argument(s) {unknown}")
+    with _lock:
+        if context.current is not None:
+            if ignore_reinit_error:
+                return SkateContext(_address_info())
+            raise RuntimeError(
+                "Maybe you called skate.init twice by accident? This error can be suppressed by "
+                "passing in 'ignore_reinit_error=True' or by calling 'skate.shutdown()' first."
+            )
+        if address not in (None, "local"):
+            raise ConnectionError(
+                f"Connecting to an existing cluster at {address!r} is not supported yet; "
+                "call init() without an address to start a local cluster."
+            )
+        _check_count("num_cpus", num_cpus)
+        _check_count("num_gpus", num_gpus)
+        _check_count("object_store_memory", object_store_memory)
+        custom = check_resources(resources)
+        if namespace is not None and not isinstance(namespace, str):
+            raise TypeError(f"namespace must be a str, got {type(namespace).__name__}")
+        validate_runtime_env(runtime_env)
+        total_memory = psutil.virtual_memory().total
+        store = int(object_store_memory or total_memory * OBJECT_STORE_MEMORY_FRACTION)
+        node_resources: dict[str, float] = {
+            "CPU": float(num_cpus if num_cpus is not None else (os.cpu_count() or 1)),
+            "memory": float(max(psutil.virtual_memory().available - store, 0) // 1),
+            "object_store_memory": float(store),
+            "node:127.0.0.1": 1.0,
+            "node:__internal_head__": 1.0,
+        }
+        if num_gpus:
+            node_resources["GPU"] = float(num_gpus)
+        node_resources.update({k: float(v) for k, v in custom.items()})
+        node = LocalNode(resources=node_resources, object_store_memory=store, logging_level=logging_level,
+                         temp_dir=_temp_dir)
+        info = {
+            "worker_id": _ids.random_id(14).hex(),
+            "node_id": node.node_id,
+            "session_dir": node.session_dir,
+            "token": node.token,
+            "gcs_address": node.gcs_address,
+            "raylet_address": node.raylet_address,
+            "namespace": namespace,
+            "log_to_driver": log_to_driver,
+        }
+        core = CoreWorker(info, "driver")
+        try:
+            core.start()
+        except BaseException:
+            node.shutdown()
+            raise
+        _node = node
+        return SkateContext(_address_info())
+
+
+def _address_info() -> dict:
+    core = _core()
+    return {
+        "address": core.info["gcs_address"].replace("tcp://", ""),
+        "gcs_address": core.info["gcs_address"].replace("tcp://", ""),
+        "node_id": core.node_id,
+        "session_dir": core.session_dir,
+        "raylet_socket_name": core.info["raylet_address"],
+        "node_ip_address": "127.0.0.1",
+    }
+
+
+def shutdown() -> None:
+    """Disconnect, and stop every process of the local cluster this process started."""
+    global _node
+    with _lock:
+        core = context.current
+        if core is not None:
+            core.stop()
+        if _node is not None:
+            _node.shutdown()
+            _node = None
+
+
+atexit.register(shutdown)
+
+
+def remote(*args: Any, **options: Any) -> Any:
+    """Make a function a remote function: `@remote`, `@remote(num_cpus=2)` or `remote(f)`."""
+    if len(args) == 1 and not options and callable(args[0]):
+        return _make_remote(args[0], {})
+    if args:
+        raise TypeError("remote() takes a function or class, or only keyword options: @remote(num_cpus=1)")
+
+    def decorator(fn: Any) -> Any:
+        return _make_remote(fn, options)
+
+    return decorator
+
+
+def _make_remote(obj: Any, options: dict) -> Any:
+    if isinstance(obj, type):
+        raise NotImplementedError("remote classes (actors) are not supported yet")
+    return RemoteFunction(obj, options)
+
+
+def method(*args: Any, **kwargs: Any) -> Callable:
+    """Annotate an actor method with options such as num_returns."""
+
+    def decorator(fn: Callable) -> Callable:
+        fn.__skate_method_options__ = kwargs
+        return fn
+
+    if args and callable(args[0]) and not kwargs:
+        return decorator(args[0])
+    return decorator
+
+
+def put(value: Any, *, _owner: Any = None) -> ObjectRef:
+    """Store a value in the cluster and return a reference to it."""
+    if isinstance(value, ObjectRef):
+        raise TypeError("Calling 'put' on an ObjectRef is not allowed. If you really want to do this, "
+                        "wrap the ObjectRef in a list: put([ref]).")
+    return _core().put(value)
+
+
+def get(object_refs: Any, *, timeout: float | None = None) -> Any:
+    """The value of an ObjectRef, or the values of a list of them, waiting as needed."""
+    core = _core()
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or timeout < 0:
+            raise ValueError(f"timeout must be a non-negative number or None, got {timeout!r}")
+    if type(object_refs) is ObjectRef:
+        return core.get([object_refs], timeout)[0]
+    if isinstance(object_refs, (list, tuple)):
+        for i, ref in enumerate(object_refs):
+            if not isinstance(ref, ObjectRef):
+                raise TypeError(
+                    f"get() expects ObjectRefs, but item {i} of the list is a {type(ref).__name__}: {ref!r:.60}"
+                )
+        return core.get(list(object_refs), timeout)
+    raise TypeError(
+        f"get() expects an ObjectRef or a list of ObjectRefs, got a {type(object_refs).__name__}: "
+        f"{object_refs!r:.60}"
+    )
+
+
+def wait(
+    object_refs: list[ObjectRef],
+    *,
+    num_returns: int = 1,
+    timeout: float | None = None,
+    fetch_local: bool = True,
+) -> tuple[list[ObjectRef], list[ObjectRef]]:
+    """Split refs into (ready, not ready) once num_returns are ready or the timeout passes."""
+    core = _core()
+    if isinstance(object_refs, ObjectRef):
+        raise TypeError("wait() expects a list of ObjectRefs, not a single ObjectRef: wait([ref])")
+    if not isinstance(object_refs, (list, tuple)):
+        raise TypeError(f"wait() expects a list of ObjectRefs, got {type(object_refs).__name__}")
+    for i, ref in enumerate(object_refs):
+        if not isinstance(ref, ObjectRef):
+            raise TypeError(f"wait() expects ObjectRefs, but item {i} is a {type(ref).__name__}")
+    if len(set(object_refs)) != len(object_refs):
+        raise ValueError("wait() requires a list of unique ObjectRefs; the list has duplicates")
+    if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns <= 0:
+        raise ValueError(f"num_returns must be a positive int, got {num_returns!r}")
+    if num_returns > len(object_refs):
+        raise ValueError(
+            f"num_returns ({num_returns}) cannot be larger than the number of refs ({len(object_refs)})"
+        )
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or timeout < 0):
+        raise ValueError(f"timeout must be a non-negative number or None, got {timeout!r}")
+    if not isinstance(fetch_local, bool):
+        raise TypeError("fetch_local must be a bool")
+    ready_ids = set(core.wait(list(object_refs), num_returns, timeout, fetch_local))
+    ready, not_ready = [], []
+    for ref in object_refs:
+        if ref._id in ready_ids and len(ready) < num_returns:
+            ready.append(ref)
+        else:
+            not_ready.append(ref)
+    return ready, not_ready
+
+
+def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+    """Cancel the task that makes `object_ref`: TaskCancelledError at its get."""
+    if not isinstance(object_ref, ObjectRef):
+        raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}")
+    core = _core()
+    core.post(core.submitter.cancel, object_ref._id, bool(force), bool(recursive))
+
+
+def nodes() -> list[dict]:
+    """Every node of the cluster, alive or dead, in Ray's format."""
+    core = _core()
+    out = []
+    for n in core.request(core.gcs, "get_nodes"):
+        out.append(
+            {
+                "NodeID": n["node_id"],
+                "Alive": n["alive"],
+                "alive": n["alive"],
+                "NodeManagerAddress": n.get("node_ip", "127.0.0.1"),
+                "NodeManagerHostname": os.uname().nodename,
+                "NodeManagerPort": 0,
+                "RayletSocketName": n["address"],
+                "ObjectStoreSocketName": n.get("arena_path"),
+                "Resources": dict(n["resources"]),
+                "ObjectStoreUsedBytes": n.get("store_used", 0),
+            }
+        )
+    return out
+
+
+def _sum_resources(field: str) -> dict[str, float]:
+    core = _core()
+    total: dict[str, float] = {}
+    for n in core.request(core.gcs, "get_nodes"):
+        if not n["alive"]:
+            continue
+        for k, v in (n.get(field) or {}).items():
+            total[k] = total.get(k, 0.0) + v
+    return {k: v for k, v in total.items() if v > 0}
+
+
+def cluster_resources() -> dict[str, float]:
+    """Total resources of the alive nodes."""
+    return _sum_resources("resources")
+
+
+def available_resources() -> dict[str, float]:
+    """Resources not held by running tasks, over the alive nodes."""
+    return _sum_resources("available")
+
+
+def get_gpu_ids() -> list[int]:
+    """The GPU ids assigned to the current task (none until GPU scheduling lands)."""
+    return []

@@ -1,0 +1,37 @@
+"""Tunable constants in one place; each can be overridden by an environment variable."""
+
+from __future__ import annotations
+
+import os
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
+# Values whose serialized size is below this travel inline in messages.
+MAX_INLINE_BYTES = _env_int("SKATE_MAX_INLINE_BYTES", 100 * 1024)
+# A frame larger than this closes the connection that sent it.
+MAX_FRAME_BYTES = _env_int("SKATE_MAX_FRAME_BYTES", 512 * 1024 * 1024)
+# Default object store capacity as a fraction of total memory.
+OBJECT_STORE_MEMORY_FRACTION = _env_float("SKATE_OBJECT_STORE_FRACTION", 0.3)
+# Alignment of every buffer inside the shared-memory arena.
+ARENA_ALIGNMENT = 64
+# Tasks a caller keeps in flight at one leased worker when the function is known to be short.
+MAX_TASKS_IN_FLIGHT_PER_WORKER = _env_int("SKATE_MAX_TASKS_IN_FLIGHT_PER_WORKER", 8)
+# A function whose recent runs took less than this (seconds) counts as short.
+SHORT_TASK_SECONDS = _env_float("SKATE_SHORT_TASK_SECONDS", 0.002)
+# Idle leases are returned to the raylet after this many seconds.
+IDLE_LEASE_SECONDS = _env_float("SKATE_IDLE_LEASE_SECONDS", 0.2)
+# Leases one caller asks for at once for one shape.
+MAX_PENDING_LEASE_REQUESTS = _env_int("SKATE_MAX_PENDING_LEASE_REQUESTS", 10)
+# Worker processes a raylet keeps beyond those holding leases (0 = as many as CPUs).
+PRESTART_WORKERS = _env_int("SKATE_PRESTART_WORKERS", 0)
+# Seconds to wait for a process of the cluster to come up.
+STARTUP_TIMEOUT = _env_float("SKATE_STARTUP_TIMEOUT", 30.0)

@@ -1,0 +1,156 @@
+"""Validating the options of `remote(...)` and `.options(...)`, with errors that name the culprit."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+from typing import Any
+
+from skate._runtime_env import validate_runtime_env
+from skate.util.scheduling_strategies import STRATEGY_NAMES, STRATEGY_TYPES
+
+
+def _quantity(name: str) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+        if value > 1 and float(value) != int(value):
+            raise ValueError(f"{name}: quantities above 1 must be whole numbers, got {value}")
+        if round(value, 4) != value:
+            raise ValueError(f"{name}: at most 4 decimal places are supported, got {value}")
+        return value
+
+    return check
+
+
+def _int_at_least(name: str, low: int) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+        if value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}")
+        return value
+
+    return check
+
+
+def check_resources(value: Any) -> dict[str, float]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TypeError(f"resources must be a dict of str to number, got {type(value).__name__}")
+    for key, amount in value.items():
+        if not isinstance(key, str):
+            raise TypeError(f"resource names must be str, got {key!r}")
+        if key in ("CPU", "GPU"):
+            raise ValueError(
+                f"Use the 'num_cpus' and 'num_gpus' keywords instead of {key!r} in 'resources'."
+            )
+        _quantity(f"resources[{key!r}]")(amount)
+    return dict(value)
+
+
+def _num_returns(value: Any) -> Any:
+    if value in ("streaming", "dynamic"):
+        raise NotImplementedError(f"num_returns={value!r} is not supported yet")
+    return _int_at_least("num_returns", 0)(value)
+
+
+def _retry_exceptions(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (list, tuple)) and all(
+        isinstance(v, type) and issubclass(v, BaseException) for v in value
+    ):
+        return list(value)
+    raise TypeError(f"retry_exceptions must be a bool or a list of exception types, got {value!r}")
+
+
+def _strategy(value: Any) -> Any:
+    if value is None or value in STRATEGY_NAMES or isinstance(value, STRATEGY_TYPES):
+        return value
+    raise ValueError(
+        f"scheduling_strategy must be one of {STRATEGY_NAMES}, a NodeAffinitySchedulingStrategy or a "
+        f"PlacementGroupSchedulingStrategy; got {value!r}"
+    )
+
+
+def _name(value: Any) -> Any:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"name must be a str, got {type(value).__name__}")
+    return value
+
+
+def _accept(value: Any) -> Any:
+    return value
+
+
+TASK_OPTIONS: dict[str, Callable[[Any], Any]] = {
+    "num_cpus": _quantity("num_cpus"),
+    "num_gpus": _quantity("num_gpus"),
+    "resources": check_resources,
+    "memory": _quantity("memory"),
+    "num_returns": _num_returns,
+    "max_retries": _int_at_least("max_retries", -1),
+    "retry_exceptions": _retry_exceptions,
+    "max_calls": _int_at_least("max_calls", 0),
+    "name": _name,
+    "scheduling_strategy": _strategy,
+    "runtime_env": validate_runtime_env,
+    "accelerator_type": _accept,
+    "label_selector": _accept,
+    "enable_task_events": _accept,
+    "_metadata": _accept,
+    "placement_group": _accept,
+    "placement_group_bundle_index": _accept,
+    "placement_group_capture_child_tasks": _accept,
+}
+
+TASK_DEFAULTS: dict[str, Any] = {
+    "num_cpus": 1,
+    "num_gpus": 0,
+    "resources": {},
+    "memory": 0,
+    "num_returns": 1,
+    "max_retries": 3,
+    "retry_exceptions": False,
+    "max_calls": 0,
+    "name": None,
+    "scheduling_strategy": None,
+    "runtime_env": None,
+}
+
+
+def validate_options(options: dict[str, Any], allowed: dict[str, Callable[[Any], Any]], what: str) -> dict:
+    """Check every option; unknown names raise ValueError listing the valid ones."""
+    out = {}
+    for key, value in options.items():
+        check = allowed.get(key)
+        if check is None:
+            raise ValueError(
+                f"Invalid option keyword {key!r} for {what}. Valid ones are {sorted(allowed)}."
+            )
+        out[key] = check(value)
+    return out
+
+
+def resource_shape(options: dict[str, Any]) -> dict[str, float]:
+    """The resources a task holds while it runs."""
+    shape: dict[str, float] = {}
+    cpus = options.get("num_cpus", 1)
+    if cpus:
+        shape["CPU"] = float(cpus)
+    gpus = options.get("num_gpus") or 0
+    if gpus:
+        shape["GPU"] = float(gpus)
+    memory = options.get("memory") or 0
+    if memory:
+        shape["memory"] = float(memory)
+    for key, amount in (options.get("resources") or {}).items():
+        if amount:
+            shape[key] = float(amount)
+    return shape

@@ -1,0 +1,121 @@
+"""Turning values into bytes once: pickle protocol 5 with out-of-band buffers.
+
+A serialized object is (kind, inband, buffers). Small objects travel inline as
+[kind, inband, [buffer bytes...]]; large ones are laid out in the shared-memory store as
+
+    u32 header length | msgpack [kind, inband length, [buffer lengths]] | pad | inband | pad | buf0 | ...
+
+with every buffer 64-byte aligned, so numpy arrays read back as zero-copy views.
+Refs met while pickling are collected, so the caller can count them as contained.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+import threading
+from typing import Any
+
+import cloudpickle
+import msgpack
+
+from skate._config import ARENA_ALIGNMENT
+
+KIND_VALUE = 0
+KIND_ERROR = 1  # a pickled exception: get raises it
+
+_SIMPLE_TYPES = frozenset({int, float, str, bytes, bool, type(None), complex})
+_U32 = struct.Struct("<I")
+
+_local = threading.local()
+
+
+class SerializedObject:
+    __slots__ = ("kind", "inband", "buffers", "contained_refs", "size")
+
+    def __init__(self, kind: int, inband: bytes, buffers: list, contained_refs: list):
+        self.kind = kind
+        self.inband = inband
+        self.buffers = buffers
+        self.contained_refs = contained_refs
+        self.size = len(inband) + sum(b.nbytes for b in buffers)
+
+    def to_inline(self) -> list:
+        return [self.kind, self.inband, [bytes(b) for b in self.buffers]]
+
+
+def contained_refs_sink() -> list | None:
+    """The list collecting refs pickled on this thread right now, if any."""
+    return getattr(_local, "refs", None)
+
+
+def serialize(value: Any, kind: int = KIND_VALUE) -> SerializedObject:
+    """Pickle a value once; raises TypeError naming what could not be pickled."""
+    if type(value) in _SIMPLE_TYPES:
+        return SerializedObject(kind, pickle.dumps(value, 5), [], [])
+    refs: list = []
+    buffers: list = []
+    previous = getattr(_local, "refs", None)
+    _local.refs = refs
+    try:
+        inband = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    except Exception as exc:
+        raise TypeError(f"Could not serialize {_describe(value)}: {exc}") from exc
+    finally:
+        _local.refs = previous
+    return SerializedObject(kind, inband, [b.raw() for b in buffers], refs)
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return f"object of type {type(value).__name__} ({text})"
+
+
+def deserialize_inline(data: list) -> tuple[int, Any]:
+    kind, inband, buffers = data
+    return kind, pickle.loads(inband, buffers=buffers)
+
+
+def _align(n: int) -> int:
+    return (n + ARENA_ALIGNMENT - 1) & ~(ARENA_ALIGNMENT - 1)
+
+
+def store_layout(obj: SerializedObject) -> tuple[bytes, list[int], int]:
+    """Header bytes, the offset of inband then of each buffer, and the total size."""
+    header = msgpack.packb([obj.kind, len(obj.inband), [b.nbytes for b in obj.buffers]])
+    offsets = []
+    pos = _align(_U32.size + len(header))
+    offsets.append(pos)
+    pos = _align(pos + len(obj.inband))
+    for b in obj.buffers:
+        offsets.append(pos)
+        pos = _align(pos + b.nbytes)
+    return _U32.pack(len(header)) + header, offsets, pos
+
+
+def write_to_buffer(obj: SerializedObject, dest: memoryview, layout=None) -> None:
+    """Copy a serialized object into `dest` (a writable view of its store allocation)."""
+    header, offsets, _ = layout or store_layout(obj)
+    dest[: len(header)] = header
+    start = offsets[0]
+    dest[start : start + len(obj.inband)] = obj.inband
+    for off, b in zip(offsets[1:], obj.buffers):
+        n = b.nbytes
+        if n:
+            dest[off : off + n] = b.cast("B") if b.format != "B" or b.ndim != 1 else b
+
+
+def read_from_buffer(view: memoryview) -> tuple[int, Any]:
+    """Unpickle an object laid out by write_to_buffer; buffers stay views onto `view`."""
+    (hlen,) = _U32.unpack_from(view, 0)
+    kind, inband_len, buf_lens = msgpack.unpackb(view[_U32.size : _U32.size + hlen])
+    pos = _align(_U32.size + hlen)
+    inband = view[pos : pos + inband_len]
+    pos = _align(pos + inband_len)
+    buffers = []
+    for n in buf_lens:
+        buffers.append(view[pos : pos + n])
+        pos = _align(pos + n)
+    return kind, pickle.loads(inband, buffers=buffers)

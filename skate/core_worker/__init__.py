@@ -1,0 +1,1 @@
+"""The core worker: the runtime every driver and worker process links."""

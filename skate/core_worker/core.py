@@ -1,0 +1,491 @@
+"""CoreWorker: one per driver or worker process.
+
+An asyncio loop on its own thread owns every socket. User threads call put/get/wait and
+submit tasks; the fast paths (a local get, a put of a small value, queuing a task) touch
+only in-process state, and hand work to the loop in batches through `post`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import itertools
+import logging
+import os
+import sys
+import threading
+from typing import Any
+
+from skate import _ids
+from skate._config import MAX_INLINE_BYTES
+from skate._serialization import (
+    KIND_ERROR,
+    SerializedObject,
+    deserialize_inline,
+    read_from_buffer,
+    serialize,
+    store_layout,
+    write_to_buffer,
+)
+from skate.core_worker import context
+from skate.core_worker.memory_store import IN_STORE, INLINE, MemoryStore, Waiter
+from skate.core_worker.plasma import ArenaMapping
+from skate.core_worker.reference_counter import ReferenceCounter
+from skate.exceptions import (
+    GetTimeoutError,
+    ObjectLostError,
+    OwnerDiedError,
+    RaySystemError,
+    RayTaskError,
+)
+from skate.protocol import Connection, connect, listen
+
+logger = logging.getLogger(__name__)
+
+
+def error_entry(exc: BaseException) -> tuple:
+    """A memory-store entry that makes `get` raise `exc`."""
+    return (INLINE, serialize(exc, KIND_ERROR).to_inline())
+
+
+class CoreWorker:
+    def __init__(self, info: dict, mode: str):
+        self.info = info
+        self.mode = mode
+        self.worker_id: str = info["worker_id"]
+        self.node_id: str = info["node_id"]
+        self.session_dir: str = info["session_dir"]
+        self.token: bytes = info["token"]
+        self.job_id: str | None = info.get("job_id")
+        self.namespace: str | None = info.get("namespace")
+        self.address = f"unix://{self.session_dir}/sockets/{self.worker_id[:12]}.sock"
+        self.owner_address = (self.worker_id, self.address)
+        self.task_ids = _ids.TaskIdFactory()
+        self.current_task_id: bytes = self.task_ids.next()
+        self.current_task_name: str | None = None
+        self.assigned_resources: dict[str, float] = {}
+        self._put_index = itertools.count(1)
+        self.refs = ReferenceCounter(self._on_ref_zero)
+        self.store = MemoryStore()
+        self.contained: dict[bytes, list] = {}  # owned object -> refs captured inside it
+        self.stopped = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._posted: collections.deque = collections.deque()
+        self._post_scheduled = False
+        self.gcs: Connection | None = None
+        self.raylet: Connection | None = None
+        self._listener = None
+        self._peer_conns: dict[str, asyncio.Future] = {}
+        self._fetching: set[bytes] = set()
+        self.plasma: ArenaMapping | None = None
+        self.handlers: dict[str, Any] = {
+            "get_object": self._h_get_object,
+            "raylet_reclaim": lambda conn, p: self.submitter.return_idle_leases(),
+            "infeasible": self._h_infeasible,
+            "logs": self._h_logs,
+        }
+        self._infeasible_reported: set = set()
+        self.in_task_blocking = False  # set by the executor while a task runs
+        from skate.core_worker.functions import FunctionManager
+        from skate.core_worker.submitter import TaskSubmitter
+
+        self.functions = FunctionManager(self)
+        self.submitter = TaskSubmitter(self)
+
+    # -- lifecycle --------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the I/O thread and connect to the GCS and the raylet."""
+        ready: concurrent.futures.Future = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._run_loop, args=(ready,), name="skate-io", daemon=True)
+        self._thread.start()
+        self.loop = ready.result()
+        try:
+            self.run(self._connect(), timeout=30)
+        except BaseException:
+            self.stop()
+            raise
+        context.current = self
+
+    def _run_loop(self, ready: concurrent.futures.Future) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        ready.set_result(loop)
+        try:
+            loop.run_forever()
+        finally:
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            except Exception:
+                pass
+            loop.close()
+
+    async def _connect(self) -> None:
+        self._listener = await listen(self.address, self.token, self.handlers, name=f"core-{self.worker_id[:8]}")
+        self.gcs = await connect(
+            self.info["gcs_address"], self.token, self.handlers, name="gcs", on_close=self._on_gcs_lost
+        )
+        self.raylet = await connect(
+            self.info["raylet_address"], self.token, self.handlers, name="raylet", on_close=self._on_raylet_lost
+        )
+        reg = {"worker_id": self.worker_id, "pid": os.getpid(), "address": self.address, "mode": self.mode}
+        if self.mode == "driver":
+            job = await self.gcs.call(
+                "register_job",
+                {"driver_id": self.worker_id, "pid": os.getpid(), "namespace": self.namespace},
+            )
+            self.job_id = job["job_id"]
+            self.namespace = job["namespace"]
+            reg["job_id"] = self.job_id
+        node = await self.raylet.call("register_client", reg)
+        self.plasma = ArenaMapping(node["arena_path"], node["arena_capacity"])
+
+    def _on_raylet_lost(self, conn: Connection) -> None:
+        if not self.stopped:
+            logger.error("lost the connection to the raylet: %s", conn.close_reason)
+            if self.mode == "worker":
+                os._exit(1)
+
+    def _on_gcs_lost(self, conn: Connection) -> None:
+        if not self.stopped:
+            logger.warning("lost the connection to the GCS: %s", conn.close_reason)
+            if self.mode == "worker":
+                os._exit(1)
+
+    def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        if context.current is self:
+            context.current = None
+        loop = self.loop
+        if loop is not None and loop.is_running():
+
+            async def close_all():
+                for conn in (self.gcs, self.raylet):
+                    if conn is not None:
+                        conn.close("shutdown")
+                for fut in self._peer_conns.values():
+                    if fut.done() and not fut.exception():
+                        fut.result().close("shutdown")
+                if self._listener is not None:
+                    self._listener.close()
+                await asyncio.sleep(0)
+
+            try:
+                asyncio.run_coroutine_threadsafe(close_all(), loop).result(5)
+            except Exception:
+                pass
+            loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(5)
+        if self.plasma is not None:
+            self.plasma.close()
+
+    # -- running things on the loop ---------------------------------------------------
+    def run(self, awaitable, timeout: float | None = None):
+        """Run a coroutine on the I/O loop from a user thread and wait for its result."""
+        if self.stopped:
+            if asyncio.iscoroutine(awaitable):
+                awaitable.close()
+            raise RaySystemError("skate has been shut down")
+        return asyncio.run_coroutine_threadsafe(awaitable, self.loop).result(timeout)
+
+    def request(self, conn: Connection, method: str, payload: Any = None, timeout: float | None = None):
+        """Send a request from a user thread and wait for the reply."""
+        return self.run(_call(conn, method, payload), timeout)
+
+    def post(self, fn, *args) -> None:
+        """Run fn(*args) on the I/O loop soon; calls posted together run in one batch."""
+        self._posted.append((fn, args))
+        if not self._post_scheduled:
+            self._post_scheduled = True
+            try:
+                self.loop.call_soon_threadsafe(self._drain_posted)
+            except RuntimeError:
+                pass  # loop closed during shutdown
+
+    def _drain_posted(self) -> None:
+        self._post_scheduled = False
+        posted = self._posted
+        while posted:
+            fn, args = posted.popleft()
+            try:
+                fn(*args)
+            except Exception:
+                logger.exception("posted call %s failed", getattr(fn, "__name__", fn))
+
+    async def peer(self, address: str) -> Connection:
+        """A cached connection to another core worker."""
+        fut = self._peer_conns.get(address)
+        if fut is not None:
+            conn = await fut
+            if not conn.closed:
+                return conn
+        fut = self.loop.create_future()
+        self._peer_conns[address] = fut
+        try:
+            conn = await connect(address, self.token, self.handlers, name=f"peer {address[-20:]}")
+        except BaseException as exc:
+            self._peer_conns.pop(address, None)
+            fut.set_exception(exc)
+            fut.exception()
+            raise
+        fut.set_result(conn)
+        return conn
+
+    # -- objects: put -----------------------------------------------------------------
+    def put(self, value: Any) -> Any:
+        from skate.object_ref import ObjectRef
+
+        sobj = serialize(value)
+        oid = _ids.object_id_for_put(self.current_task_id, next(self._put_index))
+        ref = ObjectRef(oid, None, self)
+        self.store_owned(oid, sobj)
+        return ref
+
+    def store_owned(self, object_id: bytes, sobj: SerializedObject) -> None:
+        """Keep an owned object: inline in memory, or in the node's shared store."""
+        if sobj.contained_refs:
+            self.contained[object_id] = list(sobj.contained_refs)
+        if sobj.size < MAX_INLINE_BYTES:
+            self.store.put(object_id, (INLINE, sobj.to_inline()))
+        else:
+            self.write_to_plasma(object_id, sobj, self.worker_id)
+            self.store.put(object_id, (IN_STORE, self.node_id, sobj.size))
+
+    def write_to_plasma(self, object_id: bytes, sobj: SerializedObject, owner: str) -> int:
+        """Serialize once straight into the shared-memory store; returns the allocation size."""
+        layout = store_layout(sobj)
+        size = layout[2]
+        offset = self.call_raylet("store_create", {"oid": object_id, "size": size, "owner": owner})["offset"]
+        write_to_buffer(sobj, self.plasma.writable(offset, size), layout)
+        self.post(self.raylet.notify, "store_seal", {"oid": object_id})
+        return size
+
+    def call_raylet(self, method: str, payload: Any) -> Any:
+        from skate.protocol.connection import RemoteError
+        from skate.exceptions import ObjectStoreFullError
+
+        try:
+            return self.request(self.raylet, method, payload)
+        except RemoteError as exc:
+            if exc.kind == "ObjectStoreFullError":
+                raise ObjectStoreFullError(str(exc).split(": ", 1)[-1]) from None
+            raise
+
+    # -- objects: reference counting --------------------------------------------------
+    def _on_ref_zero(self, object_id: bytes, owner: tuple | None) -> None:
+        if self.stopped:
+            return
+        entry = self.store.delete(object_id)
+        if owner is None:
+            self.contained.pop(object_id, None)
+            if entry is not None and entry[0] == IN_STORE:
+                self.post(self.raylet.notify, "store_free", {"oids": [object_id]})
+
+    # -- objects: get / wait ----------------------------------------------------------
+    def get(self, refs: list, timeout: float | None = None) -> list:
+        store = self.store
+        entries = [store.get(r._id) for r in refs]
+        if None in entries:
+            missing = {r._id: r for r, e in zip(refs, entries) if e is None}
+            waiter = Waiter(len(missing))
+            store.watch(missing, waiter)
+            if not waiter.done():
+                self.post(self._fetch_missing, list(missing.values()))
+                blocked = self._block()
+                try:
+                    ok = waiter.event.wait(timeout)
+                finally:
+                    if blocked:
+                        self._unblock()
+                if not ok:
+                    store.unwatch(missing, waiter)
+                    raise GetTimeoutError(
+                        f"Get timed out: {len(missing) - len(waiter.ready)} of {len(refs)} objects "
+                        f"were not ready after {timeout} s."
+                    )
+            entries = [store.get(r._id) for r in refs]
+        return self._materialize(refs, entries)
+
+    def _materialize(self, refs: list, entries: list) -> list:
+        values: list = [None] * len(refs)
+        in_store = []
+        for i, entry in enumerate(entries):
+            if entry is None:
+                values[i] = ObjectLostError(f"Object {refs[i].hex()} was freed while being read.")
+                self._raise_error(values[i])
+            if entry[0] == INLINE:
+                kind, value = deserialize_inline(entry[1])
+                if kind == KIND_ERROR:
+                    self._raise_error(value)
+                values[i] = value
+            else:
+                in_store.append(i)
+        if in_store:
+            self._read_from_plasma(refs, entries, in_store, values)
+        return values
+
+    def _read_from_plasma(self, refs, entries, indexes, values) -> None:
+        oids = [refs[i]._id for i in indexes]
+        locations = self.call_raylet("store_get", {"oids": oids})
+        for i, oid, loc in zip(indexes, oids, locations):
+            if loc is None:
+                self._raise_error(ObjectLostError(f"Object {oid.hex()} is not in the object store.", oid.hex()))
+            offset, size = loc
+            view = self.plasma.pinned_view(offset, size, _Releaser(self, oid))
+            kind, value = read_from_buffer(view)
+            if kind == KIND_ERROR:
+                self._raise_error(value)
+            values[i] = value
+
+    @staticmethod
+    def _raise_error(err: BaseException):
+        if isinstance(err, RayTaskError):
+            raise err.as_instanceof_cause()
+        raise err
+
+    def wait(self, refs: list, num_returns: int, timeout: float | None, fetch_local: bool) -> list[bytes]:
+        """Ids of the first `num_returns` ready objects (fewer on timeout)."""
+        oids = list(dict.fromkeys(r._id for r in refs))
+        waiter = Waiter(num_returns)
+        self.store.watch(oids, waiter)
+        if not waiter.done():
+            self.post(self._fetch_missing, [r for r in refs if r._id not in self.store])
+            if timeout is None or timeout > 0:
+                blocked = self._block()
+                try:
+                    waiter.event.wait(timeout)
+                finally:
+                    if blocked:
+                        self._unblock()
+            self.store.unwatch(oids, waiter)
+        return list(waiter.ready)
+
+    def future_for(self, ref) -> concurrent.futures.Future:
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+
+        def resolve(_w: Waiter) -> None:
+            if fut.done():
+                return
+            try:
+                fut.set_result(self.get([ref])[0])
+            except BaseException as exc:
+                fut.set_exception(exc)
+
+        def resolve_off_loop(w: Waiter) -> None:
+            # get() may block on the raylet for a large object: never on the I/O thread.
+            threading.Thread(target=resolve, args=(w,), daemon=True).start()
+
+        entry = self.store.get(ref._id)
+        if entry is not None and entry[0] == INLINE:
+            resolve(None)
+            return fut
+        self.store.watch([ref._id], Waiter(1, resolve_off_loop))
+        self.post(self._fetch_missing, [ref])
+        return fut
+
+    def _block(self) -> bool:
+        if self.in_task_blocking and self.raylet is not None:
+            self.post(self.raylet.notify, "worker_blocked", {"worker_id": self.worker_id})
+            return True
+        return False
+
+    def _unblock(self) -> None:
+        self.post(self.raylet.notify, "worker_unblocked", {"worker_id": self.worker_id})
+
+    # -- fetching borrowed objects from their owners (I/O thread) ---------------------
+    def _fetch_missing(self, refs: list) -> None:
+        for ref in refs:
+            oid = ref._id
+            owner = ref._owner
+            if owner is None or oid in self.store or oid in self._fetching:
+                continue
+            self._fetching.add(oid)
+            asyncio.ensure_future(self._fetch_from_owner(oid, owner))
+
+    async def _fetch_from_owner(self, oid: bytes, owner: tuple) -> None:
+        try:
+            conn = await self.peer(owner[1])
+            entry = await conn.call("get_object", {"oid": oid})
+            entry = tuple(entry) if entry is not None else None
+            if entry is None:
+                entry = error_entry(ObjectLostError(f"Object {oid.hex()} was freed by its owner.", oid.hex()))
+        except Exception as exc:
+            entry = error_entry(
+                OwnerDiedError(
+                    f"The owner of object {oid.hex()} (worker {owner[0][:8]}) died or cannot be "
+                    f"reached: {exc}",
+                    oid.hex(),
+                )
+            )
+        finally:
+            self._fetching.discard(oid)
+        if self.refs.has(oid):
+            self.store.put(oid, entry)
+
+    # -- handlers (I/O thread) --------------------------------------------------------
+    def _h_get_object(self, conn: Connection, payload: dict):
+        oid = payload["oid"]
+        entry = self.store.get(oid)
+        if entry is not None:
+            return list(entry)
+        if not self.refs.has(oid):
+            return None
+        fut = self.loop.create_future()
+
+        def done(_w: Waiter) -> None:
+            self.loop.call_soon_threadsafe(_set_if_pending, fut, list(self.store.get(oid) or ()) or None)
+
+        self.store.watch([oid], Waiter(1, done))
+        return fut
+
+    def _h_infeasible(self, conn: Connection, payload: dict) -> None:
+        key = tuple(sorted(payload["shape"].items()))
+        if key in self._infeasible_reported:
+            return
+        self._infeasible_reported.add(key)
+        print(
+            f"(skate) Warning: the resource request {payload['shape']} cannot be scheduled: "
+            f"no node has these resources (cluster total: {payload.get('total')}). "
+            "The task stays pending until a node that can run it joins.",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def _h_logs(self, conn: Connection, payload: dict) -> None:
+        if not self.info.get("log_to_driver", True):
+            return
+        stream = sys.stderr if payload.get("stream") == "err" else sys.stdout
+        prefix = f"({payload.get('name') or 'worker'} pid={payload.get('pid')}) "
+        try:
+            stream.write("".join(prefix + line + "\n" for line in payload["lines"]))
+            stream.flush()
+        except Exception:
+            pass
+
+
+async def _call(conn: Connection, method: str, payload: Any):
+    return await conn.call(method, payload)
+
+
+def _set_if_pending(fut: asyncio.Future, value) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+class _Releaser:
+    """Unpins an object in the raylet once the last view onto it is gone."""
+
+    __slots__ = ("core", "oid")
+
+    def __init__(self, core: CoreWorker, oid: bytes):
+        self.core = core
+        self.oid = oid
+
+    def __call__(self) -> None:
+        core = self.core
+        if not core.stopped:
+            core.post(core.raylet.notify, "store_release", {"oids": [self.oid]})

@@ -1,0 +1,182 @@
+"""Running tasks in a worker process: on the main thread, one at a time, in arrival order.
+
+The I/O thread queues pushed tasks; the main thread loads the function (cached by
+content key), resolves arguments, runs it and stores the returns, then hands the
+reply back to the I/O thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+from typing import Any
+
+from skate._config import MAX_INLINE_BYTES
+from skate._serialization import KIND_ERROR, deserialize_inline, serialize
+from skate.core_worker.core import _set_if_pending, error_entry
+from skate.core_worker.memory_store import IN_STORE, INLINE
+from skate.core_worker.submitter import ARGS_SLOT, ArgSlot
+from skate.exceptions import RayTaskError, TaskCancelledError
+
+_IP = "127.0.0.1"
+try:
+    _IP = socket.gethostbyname(socket.gethostname())
+except OSError:
+    pass
+
+
+class _Cancelled(BaseException):
+    """Raised into a running task by cancel(); not an Exception so user code rarely eats it."""
+
+
+class Executor:
+    def __init__(self, core):
+        self.core = core
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.current: bytes | None = None
+        self._cancel_target: bytes | None = None
+        self._cancelled_early: set[bytes] = set()
+        self._calls: collections.Counter = collections.Counter()
+        core.handlers["push_task"] = self._h_push
+        core.handlers["cancel_task"] = self._h_cancel
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._on_sigint)
+
+    # -- I/O thread -------------------------------------------------------------------
+    def _h_push(self, conn, spec: dict):
+        fut = self.core.loop.create_future()
+        self.queue.put((spec, fut))
+        return fut
+
+    def _h_cancel(self, conn, payload: dict) -> None:
+        tid = payload["tid"]
+        if self.current == tid:
+            self._cancel_target = tid
+            os.kill(os.getpid(), signal.SIGINT)
+        else:
+            self._cancelled_early.add(tid)
+        if payload.get("recursive", True):
+            self.core.submitter.cancel_all()
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self.current is not None and self._cancel_target == self.current:
+            self._cancel_target = None
+            raise _Cancelled()
+
+    # -- main thread ------------------------------------------------------------------
+    def run_forever(self) -> None:
+        core = self.core
+        while not core.stopped:
+            spec, fut = self.queue.get()
+            reply = self.execute(spec)
+            core.post(_set_if_pending, fut, reply)
+
+    def execute(self, spec: dict) -> dict:
+        core = self.core
+        tid = spec["tid"]
+        name = spec["name"]
+        nret = spec["nret"]
+        owner_id = spec["owner"][0]
+        core.current_task_id = tid
+        core.current_task_name = name
+        core.job_id = spec["job"]
+        core.namespace = spec["ns"]
+        core.assigned_resources = spec["res"]
+        core.in_task_blocking = True
+        start = time.perf_counter()
+        app_error = False
+        try:
+            if tid in self._cancelled_early:
+                self._cancelled_early.discard(tid)
+                raise _Cancelled()
+            fn = core.functions.load(spec["fn"])
+            args, kwargs = self._load_args(spec)
+            self.current = tid
+            try:
+                result = fn(*args, **kwargs)
+            finally:
+                self.current = None
+            del args, kwargs
+            returns = self._store_returns(result, spec, owner_id)
+        except _Cancelled:
+            returns = [list(error_entry(TaskCancelledError(f"Task {name} was cancelled.")))] * nret
+            app_error = False
+        except Exception as exc:
+            err = RayTaskError.from_exception(name, exc, os.getpid(), _IP)
+            returns = [list(error_entry(err))] * nret
+            app_error = True
+        finally:
+            core.in_task_blocking = False
+            core.current_task_name = None
+        dur = time.perf_counter() - start
+        fn_key = spec["fn"]
+        self._calls[fn_key] += 1
+        max_calls = spec.get("max_calls") or 0
+        exiting = bool(max_calls) and self._calls[fn_key] >= max_calls
+        return {"returns": returns, "dur": dur, "app_error": app_error, "exiting": exiting}
+
+    def _load_args(self, spec: dict) -> tuple[tuple, dict]:
+        values: dict[int, Any] = {}
+        blob = None
+        in_store = []
+        for slot, oid, entry in spec["deps"]:
+            if entry[0] == INLINE:
+                kind, value = deserialize_inline(entry[1])
+                if kind == KIND_ERROR:
+                    raise value
+                if slot == ARGS_SLOT:
+                    blob = value
+                else:
+                    values[slot] = value
+            else:
+                in_store.append((slot, oid))
+        if in_store:
+            from skate.object_ref import ObjectRef
+
+            refs = [ObjectRef(oid, (spec["owner"][0], spec["owner"][1]), self.core) for _, oid in in_store]
+            entries = [(IN_STORE, None, 0)] * len(refs)
+            loaded = self.core._materialize(refs, entries)
+            for (slot, _), value in zip(in_store, loaded):
+                if slot == ARGS_SLOT:
+                    blob = value
+                else:
+                    values[slot] = value
+        if blob is None:
+            blob = deserialize_inline(spec["args"])[1] if spec["args"] is not None else ((), {})
+        args, kwargs = blob
+        if values:
+            args = tuple(values[a.index] if type(a) is ArgSlot else a for a in args)
+            kwargs = {k: values[v.index] if type(v) is ArgSlot else v for k, v in kwargs.items()}
+        return args, kwargs
+
+    def _store_returns(self, result: Any, spec: dict, owner_id: str) -> list:
+        nret = spec["nret"]
+        if nret == 1:
+            values = [result]
+        elif nret == 0:
+            values = []
+        else:
+            if not isinstance(result, (tuple, list)) or len(result) != nret:
+                raise ValueError(
+                    f"Task {spec['name']} was declared with num_returns={nret} but returned "
+                    f"{type(result).__name__} {'of length ' + str(len(result)) if hasattr(result, '__len__') else ''}"
+                )
+            values = list(result)
+        returns = []
+        core = self.core
+        for i, value in enumerate(values):
+            sobj = serialize(value)
+            oid = spec["tid"] + (i + 1).to_bytes(4, "little")
+            if sobj.contained_refs:
+                core.contained[oid] = list(sobj.contained_refs)  # kept for the owner (until exit)
+            if sobj.size < MAX_INLINE_BYTES:
+                returns.append([INLINE, sobj.to_inline()])
+            else:
+                core.write_to_plasma(oid, sobj, owner_id)
+                returns.append([IN_STORE, core.node_id, sobj.size])
+        return returns

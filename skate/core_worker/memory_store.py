@@ -1,0 +1,95 @@
+"""The in-process object table: values of small objects, locations of large ones.
+
+Entries are set by the I/O thread and read by user threads; waiters registered under the
+same lock as the entries, so a wakeup is never lost.
+
+Entry forms:
+    (INLINE, [kind, inband, buffers])   the serialized value itself
+    (IN_STORE, node_id, size)           the value is in a node's shared-memory store
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+
+INLINE = 0
+IN_STORE = 1
+
+
+class Waiter:
+    """Wakes when `needed` of the watched objects are ready."""
+
+    __slots__ = ("needed", "event", "callback", "ready")
+
+    def __init__(self, needed: int, callback: Callable[[Waiter], None] | None = None):
+        self.needed = needed
+        self.ready: list[bytes] = []
+        self.callback = callback
+        self.event = threading.Event() if callback is None else None
+
+    def _hit(self, object_id: bytes) -> None:
+        self.ready.append(object_id)
+        if len(self.ready) == self.needed:
+            if self.callback is not None:
+                self.callback(self)
+            else:
+                self.event.set()
+
+    def done(self) -> bool:
+        return len(self.ready) >= self.needed
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._objects: dict[bytes, tuple] = {}
+        self._waiters: dict[bytes, list[Waiter]] = {}
+
+    def __contains__(self, object_id: bytes) -> bool:
+        return object_id in self._objects
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    def get(self, object_id: bytes) -> tuple | None:
+        return self._objects.get(object_id)
+
+    def put(self, object_id: bytes, entry: tuple) -> None:
+        with self._lock:
+            self._objects[object_id] = entry
+            waiters = self._waiters.pop(object_id, None)
+        if waiters:
+            for w in waiters:
+                w._hit(object_id)
+
+    def delete(self, object_id: bytes) -> tuple | None:
+        with self._lock:
+            return self._objects.pop(object_id, None)
+
+    def watch(self, object_ids: Iterable[bytes], waiter: Waiter) -> list[bytes]:
+        """Register `waiter` on the objects not ready yet; returns those already ready."""
+        ready = []
+        with self._lock:
+            objects = self._objects
+            for oid in object_ids:
+                if oid in objects:
+                    ready.append(oid)
+                else:
+                    self._waiters.setdefault(oid, []).append(waiter)
+        for oid in ready:
+            waiter._hit(oid)
+        return ready
+
+    def unwatch(self, object_ids: Iterable[bytes], waiter: Waiter) -> None:
+        with self._lock:
+            for oid in object_ids:
+                lst = self._waiters.get(oid)
+                if lst and waiter in lst:
+                    lst.remove(waiter)
+                    if not lst:
+                        del self._waiters[oid]
+
+    def waited_on(self) -> list[bytes]:
+        with self._lock:
+            return list(self._waiters)

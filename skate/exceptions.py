@@ -1,0 +1,225 @@
+"""Every error Skate raises, in one hierarchy, with Ray's names as aliases.
+
+    SkateError (RayError)
+    ├── RayTaskError              a task raised; also an instance of the user's exception class
+    ├── RayActorError
+    │   ├── ActorDiedError
+    │   └── ActorUnavailableError
+    ├── WorkerCrashedError        the worker running a task died
+    ├── TaskCancelledError        cancel() reached the task
+    ├── GetTimeoutError           get(timeout=...) ran out (also a TimeoutError)
+    ├── ObjectLostError
+    │   ├── OwnerDiedError
+    │   └── ObjectFetchTimedOutError
+    ├── ObjectStoreFullError
+    ├── OutOfMemoryError
+    ├── NodeDiedError
+    ├── RuntimeEnvSetupError
+    ├── TaskUnschedulableError
+    ├── RaySystemError            Skate itself failed (a broken connection, a dead raylet)
+    └── ProtocolError             a peer sent a frame that breaks the wire protocol
+"""
+
+from __future__ import annotations
+
+import traceback as _traceback
+
+__all__ = [
+    "SkateError",
+    "RayError",
+    "RayTaskError",
+    "RayActorError",
+    "ActorDiedError",
+    "ActorUnavailableError",
+    "WorkerCrashedError",
+    "TaskCancelledError",
+    "GetTimeoutError",
+    "ObjectLostError",
+    "OwnerDiedError",
+    "ObjectFetchTimedOutError",
+    "ObjectStoreFullError",
+    "OutOfMemoryError",
+    "NodeDiedError",
+    "RuntimeEnvSetupError",
+    "TaskUnschedulableError",
+    "RaySystemError",
+    "ProtocolError",
+]
+
+
+class SkateError(Exception):
+    """Root of every Skate error."""
+
+
+RayError = SkateError
+
+
+class RayTaskError(SkateError):
+    """A task raised an exception.
+
+    `get` raises an instance of a class derived from both this class and the class of the
+    original exception, so `except ValueError` still catches a remote ValueError.
+    """
+
+    def __init__(
+        self,
+        function_name: str = "",
+        traceback_str: str = "",
+        cause: BaseException | None = None,
+        pid: int = 0,
+        ip: str = "",
+    ):
+        self.function_name = function_name
+        self.traceback_str = traceback_str
+        self.cause = cause
+        self.pid = pid
+        self.ip = ip
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        head = f"{type(self.cause).__name__ if self.cause is not None else 'RayTaskError'}"
+        where = f"ray::{self.function_name}() (pid={self.pid}, ip={self.ip})"
+        return f"{head}: {where}\n{self.traceback_str.rstrip()}"
+
+    def __str__(self) -> str:
+        return self._message()
+
+    def __reduce__(self):
+        return (_rebuild_task_error, (self.function_name, self.traceback_str, self.cause, self.pid, self.ip))
+
+    @classmethod
+    def from_exception(cls, function_name: str, exc: BaseException, pid: int, ip: str) -> RayTaskError:
+        """Wrap an exception caught while running a task, keeping its remote traceback."""
+        if isinstance(exc, RayTaskError):
+            return exc
+        tb = "".join(_traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return cls(function_name, tb, exc, pid, ip)
+
+    def as_instanceof_cause(self) -> BaseException:
+        """An exception that is both a RayTaskError and an instance of the cause's class."""
+        cause = self.cause
+        if cause is None or isinstance(cause, RayTaskError):
+            return self
+        cause_cls = type(cause)
+        if not isinstance(cause, Exception):
+            return self
+        dual = _dual_class(cause_cls)
+        if dual is None:
+            return self
+        err = dual.__new__(dual)
+        try:
+            err.__dict__.update(getattr(cause, "__dict__", {}))
+        except Exception:
+            pass
+        err.function_name = self.function_name
+        err.traceback_str = self.traceback_str
+        err.cause = cause
+        err.pid = self.pid
+        err.ip = self.ip
+        err.args = (self._message(),)
+        return err
+
+
+_DUAL_CACHE: dict[type, type | None] = {}
+
+
+def _dual_class(cause_cls: type) -> type | None:
+    if cause_cls in _DUAL_CACHE:
+        return _DUAL_CACHE[cause_cls]
+    try:
+        dual = type(
+            f"RayTaskError({cause_cls.__name__})",
+            (RayTaskError, cause_cls),
+            {
+                "__init__": lambda self, *a, **k: None,
+                "__str__": RayTaskError.__str__,
+                "__reduce__": RayTaskError.__reduce__,
+                "__module__": cause_cls.__module__,
+            },
+        )
+    except TypeError:  # a class that cannot be a base (final, layout conflict)
+        dual = None
+    _DUAL_CACHE[cause_cls] = dual
+    return dual
+
+
+def _rebuild_task_error(function_name, traceback_str, cause, pid, ip):
+    return RayTaskError(function_name, traceback_str, cause, pid, ip)
+
+
+class RayActorError(SkateError):
+    """The actor behind a call is dead or cannot be reached."""
+
+    def __init__(self, message: str = "The actor died unexpectedly.", actor_id: str | None = None):
+        self.actor_id = actor_id
+        super().__init__(message)
+
+
+class ActorDiedError(RayActorError):
+    """The actor died: killed, its constructor failed, or its process exited."""
+
+
+class ActorUnavailableError(RayActorError):
+    """The actor is restarting or unreachable; the call may or may not have run."""
+
+
+class WorkerCrashedError(SkateError):
+    """The worker process running the task died before the task finished."""
+
+    def __init__(self, message: str = "The worker died unexpectedly while executing this task."):
+        super().__init__(message)
+
+
+class TaskCancelledError(SkateError):
+    """The task was cancelled with `cancel()`."""
+
+    def __init__(self, message: str = "This task or its dependency was cancelled."):
+        super().__init__(message)
+
+
+class GetTimeoutError(SkateError, TimeoutError):
+    """`get` did not receive every object before its timeout."""
+
+
+class ObjectLostError(SkateError):
+    """Every copy of an object is gone and it cannot be rebuilt."""
+
+    def __init__(self, message: str = "The object was lost.", object_ref_hex: str = ""):
+        self.object_ref_hex = object_ref_hex
+        super().__init__(message)
+
+
+class OwnerDiedError(ObjectLostError):
+    """The process that owned the object died, so the object is gone."""
+
+
+class ObjectFetchTimedOutError(ObjectLostError):
+    """Fetching the object from another node took too long."""
+
+
+class ObjectStoreFullError(SkateError):
+    """The object store has no room for the object."""
+
+
+class OutOfMemoryError(SkateError):
+    """The node ran low on memory and the task's worker was killed."""
+
+
+class NodeDiedError(SkateError):
+    """The node the work ran on died."""
+
+
+class RuntimeEnvSetupError(SkateError):
+    """The runtime environment could not be built."""
+
+
+class TaskUnschedulableError(SkateError):
+    """The task can never be scheduled."""
+
+
+class RaySystemError(SkateError):
+    """Skate itself failed: a lost connection, a dead node manager."""
+
+
+class ProtocolError(SkateError):
+    """A peer broke the wire protocol: a bad handshake, an oversized or malformed frame."""

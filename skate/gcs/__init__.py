@@ -1,0 +1,1 @@
+"""The global control service: nodes, jobs, internal key-value store."""

@@ -1,0 +1,168 @@
+"""The GCS process: node table, job table, internal key-value store, log fan-out."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import time
+import uuid
+
+import psutil
+
+from skate._procutil import watch_parent_pipe
+from skate.protocol import Connection, listen
+
+logger = logging.getLogger("skate.gcs")
+
+
+class GcsServer:
+    def __init__(self, session_dir: str, token: bytes, owns_session: bool):
+        self.session_dir = session_dir
+        self.token = token
+        self.owns_session = owns_session
+        self.nodes: dict[str, dict] = {}
+        self.jobs: dict[str, dict] = {}
+        self._job_counter = 0
+        self.kv: dict[bytes, bytes] = {}
+        self._kv_waiters: dict[bytes, list[asyncio.Future]] = {}
+        self._stopping = False
+        self.loop = asyncio.get_event_loop()
+        self.handlers = {
+            "register_node": self.h_register_node,
+            "update_resources": self.h_update_resources,
+            "register_job": self.h_register_job,
+            "get_nodes": lambda c, p: list(self.nodes.values()),
+            "get_jobs": lambda c, p: [{k: v for k, v in j.items() if k != "conn"} for j in self.jobs.values()],
+            "kv_put": self.h_kv_put,
+            "kv_get": self.h_kv_get,
+            "kv_del": lambda c, p: self.kv.pop(p["key"], None) is not None,
+            "kv_keys": lambda c, p: [k for k in self.kv if k.startswith(p.get("prefix", b""))],
+            "publish_logs": self.h_publish_logs,
+            "shutdown": lambda c, p: self.loop.call_soon(self.shutdown),
+        }
+
+    async def start(self, address: str) -> str:
+        self.listener = await listen(address, self.token, self.handlers, on_close=self.on_closed, name="gcs")
+        return self.listener.address
+
+    def shutdown(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        self.listener.close()
+        self.loop.stop()
+
+    def on_closed(self, conn: Connection) -> None:
+        info = conn.peer_info
+        if "job_id" in info:
+            job = self.jobs.get(info["job_id"])
+            if job is not None:
+                job["is_dead"] = True
+                job["end_time"] = time.time()
+                job.pop("conn", None)
+        if "node_id" in info:
+            node = self.nodes.get(info["node_id"])
+            if node is not None:
+                node["alive"] = False
+
+    def h_register_node(self, conn: Connection, p: dict) -> bool:
+        conn.peer_info = {"node_id": p["node_id"]}
+        self.nodes[p["node_id"]] = dict(p, alive=True, start_time=time.time())
+        return True
+
+    def h_update_resources(self, conn: Connection, p: dict) -> None:
+        node = self.nodes.get(p["node_id"])
+        if node is not None:
+            node["available"] = p["available"]
+            node["store_used"] = p.get("store_used", 0)
+            node["pending"] = p.get("pending", [])
+
+    def h_register_job(self, conn: Connection, p: dict) -> dict:
+        self._job_counter += 1
+        job_id = self._job_counter.to_bytes(4, "little").hex()
+        namespace = p.get("namespace") or str(uuid.uuid4())
+        conn.peer_info = {"job_id": job_id}
+        self.jobs[job_id] = {
+            "job_id": job_id,
+            "driver_id": p["driver_id"],
+            "driver_pid": p["pid"],
+            "namespace": namespace,
+            "start_time": time.time(),
+            "is_dead": False,
+            "conn": conn,
+        }
+        return {"job_id": job_id, "namespace": namespace}
+
+    def h_kv_put(self, conn: Connection, p: dict) -> bool:
+        key = p["key"]
+        existed = key in self.kv
+        if existed and not p.get("overwrite", True):
+            return False
+        self.kv[key] = p["value"]
+        for fut in self._kv_waiters.pop(key, []):
+            if not fut.done():
+                fut.set_result(p["value"])
+        return not existed
+
+    def h_kv_get(self, conn: Connection, p: dict):
+        key = p["key"]
+        value = self.kv.get(key)
+        wait = p.get("wait")
+        if value is not None or not wait:
+            return value
+        fut = self.loop.create_future()
+        self._kv_waiters.setdefault(key, []).append(fut)
+        return asyncio.wait_for(fut, wait)
+
+    def h_publish_logs(self, conn: Connection, p: dict) -> None:
+        job = self.jobs.get(p.get("job"))
+        if job is not None and job.get("conn") is not None:
+            job["conn"].notify("logs", p)
+
+
+def _cleanup_session(session_dir: str, raylet_pids: list[int]) -> None:
+    """After the driver died: wait for the node's raylets to go, then remove the session."""
+    deadline = time.time() + 10
+    for pid in raylet_pids:
+        try:
+            psutil.Process(pid).wait(max(0.1, deadline - time.time()))
+        except (psutil.NoSuchProcess, psutil.TimeoutExpired):
+            pass
+    shutil.rmtree(session_dir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="skate-gcs")
+    parser.add_argument("--session-dir", required=True)
+    parser.add_argument("--address", required=True)
+    parser.add_argument("--watch-fd", type=int, default=-1)
+    parser.add_argument("--logging-level", type=int, default=logging.INFO)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        filename=os.path.join(args.session_dir, "logs", "gcs.log"),
+        level=args.logging_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    with open(os.path.join(args.session_dir, "token"), "rb") as f:
+        token = f.read().strip()
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    gcs = GcsServer(args.session_dir, token, owns_session=args.watch_fd >= 0)
+    parent_gone = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, gcs.shutdown)
+    if args.watch_fd >= 0:
+        watch_parent_pipe(loop, args.watch_fd, lambda: (parent_gone.append(True), gcs.shutdown()))
+    address = loop.run_until_complete(gcs.start(args.address))
+    print(f"READY {address}", flush=True)
+    loop.run_forever()
+    if parent_gone:
+        _cleanup_session(args.session_dir, [n["pid"] for n in gcs.nodes.values() if n.get("pid")])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,267 @@
+"""One authenticated, framed, bidirectional RPC connection.
+
+Either side may send requests and notifications. The accepting side proves nothing; the
+connecting side must answer a fresh nonce with HMAC-SHA256(token, nonce) before any other
+frame is read. Any protocol violation closes this connection only.
+Writes made during one event-loop iteration are coalesced into one socket write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from skate.exceptions import ProtocolError, RaySystemError
+from skate.protocol.framing import NOTIFY, REQUEST, RESPONSE, FrameDecoder, pack_frame
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[["Connection", Any], Any]
+
+_HELLO = "skate-hello"
+_AUTH = "skate-auth"
+_OK = "skate-ok"
+
+
+class RemoteError(RaySystemError):
+    """A request failed on the remote side."""
+
+    def __init__(self, kind: str, message: str):
+        self.kind = kind
+        super().__init__(f"{kind}: {message}")
+
+
+class ConnectionClosed(RaySystemError):
+    """The connection closed before a reply arrived."""
+
+
+def _digest(token: bytes, nonce: bytes) -> bytes:
+    return hmac.new(token, nonce, hashlib.sha256).digest()
+
+
+class Connection(asyncio.Protocol):
+    """A framed connection; `handlers` maps method names to callables (sync or async)."""
+
+    def __init__(
+        self,
+        token: bytes,
+        handlers: dict[str, Handler],
+        *,
+        server_side: bool,
+        on_close: Callable[[Connection], None] | None = None,
+        name: str = "",
+    ) -> None:
+        self._token = token
+        self.handlers = handlers
+        self._server_side = server_side
+        self._on_close = on_close
+        self.name = name
+        self._decoder = FrameDecoder()
+        self._transport: Any = None
+        self._loop = asyncio.get_event_loop()
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._next_id = 1
+        self._pending: dict[int, asyncio.Future] = {}
+        self._nonce = b""
+        self.authenticated = False
+        self.ready: asyncio.Future = self._loop.create_future()
+        self.closed = False
+        self.close_reason = ""
+        self.peer_info: dict = {}  # filled by handlers: who is on the other side
+
+    # -- asyncio.Protocol -------------------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self._transport = transport
+        if self._server_side:
+            self._nonce = os.urandom(32)
+            self._write_now(pack_frame([_HELLO, self._nonce]))
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            messages = self._decoder.feed(data)
+        except ProtocolError as exc:
+            self._violation(str(exc))
+            return
+        for msg in messages:
+            if self.closed:
+                return
+            if not self.authenticated:
+                self._handshake(msg)
+                continue
+            try:
+                kind = msg[0]
+                if kind == RESPONSE:
+                    self._on_response(msg[1], msg[2], msg[3])
+                elif kind == REQUEST:
+                    self._on_request(msg[1], msg[2], msg[3])
+                elif kind == NOTIFY:
+                    self._on_notify(msg[1], msg[2])
+                else:
+                    raise ProtocolError(f"unknown message kind {kind!r}")
+            except (ProtocolError, IndexError, TypeError, KeyError) as exc:
+                self._violation(f"bad message: {exc!r}")
+                return
+
+    def connection_lost(self, exc) -> None:
+        self._mark_closed(str(exc) if exc else "closed by peer")
+
+    # -- handshake --------------------------------------------------------------------
+    def _handshake(self, msg) -> None:
+        try:
+            tag = msg[0]
+        except Exception:
+            tag = None
+        if self._server_side:
+            if (
+                tag == _AUTH
+                and isinstance(msg[1], bytes)
+                and hmac.compare_digest(msg[1], _digest(self._token, self._nonce))
+            ):
+                self.authenticated = True
+                self._write_now(pack_frame([_OK]))
+                if not self.ready.done():
+                    self.ready.set_result(True)
+            else:
+                self._violation("authentication failed")
+        else:
+            if tag == _HELLO and isinstance(msg[1], bytes):
+                self._write_now(pack_frame([_AUTH, _digest(self._token, msg[1])]))
+            elif tag == _OK:
+                self.authenticated = True
+                if not self.ready.done():
+                    self.ready.set_result(True)
+            else:
+                self._violation("unexpected handshake frame")
+
+    def _violation(self, reason: str) -> None:
+        peer = None
+        try:
+            peer = self._transport.get_extra_info("peername")
+        except Exception:
+            pass
+        logger.warning("closing connection %s (peer %s): %s", self.name, peer, reason)
+        self.close(reason)
+
+    # -- dispatch ---------------------------------------------------------------------
+    def _on_response(self, req_id: int, error, payload) -> None:
+        fut = self._pending.pop(req_id, None)
+        if fut is None or fut.done():
+            return
+        if error is not None:
+            fut.set_exception(RemoteError(str(error[0]), str(error[1])))
+        else:
+            fut.set_result(payload)
+
+    def _on_request(self, req_id: int, method: str, payload) -> None:
+        handler = self.handlers.get(method)
+        if handler is None:
+            self._reply(req_id, ["UnknownMethod", f"no method {method!r}"], None)
+            return
+        try:
+            result = handler(self, payload)
+        except Exception as exc:
+            logger.debug("handler %s failed", method, exc_info=True)
+            self._reply(req_id, [type(exc).__name__, str(exc)], None)
+            return
+        if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+            task = asyncio.ensure_future(result)
+            task.add_done_callback(lambda t, r=req_id: self._reply_from_task(r, t))
+        else:
+            self._reply(req_id, None, result)
+
+    def _reply_from_task(self, req_id: int, task: asyncio.Future) -> None:
+        if task.cancelled():
+            self._reply(req_id, ["Cancelled", "request cancelled"], None)
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._reply(req_id, [type(exc).__name__, str(exc)], None)
+        else:
+            self._reply(req_id, None, task.result())
+
+    def _reply(self, req_id: int, error, payload) -> None:
+        if not self.closed:
+            self.send_raw(pack_frame([RESPONSE, req_id, error, payload]))
+
+    def _on_notify(self, method: str, payload) -> None:
+        handler = self.handlers.get(method)
+        if handler is None:
+            logger.debug("no handler for notification %r on %s", method, self.name)
+            return
+        try:
+            result = handler(self, payload)
+            if asyncio.iscoroutine(result):
+                asyncio.ensure_future(result)
+        except Exception:
+            logger.exception("notification handler %s failed", method)
+
+    # -- sending ----------------------------------------------------------------------
+    def call(self, method: str, payload: Any = None) -> asyncio.Future:
+        """Send a request; the future resolves to the reply or raises RemoteError."""
+        fut = self._loop.create_future()
+        if self.closed:
+            fut.set_exception(ConnectionClosed(f"connection {self.name} is closed: {self.close_reason}"))
+            return fut
+        req_id = self._next_id
+        self._next_id += 1
+        self._pending[req_id] = fut
+        self.send_raw(pack_frame([REQUEST, req_id, method, payload]))
+        return fut
+
+    def notify(self, method: str, payload: Any = None) -> None:
+        if not self.closed:
+            self.send_raw(pack_frame([NOTIFY, method, payload]))
+
+    def send_raw(self, frame: bytes) -> None:
+        self._out.append(frame)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self.closed or not self._out:
+            self._out.clear()
+            return
+        data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
+        self._out.clear()
+        self._transport.write(data)
+
+    def _write_now(self, frame: bytes) -> None:
+        if self._transport is not None and not self.closed:
+            self._transport.write(frame)
+
+    # -- closing ----------------------------------------------------------------------
+    def close(self, reason: str = "closed") -> None:
+        if self.closed:
+            return
+        if self._out:
+            self._flush()
+        if self._transport is not None:
+            self._transport.close()
+        self._mark_closed(reason)
+
+    def _mark_closed(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        err = ConnectionClosed(f"connection {self.name} closed: {reason}")
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(err)
+        self._pending.clear()
+        if not self.ready.done():
+            self.ready.set_exception(err)
+            self.ready.exception()  # mark retrieved
+        if self._on_close is not None:
+            try:
+                self._on_close(self)
+            except Exception:
+                logger.exception("on_close callback failed")

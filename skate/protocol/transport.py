@@ -1,0 +1,189 @@
+"""Transports behind one small interface, chosen by address scheme.
+
+    tcp://host:port     TCP (a bare host:port means tcp)
+    unix:///path        a Unix domain socket, for processes on one node
+    inproc://name       in-process, for tests: no sockets, same framing and handshake
+
+`listen(address, ...)` returns a Listener; `connect(address, ...)` returns an authenticated
+Connection. New schemes register a Backend in BACKENDS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import socket
+from collections.abc import Callable
+
+from skate.protocol.connection import Connection, Handler
+
+
+def parse_address(address: str) -> tuple[str, str]:
+    """Split an address into (scheme, location); a bare 'host:port' is TCP."""
+    if "://" in address:
+        scheme, _, loc = address.partition("://")
+        return scheme, loc
+    return "tcp", address
+
+
+def _split_host_port(loc: str) -> tuple[str, int]:
+    host, sep, port = loc.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"address {loc!r} is not of the form host:port")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class Listener:
+    def __init__(self, address: str, closer: Callable[[], None]):
+        self.address = address
+        self._closer = closer
+
+    def close(self) -> None:
+        self._closer()
+
+
+class Backend:
+    async def listen(self, loc: str, factory: Callable[[], Connection]) -> Listener:
+        raise NotImplementedError
+
+    async def connect(self, loc: str, conn: Connection) -> None:
+        raise NotImplementedError
+
+
+class TCPBackend(Backend):
+    async def listen(self, loc, factory):
+        host, port = _split_host_port(loc)
+        server = await asyncio.get_running_loop().create_server(factory, host, port, reuse_address=True)
+        real_port = server.sockets[0].getsockname()[1]
+        return Listener(f"tcp://{host}:{real_port}", server.close)
+
+    async def connect(self, loc, conn):
+        host, port = _split_host_port(loc)
+        transport, _ = await asyncio.get_running_loop().create_connection(lambda: conn, host, port)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class UnixBackend(Backend):
+    async def listen(self, loc, factory):
+        if os.path.exists(loc):
+            os.unlink(loc)
+        server = await asyncio.get_running_loop().create_unix_server(factory, loc)
+
+        def close():
+            server.close()
+            try:
+                os.unlink(loc)
+            except OSError:
+                pass
+
+        return Listener(f"unix://{loc}", close)
+
+    async def connect(self, loc, conn):
+        await asyncio.get_running_loop().create_unix_connection(lambda: conn, loc)
+
+
+class _InprocTransport(asyncio.Transport):
+    """Delivers written bytes to the peer protocol on the next loop iteration."""
+
+    def __init__(self, loop, peer_protocol_getter):
+        super().__init__()
+        self._loop = loop
+        self._peer = peer_protocol_getter
+        self._closed = False
+        self.other: _InprocTransport | None = None
+        self.protocol: Connection | None = None
+
+    def write(self, data):
+        if not self._closed:
+            self._loop.call_soon(self._peer().data_received, bytes(data))
+
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        self._loop.call_soon(self.protocol.connection_lost, None)
+        if self.other is not None and not self.other._closed:
+            self.other.close()
+
+    def is_closing(self):
+        return self._closed
+
+    def get_extra_info(self, name, default=None):
+        return "inproc" if name == "peername" else default
+
+
+class InprocBackend(Backend):
+    """In-process pairs, for tests of components without sockets."""
+
+    _listeners: dict[str, Callable[[], Connection]] = {}
+    _ids = itertools.count()
+
+    async def listen(self, loc, factory):
+        if not loc:
+            loc = f"anon-{next(self._ids)}"
+        self._listeners[loc] = factory
+        return Listener(f"inproc://{loc}", lambda: self._listeners.pop(loc, None))
+
+    async def connect(self, loc, conn):
+        factory = self._listeners.get(loc)
+        if factory is None:
+            raise ConnectionRefusedError(f"no in-process listener at {loc!r}")
+        loop = asyncio.get_running_loop()
+        server_conn = factory()
+        client_t = _InprocTransport(loop, lambda: server_conn)
+        server_t = _InprocTransport(loop, lambda: conn)
+        client_t.protocol, server_t.protocol = conn, server_conn
+        client_t.other, server_t.other = server_t, client_t
+        conn.connection_made(client_t)
+        server_conn.connection_made(server_t)
+
+
+BACKENDS: dict[str, Backend] = {"tcp": TCPBackend(), "unix": UnixBackend(), "inproc": InprocBackend()}
+
+
+def _backend(scheme: str) -> Backend:
+    try:
+        return BACKENDS[scheme]
+    except KeyError:
+        raise ValueError(f"unknown address scheme {scheme!r}; known: {sorted(BACKENDS)}") from None
+
+
+async def listen(
+    address: str,
+    token: bytes,
+    handlers: dict[str, Handler],
+    *,
+    on_connection: Callable[[Connection], None] | None = None,
+    on_close: Callable[[Connection], None] | None = None,
+    name: str = "",
+) -> Listener:
+    """Accept connections at `address`; each must authenticate with `token`."""
+    scheme, loc = parse_address(address)
+
+    def factory() -> Connection:
+        conn = Connection(token, handlers, server_side=True, on_close=on_close, name=name)
+        if on_connection is not None:
+            on_connection(conn)
+        return conn
+
+    return await _backend(scheme).listen(loc, factory)
+
+
+async def connect(
+    address: str,
+    token: bytes,
+    handlers: dict[str, Handler] | None = None,
+    *,
+    on_close: Callable[[Connection], None] | None = None,
+    name: str = "",
+    timeout: float = 10.0,
+) -> Connection:
+    """Open an authenticated connection to `address`."""
+    scheme, loc = parse_address(address)
+    conn = Connection(token, handlers or {}, server_side=False, on_close=on_close, name=name or address)
+    await asyncio.wait_for(_backend(scheme).connect(loc, conn), timeout)
+    await asyncio.wait_for(conn.ready, timeout)
+    return conn

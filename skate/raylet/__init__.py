@@ -1,0 +1,1 @@
+"""The node manager: resources, leases, worker pool and the shared-memory store."""

@@ -1,0 +1,223 @@
+"""The raylet's lease decisions as a state machine: events in, actions out, no I/O.
+
+A lease gives one owner one worker plus a resource shape until the owner returns it.
+Requests wait in FIFO order for resources and an idle worker; the pool is grown on
+demand; a request that can never fit on this node is reported infeasible once.
+A worker blocked in `get` lends its CPUs back so nested tasks can run.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from dataclasses import dataclass, field
+
+from skate.raylet import resources as res
+
+STARTING, IDLE, LEASED = "starting", "idle", "leased"
+
+
+@dataclass
+class LeaseRequest:
+    request_id: int
+    owner: str
+    shape: dict[str, int]
+    reported_infeasible: bool = False
+
+
+@dataclass
+class WorkerSlot:
+    worker_id: str
+    state: str = STARTING
+    lease_id: int | None = None
+    owner: str | None = None
+    held: dict[str, int] = field(default_factory=dict)
+    blocked: bool = False
+
+
+# Actions
+@dataclass
+class Grant:
+    request: LeaseRequest
+    worker_id: str
+    lease_id: int
+
+
+@dataclass
+class StartWorkers:
+    count: int
+
+
+@dataclass
+class Infeasible:
+    request: LeaseRequest
+
+
+@dataclass
+class KillWorker:
+    worker_id: str
+
+
+@dataclass
+class Reclaim:
+    """Ask these owners to give back leases they hold but do not use."""
+
+    owners: set[str]
+
+
+class LocalScheduler:
+    def __init__(self, total: dict[str, float], soft_limit: int):
+        self.total = res.to_fixed(total)
+        self.available = dict(self.total)
+        self.soft_limit = soft_limit
+        self.workers: dict[str, WorkerSlot] = {}
+        self.leases: dict[int, str] = {}
+        self.queue: deque[LeaseRequest] = deque()
+        self.infeasible: list[LeaseRequest] = []
+        self._lease_ids = itertools.count(1)
+        self._request_ids = itertools.count(1)
+        self._starting = 0
+
+    # -- queries ----------------------------------------------------------------------
+    def num_idle(self) -> int:
+        return sum(1 for w in self.workers.values() if w.state == IDLE)
+
+    def available_float(self) -> dict[str, float]:
+        return {k: max(v, 0) / res.UNIT for k, v in self.available.items()}
+
+    def pending_shapes(self) -> list[dict[str, float]]:
+        return [res.to_float(r.shape) for r in list(self.queue) + self.infeasible]
+
+    # -- events -----------------------------------------------------------------------
+    def request_lease(self, owner: str, shape: dict[str, float]) -> tuple[LeaseRequest, list]:
+        req = LeaseRequest(next(self._request_ids), owner, res.to_fixed(shape))
+        self.queue.append(req)
+        return req, self._schedule(new_request=True)
+
+    def cancel_request(self, request_id: int) -> list:
+        self.queue = deque(r for r in self.queue if r.request_id != request_id)
+        self.infeasible = [r for r in self.infeasible if r.request_id != request_id]
+        return []
+
+    def worker_starting(self, worker_id: str) -> None:
+        self.workers[worker_id] = WorkerSlot(worker_id)
+
+    def worker_registered(self, worker_id: str) -> list:
+        slot = self.workers.setdefault(worker_id, WorkerSlot(worker_id))
+        if slot.state == STARTING:
+            slot.state = IDLE
+        return self._schedule()
+
+    def return_lease(self, lease_id: int, kill: bool = False) -> list:
+        worker_id = self.leases.pop(lease_id, None)
+        if worker_id is None:
+            return []
+        slot = self.workers.get(worker_id)
+        actions: list = []
+        if slot is not None:
+            self._release(slot)
+            if kill:
+                actions.append(KillWorker(worker_id))
+                del self.workers[worker_id]
+            else:
+                slot.state = IDLE
+        return actions + self._schedule()
+
+    def worker_died(self, worker_id: str) -> list:
+        slot = self.workers.pop(worker_id, None)
+        if slot is None:
+            return []
+        if slot.lease_id is not None:
+            self.leases.pop(slot.lease_id, None)
+            self._release(slot)
+        return self._schedule()
+
+    def owner_gone(self, owner: str) -> list:
+        self.queue = deque(r for r in self.queue if r.owner != owner)
+        self.infeasible = [r for r in self.infeasible if r.owner != owner]
+        actions: list = []
+        for slot in list(self.workers.values()):
+            if slot.owner == owner and slot.lease_id is not None:
+                self.leases.pop(slot.lease_id, None)
+                self._release(slot)
+                del self.workers[slot.worker_id]
+                actions.append(KillWorker(slot.worker_id))
+        return actions + self._schedule()
+
+    def worker_blocked(self, worker_id: str) -> list:
+        slot = self.workers.get(worker_id)
+        if slot is None or slot.state != LEASED or slot.blocked:
+            return []
+        slot.blocked = True
+        cpu = slot.held.get("CPU", 0)
+        if cpu:
+            self.available["CPU"] = self.available.get("CPU", 0) + cpu
+        return self._schedule()
+
+    def worker_unblocked(self, worker_id: str) -> list:
+        slot = self.workers.get(worker_id)
+        if slot is None or not slot.blocked:
+            return []
+        slot.blocked = False
+        cpu = slot.held.get("CPU", 0)
+        if cpu:
+            self.available["CPU"] = self.available.get("CPU", 0) - cpu
+        return []
+
+    # -- internals --------------------------------------------------------------------
+    def _release(self, slot: WorkerSlot) -> None:
+        held = dict(slot.held)
+        if slot.blocked:
+            held.pop("CPU", None)
+        res.add(self.available, held)
+        slot.held = {}
+        slot.lease_id = None
+        slot.owner = None
+        slot.blocked = False
+
+    def _schedule(self, new_request: bool = False) -> list:
+        actions: list = []
+        idle = [w for w in self.workers.values() if w.state == IDLE]
+        waiting_for_worker = 0
+        blocked_by_resources = False
+        still_queued: deque[LeaseRequest] = deque()
+        for req in self.queue:
+            if not res.fits(req.shape, self.total):
+                self.infeasible.append(req)
+                if not req.reported_infeasible:
+                    req.reported_infeasible = True
+                    actions.append(Infeasible(req))
+                continue
+            if not res.fits(req.shape, self.available):
+                blocked_by_resources = True
+                still_queued.append(req)
+                continue
+            if idle:
+                slot = idle.pop()
+                lease_id = next(self._lease_ids)
+                slot.state, slot.lease_id, slot.owner = LEASED, lease_id, req.owner
+                slot.held = dict(req.shape)
+                res.subtract(self.available, req.shape)
+                self.leases[lease_id] = slot.worker_id
+                actions.append(Grant(req, slot.worker_id, lease_id))
+            else:
+                waiting_for_worker += 1
+                still_queued.append(req)
+        self.queue = still_queued
+        starting = sum(1 for w in self.workers.values() if w.state == STARTING)
+        if waiting_for_worker > starting:
+            actions.append(StartWorkers(waiting_for_worker - starting))
+        # Trim idle workers beyond the soft limit once nothing waits for one.
+        if not self.queue:
+            extra = len(idle) - max(self.soft_limit - self._busy(), 0)
+            for slot in idle[: max(extra, 0)]:
+                del self.workers[slot.worker_id]
+                actions.append(KillWorker(slot.worker_id))
+        if blocked_by_resources and new_request:
+            owners = {w.owner for w in self.workers.values() if w.state == LEASED and w.owner}
+            if owners:
+                actions.append(Reclaim(owners))
+        return actions
+
+    def _busy(self) -> int:
+        return sum(1 for w in self.workers.values() if w.state == LEASED)

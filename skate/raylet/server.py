@@ -1,0 +1,373 @@
+"""The raylet process: one per node. Thin glue around LocalScheduler and ObjectStore.
+
+Serves leases to owners, runs the worker pool through the zygote, owns the node's
+shared-memory arena, and reports the node's resources to the GCS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+
+from skate import _ids
+from skate._procutil import watch_parent_pipe
+from skate.core_worker.plasma import create_arena_file
+from skate.exceptions import ObjectStoreFullError
+from skate.protocol import Connection, connect, listen
+from skate.raylet.object_store import ObjectStore
+from skate.raylet.scheduler import Grant, Infeasible, KillWorker, LocalScheduler, Reclaim, StartWorkers
+
+logger = logging.getLogger("skate.raylet")
+
+
+class Raylet:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.node_id = args.node_id or _ids.random_id(14).hex()
+        self.session_dir = args.session_dir
+        with open(os.path.join(self.session_dir, "token"), "rb") as f:
+            self.token = f.read().strip()
+        self.resources: dict[str, float] = json.loads(args.resources)
+        self.capacity = int(args.object_store_memory)
+        shm_dir = "/dev/shm" if os.path.isdir("/dev/shm") else self.session_dir
+        self.arena_path = os.path.join(shm_dir, f"skate-{self.node_id[:16]}")
+        self.store = ObjectStore(self.capacity)
+        soft_limit = max(1, int(self.resources.get("CPU", 1)))
+        self.scheduler = LocalScheduler(self.resources, soft_limit)
+        self.address = f"unix://{self.session_dir}/sockets/raylet-{self.node_id[:8]}.sock"
+        self.clients: dict[str, Connection] = {}
+        self.worker_addresses: dict[str, str] = {}
+        self.worker_pids: dict[str, int] = {}
+        self.pid_workers: dict[int, str] = {}
+        self.lease_futures: dict[int, asyncio.Future] = {}
+        self.request_ids: dict[tuple[str, int], int] = {}
+        self.gcs: Connection | None = None
+        self.zygote: subprocess.Popen | None = None
+        self._zygote_buf = b""
+        self._resources_dirty = False
+        self._stopping = False
+        self.loop = asyncio.get_event_loop()
+        self.handlers = {
+            "register_client": self.h_register_client,
+            "request_lease": self.h_request_lease,
+            "cancel_lease_request": self.h_cancel_lease_request,
+            "return_lease": self.h_return_lease,
+            "worker_blocked": lambda c, p: self.apply(self.scheduler.worker_blocked(p["worker_id"])),
+            "worker_unblocked": lambda c, p: self.apply(self.scheduler.worker_unblocked(p["worker_id"])),
+            "kill_worker": lambda c, p: self.kill_worker(p["worker_id"]),
+            "store_create": self.h_store_create,
+            "store_seal": lambda c, p: self.store.seal(p["oid"]),
+            "store_get": self.h_store_get,
+            "store_release": self.h_store_release,
+            "store_free": self.h_store_free,
+            "worker_log": self.h_worker_log,
+            "node_info": lambda c, p: self.node_info(),
+            "shutdown": lambda c, p: self.loop.call_soon(self.shutdown),
+        }
+
+    # -- lifecycle --------------------------------------------------------------------
+    async def start(self) -> None:
+        create_arena_file(self.arena_path, self.capacity)
+        self.listener = await listen(
+            self.address, self.token, self.handlers, on_close=self.on_client_closed, name="raylet"
+        )
+        self._start_zygote()
+        self.start_workers(self.scheduler.soft_limit)
+        self.gcs = await self._connect_gcs()
+        print(f"READY {self.address} {self.node_id}", flush=True)
+
+    async def _connect_gcs(self) -> Connection:
+        deadline = self.loop.time() + 30
+        while True:
+            try:
+                conn = await connect(
+                    self.args.gcs_address, self.token, {}, name="gcs", on_close=self._on_gcs_lost
+                )
+                break
+            except (OSError, asyncio.TimeoutError):
+                if self.loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.02)
+        await conn.call("register_node", self.node_info())
+        return conn
+
+    def _on_gcs_lost(self, conn: Connection) -> None:
+        if not self._stopping:
+            logger.error("lost the GCS: %s; shutting down", conn.close_reason)
+            self.shutdown()
+
+    def node_info(self) -> dict:
+        return {
+            "node_id": self.node_id,
+            "address": self.address,
+            "pid": os.getpid(),
+            "resources": self.resources,
+            "available": self.scheduler.available_float(),
+            "arena_path": self.arena_path,
+            "arena_capacity": self.capacity,
+            "store_used": self.store.used_bytes,
+            "session_dir": self.session_dir,
+            "node_ip": "127.0.0.1",
+        }
+
+    def shutdown(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        logger.info("raylet shutting down")
+        if self.zygote is not None:
+            try:
+                self.zygote.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.zygote.wait(5)
+            except subprocess.TimeoutExpired:
+                self.zygote.kill()
+        try:
+            os.unlink(self.arena_path)
+        except OSError:
+            pass
+        try:
+            self.listener.close()
+        except Exception:
+            pass
+        self.loop.stop()
+
+    # -- workers ----------------------------------------------------------------------
+    def _start_zygote(self) -> None:
+        info = {
+            "session_dir": self.session_dir,
+            "token": self.token.hex(),
+            "gcs_address": self.args.gcs_address,
+            "raylet_address": self.address,
+            "node_id": self.node_id,
+            "logging_level": self.args.logging_level,
+        }
+        log = open(os.path.join(self.session_dir, "logs", f"zygote-{self.node_id[:8]}.err"), "ab")
+        self.zygote = subprocess.Popen(
+            [sys.executable, "-m", "skate.raylet.zygote", json.dumps(info)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+        )
+        log.close()
+        os.set_blocking(self.zygote.stdout.fileno(), False)
+        self.loop.add_reader(self.zygote.stdout.fileno(), self._on_zygote_output)
+
+    def _zygote_send(self, line: str) -> None:
+        try:
+            self.zygote.stdin.write(line.encode() + b"\n")
+            self.zygote.stdin.flush()
+        except (OSError, ValueError):
+            if not self._stopping:
+                logger.error("the zygote is gone; shutting down")
+                self.shutdown()
+
+    def _on_zygote_output(self) -> None:
+        try:
+            chunk = os.read(self.zygote.stdout.fileno(), 65536)
+        except BlockingIOError:
+            return
+        if not chunk:
+            self.loop.remove_reader(self.zygote.stdout.fileno())
+            if not self._stopping:
+                logger.error("the zygote exited; shutting down")
+                self.shutdown()
+            return
+        self._zygote_buf += chunk
+        *lines, self._zygote_buf = self._zygote_buf.split(b"\n")
+        for line in lines:
+            parts = line.decode().split()
+            if parts[:1] == ["forked"]:
+                self.worker_pids[parts[1]] = int(parts[2])
+                self.pid_workers[int(parts[2])] = parts[1]
+            elif parts[:1] == ["exit"]:
+                wid = self.pid_workers.pop(int(parts[1]), None)
+                if wid is not None:
+                    self.worker_pids.pop(wid, None)
+                    if wid not in self.clients:  # died before or without its connection closing
+                        self.apply(self.scheduler.worker_died(wid))
+
+    def start_workers(self, count: int) -> None:
+        for _ in range(count):
+            wid = _ids.random_id(14).hex()
+            self.scheduler.worker_starting(wid)
+            self._zygote_send(f"fork {wid}")
+
+    def kill_worker(self, worker_id: str) -> None:
+        pid = self.worker_pids.get(worker_id)
+        if pid is not None:
+            self._zygote_send(f"kill {pid}")
+
+    # -- actions ----------------------------------------------------------------------
+    def apply(self, actions: list) -> None:
+        for action in actions:
+            if isinstance(action, Grant):
+                fut = self.lease_futures.pop(action.request.request_id, None)
+                self.request_ids.pop((action.request.owner, action.request.request_id), None)
+                if fut is None or fut.done():
+                    self.apply(self.scheduler.return_lease(action.lease_id))
+                    continue
+                fut.set_result(
+                    {
+                        "lease_id": action.lease_id,
+                        "worker_id": action.worker_id,
+                        "address": self.worker_addresses[action.worker_id],
+                    }
+                )
+            elif isinstance(action, StartWorkers):
+                self.start_workers(action.count)
+            elif isinstance(action, KillWorker):
+                self.kill_worker(action.worker_id)
+            elif isinstance(action, Infeasible):
+                conn = self.clients.get(action.request.owner)
+                if conn is not None:
+                    shape = {k: v / 10_000 for k, v in action.request.shape.items()}
+                    conn.notify("infeasible", {"shape": shape, "total": self.resources})
+            elif isinstance(action, Reclaim):
+                for owner in action.owners:
+                    conn = self.clients.get(owner)
+                    if conn is not None:
+                        conn.notify("raylet_reclaim", {})
+        self._mark_resources_dirty()
+
+    def _mark_resources_dirty(self) -> None:
+        if not self._resources_dirty:
+            self._resources_dirty = True
+            self.loop.call_soon(self._report_resources)
+
+    def _report_resources(self) -> None:
+        self._resources_dirty = False
+        if self.gcs is not None and not self.gcs.closed:
+            self.gcs.notify(
+                "update_resources",
+                {
+                    "node_id": self.node_id,
+                    "available": self.scheduler.available_float(),
+                    "store_used": self.store.used_bytes,
+                    "pending": self.scheduler.pending_shapes(),
+                },
+            )
+
+    # -- handlers ---------------------------------------------------------------------
+    def h_register_client(self, conn: Connection, p: dict) -> dict:
+        wid = p["worker_id"]
+        conn.peer_info = p
+        self.clients[wid] = conn
+        if p.get("mode") == "worker":
+            self.worker_addresses[wid] = p["address"]
+            self.apply(self.scheduler.worker_registered(wid))
+        return {"arena_path": self.arena_path, "arena_capacity": self.capacity, "node_id": self.node_id}
+
+    def on_client_closed(self, conn: Connection) -> None:
+        wid = conn.peer_info.get("worker_id")
+        if wid is None or self._stopping:
+            return
+        self.clients.pop(wid, None)
+        self.worker_addresses.pop(wid, None)
+        for key in [k for k in self.request_ids if k[0] == wid]:
+            fut = self.lease_futures.pop(self.request_ids.pop(key), None)
+            if fut is not None and not fut.done():
+                fut.cancel()
+        self.store.client_gone(wid)
+        actions = self.scheduler.worker_died(wid) if conn.peer_info.get("mode") == "worker" else []
+        self.apply(actions + self.scheduler.owner_gone(wid))
+        if wid in self.worker_pids:
+            self.kill_worker(wid)
+
+    def h_request_lease(self, conn: Connection, p: dict):
+        owner = conn.peer_info.get("worker_id")
+        if owner is None:
+            raise PermissionError("register_client first")
+        req, actions = self.scheduler.request_lease(owner, p["shape"])
+        fut = self.loop.create_future()
+        self.lease_futures[req.request_id] = fut
+        self.request_ids[(owner, p["rid"])] = req.request_id
+        self.apply(actions)
+        return fut
+
+    def h_cancel_lease_request(self, conn: Connection, p: dict) -> None:
+        owner = conn.peer_info.get("worker_id")
+        req_id = self.request_ids.pop((owner, p["rid"]), None)
+        if req_id is None:
+            return
+        self.scheduler.cancel_request(req_id)
+        fut = self.lease_futures.pop(req_id, None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def h_return_lease(self, conn: Connection, p: dict) -> None:
+        self.apply(self.scheduler.return_lease(p["lease_id"], kill=bool(p.get("kill"))))
+
+    def h_store_create(self, conn: Connection, p: dict) -> dict:
+        try:
+            offset = self.store.create(p["oid"], p["size"], p["owner"])
+        except ObjectStoreFullError:
+            raise
+        self._mark_resources_dirty()
+        return {"offset": offset}
+
+    def h_store_get(self, conn: Connection, p: dict) -> list:
+        client = conn.peer_info.get("worker_id", "")
+        return [self.store.get(oid, client) for oid in p["oids"]]
+
+    def h_store_release(self, conn: Connection, p: dict) -> None:
+        client = conn.peer_info.get("worker_id", "")
+        for oid in p["oids"]:
+            self.store.release(oid, client)
+
+    def h_store_free(self, conn: Connection, p: dict) -> None:
+        for oid in p["oids"]:
+            self.store.free(oid)
+        self._mark_resources_dirty()
+
+    def h_worker_log(self, conn: Connection, p: dict) -> None:
+        if self.gcs is not None:
+            self.gcs.notify("publish_logs", p)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="skate-raylet")
+    parser.add_argument("--session-dir", required=True)
+    parser.add_argument("--gcs-address", required=True)
+    parser.add_argument("--resources", required=True)
+    parser.add_argument("--object-store-memory", required=True)
+    parser.add_argument("--node-id", default="")
+    parser.add_argument("--watch-fd", type=int, default=-1)
+    parser.add_argument("--logging-level", type=int, default=logging.INFO)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        filename=os.path.join(args.session_dir, "logs", "raylet.log"),
+        level=args.logging_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    raylet = Raylet(args)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, raylet.shutdown)
+    if args.watch_fd >= 0:
+        watch_parent_pipe(loop, args.watch_fd, raylet.shutdown)
+    try:
+        loop.run_until_complete(raylet.start())
+        loop.run_forever()
+    except BaseException:
+        logger.exception("raylet failed")
+        raylet.shutdown()
+        raise
+    finally:
+        try:
+            os.unlink(raylet.arena_path)
+        except OSError:
+            pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""The worker template: imports what workers need once, then forks a worker per request.
+
+Talks to its raylet by lines on stdin/stdout:
+    in:  "fork WORKER_ID" | "kill PID"
+    out: "forked WORKER_ID PID" | "exit PID CODE"
+End of stdin (the raylet is gone) kills every worker and ends the zygote.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import select
+import signal
+import sys
+
+
+def _set_parent_death_signal() -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def main() -> None:
+    info = json.loads(sys.argv[1])
+    info["token"] = bytes.fromhex(info["token"])
+    _set_parent_death_signal()
+    from skate.core_worker import worker_main  # noqa: F401  (warm the imports)
+
+    stdin_fd = sys.stdin.fileno()
+    out = os.fdopen(sys.stdout.fileno(), "w", buffering=1)
+    children: dict[int, str] = {}
+    buf = b""
+    warmed_extra = False
+    me = os.getpid()
+    while True:
+        ready, _, _ = select.select([stdin_fd], [], [], 0.1)
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            children.pop(pid, None)
+            out.write(f"exit {pid} {os.waitstatus_to_exitcode(status)}\n")
+        if not ready:
+            if not warmed_extra:
+                warmed_extra = True
+                try:  # later forks get numpy for free; the first ones did not wait for it
+                    import numpy  # noqa: F401
+                except ImportError:
+                    pass
+            continue
+        chunk = os.read(stdin_fd, 65536)
+        if not chunk:
+            break
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            parts = line.decode().split()
+            if not parts:
+                continue
+            if parts[0] == "fork":
+                pid = os.fork()
+                if pid == 0:
+                    _child(info, parts[1], me)
+                children[pid] = parts[1]
+                out.write(f"forked {parts[1]} {pid}\n")
+            elif parts[0] == "kill":
+                try:
+                    os.kill(int(parts[1]), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+    for pid in list(children):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for pid in list(children):
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+    os._exit(0)
+
+
+def _child(info: dict, worker_id: str, zygote_pid: int) -> None:
+    code = 0
+    try:
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+        _set_parent_death_signal()
+        if os.getppid() != zygote_pid:
+            os._exit(1)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        from skate.core_worker import worker_main
+
+        info = dict(info, worker_id=worker_id)
+        worker_main.main(info)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

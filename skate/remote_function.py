@@ -1,0 +1,92 @@
+"""RemoteFunction: what `@skate.remote` makes of a function."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from skate._options import TASK_DEFAULTS, TASK_OPTIONS, resource_shape, validate_options
+from skate.core_worker import context
+from skate.core_worker.functions import FunctionManager
+
+
+class RemoteFunction:
+    """A function that runs as a task: call `.remote(...)` to get ObjectRefs back."""
+
+    def __init__(self, function: Any, options: dict[str, Any]):
+        if not callable(function):
+            raise TypeError(f"skate.remote expects a function or a class, got {function!r}")
+        self._function = function
+        self._options = {**TASK_DEFAULTS, **validate_options(options, TASK_OPTIONS, "remote functions")}
+        self._name = getattr(function, "__name__", "function")
+        self._pickled: tuple[bytes, bytes] | None = None
+        self._shape_cache: tuple[dict, dict] | None = None
+        functools.update_wrapper(self, function, updated=())
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(
+            f"Remote functions cannot be called directly. Instead of running '{self._name}()', "
+            f"try '{self._name}.remote()'."
+        )
+
+    def __reduce__(self):
+        return (RemoteFunction, (self._function, {k: v for k, v in self._options.items() if k in TASK_OPTIONS}))
+
+    def options(self, **options: Any) -> _BoundOptions:
+        """A copy of this function with some options changed, for one or more calls."""
+        merged = {**self._options, **validate_options(options, TASK_OPTIONS, "remote functions")}
+        return _BoundOptions(self, merged)
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return self._remote(args, kwargs, self._options)
+
+    def _remote(self, args: tuple, kwargs: dict, options: dict) -> Any:
+        core = context.current
+        if core is None:
+            from skate._api import init
+
+            init()
+            core = context.current
+        if self._pickled is None:
+            self._pickled = FunctionManager.pickle(self._function)
+        key, data = self._pickled
+        core.functions.export(key, data)
+        if options is self._options and self._shape_cache is not None:
+            shape = self._shape_cache
+        else:
+            shape = resource_shape(options)
+            if options is self._options:
+                self._shape_cache = shape
+        num_returns = options["num_returns"]
+        refs = core.submitter.submit(
+            key,
+            options.get("name") or self._name,
+            args,
+            kwargs,
+            num_returns=num_returns,
+            resources=shape,
+            max_retries=options["max_retries"],
+            retry_exceptions=options["retry_exceptions"],
+            max_calls=options["max_calls"],
+            runtime_env=options.get("runtime_env"),
+        )
+        if num_returns == 1:
+            return refs[0]
+        if num_returns == 0:
+            return None
+        return refs
+
+
+class _BoundOptions:
+    """The result of `.options(...)`: call `.remote(...)` on it."""
+
+    def __init__(self, fn: RemoteFunction, options: dict[str, Any]):
+        self._fn = fn
+        self._options = options
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return self._fn._remote(args, kwargs, self._options)
+
+    def options(self, **options: Any) -> _BoundOptions:
+        merged = {**self._options, **validate_options(options, TASK_OPTIONS, "remote functions")}
+        return _BoundOptions(self._fn, merged)

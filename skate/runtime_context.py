@@ -1,0 +1,73 @@
+"""get_runtime_context(): who and where the calling code is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from skate.core_worker import context
+
+
+class RuntimeContext:
+    """A view of the current process's job, node, task and resources."""
+
+    def __init__(self, core: Any):
+        self._core = core
+
+    def get_job_id(self) -> str:
+        return self._core.job_id
+
+    def get_node_id(self) -> str:
+        return self._core.node_id
+
+    def get_worker_id(self) -> str:
+        return self._core.worker_id
+
+    def get_task_id(self) -> str | None:
+        core = self._core
+        if core.mode == "driver":
+            return None
+        return core.current_task_id.hex()
+
+    def get_actor_id(self) -> str | None:
+        return getattr(self._core, "actor_id", None)
+
+    def get_assigned_resources(self) -> dict[str, float]:
+        return dict(self._core.assigned_resources)
+
+    @property
+    def namespace(self) -> str:
+        return self._core.namespace
+
+    def get_namespace(self) -> str:
+        return self._core.namespace
+
+    @property
+    def job_id(self) -> str:
+        return self.get_job_id()
+
+    @property
+    def node_id(self) -> str:
+        return self.get_node_id()
+
+    @property
+    def task_id(self) -> str | None:
+        return self.get_task_id()
+
+    @property
+    def was_current_actor_reconstructed(self) -> bool:
+        return False
+
+    @property
+    def current_actor(self):
+        raise RuntimeError("This method is only available in an actor.")
+
+    def get(self) -> dict[str, Any]:
+        return {"job_id": self.get_job_id(), "node_id": self.get_node_id(), "task_id": self.get_task_id(),
+                "namespace": self.namespace}
+
+
+def get_runtime_context() -> RuntimeContext:
+    core = context.current
+    if core is None:
+        raise RuntimeError("skate is not initialized; call skate.init() first")
+    return RuntimeContext(core)

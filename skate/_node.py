@@ -25,7 +25,8 @@ logger = logging.getLogger(__name__)
 
 
 def default_temp_root() -> str:
-    return os.path.join(tempfile.gettempdir(), "skate")
+    """Where session directories go: $SKATE_TEMP_DIR, else <system temp>/skate."""
+    return os.environ.get("SKATE_TEMP_DIR") or os.path.join(tempfile.gettempdir(), "skate")
 
 
 def _free_port() -> int:

@@ -218,7 +218,9 @@ class TaskSubmitter:
         if queue:
             room = min(len(queue), MAX_PENDING_LEASE_REQUESTS) - len(ks.pending_requests)
             for _ in range(room):
-                asyncio.ensure_future(self._request_lease(ks))
+                rid = next(self._rids)
+                ks.pending_requests.add(rid)  # counted now, so the next dispatch does not ask again
+                asyncio.ensure_future(self._request_lease(ks, rid))
         elif ks.pending_requests:
             for rid in list(ks.pending_requests):
                 self.core.raylet.notify("cancel_lease_request", {"rid": rid})
@@ -226,10 +228,8 @@ class TaskSubmitter:
             if not lease.inflight and lease.idle_timer is None and not lease.dead:
                 lease.idle_timer = self.core.loop.call_later(IDLE_LEASE_SECONDS, self._return_lease, lease)
 
-    async def _request_lease(self, ks: KeyState) -> None:
+    async def _request_lease(self, ks: KeyState, rid: int) -> None:
         core = self.core
-        rid = next(self._rids)
-        ks.pending_requests.add(rid)
         try:
             grant = await core.raylet.call("request_lease", {"rid": rid, "shape": ks.shape})
         except Exception as exc:

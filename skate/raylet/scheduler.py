@@ -205,8 +205,10 @@ class LocalScheduler:
                 still_queued.append(req)
         self.queue = still_queued
         starting = sum(1 for w in self.workers.values() if w.state == STARTING)
-        if waiting_for_worker > starting:
-            actions.append(StartWorkers(waiting_for_worker - starting))
+        # Start what the queue needs, but never more than soft_limit at once (no fork storms).
+        want = min(waiting_for_worker, self.soft_limit) - starting
+        if want > 0:
+            actions.append(StartWorkers(want))
         # Trim idle workers beyond the soft limit once nothing waits for one.
         if not self.queue:
             extra = len(idle) - max(self.soft_limit - self._busy(), 0)

@@ -50,6 +50,8 @@ class Raylet:
         self.gcs: Connection | None = None
         self.zygote: subprocess.Popen | None = None
         self._zygote_buf = b""
+        self._zygote_out = bytearray()
+        self._zygote_writer = False
         self._resources_dirty = False
         self._stopping = False
         self.loop = asyncio.get_event_loop()
@@ -58,7 +60,7 @@ class Raylet:
             "request_lease": self.h_request_lease,
             "cancel_lease_request": self.h_cancel_lease_request,
             "return_lease": self.h_return_lease,
-            "worker_blocked": lambda c, p: self.apply(self.scheduler.worker_blocked(p["worker_id"])),
+            "worker_blocked": self.h_worker_blocked,
             "worker_unblocked": lambda c, p: self.apply(self.scheduler.worker_unblocked(p["worker_id"])),
             "kill_worker": lambda c, p: self.kill_worker(p["worker_id"]),
             "store_create": self.h_store_create,
@@ -144,7 +146,6 @@ class Raylet:
     def _start_zygote(self) -> None:
         info = {
             "session_dir": self.session_dir,
-            "token": self.token.hex(),
             "gcs_address": self.args.gcs_address,
             "raylet_address": self.address,
             "node_id": self.node_id,
@@ -159,16 +160,35 @@ class Raylet:
         )
         log.close()
         os.set_blocking(self.zygote.stdout.fileno(), False)
+        os.set_blocking(self.zygote.stdin.fileno(), False)
         self.loop.add_reader(self.zygote.stdout.fileno(), self._on_zygote_output)
 
     def _zygote_send(self, line: str) -> None:
+        """Queue a command for the zygote; written without ever blocking the event loop."""
+        self._zygote_out += line.encode() + b"\n"
+        self._flush_zygote()
+
+    def _flush_zygote(self) -> None:
+        fd = self.zygote.stdin.fileno()
         try:
-            self.zygote.stdin.write(line.encode() + b"\n")
-            self.zygote.stdin.flush()
-        except (OSError, ValueError):
+            n = os.write(fd, self._zygote_out)
+        except BlockingIOError:
+            n = 0
+        except OSError:
             if not self._stopping:
                 logger.error("the zygote is gone; shutting down")
                 self.shutdown()
+            return
+        del self._zygote_out[:n]
+        if self._zygote_out and not self._zygote_writer:
+            self._zygote_writer = True
+            self.loop.add_writer(fd, self._on_zygote_writable)
+        elif not self._zygote_out and self._zygote_writer:
+            self._zygote_writer = False
+            self.loop.remove_writer(fd)
+
+    def _on_zygote_writable(self) -> None:
+        self._flush_zygote()
 
     def _on_zygote_output(self) -> None:
         try:
@@ -223,6 +243,10 @@ class Raylet:
                     }
                 )
             elif isinstance(action, StartWorkers):
+                logger.info(
+                    "starting %d workers (%d queued, %d workers)",
+                    action.count, len(self.scheduler.queue), len(self.scheduler.workers),
+                )
                 self.start_workers(action.count)
             elif isinstance(action, KillWorker):
                 self.kill_worker(action.worker_id)
@@ -302,6 +326,11 @@ class Raylet:
         fut = self.lease_futures.pop(req_id, None)
         if fut is not None and not fut.done():
             fut.set_result(None)
+
+    def h_worker_blocked(self, conn: Connection, p: dict) -> None:
+        actions = self.scheduler.worker_blocked(p["worker_id"])
+        logger.debug("worker %s blocked: %s", p["worker_id"][:8], actions)
+        self.apply(actions)
 
     def h_return_lease(self, conn: Connection, p: dict) -> None:
         self.apply(self.scheduler.return_lease(p["lease_id"], kill=bool(p.get("kill"))))

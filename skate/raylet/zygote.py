@@ -26,7 +26,8 @@ def _set_parent_death_signal() -> None:
 
 def main() -> None:
     info = json.loads(sys.argv[1])
-    info["token"] = bytes.fromhex(info["token"])
+    with open(os.path.join(info["session_dir"], "token"), "rb") as f:
+        info["token"] = f.read().strip()
     _set_parent_death_signal()
     from skate.core_worker import worker_main  # noqa: F401  (warm the imports)
 

@@ -1,0 +1,116 @@
+"""`skate microbenchmark`: Ray's microbenchmark metrics, names and definitions.
+
+Each line reads `NAME per second MEAN +- SD`, as `ray microbenchmark` prints it, so the two
+can be compared side by side. Metrics whose Ray definition needs actors are measured with
+tasks as the clients until actors exist (said in the line's name).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import skate
+
+
+def timeit(name: str, fn: Callable[[], object], multiplier: float = 1, *, seconds: float = 1.0,
+           rounds: int = 3, pattern: str = "", results: list | None = None) -> None:
+    if pattern and pattern not in name:
+        return
+    start = time.perf_counter()
+    count = 0
+    while time.perf_counter() - start < min(0.5, seconds):  # warm up and size the step
+        fn()
+        count += 1
+    step = count // 10 + 1
+    rates = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        count = 0
+        while time.perf_counter() - start < seconds:
+            for _ in range(step):
+                fn()
+            count += step
+        rates.append(multiplier * count / (time.perf_counter() - start))
+    mean = statistics.mean(rates)
+    sd = statistics.stdev(rates) if len(rates) > 1 else 0.0
+    print(f"{name} per second {round(mean, 2)} +- {round(sd, 2)}", flush=True)
+    if results is not None:
+        results.append((name, mean, sd))
+
+
+@skate.remote
+def small_value():
+    return b"ok"
+
+
+@skate.remote(num_cpus=0)
+def do_put_small():
+    for _ in range(100):
+        skate.put(0)
+
+
+@skate.remote(num_cpus=0)
+def do_put():
+    import numpy as np
+
+    for _ in range(10):
+        skate.put(np.zeros(10 * 1024 * 1024, dtype=np.int64))
+
+
+@skate.remote
+def create_object_containing_ref():
+    return [skate.put(i) for i in range(10000)]
+
+
+@skate.remote(num_cpus=0)
+def small_value_batch(n: int):
+    return len(skate.get([small_value.remote() for _ in range(n)]))
+
+
+def run(pattern: str = "", seconds: float = 1.0, rounds: int = 3, num_cpus: int | None = None) -> list:
+    """Start a local cluster, print every metric matching `pattern`, return (name, mean, sd)."""
+    import numpy as np
+
+    results: list = []
+    kw = dict(seconds=seconds, rounds=rounds, pattern=pattern, results=results)
+    t0 = time.perf_counter()
+    skate.init(num_cpus=num_cpus)
+    skate.get(small_value.remote())
+    init_seconds = time.perf_counter() - t0
+    if not pattern or pattern in "init to first task result":
+        print(f"init to first task result seconds {init_seconds:.3f}", flush=True)
+    try:
+        value = skate.put(0)
+        timeit("single client get calls (Plasma Store)", lambda: skate.get(value), **kw)
+        timeit("single client put calls (Plasma Store)", lambda: skate.put(0), **kw)
+        timeit("multi client put calls (Plasma Store)",
+               lambda: skate.get([do_put_small.remote() for _ in range(10)]), 1000, **kw)
+        arr = np.zeros(100 * 1024 * 1024, dtype=np.int64)
+        timeit("single client put gigabytes", lambda: skate.put(arr), 8 * 0.1, **kw)
+        del arr
+        timeit("single client tasks and get batch",
+               lambda: skate.get([small_value.remote() for _ in range(1000)]), **kw)
+        timeit("multi client put gigabytes",
+               lambda: skate.get([do_put.remote() for _ in range(10)]), 10 * 8 * 0.1, **kw)
+        if not pattern or pattern in "single client get object containing 10k refs":
+            obj_containing_ref = create_object_containing_ref.remote()
+            skate.get(obj_containing_ref)
+            timeit("single client get object containing 10k refs", lambda: skate.get(obj_containing_ref), **kw)
+
+        def wait_multiple_refs():
+            not_ready = [small_value.remote() for _ in range(1000)]
+            for _ in range(1000):
+                _, not_ready = skate.wait(not_ready)
+
+        timeit("single client wait 1k refs", wait_multiple_refs, **kw)
+        timeit("single client tasks sync", lambda: skate.get(small_value.remote()), **kw)
+        timeit("single client tasks async",
+               lambda: skate.get([small_value.remote() for _ in range(1000)]), 1000, **kw)
+        n, m = 10000, 4
+        timeit("multi client tasks async",
+               lambda: skate.get([small_value_batch.remote(n // m) for _ in range(m)]), n, **kw)
+    finally:
+        skate.shutdown()
+    return results

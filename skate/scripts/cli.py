@@ -1,0 +1,26 @@
+"""The `skate` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="skate", description="Skate: Ray's programming model, in Python.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    mb = sub.add_parser("microbenchmark", help="run Ray's microbenchmarks against a local cluster")
+    mb.add_argument("--filter", default="", help="only metrics whose name contains this text")
+    mb.add_argument("--seconds", type=float, default=1.0, help="length of one timed round")
+    mb.add_argument("--rounds", type=int, default=3, help="timed rounds per metric")
+    mb.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local cluster")
+    args = parser.parse_args(argv)
+    if args.command == "microbenchmark":
+        from skate import _microbenchmark
+
+        _microbenchmark.run(args.filter, args.seconds, args.rounds, args.num_cpus)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

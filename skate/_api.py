@@ -122,8 +122,12 @@ def init(
         if num_gpus:
             node_resources["GPU"] = float(num_gpus)
         node_resources.update({k: float(v) for k, v in custom.items()})
-        node = LocalNode(resources=node_resources, object_store_memory=store, logging_level=logging_level,
-                         temp_dir=_temp_dir)
+        node = LocalNode(
+            resources=node_resources,
+            object_store_memory=store,
+            logging_level=logging_level,
+            temp_dir=_temp_dir,
+        )
         info = {
             "worker_id": _ids.random_id(14).hex(),
             "node_id": node.node_id,
@@ -205,8 +209,10 @@ def method(*args: Any, **kwargs: Any) -> Callable:
 def put(value: Any, *, _owner: Any = None) -> ObjectRef:
     """Store a value in the cluster and return a reference to it."""
     if isinstance(value, ObjectRef):
-        raise TypeError("Calling 'put' on an ObjectRef is not allowed. If you really want to do this, "
-                        "wrap the ObjectRef in a list: put([ref]).")
+        raise TypeError(
+            "Calling 'put' on an ObjectRef is not allowed. If you really want to do this, "
+            "wrap the ObjectRef in a list: put([ref])."
+        )
     return _core().put(value)
 
 
@@ -222,7 +228,8 @@ def get(object_refs: Any, *, timeout: float | None = None) -> Any:
         for i, ref in enumerate(object_refs):
             if not isinstance(ref, ObjectRef):
                 raise TypeError(
-                    f"get() expects ObjectRefs, but item {i} of the list is a {type(ref).__name__}: {ref!r:.60}"
+                    f"get() expects ObjectRefs, but item {i} of the list is a "
+                    f"{type(ref).__name__}: {ref!r:.60}"
                 )
         return core.get(list(object_refs), timeout)
     raise TypeError(
@@ -247,7 +254,7 @@ def wait(
     for i, ref in enumerate(object_refs):
         if not isinstance(ref, ObjectRef):
             raise TypeError(f"wait() expects ObjectRefs, but item {i} is a {type(ref).__name__}")
-    if len(set(object_refs)) != len(object_refs):
+    if len({r._id for r in object_refs}) != len(object_refs):
         raise ValueError("wait() requires a list of unique ObjectRefs; the list has duplicates")
     if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns <= 0:
         raise ValueError(f"num_returns must be a positive int, got {num_returns!r}")
@@ -255,7 +262,9 @@ def wait(
         raise ValueError(
             f"num_returns ({num_returns}) cannot be larger than the number of refs ({len(object_refs)})"
         )
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or timeout < 0):
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or timeout < 0
+    ):
         raise ValueError(f"timeout must be a non-negative number or None, got {timeout!r}")
     if not isinstance(fetch_local, bool):
         raise TypeError("fetch_local must be a bool")

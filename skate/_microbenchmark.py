@@ -14,8 +14,16 @@ from collections.abc import Callable
 import skate
 
 
-def timeit(name: str, fn: Callable[[], object], multiplier: float = 1, *, seconds: float = 1.0,
-           rounds: int = 3, pattern: str = "", results: list | None = None) -> None:
+def timeit(
+    name: str,
+    fn: Callable[[], object],
+    multiplier: float = 1,
+    *,
+    seconds: float = 1.0,
+    rounds: int = 3,
+    pattern: str = "",
+    results: list | None = None,
+) -> None:
     if pattern and pattern not in name:
         return
     start = time.perf_counter()
@@ -69,6 +77,11 @@ def small_value_batch(n: int):
     return len(skate.get([small_value.remote() for _ in range(n)]))
 
 
+def _put_gigabytes(np, kw: dict) -> None:
+    arr = np.zeros(100 * 1024 * 1024, dtype=np.int64)
+    timeit("single client put gigabytes", lambda: skate.put(arr), 8 * 0.1, **kw)
+
+
 def run(pattern: str = "", seconds: float = 1.0, rounds: int = 3, num_cpus: int | None = None) -> list:
     """Start a local cluster, print every metric matching `pattern`, return (name, mean, sd)."""
     import numpy as np
@@ -85,19 +98,30 @@ def run(pattern: str = "", seconds: float = 1.0, rounds: int = 3, num_cpus: int 
         value = skate.put(0)
         timeit("single client get calls (Plasma Store)", lambda: skate.get(value), **kw)
         timeit("single client put calls (Plasma Store)", lambda: skate.put(0), **kw)
-        timeit("multi client put calls (Plasma Store)",
-               lambda: skate.get([do_put_small.remote() for _ in range(10)]), 1000, **kw)
-        arr = np.zeros(100 * 1024 * 1024, dtype=np.int64)
-        timeit("single client put gigabytes", lambda: skate.put(arr), 8 * 0.1, **kw)
-        del arr
-        timeit("single client tasks and get batch",
-               lambda: skate.get([small_value.remote() for _ in range(1000)]), **kw)
-        timeit("multi client put gigabytes",
-               lambda: skate.get([do_put.remote() for _ in range(10)]), 10 * 8 * 0.1, **kw)
+        timeit(
+            "multi client put calls (Plasma Store)",
+            lambda: skate.get([do_put_small.remote() for _ in range(10)]),
+            1000,
+            **kw,
+        )
+        _put_gigabytes(np, kw)
+        timeit(
+            "single client tasks and get batch",
+            lambda: skate.get([small_value.remote() for _ in range(1000)]),
+            **kw,
+        )
+        timeit(
+            "multi client put gigabytes",
+            lambda: skate.get([do_put.remote() for _ in range(10)]),
+            10 * 8 * 0.1,
+            **kw,
+        )
         if not pattern or pattern in "single client get object containing 10k refs":
             obj_containing_ref = create_object_containing_ref.remote()
             skate.get(obj_containing_ref)
-            timeit("single client get object containing 10k refs", lambda: skate.get(obj_containing_ref), **kw)
+            timeit(
+                "single client get object containing 10k refs", lambda: skate.get(obj_containing_ref), **kw
+            )
 
         def wait_multiple_refs():
             not_ready = [small_value.remote() for _ in range(1000)]
@@ -106,11 +130,19 @@ def run(pattern: str = "", seconds: float = 1.0, rounds: int = 3, num_cpus: int 
 
         timeit("single client wait 1k refs", wait_multiple_refs, **kw)
         timeit("single client tasks sync", lambda: skate.get(small_value.remote()), **kw)
-        timeit("single client tasks async",
-               lambda: skate.get([small_value.remote() for _ in range(1000)]), 1000, **kw)
+        timeit(
+            "single client tasks async",
+            lambda: skate.get([small_value.remote() for _ in range(1000)]),
+            1000,
+            **kw,
+        )
         n, m = 10000, 4
-        timeit("multi client tasks async",
-               lambda: skate.get([small_value_batch.remote(n // m) for _ in range(m)]), n, **kw)
+        timeit(
+            "multi client tasks async",
+            lambda: skate.get([small_value_batch.remote(n // m) for _ in range(m)]),
+            n,
+            **kw,
+        )
     finally:
         skate.shutdown()
     return results

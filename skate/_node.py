@@ -91,14 +91,31 @@ class LocalNode:
         level = str(logging_level)
         gcs = self._spawn(
             "gcs",
-            ["skate.gcs.server", "--session-dir", self.session_dir, "--address", self.gcs_address,
-             "--logging-level", level],
+            [
+                "skate.gcs.server",
+                "--session-dir",
+                self.session_dir,
+                "--address",
+                self.gcs_address,
+                "--logging-level",
+                level,
+            ],
         )
         raylet = self._spawn(
             "raylet",
-            ["skate.raylet.server", "--session-dir", self.session_dir, "--gcs-address", self.gcs_address,
-             "--resources", json.dumps(self.resources),
-             "--object-store-memory", str(self.object_store_memory), "--logging-level", level],
+            [
+                "skate.raylet.server",
+                "--session-dir",
+                self.session_dir,
+                "--gcs-address",
+                self.gcs_address,
+                "--resources",
+                json.dumps(self.resources),
+                "--object-store-memory",
+                str(self.object_store_memory),
+                "--logging-level",
+                level,
+            ],
         )
         lines = self._read_ready({"gcs": gcs, "raylet": raylet})
         _, self.raylet_address, self.node_id = lines["raylet"].split()

@@ -47,9 +47,7 @@ def check_resources(value: Any) -> dict[str, float]:
         if not isinstance(key, str):
             raise TypeError(f"resource names must be str, got {key!r}")
         if key in ("CPU", "GPU"):
-            raise ValueError(
-                f"Use the 'num_cpus' and 'num_gpus' keywords instead of {key!r} in 'resources'."
-            )
+            raise ValueError(f"Use the 'num_cpus' and 'num_gpus' keywords instead of {key!r} in 'resources'.")
         _quantity(f"resources[{key!r}]")(amount)
     return dict(value)
 
@@ -131,9 +129,7 @@ def validate_options(options: dict[str, Any], allowed: dict[str, Callable[[Any],
     for key, value in options.items():
         check = allowed.get(key)
         if check is None:
-            raise ValueError(
-                f"Invalid option keyword {key!r} for {what}. Valid ones are {sorted(allowed)}."
-            )
+            raise ValueError(f"Invalid option keyword {key!r} for {what}. Valid ones are {sorted(allowed)}.")
         out[key] = check(value)
     return out
 

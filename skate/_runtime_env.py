@@ -14,8 +14,21 @@ def validate_runtime_env(env: Any) -> dict | None:
     if not isinstance(env, dict):
         raise TypeError(f"runtime_env must be a dict, got {type(env).__name__}")
     known = {
-        "working_dir", "py_modules", "pip", "uv", "conda", "env_vars", "excludes", "container",
-        "image_uri", "config", "java_jars", "nsight", "mpi", "py_executable", "_ray_release",
+        "working_dir",
+        "py_modules",
+        "pip",
+        "uv",
+        "conda",
+        "env_vars",
+        "excludes",
+        "container",
+        "image_uri",
+        "config",
+        "java_jars",
+        "nsight",
+        "mpi",
+        "py_executable",
+        "_ray_release",
     }
     unknown = sorted(set(env) - known)
     if unknown:
@@ -31,16 +44,22 @@ def validate_runtime_env(env: Any) -> dict | None:
             out[key] = list(value)
     if "env_vars" in env:
         ev = env["env_vars"]
-        if not isinstance(ev, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in ev.items()):
+        if not isinstance(ev, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in ev.items()
+        ):
             raise TypeError(f"runtime_env['env_vars'] must be a dict of str to str, got {ev!r}")
     for key in ("pip", "uv"):
         if key in env:
             value = env[key]
-            ok = isinstance(value, str) or (
-                isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
-            ) or (isinstance(value, dict) and "packages" in value)
+            ok = (
+                isinstance(value, str)
+                or (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value))
+                or (isinstance(value, dict) and "packages" in value)
+            )
             if not ok:
-                raise TypeError(f"runtime_env[{key!r}] must be a str, a list of str or a dict with 'packages'")
+                raise TypeError(
+                    f"runtime_env[{key!r}] must be a str, a list of str or a dict with 'packages'"
+                )
     if "conda" in env and not isinstance(env["conda"], (str, dict)):
         raise TypeError("runtime_env['conda'] must be a str or a dict")
     present = [k for k in ("pip", "uv", "conda") if k in env]

@@ -1,23 +1,23 @@
 """Every error Skate raises, in one hierarchy, with Ray's names as aliases.
 
-    SkateError (RayError)
-    ├── RayTaskError              a task raised; also an instance of the user's exception class
-    ├── RayActorError
-    │   ├── ActorDiedError
-    │   └── ActorUnavailableError
-    ├── WorkerCrashedError        the worker running a task died
-    ├── TaskCancelledError        cancel() reached the task
-    ├── GetTimeoutError           get(timeout=...) ran out (also a TimeoutError)
-    ├── ObjectLostError
-    │   ├── OwnerDiedError
-    │   └── ObjectFetchTimedOutError
-    ├── ObjectStoreFullError
-    ├── OutOfMemoryError
-    ├── NodeDiedError
-    ├── RuntimeEnvSetupError
-    ├── TaskUnschedulableError
-    ├── RaySystemError            Skate itself failed (a broken connection, a dead raylet)
-    └── ProtocolError             a peer sent a frame that breaks the wire protocol
+SkateError (RayError)
+├── RayTaskError              a task raised; also an instance of the user's exception class
+├── RayActorError
+│   ├── ActorDiedError
+│   └── ActorUnavailableError
+├── WorkerCrashedError        the worker running a task died
+├── TaskCancelledError        cancel() reached the task
+├── GetTimeoutError           get(timeout=...) ran out (also a TimeoutError)
+├── ObjectLostError
+│   ├── OwnerDiedError
+│   └── ObjectFetchTimedOutError
+├── ObjectStoreFullError
+├── OutOfMemoryError
+├── NodeDiedError
+├── RuntimeEnvSetupError
+├── TaskUnschedulableError
+├── RaySystemError            Skate itself failed (a broken connection, a dead raylet)
+└── ProtocolError             a peer sent a frame that breaks the wire protocol
 """
 
 from __future__ import annotations

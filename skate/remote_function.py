@@ -30,7 +30,10 @@ class RemoteFunction:
         )
 
     def __reduce__(self):
-        return (RemoteFunction, (self._function, {k: v for k, v in self._options.items() if k in TASK_OPTIONS}))
+        return (
+            RemoteFunction,
+            (self._function, {k: v for k, v in self._options.items() if k in TASK_OPTIONS}),
+        )
 
     def options(self, **options: Any) -> _BoundOptions:
         """A copy of this function with some options changed, for one or more calls."""

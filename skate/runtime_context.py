@@ -62,8 +62,12 @@ class RuntimeContext:
         raise RuntimeError("This method is only available in an actor.")
 
     def get(self) -> dict[str, Any]:
-        return {"job_id": self.get_job_id(), "node_id": self.get_node_id(), "task_id": self.get_task_id(),
-                "namespace": self.namespace}
+        return {
+            "job_id": self.get_job_id(),
+            "node_id": self.get_node_id(),
+            "task_id": self.get_task_id(),
+            "namespace": self.namespace,
+        }
 
 
 def get_runtime_context() -> RuntimeContext:

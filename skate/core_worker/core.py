@@ -122,12 +122,18 @@ class CoreWorker:
             loop.close()
 
     async def _connect(self) -> None:
-        self._listener = await listen(self.address, self.token, self.handlers, name=f"core-{self.worker_id[:8]}")
+        self._listener = await listen(
+            self.address, self.token, self.handlers, name=f"core-{self.worker_id[:8]}"
+        )
         self.gcs = await connect(
             self.info["gcs_address"], self.token, self.handlers, name="gcs", on_close=self._on_gcs_lost
         )
         self.raylet = await connect(
-            self.info["raylet_address"], self.token, self.handlers, name="raylet", on_close=self._on_raylet_lost
+            self.info["raylet_address"],
+            self.token,
+            self.handlers,
+            name="raylet",
+            on_close=self._on_raylet_lost,
         )
         reg = {"worker_id": self.worker_id, "pid": os.getpid(), "address": self.address, "mode": self.mode}
         if self.mode == "driver":
@@ -265,8 +271,8 @@ class CoreWorker:
         return size
 
     def call_raylet(self, method: str, payload: Any) -> Any:
-        from skate.protocol.connection import RemoteError
         from skate.exceptions import ObjectStoreFullError
+        from skate.protocol.connection import RemoteError
 
         try:
             return self.request(self.raylet, method, payload)
@@ -333,7 +339,9 @@ class CoreWorker:
         locations = self.call_raylet("store_get", {"oids": oids})
         for i, oid, loc in zip(indexes, oids, locations):
             if loc is None:
-                self._raise_error(ObjectLostError(f"Object {oid.hex()} is not in the object store.", oid.hex()))
+                self._raise_error(
+                    ObjectLostError(f"Object {oid.hex()} is not in the object store.", oid.hex())
+                )
             offset, size = loc
             view = self.plasma.pinned_view(offset, size, _Releaser(self, oid))
             kind, value = read_from_buffer(view)
@@ -349,25 +357,30 @@ class CoreWorker:
 
     def wait(self, refs: list, num_returns: int, timeout: float | None, fetch_local: bool) -> list[bytes]:
         """Ids of the first `num_returns` ready objects (fewer on timeout)."""
-        oids = list(dict.fromkeys(r._id for r in refs))
+        objects = self.store._objects
+        ready = [r._id for r in refs if r._id in objects]
+        if len(ready) >= num_returns or timeout == 0:
+            return ready
+        oids = [r._id for r in refs]
         waiter = Waiter(num_returns)
         self.store.watch(oids, waiter)
         if not waiter.done():
-            self.post(self._fetch_missing, [r for r in refs if r._id not in self.store])
-            if timeout is None or timeout > 0:
-                blocked = self._block()
-                try:
-                    waiter.event.wait(timeout)
-                finally:
-                    if blocked:
-                        self._unblock()
+            borrowed = [r for r in refs if r._owner is not None and r._id not in objects]
+            if borrowed:
+                self.post(self._fetch_missing, borrowed)
+            blocked = self._block()
+            try:
+                waiter.event.wait(timeout)
+            finally:
+                if blocked:
+                    self._unblock()
             self.store.unwatch(oids, waiter)
         return list(waiter.ready)
 
     def future_for(self, ref) -> concurrent.futures.Future:
         fut: concurrent.futures.Future = concurrent.futures.Future()
 
-        def resolve(_w: Waiter) -> None:
+        def resolve(_w: Waiter | None = None) -> None:
             if fut.done():
                 return
             try:
@@ -375,16 +388,16 @@ class CoreWorker:
             except BaseException as exc:
                 fut.set_exception(exc)
 
-        def resolve_off_loop(w: Waiter) -> None:
-            # get() may block on the raylet for a large object: never on the I/O thread.
-            threading.Thread(target=resolve, args=(w,), daemon=True).start()
+        def on_ready(_w: Waiter) -> None:
+            entry = self.store.get(ref._id)
+            if entry is not None and entry[0] == INLINE:
+                resolve()
+            else:  # reading from the store waits on the raylet: never on the I/O thread
+                threading.Thread(target=resolve, daemon=True).start()
 
-        entry = self.store.get(ref._id)
-        if entry is not None and entry[0] == INLINE:
-            resolve(None)
-            return fut
-        self.store.watch([ref._id], Waiter(1, resolve_off_loop))
-        self.post(self._fetch_missing, [ref])
+        self.store.watch([ref._id], Waiter(1, on_ready))
+        if ref._owner is not None:
+            self.post(self._fetch_missing, [ref])
         return fut
 
     def _block(self) -> bool:

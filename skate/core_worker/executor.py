@@ -162,9 +162,13 @@ class Executor:
             values = []
         else:
             if not isinstance(result, (tuple, list)) or len(result) != nret:
+                got = (
+                    f"{type(result).__name__} of length {len(result)}"
+                    if hasattr(result, "__len__")
+                    else (type(result).__name__)
+                )
                 raise ValueError(
-                    f"Task {spec['name']} was declared with num_returns={nret} but returned "
-                    f"{type(result).__name__} {'of length ' + str(len(result)) if hasattr(result, '__len__') else ''}"
+                    f"Task {spec['name']} was declared with num_returns={nret} but returned a {got}"
                 )
             values = list(result)
         returns = []

@@ -46,8 +46,19 @@ class ArgSlot:
 
 class TaskEntry:
     __slots__ = (
-        "spec", "task_id", "return_ids", "uses", "retries_left", "retry_exceptions", "key",
-        "cancelled", "force", "lease", "dep_refs", "hold", "done",
+        "spec",
+        "task_id",
+        "return_ids",
+        "uses",
+        "retries_left",
+        "retry_exceptions",
+        "key",
+        "cancelled",
+        "force",
+        "lease",
+        "dep_refs",
+        "hold",
+        "done",
     )
 
     def __init__(self, spec, task_id, return_ids, uses, retries_left, retry_exceptions, key, dep_refs, hold):
@@ -378,8 +389,10 @@ class TaskSubmitter:
     # -- cancellation -----------------------------------------------------------------
     def cancel(self, object_id: bytes, force: bool, recursive: bool) -> None:
         entry = self.tasks.get(_ids.task_id_of(object_id))
-        if entry is None or entry.done:
-            return
+        if entry is not None and not entry.done:
+            self._cancel_entry(entry, force, recursive)
+
+    def _cancel_entry(self, entry: TaskEntry, force: bool, recursive: bool) -> None:
         entry.cancelled = True
         entry.force = force
         lease = entry.lease
@@ -395,8 +408,9 @@ class TaskSubmitter:
 
     def cancel_all(self) -> None:
         """Cancel every task this process submitted (its own task was cancelled)."""
-        for tid in list(self.tasks):
-            self.cancel(tid + b"\x01\x00\x00\x00", False, True)
+        for entry in list(self.tasks.values()):
+            if not entry.done:
+                self._cancel_entry(entry, False, True)
 
 
 def _replace_top_level_refs(args: tuple, kwargs: dict, deps: list) -> tuple[tuple, dict]:

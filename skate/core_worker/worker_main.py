@@ -55,7 +55,13 @@ class LogStream(io.TextIOBase):
         if core.raylet is not None and not core.raylet.closed and core.job_id:
             core.raylet.notify(
                 "worker_log",
-                {"job": core.job_id, "pid": os.getpid(), "name": self._name, "stream": self._stream, "lines": lines},
+                {
+                    "job": core.job_id,
+                    "pid": os.getpid(),
+                    "name": self._name,
+                    "stream": self._stream,
+                    "lines": lines,
+                },
             )
 
 

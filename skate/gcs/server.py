@@ -36,7 +36,9 @@ class GcsServer:
             "update_resources": self.h_update_resources,
             "register_job": self.h_register_job,
             "get_nodes": lambda c, p: list(self.nodes.values()),
-            "get_jobs": lambda c, p: [{k: v for k, v in j.items() if k != "conn"} for j in self.jobs.values()],
+            "get_jobs": lambda c, p: [
+                {k: v for k, v in j.items() if k != "conn"} for j in self.jobs.values()
+            ],
             "kv_put": self.h_kv_put,
             "kv_get": self.h_kv_get,
             "kv_del": lambda c, p: self.kv.pop(p["key"], None) is not None,

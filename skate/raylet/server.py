@@ -245,7 +245,9 @@ class Raylet:
             elif isinstance(action, StartWorkers):
                 logger.info(
                     "starting %d workers (%d queued, %d workers)",
-                    action.count, len(self.scheduler.queue), len(self.scheduler.workers),
+                    action.count,
+                    len(self.scheduler.queue),
+                    len(self.scheduler.workers),
                 )
                 self.start_workers(action.count)
             elif isinstance(action, KillWorker):

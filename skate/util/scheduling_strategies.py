@@ -8,7 +8,13 @@ from typing import Any
 class NodeAffinitySchedulingStrategy:
     """Run on the node with `node_id`; if `soft`, elsewhere when that node cannot."""
 
-    def __init__(self, node_id: str, soft: bool, _spill_on_unavailable: bool = False, _fail_on_unavailable: bool = False):
+    def __init__(
+        self,
+        node_id: str,
+        soft: bool,
+        _spill_on_unavailable: bool = False,
+        _fail_on_unavailable: bool = False,
+    ):
         if not isinstance(node_id, str):
             raise TypeError(f"node_id must be a hex str, got {type(node_id).__name__}")
         if not isinstance(soft, bool):
@@ -32,7 +38,9 @@ class PlacementGroupSchedulingStrategy:
         placement_group_capture_child_tasks: bool | None = None,
     ):
         if not isinstance(placement_group_bundle_index, int) or placement_group_bundle_index < -1:
-            raise ValueError(f"placement_group_bundle_index must be an int >= -1, got {placement_group_bundle_index!r}")
+            raise ValueError(
+                f"placement_group_bundle_index must be an int >= -1, got {placement_group_bundle_index!r}"
+            )
         self.placement_group = placement_group
         self.placement_group_bundle_index = placement_group_bundle_index
         self.placement_group_capture_child_tasks = placement_group_capture_child_tasks

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,8 @@ def _quantity(name: str) -> Callable[[Any], Any]:
             return None
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value}")
         if value < 0:
             raise ValueError(f"{name} must be >= 0, got {value}")
         if value > 1 and float(value) != int(value):
@@ -137,7 +140,9 @@ def validate_options(options: dict[str, Any], allowed: dict[str, Callable[[Any],
 def resource_shape(options: dict[str, Any]) -> dict[str, float]:
     """The resources a task holds while it runs."""
     shape: dict[str, float] = {}
-    cpus = options.get("num_cpus", 1)
+    cpus = options.get("num_cpus")
+    if cpus is None:
+        cpus = 1
     if cpus:
         shape["CPU"] = float(cpus)
     gpus = options.get("num_gpus") or 0

@@ -133,7 +133,10 @@ def _dual_class(cause_cls: type) -> type | None:
             {
                 "__init__": lambda self, *a, **k: None,
                 "__str__": RayTaskError.__str__,
-                "__reduce__": RayTaskError.__reduce__,
+                "__reduce__": lambda self: (
+                    _rebuild_dual,
+                    (self.function_name, self.traceback_str, self.cause, self.pid, self.ip),
+                ),
                 "__module__": cause_cls.__module__,
             },
         )
@@ -141,6 +144,10 @@ def _dual_class(cause_cls: type) -> type | None:
         dual = None
     _DUAL_CACHE[cause_cls] = dual
     return dual
+
+
+def _rebuild_dual(function_name, traceback_str, cause, pid, ip):
+    return RayTaskError(function_name, traceback_str, cause, pid, ip).as_instanceof_cause()
 
 
 def _rebuild_task_error(function_name, traceback_str, cause, pid, ip):

@@ -113,15 +113,16 @@ class Connection(asyncio.Protocol):
 
     # -- handshake --------------------------------------------------------------------
     def _handshake(self, msg) -> None:
-        try:
-            tag = msg[0]
-        except Exception:
-            tag = None
+        if not isinstance(msg, list) or len(msg) not in (1, 2):
+            self._violation("malformed handshake frame")
+            return
+        tag = msg[0]
+        arg = msg[1] if len(msg) == 2 else None
         if self._server_side:
             if (
                 tag == _AUTH
-                and isinstance(msg[1], bytes)
-                and hmac.compare_digest(msg[1], _digest(self._token, self._nonce))
+                and isinstance(arg, bytes)
+                and hmac.compare_digest(arg, _digest(self._token, self._nonce))
             ):
                 self.authenticated = True
                 self._write_now(pack_frame([_OK]))
@@ -130,8 +131,8 @@ class Connection(asyncio.Protocol):
             else:
                 self._violation("authentication failed")
         else:
-            if tag == _HELLO and isinstance(msg[1], bytes):
-                self._write_now(pack_frame([_AUTH, _digest(self._token, msg[1])]))
+            if tag == _HELLO and isinstance(arg, bytes):
+                self._write_now(pack_frame([_AUTH, _digest(self._token, arg)]))
             elif tag == _OK:
                 self.authenticated = True
                 if not self.ready.done():
@@ -186,8 +187,14 @@ class Connection(asyncio.Protocol):
             self._reply(req_id, None, task.result())
 
     def _reply(self, req_id: int, error, payload) -> None:
-        if not self.closed:
-            self.send_raw(pack_frame([RESPONSE, req_id, error, payload]))
+        if self.closed:
+            return
+        try:
+            frame = pack_frame([RESPONSE, req_id, error, payload])
+        except Exception as exc:  # the handler returned something the wire cannot carry
+            logger.error("cannot encode the reply to request %s: %r", req_id, exc)
+            frame = pack_frame([RESPONSE, req_id, [type(exc).__name__, f"unencodable reply: {exc}"], None])
+        self.send_raw(frame)
 
     def _on_notify(self, method: str, payload) -> None:
         handler = self.handlers.get(method)

@@ -3,7 +3,7 @@
 `import skate as ray` and run a Ray-core program unchanged.
 """
 
-from skate import exceptions, util
+from skate import actor, exceptions, util
 from skate._api import (
     RayContext,
     SkateContext,
@@ -11,9 +11,11 @@ from skate._api import (
     cancel,
     cluster_resources,
     get,
+    get_actor,
     get_gpu_ids,
     init,
     is_initialized,
+    kill,
     method,
     nodes,
     put,
@@ -21,6 +23,7 @@ from skate._api import (
     shutdown,
     wait,
 )
+from skate.actor import ActorClass, ActorHandle
 from skate.object_ref import ObjectRef
 from skate.remote_function import RemoteFunction
 from skate.runtime_context import RuntimeContext, get_runtime_context
@@ -28,21 +31,26 @@ from skate.runtime_context import RuntimeContext, get_runtime_context
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActorClass",
+    "ActorHandle",
     "ObjectRef",
     "RayContext",
     "RemoteFunction",
     "RuntimeContext",
     "SkateContext",
     "__version__",
+    "actor",
     "available_resources",
     "cancel",
     "cluster_resources",
     "exceptions",
     "get",
+    "get_actor",
     "get_gpu_ids",
     "get_runtime_context",
     "init",
     "is_initialized",
+    "kill",
     "method",
     "nodes",
     "put",

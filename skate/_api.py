@@ -190,12 +190,18 @@ def remote(*args: Any, **options: Any) -> Any:
 
 def _make_remote(obj: Any, options: dict) -> Any:
     if isinstance(obj, type):
-        raise NotImplementedError("remote classes (actors) are not supported yet")
+        from skate.actor import ActorClass
+
+        return ActorClass(obj, options)
     return RemoteFunction(obj, options)
 
 
 def method(*args: Any, **kwargs: Any) -> Callable:
     """Annotate an actor method with options such as num_returns."""
+
+    from skate._options import METHOD_OPTIONS, validate_options
+
+    validate_options(kwargs, METHOD_OPTIONS, "actor methods")
 
     def decorator(fn: Callable) -> Callable:
         fn.__skate_method_options__ = kwargs
@@ -332,3 +338,23 @@ def available_resources() -> dict[str, float]:
 def get_gpu_ids() -> list[int]:
     """The GPU ids assigned to the current task (none until GPU scheduling lands)."""
     return []
+
+
+def kill(actor: Any, *, no_restart: bool = True) -> None:
+    """Kill an actor now: calls in flight and later fail with ActorDiedError."""
+    from skate.actor import ActorHandle
+
+    if not isinstance(actor, ActorHandle):
+        raise TypeError(f"kill() expects an actor handle, got {type(actor).__name__}")
+    if not isinstance(no_restart, bool):
+        raise TypeError("no_restart must be a bool")
+    _core().actors.kill(actor, no_restart)
+
+
+def get_actor(name: str, namespace: str | None = None) -> Any:
+    """The handle of the named actor; ValueError when there is none."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"get_actor() needs a non-empty actor name, got {name!r}")
+    if namespace is not None and not isinstance(namespace, str):
+        raise TypeError(f"namespace must be a str, got {type(namespace).__name__}")
+    return _core().actors.get_named(name, namespace)

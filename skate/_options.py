@@ -155,3 +155,115 @@ def resource_shape(options: dict[str, Any]) -> dict[str, float]:
         if amount:
             shape[key] = float(amount)
     return shape
+
+
+def _lifetime(value: Any) -> Any:
+    if value in (None, "detached", "non_detached"):
+        return value
+    raise ValueError(f"lifetime must be None, 'detached' or 'non_detached', got {value!r}")
+
+
+def _actor_name(value: Any) -> Any:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"name must be a str, got {type(value).__name__}")
+    if not value:
+        raise ValueError("Actor name cannot be an empty string.")
+    return value
+
+
+def _namespace(value: Any) -> Any:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ValueError(f"namespace must be a non-empty str, got {value!r}")
+    return value
+
+
+def _max_concurrency(value: Any) -> Any:
+    if value is None:
+        return None
+    return _int_at_least("max_concurrency", 1)(value)
+
+
+def _concurrency_groups(value: Any) -> Any:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError(f"concurrency_groups must be a dict of name to max concurrency, got {value!r}")
+    for name, limit in value.items():
+        if not isinstance(name, str):
+            raise TypeError(f"concurrency group names must be str, got {name!r}")
+        _int_at_least(f"concurrency_groups[{name!r}]", 1)(limit)
+    return dict(value)
+
+
+def _bool(name: str) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be a bool, got {value!r}")
+        return value
+
+    return check
+
+
+ACTOR_OPTIONS: dict[str, Callable[[Any], Any]] = {
+    "num_cpus": _quantity("num_cpus"),
+    "num_gpus": _quantity("num_gpus"),
+    "resources": check_resources,
+    "memory": _quantity("memory"),
+    "name": _actor_name,
+    "namespace": _namespace,
+    "get_if_exists": _bool("get_if_exists"),
+    "lifetime": _lifetime,
+    "max_restarts": _int_at_least("max_restarts", -1),
+    "max_task_retries": _int_at_least("max_task_retries", -1),
+    "max_concurrency": _max_concurrency,
+    "concurrency_groups": _concurrency_groups,
+    "scheduling_strategy": _strategy,
+    "runtime_env": validate_runtime_env,
+    "max_pending_calls": _int_at_least("max_pending_calls", -1),
+    "allow_out_of_order_execution": _accept,
+    "enable_task_events": _accept,
+    "label_selector": _accept,
+    "accelerator_type": _accept,
+    "_metadata": _accept,
+    "placement_group": _accept,
+    "placement_group_bundle_index": _accept,
+    "placement_group_capture_child_tasks": _accept,
+}
+
+ACTOR_DEFAULTS: dict[str, Any] = {
+    "num_cpus": None,
+    "num_gpus": 0,
+    "resources": {},
+    "memory": 0,
+    "name": None,
+    "namespace": None,
+    "get_if_exists": False,
+    "lifetime": None,
+    "max_restarts": 0,
+    "max_task_retries": 0,
+    "max_concurrency": None,
+    "concurrency_groups": None,
+    "scheduling_strategy": None,
+    "runtime_env": None,
+}
+
+METHOD_OPTIONS: dict[str, Callable[[Any], Any]] = {
+    "num_returns": _num_returns,
+    "concurrency_group": _name,
+    "max_task_retries": _int_at_least("max_task_retries", -1),
+    "retry_exceptions": _retry_exceptions,
+    "name": _name,
+    "enable_task_events": _accept,
+}
+
+
+def actor_shapes(options: dict[str, Any]) -> tuple[dict[str, float], dict[str, float]]:
+    """(resources to place the actor, resources it holds while alive): Ray's defaults are
+    one CPU to schedule and none held, unless num_cpus is set."""
+    hold = resource_shape({**options, "num_cpus": options.get("num_cpus") or 0})
+    place = dict(hold)
+    if options.get("num_cpus") is None:
+        place["CPU"] = 1.0
+    return place, hold

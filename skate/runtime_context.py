@@ -29,7 +29,10 @@ class RuntimeContext:
         return core.current_task_id.hex()
 
     def get_actor_id(self) -> str | None:
-        return getattr(self._core, "actor_id", None)
+        return self._core.actor_id
+
+    def get_actor_name(self) -> str | None:
+        return self._core.actor_name
 
     def get_assigned_resources(self) -> dict[str, float]:
         return dict(self._core.assigned_resources)
@@ -55,11 +58,21 @@ class RuntimeContext:
 
     @property
     def was_current_actor_reconstructed(self) -> bool:
-        return False
+        return bool(self._core.actor_reconstructed)
 
     @property
     def current_actor(self):
-        raise RuntimeError("This method is only available in an actor.")
+        """A handle to the actor this code runs in."""
+        from skate.actor import ActorHandle
+
+        core = self._core
+        if core.actor_id is None:
+            raise RuntimeError("This method is only available in an actor.")
+        info = core.request(core.gcs, "get_actor_info", {"actor_id": bytes.fromhex(core.actor_id)})
+        owner = tuple(info["owner"]) if info.get("owner") and not info.get("detached") else None
+        if owner == core.owner_address:
+            owner = None
+        return ActorHandle(info["actor_id"], info["class_name"], info["methods"], info, owner, core)
 
     def get(self) -> dict[str, Any]:
         return {

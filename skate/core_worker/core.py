@@ -88,11 +88,16 @@ class CoreWorker:
         }
         self._infeasible_reported: set = set()
         self.in_task_blocking = False  # set by the executor while a task runs
+        from skate.core_worker.actors import ActorClient
         from skate.core_worker.functions import FunctionManager
         from skate.core_worker.submitter import TaskSubmitter
 
         self.functions = FunctionManager(self)
         self.submitter = TaskSubmitter(self)
+        self.actors = ActorClient(self)
+        self.actor_id: str | None = None
+        self.actor_name: str | None = None
+        self.actor_reconstructed = False
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> None:

@@ -23,6 +23,11 @@ from skate.core_worker.memory_store import IN_STORE, INLINE
 from skate.core_worker.submitter import ARGS_SLOT, ArgSlot
 from skate.exceptions import RayTaskError, TaskCancelledError
 
+
+class ActorExit(SystemExit):
+    """Raised by exit_actor() to end the actor once the current call returns."""
+
+
 _IP = "127.0.0.1"
 try:
     _IP = socket.gethostbyname(socket.gethostname())
@@ -42,15 +47,31 @@ class Executor:
         self._cancel_target: bytes | None = None
         self._cancelled_early: set[bytes] = set()
         self._calls: collections.Counter = collections.Counter()
+        self.actor = None  # the ActorRuntime once this worker hosts an actor
+        self._instance = None
         core.handlers["push_task"] = self._h_push
         core.handlers["cancel_task"] = self._h_cancel
+        core.handlers["create_actor"] = self._h_create_actor
+        core.handlers["push_actor_task"] = self._h_push_actor_task
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, self._on_sigint)
 
     # -- I/O thread -------------------------------------------------------------------
     def _h_push(self, conn, spec: dict):
         fut = self.core.loop.create_future()
-        self.queue.put((spec, fut))
+        self.queue.put((self.execute, spec, fut))
+        return fut
+
+    def _h_create_actor(self, conn, spec: dict):
+        fut = self.core.loop.create_future()
+        self.queue.put((self._create_actor, spec, fut))
+        return fut
+
+    def _h_push_actor_task(self, conn, spec: dict):
+        fut = self.core.loop.create_future()
+        if self.actor is None:
+            raise RuntimeError("this worker hosts no actor")
+        self.actor.submit(spec, fut)
         return fut
 
     def _h_cancel(self, conn, payload: dict) -> None:
@@ -72,9 +93,27 @@ class Executor:
     def run_forever(self) -> None:
         core = self.core
         while not core.stopped:
-            spec, fut = self.queue.get()
-            reply = self.execute(spec)
+            run, spec, fut = self.queue.get()
+            reply = run(spec)
             core.post(_set_if_pending, fut, reply)
+
+    def _create_actor(self, spec: dict) -> dict:
+        from skate.core_worker.actor_runtime import ActorRuntime
+
+        core = self.core
+        core.actor_id = spec["actor_id"].hex()
+        core.actor_reconstructed = spec.get("restarts", 0) > 0
+        core.actor_name = spec["class_name"]
+        reply = self.execute(dict(spec, nret=1, fn_is_class=True))
+        if reply["app_error"]:
+            _, err = deserialize_inline(reply["returns"][0][1])
+            return {"error": str(err)}
+        self.actor = ActorRuntime(self, self._instance, spec)
+        return {"ok": True, "pid": os.getpid()}
+
+    def call_actor_method(self, spec: dict) -> dict:
+        """Run one actor method call (on whichever thread the actor's concurrency uses)."""
+        return self.execute(spec)
 
     def execute(self, spec: dict) -> dict:
         core = self.core
@@ -86,7 +125,8 @@ class Executor:
         core.current_task_name = name
         core.job_id = spec["job"]
         core.namespace = spec["ns"]
-        core.assigned_resources = spec["res"]
+        if "res" in spec:
+            core.assigned_resources = spec["res"]
         core.in_task_blocking = True
         start = time.perf_counter()
         app_error = False
@@ -94,7 +134,8 @@ class Executor:
             if tid in self._cancelled_early:
                 self._cancelled_early.discard(tid)
                 raise _Cancelled()
-            fn = core.functions.load(spec["fn"])
+            method = spec.get("method")
+            fn = getattr(self._instance, method) if method else core.functions.load(spec["fn"])
             args, kwargs = self._load_args(spec)
             self.current = tid
             try:
@@ -102,7 +143,13 @@ class Executor:
             finally:
                 self.current = None
             del args, kwargs
+            if spec.get("fn_is_class"):
+                self._instance = result
+                result = None
             returns = self._store_returns(result, spec, owner_id)
+        except ActorExit:
+            returns = self._store_returns(None if nret == 1 else (None,) * nret, spec, owner_id)
+            self._exit_actor()
         except _Cancelled:
             returns = [list(error_entry(TaskCancelledError(f"Task {name} was cancelled.")))] * nret
             app_error = False
@@ -114,11 +161,18 @@ class Executor:
             core.in_task_blocking = False
             core.current_task_name = None
         dur = time.perf_counter() - start
-        fn_key = spec["fn"]
-        self._calls[fn_key] += 1
         max_calls = spec.get("max_calls") or 0
-        exiting = bool(max_calls) and self._calls[fn_key] >= max_calls
+        exiting = False
+        if max_calls:
+            self._calls[spec["fn"]] += 1
+            exiting = self._calls[spec["fn"]] >= max_calls
         return {"returns": returns, "dur": dur, "app_error": app_error, "exiting": exiting}
+
+    def _exit_actor(self) -> None:
+        """exit_actor() was called: tell the GCS not to restart us, reply, then leave."""
+        core = self.core
+        core.post(core.gcs.notify, "actor_exiting", {"actor_id": bytes.fromhex(core.actor_id)})
+        core.post(lambda: core.loop.call_later(0.1, os._exit, 0))
 
     def _load_args(self, spec: dict) -> tuple[tuple, dict]:
         values: dict[int, Any] = {}

@@ -59,6 +59,9 @@ class TaskEntry:
         "dep_refs",
         "hold",
         "done",
+        "ready",
+        "seq",
+        "resolved",
     )
 
     def __init__(self, spec, task_id, return_ids, uses, retries_left, retry_exceptions, key, dep_refs, hold):
@@ -75,6 +78,9 @@ class TaskEntry:
         self.force = False
         self.lease: Lease | None = None
         self.done = False
+        self.ready = None  # called instead of queueing for a lease (actor calls), also on failure
+        self.seq = 0
+        self.resolved = False
 
 
 class Lease:
@@ -143,26 +149,7 @@ class TaskSubmitter:
             "args": None,
             "deps": [],
         }
-        dep_refs: list = []
-        hold: list = []
-        if args or kwargs:
-            args, kwargs = _replace_top_level_refs(args, kwargs, dep_refs)
-            try:
-                sobj = serialize((args, kwargs))
-            except TypeError:
-                _raise_unserializable(name, args, kwargs)
-            hold.extend(sobj.contained_refs)
-            if sobj.size < MAX_INLINE_BYTES:
-                spec["args"] = sobj.to_inline()
-            else:
-                args_oid = _ids.object_id_for_put(core.current_task_id, next(core._put_index))
-                args_ref = ObjectRef(args_oid, None, core)
-                core.store_owned(args_oid, sobj)
-                dep_refs.append((ARGS_SLOT, args_ref))
-        hold.extend(ref for _, ref in dep_refs)
-        uses = [r._id for r in hold]
-        if uses:
-            core.refs.add_task_uses(uses, [r._owner for r in hold])
+        dep_refs, hold, uses = prepare_args(core, spec, name, args, kwargs)
         key = (function_key, tuple(sorted(resources.items())))
         entry = TaskEntry(spec, task_id, return_ids, uses, max_retries, retry_exceptions, key, dep_refs, hold)
         refs = [ObjectRef(oid, None, core) for oid in return_ids]
@@ -172,8 +159,13 @@ class TaskSubmitter:
     # -- I/O thread: dependencies -----------------------------------------------------
     def _on_submit(self, entry: TaskEntry) -> None:
         self.tasks[entry.task_id] = entry
+        self.resolve_dependencies(entry)
+
+    def resolve_dependencies(self, entry: TaskEntry) -> None:
+        """Fill entry.spec['deps'] once every dependency is ready, then hand the entry on
+        (to entry.ready if set, else to the lease queue); a failed dependency fails it."""
         if not entry.dep_refs:
-            self._enqueue(entry)
+            self._resolved(entry)
             return
         store = self.core.store
         oids = [ref._id for _, ref in entry.dep_refs]
@@ -199,7 +191,14 @@ class TaskSubmitter:
                 return
             deps.append([slot, ref._id, list(value)])
         entry.spec["deps"] = deps
-        self._enqueue(entry)
+        self._resolved(entry)
+
+    def _resolved(self, entry: TaskEntry) -> None:
+        entry.resolved = True
+        if entry.ready is not None:
+            entry.ready(entry)
+        else:
+            self._enqueue(entry)
 
     # -- I/O thread: leases and pushing -----------------------------------------------
     def _enqueue(self, entry: TaskEntry) -> None:
@@ -362,6 +361,8 @@ class TaskSubmitter:
             if self.core.refs.has(oid):
                 self.core.store.put(oid, value)
         self._release(entry)
+        if entry.ready is not None and not entry.resolved:
+            entry.ready(entry)  # lets an actor's ordered queue move past a call that failed early
 
     def _finish_with_error(self, entry: TaskEntry, exc: BaseException) -> None:
         from skate.core_worker.core import error_entry
@@ -411,6 +412,38 @@ class TaskSubmitter:
         for entry in list(self.tasks.values()):
             if not entry.done:
                 self._cancel_entry(entry, False, True)
+
+
+def prepare_args(core, spec: dict, name: str, args: tuple, kwargs: dict) -> tuple[list, list, list]:
+    """Serialize a call's arguments into `spec`; returns (dependencies, things to hold, used ids).
+
+    Top-level ObjectRef arguments become dependencies resolved before the call; refs nested
+    deeper travel as refs. Large argument blobs go to the object store as an extra dependency.
+    The returned refs are counted as used by the call until it finishes.
+    """
+    from skate.object_ref import ObjectRef
+
+    dep_refs: list = []
+    hold: list = []
+    if args or kwargs:
+        args, kwargs = _replace_top_level_refs(args, kwargs, dep_refs)
+        try:
+            sobj = serialize((args, kwargs))
+        except TypeError:
+            _raise_unserializable(name, args, kwargs)
+        hold.extend(sobj.contained_refs)
+        if sobj.size < MAX_INLINE_BYTES:
+            spec["args"] = sobj.to_inline()
+        else:
+            args_oid = _ids.object_id_for_put(core.current_task_id, next(core._put_index))
+            args_ref = ObjectRef(args_oid, None, core)
+            core.store_owned(args_oid, sobj)
+            dep_refs.append((ARGS_SLOT, args_ref))
+    hold.extend(ref for _, ref in dep_refs)
+    uses = [r._id for r in hold if isinstance(r, ObjectRef)]
+    if uses:
+        core.refs.add_task_uses(uses, [r._owner for r in hold if isinstance(r, ObjectRef)])
+    return dep_refs, hold, uses
 
 
 def _replace_top_level_refs(args: tuple, kwargs: dict, deps: list) -> tuple[tuple, dict]:

@@ -14,7 +14,9 @@ import uuid
 import psutil
 
 from skate._procutil import watch_parent_pipe
+from skate.gcs.actor_manager import ActorManager
 from skate.protocol import Connection, listen
+from skate.raylet import resources as res
 
 logger = logging.getLogger("skate.gcs")
 
@@ -25,6 +27,7 @@ class GcsServer:
         self.token = token
         self.owns_session = owns_session
         self.nodes: dict[str, dict] = {}
+        self.node_conns: dict[str, Connection] = {}
         self.jobs: dict[str, dict] = {}
         self._job_counter = 0
         self.kv: dict[bytes, bytes] = {}
@@ -46,6 +49,8 @@ class GcsServer:
             "publish_logs": self.h_publish_logs,
             "shutdown": lambda c, p: self.loop.call_soon(self.shutdown),
         }
+        self.actors = ActorManager(self)
+        self.handlers.update(self.actors.handlers())
 
     async def start(self, address: str) -> str:
         self.listener = await listen(address, self.token, self.handlers, on_close=self.on_closed, name="gcs")
@@ -66,15 +71,33 @@ class GcsServer:
                 job["is_dead"] = True
                 job["end_time"] = time.time()
                 job.pop("conn", None)
+                self.actors.owner_gone(worker_id=job["driver_id"], job=info["job_id"])
         if "node_id" in info:
             node = self.nodes.get(info["node_id"])
             if node is not None:
                 node["alive"] = False
+                self.node_conns.pop(info["node_id"], None)
 
     def h_register_node(self, conn: Connection, p: dict) -> bool:
         conn.peer_info = {"node_id": p["node_id"]}
         self.nodes[p["node_id"]] = dict(p, alive=True, start_time=time.time())
+        self.node_conns[p["node_id"]] = conn
         return True
+
+    def pick_node(self, shape: dict[str, float]) -> tuple[str | None, Connection | None]:
+        """An alive node whose total resources can hold `shape`, the least loaded first."""
+        need = res.to_fixed(shape)
+        best = None
+        for node_id, node in self.nodes.items():
+            conn = self.node_conns.get(node_id)
+            if not node["alive"] or conn is None or conn.closed:
+                continue
+            if not res.fits(need, res.to_fixed(node["resources"])):
+                continue
+            free = res.fits(need, res.to_fixed(node.get("available") or {}))
+            if best is None or (free and not best[0]):
+                best = (free, node_id, conn)
+        return (best[1], best[2]) if best else (None, None)
 
     def h_update_resources(self, conn: Connection, p: dict) -> None:
         node = self.nodes.get(p["node_id"])

@@ -21,7 +21,8 @@ STARTING, IDLE, LEASED = "starting", "idle", "leased"
 class LeaseRequest:
     request_id: int
     owner: str
-    shape: dict[str, int]
+    shape: dict[str, int]  # what must be free to grant the lease
+    hold: dict[str, int]  # what the lease holds once granted (an actor may hold less)
     reported_infeasible: bool = False
 
 
@@ -89,8 +90,13 @@ class LocalScheduler:
         return [res.to_float(r.shape) for r in list(self.queue) + self.infeasible]
 
     # -- events -----------------------------------------------------------------------
-    def request_lease(self, owner: str, shape: dict[str, float]) -> tuple[LeaseRequest, list]:
-        req = LeaseRequest(next(self._request_ids), owner, res.to_fixed(shape))
+    def request_lease(
+        self, owner: str, shape: dict[str, float], hold: dict[str, float] | None = None
+    ) -> tuple[LeaseRequest, list]:
+        fixed = res.to_fixed(shape)
+        req = LeaseRequest(
+            next(self._request_ids), owner, fixed, fixed if hold is None else res.to_fixed(hold)
+        )
         self.queue.append(req)
         return req, self._schedule(new_request=True)
 
@@ -196,8 +202,8 @@ class LocalScheduler:
                 slot = idle.pop()
                 lease_id = next(self._lease_ids)
                 slot.state, slot.lease_id, slot.owner = LEASED, lease_id, req.owner
-                slot.held = dict(req.shape)
-                res.subtract(self.available, req.shape)
+                slot.held = dict(req.hold)
+                res.subtract(self.available, req.hold)
                 self.leases[lease_id] = slot.worker_id
                 actions.append(Grant(req, slot.worker_id, lease_id))
             else:
@@ -222,4 +228,5 @@ class LocalScheduler:
         return actions
 
     def _busy(self) -> int:
-        return sum(1 for w in self.workers.values() if w.state == LEASED)
+        """Leased workers that use CPU (actors holding none do not count against the pool)."""
+        return sum(1 for w in self.workers.values() if w.state == LEASED and w.held.get("CPU", 0) > 0)

@@ -89,8 +89,9 @@ class Raylet:
         while True:
             try:
                 conn = await connect(
-                    self.args.gcs_address, self.token, {}, name="gcs", on_close=self._on_gcs_lost
+                    self.args.gcs_address, self.token, self.handlers, name="gcs", on_close=self._on_gcs_lost
                 )
+                conn.peer_info = {"worker_id": "gcs", "mode": "gcs"}
                 break
             except (OSError, asyncio.TimeoutError):
                 if self.loop.time() > deadline:
@@ -303,6 +304,8 @@ class Raylet:
             if fut is not None and not fut.done():
                 fut.cancel()
         self.store.client_gone(wid)
+        if self.gcs is not None and not self.gcs.closed:
+            self.gcs.notify("client_died", {"worker_id": wid})
         actions = self.scheduler.worker_died(wid) if conn.peer_info.get("mode") == "worker" else []
         self.apply(actions + self.scheduler.owner_gone(wid))
         if wid in self.worker_pids:
@@ -312,7 +315,7 @@ class Raylet:
         owner = conn.peer_info.get("worker_id")
         if owner is None:
             raise PermissionError("register_client first")
-        req, actions = self.scheduler.request_lease(owner, p["shape"])
+        req, actions = self.scheduler.request_lease(owner, p["shape"], p.get("hold"))
         fut = self.loop.create_future()
         self.lease_futures[req.request_id] = fut
         self.request_ids[(owner, p["rid"])] = req.request_id

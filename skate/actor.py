@@ -1,0 +1,194 @@
+"""Actors: ActorClass (what `@skate.remote` makes of a class), ActorHandle and ActorMethod."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from skate._options import ACTOR_DEFAULTS, ACTOR_OPTIONS, METHOD_OPTIONS, validate_options
+from skate.core_worker import context
+from skate.core_worker.functions import FunctionManager
+
+
+def _method_table(cls: type) -> dict[str, dict]:
+    """Public methods of an actor class with their @method options."""
+    table = {}
+    for name, member in inspect.getmembers(cls):
+        if name.startswith("__") and name not in ("__call__",):
+            continue
+        if not (inspect.isfunction(member) or inspect.ismethod(member)):
+            continue
+        opts = dict(getattr(member, "__skate_method_options__", {}))
+        opts["is_async"] = inspect.iscoroutinefunction(member) or inspect.isasyncgenfunction(member)
+        table[name] = opts
+    return table
+
+
+class ActorClass:
+    """A class whose instances live in their own worker process: `Cls.remote(...)` makes one."""
+
+    def __init__(self, cls: type, options: dict[str, Any]):
+        self._cls = cls
+        self._options = {**ACTOR_DEFAULTS, **validate_options(options, ACTOR_OPTIONS, "actors")}
+        self._name = cls.__name__
+        self._methods = _method_table(cls)
+        self._pickled: tuple[bytes, bytes] | None = None
+        self.__doc__ = cls.__doc__
+        self.__name__ = cls.__name__
+        self.__qualname__ = getattr(cls, "__qualname__", cls.__name__)
+        self.__module__ = cls.__module__
+
+    def __call__(self, *args: Any, **kwargs: Any):
+        raise TypeError(
+            f"Actors cannot be instantiated directly. Instead of '{self._name}()', "
+            f"use '{self._name}.remote()'."
+        )
+
+    def __reduce__(self):
+        return (ActorClass, (self._cls, {k: v for k, v in self._options.items() if k in ACTOR_OPTIONS}))
+
+    def options(self, **options: Any) -> _BoundActorOptions:
+        merged = {**self._options, **validate_options(options, ACTOR_OPTIONS, "actors")}
+        return _BoundActorOptions(self, merged)
+
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        return self._remote(args, kwargs, self._options)
+
+    def _remote(self, args: tuple, kwargs: dict, options: dict) -> ActorHandle:
+        core = context.current
+        if core is None:
+            from skate._api import init
+
+            init()
+            core = context.current
+        if self._pickled is None:
+            self._pickled = FunctionManager.pickle(self._cls)
+        key, data = self._pickled
+        core.functions.export(key, data)
+        return core.actors.create(self, key, args, kwargs, options)
+
+
+class _BoundActorOptions:
+    def __init__(self, cls: ActorClass, options: dict):
+        self._cls = cls
+        self._options = options
+
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        return self._cls._remote(args, kwargs, self._options)
+
+    def options(self, **options: Any) -> _BoundActorOptions:
+        return _BoundActorOptions(
+            self._cls, {**self._options, **validate_options(options, ACTOR_OPTIONS, "actors")}
+        )
+
+
+class ActorHandle:
+    """A reference to an actor; picklable, so it can be passed to tasks and other actors."""
+
+    def __init__(
+        self,
+        actor_id: bytes,
+        class_name: str,
+        methods: dict[str, dict],
+        options: dict,
+        owner: tuple | None = None,
+        _core: Any = None,
+    ):
+        self._actor_id = actor_id
+        self._class_name = class_name
+        self._methods = methods
+        self._actor_options = options
+        self._owner = owner
+        core = _core if _core is not None else context.current
+        self._core = core
+        if core is not None:
+            core.actors.add_handle(self)
+
+    def __del__(self) -> None:
+        core = self._core
+        if core is not None and not core.stopped:
+            try:
+                core.actors.remove_handle(self._actor_id)
+            except Exception:
+                pass
+
+    def __getattr__(self, name: str) -> ActorMethod:
+        methods = self.__dict__.get("_methods")
+        if methods is None or name.startswith("__"):
+            raise AttributeError(name)
+        if name not in methods:
+            raise AttributeError(f"'{self._class_name}' actor has no method '{name}'")
+        return ActorMethod(self, name, methods[name])
+
+    def __reduce__(self):
+        from skate._serialization import contained_refs_sink
+
+        sink = contained_refs_sink()
+        if sink is not None:
+            sink.append(self)
+        owner = self._owner if self._owner is not None else self._core.owner_address
+        return (
+            _rebuild_handle,
+            (self._actor_id, self._class_name, self._methods, self._actor_options, owner),
+        )
+
+    def __repr__(self) -> str:
+        return f"Actor({self._class_name}, {self._actor_id.hex()})"
+
+    def __hash__(self) -> int:
+        return hash(self._actor_id)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorHandle) and other._actor_id == self._actor_id
+
+    @property
+    def _ray_actor_id(self) -> bytes:
+        return self._actor_id
+
+
+def _rebuild_handle(actor_id, class_name, methods, options, owner) -> ActorHandle:
+    core = context.current
+    owner = tuple(owner) if owner is not None else None
+    if core is not None and owner == core.owner_address:
+        owner = None
+    return ActorHandle(actor_id, class_name, methods, options, owner, core)
+
+
+class ActorMethod:
+    """A method of an actor: `.remote(...)` queues a call, `.options(...)` changes num_returns."""
+
+    def __init__(self, handle: ActorHandle, name: str, options: dict):
+        self._handle = handle
+        self._name = name
+        self._options = options
+
+    def __call__(self, *args: Any, **kwargs: Any):
+        raise TypeError(
+            f"Actor methods cannot be called directly. Instead of '{self._name}()', "
+            f"try '{self._name}.remote()'."
+        )
+
+    def options(self, **options: Any) -> ActorMethod:
+        merged = {**self._options, **validate_options(options, METHOD_OPTIONS, "actor methods")}
+        return ActorMethod(self._handle, self._name, merged)
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        handle = self._handle
+        core = handle._core or context.current
+        num_returns = self._options.get("num_returns", 1)
+        refs = core.actors.submit(handle, self._name, args, kwargs, num_returns, self._options)
+        if num_returns == 1:
+            return refs[0]
+        if num_returns == 0:
+            return None
+        return refs
+
+
+def exit_actor() -> None:
+    """End the current actor once this call returns; it is not restarted."""
+    from skate.core_worker.executor import ActorExit
+
+    core = context.current
+    if core is None or core.actor_id is None:
+        raise TypeError("exit_actor() can only be called inside an actor.")
+    raise ActorExit(0)

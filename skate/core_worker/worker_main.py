@@ -78,7 +78,8 @@ def main(info: dict) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     core = CoreWorker(info, "worker")
+    executor = Executor(core)  # its handlers exist before the raylet can lease us out
     core.start()
     sys.stdout = LogStream(core, "out", out)
     sys.stderr = LogStream(core, "err", err)
-    Executor(core).run_forever()
+    executor.run_forever()

@@ -211,6 +211,7 @@ class Raylet:
                 self.pid_workers[int(parts[2])] = parts[1]
             elif parts[:1] == ["exit"]:
                 wid = self.pid_workers.pop(int(parts[1]), None)
+                logger.info("worker %s (pid %s) exited with code %s", (wid or "?")[:8], parts[1], parts[2])
                 if wid is not None:
                     self.worker_pids.pop(wid, None)
                     if wid not in self.clients:  # died before or without its connection closing
@@ -224,6 +225,7 @@ class Raylet:
 
     def kill_worker(self, worker_id: str) -> None:
         pid = self.worker_pids.get(worker_id)
+        logger.debug("kill worker %s pid %s", worker_id[:8], pid)
         if pid is not None:
             self._zygote_send(f"kill {pid}")
 
@@ -236,6 +238,7 @@ class Raylet:
                 if fut is None or fut.done():
                     self.apply(self.scheduler.return_lease(action.lease_id))
                     continue
+                logger.debug("lease %d: worker %s to %s", action.lease_id, action.worker_id[:8], action.request.owner[:8])
                 fut.set_result(
                     {
                         "lease_id": action.lease_id,
@@ -252,6 +255,7 @@ class Raylet:
                 )
                 self.start_workers(action.count)
             elif isinstance(action, KillWorker):
+                logger.info("killing worker %s", action.worker_id[:8])
                 self.kill_worker(action.worker_id)
             elif isinstance(action, Infeasible):
                 conn = self.clients.get(action.request.owner)
@@ -286,6 +290,7 @@ class Raylet:
     # -- handlers ---------------------------------------------------------------------
     def h_register_client(self, conn: Connection, p: dict) -> dict:
         wid = p["worker_id"]
+        logger.info("%s %s registered (pid %s)", p.get("mode"), wid[:8], p.get("pid"))
         conn.peer_info = p
         self.clients[wid] = conn
         if p.get("mode") == "worker":
@@ -297,6 +302,7 @@ class Raylet:
         wid = conn.peer_info.get("worker_id")
         if wid is None or self._stopping:
             return
+        logger.info("%s %s disconnected: %s", conn.peer_info.get("mode"), wid[:8], conn.close_reason)
         self.clients.pop(wid, None)
         self.worker_addresses.pop(wid, None)
         for key in [k for k in self.request_ids if k[0] == wid]:

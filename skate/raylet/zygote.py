@@ -96,7 +96,9 @@ def _child(info: dict, worker_id: str, zygote_pid: int) -> None:
         os.dup2(devnull, 0)
         os.dup2(devnull, 1)
         os.close(devnull)
-        _set_parent_death_signal()
+        # No PR_SET_PDEATHSIG here: once the zygote has imported numpy, its BLAS threads make
+        # the "parent thread" of a fork unreliable and workers were killed at random. A worker
+        # exits when its raylet connection drops, and the zygote kills its children at EOF.
         if os.getppid() != zygote_pid:
             os._exit(1)
         signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -20,6 +20,7 @@ import tempfile
 import time
 
 from skate._config import STARTUP_TIMEOUT
+from skate.core_worker.plasma import arena_path
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ class LocalNode:
         self._watch_r = self._watch_w = -1
         if self.node_id:
             try:
-                os.unlink(f"/dev/shm/skate-{self.node_id[:16]}")
+                os.unlink(arena_path(self.session_dir, self.node_id))
             except OSError:
                 pass
         shutil.rmtree(self.session_dir, ignore_errors=True)

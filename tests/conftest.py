@@ -2,12 +2,13 @@
 
 Every session directory of this test run lives under one temp root, so a leftover
 process is any process whose command line names that root, and a leftover file is any
-session directory or /dev/shm/skate-* file that was not there when the run began.
+session directory or shared-memory file tagged with that root.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import shutil
 import signal
@@ -19,7 +20,8 @@ import pytest
 
 _ROOT = tempfile.mkdtemp(prefix="skate-tests-")
 os.environ["SKATE_TEMP_DIR"] = _ROOT
-_SHM_BEFORE = set(glob.glob("/dev/shm/skate-*"))
+# Shared-memory files of this run's clusters carry a tag of _ROOT (see plasma.arena_path).
+_SHM_GLOB = "/dev/shm/skate-" + hashlib.sha1(_ROOT.encode()).hexdigest()[:8] + "-*"
 
 import skate  # noqa: E402  (after SKATE_TEMP_DIR is set)
 
@@ -33,7 +35,7 @@ def _leftovers() -> tuple[list[psutil.Process], list[str]]:
             continue
         if _ROOT in cmd and p.pid != os.getpid():
             procs.append(p)
-    files = sorted(set(glob.glob("/dev/shm/skate-*")) - _SHM_BEFORE) + glob.glob(os.path.join(_ROOT, "*"))
+    files = sorted(glob.glob(_SHM_GLOB)) + glob.glob(os.path.join(_ROOT, "*"))
     return procs, files
 
 

@@ -109,6 +109,7 @@ class CoreWorker:
         try:
             self.run(self._connect(), timeout=30)
         except BaseException:
+            logger.exception("the core worker failed to start")
             self.stop()
             raise
         context.current = self

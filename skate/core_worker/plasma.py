@@ -7,6 +7,7 @@ Reads hand out read-only views whose lifetime pins the object: when the last vie
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import mmap
 import os
 import weakref
@@ -39,6 +40,17 @@ class ArenaMapping:
             self._mmap.close()
         except (BufferError, ValueError):
             pass  # views still exported; the mapping goes with the process
+
+
+def arena_path(session_dir: str, node_id: str) -> str:
+    """The node's shared-memory file: /dev/shm/skate-<tag of the temp root>-<node>.
+
+    The tag lets a test run (or an operator) find the files of its own clusters only.
+    """
+    root = os.path.dirname(os.path.abspath(session_dir))
+    tag = hashlib.sha1(root.encode()).hexdigest()[:8]
+    shm_dir = "/dev/shm" if os.path.isdir("/dev/shm") else session_dir
+    return os.path.join(shm_dir, f"skate-{tag}-{node_id[:16]}")
 
 
 def create_arena_file(path: str, capacity: int) -> None:

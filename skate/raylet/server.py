@@ -17,7 +17,7 @@ import sys
 
 from skate import _ids
 from skate._procutil import watch_parent_pipe
-from skate.core_worker.plasma import create_arena_file
+from skate.core_worker.plasma import arena_path, create_arena_file
 from skate.exceptions import ObjectStoreFullError
 from skate.protocol import Connection, connect, listen
 from skate.raylet.object_store import ObjectStore
@@ -35,8 +35,7 @@ class Raylet:
             self.token = f.read().strip()
         self.resources: dict[str, float] = json.loads(args.resources)
         self.capacity = int(args.object_store_memory)
-        shm_dir = "/dev/shm" if os.path.isdir("/dev/shm") else self.session_dir
-        self.arena_path = os.path.join(shm_dir, f"skate-{self.node_id[:16]}")
+        self.arena_path = arena_path(self.session_dir, self.node_id)
         self.store = ObjectStore(self.capacity)
         soft_limit = max(1, int(self.resources.get("CPU", 1)))
         self.scheduler = LocalScheduler(self.resources, soft_limit)

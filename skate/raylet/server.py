@@ -237,7 +237,12 @@ class Raylet:
                 if fut is None or fut.done():
                     self.apply(self.scheduler.return_lease(action.lease_id))
                     continue
-                logger.debug("lease %d: worker %s to %s", action.lease_id, action.worker_id[:8], action.request.owner[:8])
+                logger.debug(
+                    "lease %d: worker %s to %s",
+                    action.lease_id,
+                    action.worker_id[:8],
+                    action.request.owner[:8],
+                )
                 fut.set_result(
                     {
                         "lease_id": action.lease_id,

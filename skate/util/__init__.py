@@ -1,5 +1,20 @@
 """Utilities around the core API (Ray's `ray.util`)."""
 
-from skate.util import scheduling_strategies
+from __future__ import annotations
 
-__all__ = ["scheduling_strategies"]
+from skate.util import scheduling_strategies
+from skate.util.actor_pool import ActorPool
+
+
+def list_named_actors(all_namespaces: bool = False) -> list:
+    """Names of the live named actors in this job's namespace, or every namespace's as
+    dicts {"name", "namespace"} with all_namespaces=True."""
+    from skate._api import _core
+
+    core = _core()
+    return core.request(
+        core.gcs, "list_named_actors", {"all_namespaces": bool(all_namespaces), "namespace": core.namespace}
+    )
+
+
+__all__ = ["ActorPool", "list_named_actors", "scheduling_strategies"]

@@ -53,6 +53,8 @@ class ActorRuntime:
 
     def submit(self, spec: dict, fut: asyncio.Future) -> None:
         """I/O thread: start a call where this actor's concurrency model says."""
+        if self.executor.exiting:
+            return  # exit_actor() ran: the call fails when the connection drops
         group = spec.get("group") or DEFAULT_GROUP
         if group not in self.limits:
             reply = _error_reply(spec, ValueError(f"unknown concurrency group {group!r}"))

@@ -49,6 +49,7 @@ class Executor:
         self._calls: collections.Counter = collections.Counter()
         self.actor = None  # the ActorRuntime once this worker hosts an actor
         self._instance = None
+        self.exiting = False
         core.handlers["push_task"] = self._h_push
         core.handlers["cancel_task"] = self._h_cancel
         core.handlers["create_actor"] = self._h_create_actor
@@ -94,6 +95,8 @@ class Executor:
         core = self.core
         while not core.stopped:
             run, spec, fut = self.queue.get()
+            if self.exiting:
+                continue  # exit_actor() ran: later calls fail when the connection drops
             reply = run(spec)
             core.post(_set_if_pending, fut, reply)
 
@@ -171,6 +174,7 @@ class Executor:
     def _exit_actor(self) -> None:
         """exit_actor() was called: tell the GCS not to restart us, reply, then leave."""
         core = self.core
+        self.exiting = True
         core.post(core.gcs.notify, "actor_exiting", {"actor_id": bytes.fromhex(core.actor_id)})
         core.post(lambda: core.loop.call_later(0.1, os._exit, 0))
 

@@ -1,8 +1,7 @@
 """`skate microbenchmark`: Ray's microbenchmark metrics, names and definitions.
 
 Each line reads `NAME per second MEAN +- SD`, as `ray microbenchmark` prints it, so the two
-can be compared side by side. Metrics whose Ray definition needs actors are measured with
-tasks as the clients until actors exist (said in the line's name).
+can be compared side by side. "actor creation rate" is Skate's own line (Ray has none).
 """
 
 from __future__ import annotations
@@ -72,9 +71,118 @@ def create_object_containing_ref():
     return [skate.put(i) for i in range(10000)]
 
 
+@skate.remote
+class Actor:
+    def small_value(self):
+        return b"ok"
+
+    def small_value_arg(self, x):
+        return b"ok"
+
+    def small_value_batch(self, n):
+        return len(skate.get([small_value.remote() for _ in range(n)]))
+
+
+@skate.remote
+class AsyncActor:
+    async def small_value(self):
+        return b"ok"
+
+    async def small_value_with_arg(self, x):
+        return b"ok"
+
+
 @skate.remote(num_cpus=0)
-def small_value_batch(n: int):
-    return len(skate.get([small_value.remote() for _ in range(n)]))
+class Client:
+    def __init__(self, servers):
+        self.servers = servers if isinstance(servers, list) else [servers]
+
+    def small_value_batch(self, n):
+        refs = []
+        for s in self.servers:
+            refs.extend(s.small_value.remote() for _ in range(n))
+        return len(skate.get(refs))
+
+    def small_value_batch_arg(self, n):
+        x = skate.put(0)
+        refs = []
+        for s in self.servers:
+            refs.extend(s.small_value_arg.remote(x) for _ in range(n))
+        return len(skate.get(refs))
+
+
+def _actor_metrics(kw: dict) -> None:
+    import multiprocessing
+
+    n_cpu = max(1, multiprocessing.cpu_count() // 2)
+    a = Actor.remote()
+    timeit("1:1 actor calls sync", lambda: skate.get(a.small_value.remote()), **kw)
+    timeit(
+        "1:1 actor calls async", lambda: skate.get([a.small_value.remote() for _ in range(1000)]), 1000, **kw
+    )
+    c = Actor.options(max_concurrency=16).remote()
+    timeit(
+        "1:1 actor calls concurrent",
+        lambda: skate.get([c.small_value.remote() for _ in range(1000)]),
+        1000,
+        **kw,
+    )
+    n = 5000
+    actors = [Actor.remote() for _ in range(n_cpu)]
+    client = Client.remote(actors)
+    timeit(
+        "1:n actor calls async", lambda: skate.get(client.small_value_batch.remote(n)), n * len(actors), **kw
+    )
+    clients = [Client.remote(x) for x in actors]
+    timeit(
+        "n:n actor calls async",
+        lambda: skate.get([cl.small_value_batch.remote(n) for cl in clients]),
+        n * len(clients),
+        **kw,
+    )
+    timeit(
+        "n:n actor calls with arg async",
+        lambda: skate.get([cl.small_value_batch_arg.remote(n) for cl in clients]),
+        n * len(clients),
+        **kw,
+    )
+    aa = AsyncActor.remote()
+    timeit("1:1 async-actor calls sync", lambda: skate.get(aa.small_value.remote()), **kw)
+    timeit(
+        "1:1 async-actor calls async",
+        lambda: skate.get([aa.small_value.remote() for _ in range(1000)]),
+        1000,
+        **kw,
+    )
+    timeit(
+        "1:1 async-actor calls with args async",
+        lambda: skate.get([aa.small_value_with_arg.remote(i) for i in range(1000)]),
+        1000,
+        **kw,
+    )
+    async_actors = [AsyncActor.remote() for _ in range(n_cpu)]
+    aclient = Client.remote(async_actors)
+    timeit(
+        "1:n async-actor calls async",
+        lambda: skate.get(aclient.small_value_batch.remote(n)),
+        n * len(async_actors),
+        **kw,
+    )
+    aclients = [Client.remote(x) for x in async_actors]
+    timeit(
+        "n:n async-actor calls async",
+        lambda: skate.get([cl.small_value_batch.remote(n) for cl in aclients]),
+        n * len(aclients),
+        **kw,
+    )
+
+    def create_and_kill():
+        fresh = [Actor.remote() for _ in range(4)]
+        skate.get([x.small_value.remote() for x in fresh])
+        for x in fresh:
+            skate.kill(x)
+
+    timeit("actor creation rate (create, call once, kill)", create_and_kill, 4, **kw)
 
 
 def _put_gigabytes(np, kw: dict) -> None:
@@ -137,12 +245,15 @@ def run(pattern: str = "", seconds: float = 1.0, rounds: int = 3, num_cpus: int 
             **kw,
         )
         n, m = 10000, 4
+        task_clients = [Actor.remote() for _ in range(m)]
         timeit(
             "multi client tasks async",
-            lambda: skate.get([small_value_batch.remote(n // m) for _ in range(m)]),
-            n,
+            lambda: skate.get([a.small_value_batch.remote(n) for a in task_clients]),
+            n * m,
             **kw,
         )
+        del task_clients
+        _actor_metrics(kw)
     finally:
         skate.shutdown()
     return results

@@ -252,7 +252,6 @@ def run(pattern: str = "", seconds: float = 1.0, rounds: int = 3, num_cpus: int 
             n * m,
             **kw,
         )
-        del task_clients
         _actor_metrics(kw)
     finally:
         skate.shutdown()

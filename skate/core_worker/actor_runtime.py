@@ -16,8 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from skate.core_worker.core import _set_if_pending, error_entry
-from skate.exceptions import RayTaskError
+from skate.core_worker.core import _set_if_pending, task_error_entry
 
 DEFAULT_GROUP = "_default"
 
@@ -93,5 +92,5 @@ class ActorRuntime:
 
 
 def _error_reply(spec: dict, exc: BaseException) -> dict:
-    err = RayTaskError.from_exception(spec["name"], exc, os.getpid(), "127.0.0.1")
-    return {"returns": [list(error_entry(err))] * spec["nret"], "dur": 0.0, "app_error": True}
+    entry = task_error_entry(spec["name"], exc, os.getpid(), "127.0.0.1")
+    return {"returns": [list(entry)] * spec["nret"], "dur": 0.0, "app_error": True}

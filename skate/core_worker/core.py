@@ -49,6 +49,25 @@ def error_entry(exc: BaseException) -> tuple:
     return (INLINE, serialize(exc, KIND_ERROR).to_inline())
 
 
+def task_error_entry(function_name: str, exc: BaseException, pid: int, ip: str) -> tuple:
+    """The entry for a task that raised `exc`: a RayTaskError that is sure to unpickle.
+
+    An exception that cannot be pickled, or cannot be rebuilt from its pickle (a custom
+    __init__ with other arguments), is replaced by a RayError with its message, so the
+    caller still sees the remote traceback rather than a pickling failure.
+    """
+    err = RayTaskError.from_exception(function_name, exc, pid, ip)
+    try:
+        data = serialize(err, KIND_ERROR).to_inline()
+        deserialize_inline(data)
+        return (INLINE, data)
+    except Exception:
+        cause = err.cause
+        stand_in = RaySystemError(f"{type(cause).__name__}: {cause}") if cause is not None else None
+        err = RayTaskError(err.function_name, err.traceback_str, stand_in, pid, ip)
+        return (INLINE, serialize(err, KIND_ERROR).to_inline())
+
+
 class CoreWorker:
     def __init__(self, info: dict, mode: str):
         self.info = info

@@ -18,10 +18,10 @@ from typing import Any
 
 from skate._config import MAX_INLINE_BYTES
 from skate._serialization import KIND_ERROR, deserialize_inline, serialize
-from skate.core_worker.core import _set_if_pending, error_entry
+from skate.core_worker.core import _set_if_pending, error_entry, task_error_entry
 from skate.core_worker.memory_store import IN_STORE, INLINE
 from skate.core_worker.submitter import ARGS_SLOT, ArgSlot
-from skate.exceptions import RayTaskError, TaskCancelledError
+from skate.exceptions import TaskCancelledError
 
 
 class ActorExit(SystemExit):
@@ -157,8 +157,7 @@ class Executor:
             returns = [list(error_entry(TaskCancelledError(f"Task {name} was cancelled.")))] * nret
             app_error = False
         except Exception as exc:
-            err = RayTaskError.from_exception(name, exc, os.getpid(), _IP)
-            returns = [list(error_entry(err))] * nret
+            returns = [list(task_error_entry(name, exc, os.getpid(), _IP))] * nret
             app_error = True
         finally:
             core.in_task_blocking = False

@@ -328,6 +328,8 @@ class TaskSubmitter:
             ks.leases.pop(lease.lease_id, None)
             if lease.idle_timer is not None:
                 lease.idle_timer.cancel()
+            # The worker may still be alive (an error reply): never keep its resources.
+            self.core.raylet.notify("return_lease", {"lease_id": lease.lease_id, "kill": True})
         entry.lease = None
         if entry.cancelled:
             self._finish_with_error(entry, TaskCancelledError(f"Task {entry.spec['name']} was cancelled."))

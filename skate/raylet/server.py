@@ -45,7 +45,8 @@ class Raylet:
         self.worker_pids: dict[str, int] = {}
         self.pid_workers: dict[int, str] = {}
         self.lease_futures: dict[int, asyncio.Future] = {}
-        self.request_ids: dict[tuple[str, int], int] = {}
+        self.request_ids: dict[tuple[str, int], int] = {}  # (owner, owner's number) -> request id
+        self.request_keys: dict[int, tuple[str, int]] = {}
         self.gcs: Connection | None = None
         self.zygote: subprocess.Popen | None = None
         self._zygote_buf = b""
@@ -233,7 +234,7 @@ class Raylet:
         for action in actions:
             if isinstance(action, Grant):
                 fut = self.lease_futures.pop(action.request.request_id, None)
-                self.request_ids.pop((action.request.owner, action.request.request_id), None)
+                self.request_ids.pop(self.request_keys.pop(action.request.request_id, None), None)
                 if fut is None or fut.done():
                     self.apply(self.scheduler.return_lease(action.lease_id))
                     continue
@@ -310,7 +311,9 @@ class Raylet:
         self.clients.pop(wid, None)
         self.worker_addresses.pop(wid, None)
         for key in [k for k in self.request_ids if k[0] == wid]:
-            fut = self.lease_futures.pop(self.request_ids.pop(key), None)
+            req_id = self.request_ids.pop(key)
+            self.request_keys.pop(req_id, None)
+            fut = self.lease_futures.pop(req_id, None)
             if fut is not None and not fut.done():
                 fut.cancel()
         self.store.client_gone(wid)
@@ -329,6 +332,7 @@ class Raylet:
         fut = self.loop.create_future()
         self.lease_futures[req.request_id] = fut
         self.request_ids[(owner, p["rid"])] = req.request_id
+        self.request_keys[req.request_id] = (owner, p["rid"])
         self.apply(actions)
         return fut
 
@@ -337,6 +341,7 @@ class Raylet:
         req_id = self.request_ids.pop((owner, p["rid"]), None)
         if req_id is None:
             return
+        self.request_keys.pop(req_id, None)
         self.scheduler.cancel_request(req_id)
         fut = self.lease_futures.pop(req_id, None)
         if fut is not None and not fut.done():

@@ -17,11 +17,11 @@ import sys
 
 from skate import _ids
 from skate._procutil import watch_parent_pipe
-from skate.core_worker.plasma import arena_path, create_arena_file
-from skate.exceptions import ObjectStoreFullError
+from skate.core_worker.plasma import ArenaMapping, arena_path, create_arena_file
 from skate.protocol import Connection, connect, listen
 from skate.raylet.object_store import ObjectStore
 from skate.raylet.scheduler import Grant, Infeasible, KillWorker, LocalScheduler, Reclaim, StartWorkers
+from skate.raylet.spill import SpillManager
 
 logger = logging.getLogger("skate.raylet")
 
@@ -76,6 +76,10 @@ class Raylet:
     # -- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
         create_arena_file(self.arena_path, self.capacity)
+        spill_dir = self.args.spill_dir or os.path.join(self.session_dir, f"spill-{self.node_id[:8]}")
+        os.makedirs(spill_dir, exist_ok=True)
+        limit = int(self.args.spill_limit) if self.args.spill_limit else None
+        self.spill = SpillManager(self.store, ArenaMapping(self.arena_path, self.capacity), spill_dir, limit)
         self.listener = await listen(
             self.address, self.token, self.handlers, on_close=self.on_client_closed, name="raylet"
         )
@@ -116,6 +120,8 @@ class Raylet:
             "arena_capacity": self.capacity,
             "store_used": self.store.used_bytes,
             "session_dir": self.session_dir,
+            "spilled_bytes": self.store.spilled_bytes,
+            "restored_bytes": self.store.restored_bytes,
             "node_ip": "127.0.0.1",
         }
 
@@ -137,6 +143,8 @@ class Raylet:
             os.unlink(self.arena_path)
         except OSError:
             pass
+        if getattr(self, "spill", None) is not None:
+            self.spill.close()
         try:
             self.listener.close()
         except Exception:
@@ -288,6 +296,8 @@ class Raylet:
                     "node_id": self.node_id,
                     "available": self.scheduler.available_float(),
                     "store_used": self.store.used_bytes,
+                    "spilled_bytes": self.store.spilled_bytes,
+                    "restored_bytes": self.store.restored_bytes,
                     "pending": self.scheduler.pending_shapes(),
                 },
             )
@@ -316,7 +326,7 @@ class Raylet:
             fut = self.lease_futures.pop(req_id, None)
             if fut is not None and not fut.done():
                 fut.cancel()
-        self.store.client_gone(wid)
+        self.spill.release_files(self.store.client_gone(wid))
         if self.gcs is not None and not self.gcs.closed:
             self.gcs.notify("client_died", {"worker_id": wid})
         actions = self.scheduler.worker_died(wid) if conn.peer_info.get("mode") == "worker" else []
@@ -355,26 +365,28 @@ class Raylet:
     def h_return_lease(self, conn: Connection, p: dict) -> None:
         self.apply(self.scheduler.return_lease(p["lease_id"], kill=bool(p.get("kill"))))
 
-    def h_store_create(self, conn: Connection, p: dict) -> dict:
-        try:
-            offset = self.store.create(p["oid"], p["size"], p["owner"])
-        except ObjectStoreFullError:
-            raise
+    async def h_store_create(self, conn: Connection, p: dict) -> dict:
+        offset = await self.spill.create(p["oid"], p["size"], p["owner"])
         self._mark_resources_dirty()
         return {"offset": offset}
 
-    def h_store_get(self, conn: Connection, p: dict) -> list:
+    async def h_store_get(self, conn: Connection, p: dict) -> list:
         client = conn.peer_info.get("worker_id", "")
-        return [self.store.get(oid, client) for oid in p["oids"]]
+        out = []
+        for oid in p["oids"]:
+            if self.store.status(oid) == "spilled":
+                await self.spill.ensure_in_memory(oid)
+            out.append(self.store.get(oid, client))
+        return out
 
     def h_store_release(self, conn: Connection, p: dict) -> None:
         client = conn.peer_info.get("worker_id", "")
         for oid in p["oids"]:
-            self.store.release(oid, client)
+            self.spill.release_files(self.store.release(oid, client))
 
     def h_store_free(self, conn: Connection, p: dict) -> None:
         for oid in p["oids"]:
-            self.store.free(oid)
+            self.spill.release_files(self.store.free(oid))
         self._mark_resources_dirty()
 
     def h_worker_log(self, conn: Connection, p: dict) -> None:
@@ -389,6 +401,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resources", required=True)
     parser.add_argument("--object-store-memory", required=True)
     parser.add_argument("--node-id", default="")
+    parser.add_argument("--spill-dir", default="")
+    parser.add_argument("--spill-limit", default="")
     parser.add_argument("--watch-fd", type=int, default=-1)
     parser.add_argument("--logging-level", type=int, default=logging.INFO)
     args = parser.parse_args(argv)

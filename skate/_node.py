@@ -46,6 +46,8 @@ class LocalNode:
         object_store_memory: int,
         logging_level: int = logging.INFO,
         temp_dir: str | None = None,
+        spill_dir: str | None = None,
+        spill_limit: int | None = None,
     ):
         root = temp_dir or default_temp_root()
         os.makedirs(root, exist_ok=True)
@@ -65,6 +67,8 @@ class LocalNode:
         self.raylet_address = ""
         self.node_id = ""
         self.arena_path = ""
+        self.spill_dir = spill_dir
+        self.spill_limit = spill_limit
         self._watch_r, self._watch_w = os.pipe()
         try:
             self._start(logging_level)
@@ -116,6 +120,10 @@ class LocalNode:
                 str(self.object_store_memory),
                 "--logging-level",
                 level,
+                "--spill-dir",
+                self.spill_dir or "",
+                "--spill-limit",
+                str(self.spill_limit or ""),
             ],
         )
         lines = self._read_ready({"gcs": gcs, "raylet": raylet})

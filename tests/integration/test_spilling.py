@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import time
 
@@ -96,7 +97,9 @@ def test_custom_spill_directory_is_used_and_emptied(fresh, tmp_path):
         num_cpus=1,
         object_store_memory=100 * MB,
         _system_config={
-            "object_spilling_config": '{"type": "filesystem", "params": {"directory_path": "%s"}}' % spill_dir
+            "object_spilling_config": json.dumps(
+                {"type": "filesystem", "params": {"directory_path": str(spill_dir)}}
+            )
         },
     )
     refs = [skate.put(np.full(2_500_000, i, dtype=np.int64)) for i in range(8)]

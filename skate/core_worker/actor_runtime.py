@@ -77,6 +77,8 @@ class ActorRuntime:
             try:
                 method = getattr(self.instance, spec["method"])
                 args, kwargs = executor._load_args(spec)
+                if self.core.refs.new_borrowed:
+                    self.core.register_borrows()
                 result = method(*args, **kwargs)
                 if inspect.isawaitable(result):
                     result = await result

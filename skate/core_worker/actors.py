@@ -263,7 +263,7 @@ class ActorClient:
                 state.queue.appendleft(entry)
                 self._flush(state)
                 return
-            submitter._complete(entry, returns)
+            submitter._complete(entry, returns, reply.get("holder"))
             return
         # The connection broke: the actor died or restarts.
         if entry.retries_left != 0:
@@ -382,22 +382,15 @@ class ActorClient:
             )
 
     def _h_borrow(self, conn: Connection, p: dict) -> bool:
-        aid = p["actor_id"]
-        self._borrowers.setdefault(aid, set()).add(conn)
-        if not getattr(conn, "_skate_borrow_hook", False):
-            conn._skate_borrow_hook = True
-            previous = conn._on_close
-
-            def on_close(c: Connection) -> None:
-                if previous is not None:
-                    previous(c)
-                for actor, borrowers in list(self._borrowers.items()):
-                    if c in borrowers:
-                        borrowers.discard(c)
-                        self._maybe_release(actor)
-
-            conn._on_close = on_close
+        self._borrowers.setdefault(p["actor_id"], set()).add(conn)
         return True
+
+    def on_connection_closed(self, conn: Connection) -> None:
+        """A borrower's connection closed: it holds no handle any more."""
+        for actor, borrowers in list(self._borrowers.items()):
+            if conn in borrowers:
+                borrowers.discard(conn)
+                self._maybe_release(actor)
 
     def _h_unborrow(self, conn: Connection, p: dict) -> None:
         aid = p["actor_id"]

@@ -98,12 +98,18 @@ class CoreWorker:
         self._listener = None
         self._peer_conns: dict[str, asyncio.Future] = {}
         self._fetching: set[bytes] = set()
+        self._borrowed_registered: dict[bytes, tuple] = {}  # borrowed object -> owner we told
+        self._borrowers_by_conn: dict[Connection, collections.Counter] = {}
+        self.remote_contained: dict[bytes, str] = {}  # owned object -> worker keeping refs inside it
         self.plasma: ArenaMapping | None = None
         self.handlers: dict[str, Any] = {
             "get_object": self._h_get_object,
             "raylet_reclaim": lambda conn, p: self.submitter.return_idle_leases(),
             "infeasible": self._h_infeasible,
             "logs": self._h_logs,
+            "add_borrowers": self._h_add_borrowers,
+            "remove_borrowers": self._h_remove_borrowers,
+            "release_contained": self._h_release_contained,
         }
         self._infeasible_reported: set = set()
         self.in_task_blocking = False  # set by the executor while a task runs
@@ -148,7 +154,11 @@ class CoreWorker:
 
     async def _connect(self) -> None:
         self._listener = await listen(
-            self.address, self.token, self.handlers, name=f"core-{self.worker_id[:8]}"
+            self.address,
+            self.token,
+            self.handlers,
+            on_close=self._on_server_conn_closed,
+            name=f"core-{self.worker_id[:8]}",
         )
         self.gcs = await connect(
             self.info["gcs_address"], self.token, self.handlers, name="gcs", on_close=self._on_gcs_lost
@@ -311,10 +321,100 @@ class CoreWorker:
         if self.stopped:
             return
         entry = self.store.delete(object_id)
-        if owner is None:
-            self.contained.pop(object_id, None)
-            if entry is not None and entry[0] == IN_STORE:
-                self.post(self.raylet.notify, "store_free", {"oids": [object_id]})
+        if owner is not None:
+            if self._borrowed_registered.pop(object_id, None) is not None:
+                self.post(self._send_to_owner, owner, "remove_borrowers", [object_id])
+            return
+        self.contained.pop(object_id, None)
+        holder = self.remote_contained.pop(object_id, None)
+        if holder is not None:
+            self.post(self._send_to_owner, (None, holder), "release_contained", [object_id])
+        if entry is not None and entry[0] == IN_STORE:
+            self.post(self.raylet.notify, "store_free", {"oids": [object_id]})
+
+    # -- borrowing --------------------------------------------------------------------
+    def register_borrows(self) -> None:
+        """Tell the owners of refs this process just received that it holds them.
+
+        From a user thread this waits for the owners' answers, so a task that received a
+        ref is registered before it can finish and release its caller's hold on the ref.
+        """
+        queue = self.refs.new_borrowed
+        if not queue:
+            return
+        by_owner: dict[tuple, list[bytes]] = {}
+        while queue:
+            try:
+                oid, owner = queue.popleft()
+            except IndexError:
+                break
+            by_owner.setdefault(owner, []).append(oid)
+        if threading.current_thread() is self._thread:
+            asyncio.ensure_future(self._register_borrows(by_owner))
+            return
+        try:
+            self.run(self._register_borrows(by_owner), timeout=30)
+        except Exception:
+            logger.warning("could not register borrowed refs with their owners", exc_info=True)
+
+    async def _register_borrows(self, by_owner: dict[tuple, list[bytes]]) -> None:
+        for owner, oids in by_owner.items():
+            try:
+                conn = await self.peer(owner[1])
+                accepted = await conn.call("add_borrowers", {"oids": oids})
+            except Exception:
+                continue  # the owner is gone: get() reports OwnerDiedError
+            late = []
+            for oid, ok in zip(oids, accepted):
+                if not ok:
+                    continue
+                if self.refs.has(oid):
+                    self._borrowed_registered[oid] = owner
+                else:
+                    late.append(oid)  # dropped while we were registering
+            if late:
+                conn.notify("remove_borrowers", {"oids": late})
+
+    def _send_to_owner(self, owner: tuple, method: str, oids: list[bytes]) -> None:
+        async def send() -> None:
+            try:
+                conn = await self.peer(owner[1])
+                conn.notify(method, {"oids": oids})
+            except Exception:
+                pass  # the owner is gone, and with it what we would tell it
+
+        asyncio.ensure_future(send())
+
+    def _h_add_borrowers(self, conn: Connection, p: dict) -> list[bool]:
+        accepted = self.refs.add_borrowers(p["oids"])
+        counts = self._borrowers_by_conn.setdefault(conn, collections.Counter())
+        for oid, ok in zip(p["oids"], accepted):
+            if ok:
+                counts[oid] += 1
+        return accepted
+
+    def _h_remove_borrowers(self, conn: Connection, p: dict) -> None:
+        counts = self._borrowers_by_conn.get(conn)
+        if counts is None:
+            return
+        gone = []
+        for oid in p["oids"]:
+            if counts.get(oid, 0) > 0:
+                counts[oid] -= 1
+                gone.append(oid)
+        self.refs.remove_borrowers(gone)
+
+    def _h_release_contained(self, conn: Connection, p: dict) -> None:
+        for oid in p["oids"]:
+            self.contained.pop(oid, None)
+
+    def _on_server_conn_closed(self, conn: Connection) -> None:
+        """A borrower's connection closed: it holds nothing any more."""
+        counts = self._borrowers_by_conn.pop(conn, None)
+        if counts:
+            self.refs.remove_borrowers([oid for oid, n in counts.items() for _ in range(n)])
+        if hasattr(self, "actors"):
+            self.actors.on_connection_closed(conn)
 
     # -- objects: get / wait ----------------------------------------------------------
     def get(self, refs: list, timeout: float | None = None) -> list:
@@ -339,7 +439,10 @@ class CoreWorker:
                         f"were not ready after {timeout} s."
                     )
             entries = [store.get(r._id) for r in refs]
-        return self._materialize(refs, entries)
+        values = self._materialize(refs, entries)
+        if self.refs.new_borrowed:
+            self.register_borrows()
+        return values
 
     def _materialize(self, refs: list, entries: list) -> list:
         values: list = [None] * len(refs)

@@ -140,6 +140,8 @@ class Executor:
             method = spec.get("method")
             fn = getattr(self._instance, method) if method else core.functions.load(spec["fn"])
             args, kwargs = self._load_args(spec)
+            if core.refs.new_borrowed:
+                core.register_borrows()
             self.current = tid
             try:
                 result = fn(*args, **kwargs)
@@ -168,7 +170,14 @@ class Executor:
         if max_calls:
             self._calls[spec["fn"]] += 1
             exiting = self._calls[spec["fn"]] >= max_calls
-        return {"returns": returns, "dur": dur, "app_error": app_error, "exiting": exiting}
+        reply = {"returns": returns, "dur": dur, "app_error": app_error, "exiting": exiting}
+        if (
+            not app_error
+            and nret
+            and any(spec["tid"] + (i + 1).to_bytes(4, "little") in core.contained for i in range(nret))
+        ):
+            reply["holder"] = core.address
+        return reply
 
     def _exit_actor(self) -> None:
         """exit_actor() was called: tell the GCS not to restart us, reply, then leave."""
@@ -234,7 +243,8 @@ class Executor:
             sobj = serialize(value)
             oid = spec["tid"] + (i + 1).to_bytes(4, "little")
             if sobj.contained_refs:
-                core.contained[oid] = list(sobj.contained_refs)  # kept for the owner (until exit)
+                # Kept alive until the caller frees the returned object (release_contained).
+                core.contained[oid] = list(sobj.contained_refs)
             if sobj.size < MAX_INLINE_BYTES:
                 returns.append([INLINE, sobj.to_inline()])
             else:

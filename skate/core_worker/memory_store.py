@@ -42,7 +42,7 @@ class Waiter:
 
 class MemoryStore:
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant: see ReferenceCounter
         self._objects: dict[bytes, tuple] = {}
         self._waiters: dict[bytes, list[Waiter]] = {}
 

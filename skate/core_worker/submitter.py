@@ -24,7 +24,7 @@ from skate._config import (
     SHORT_TASK_SECONDS,
 )
 from skate._serialization import KIND_ERROR, deserialize_inline, serialize
-from skate.core_worker.memory_store import IN_STORE, INLINE, Waiter
+from skate.core_worker.memory_store import INLINE, Waiter
 from skate.exceptions import RaySystemError, RayTaskError, TaskCancelledError, WorkerCrashedError
 
 logger = logging.getLogger(__name__)
@@ -305,7 +305,7 @@ class TaskSubmitter:
             entry.lease = None
             ks.queue.append(entry)
         else:
-            self._complete(entry, returns)
+            self._complete(entry, returns, reply.get("holder"))
         self._dispatch(ks)
 
     def _should_retry_exception(self, entry: TaskEntry, ret: list) -> bool:
@@ -348,14 +348,17 @@ class TaskSubmitter:
             )
         self._dispatch(ks)
 
-    def _complete(self, entry: TaskEntry, returns: list) -> None:
+    def _complete(self, entry: TaskEntry, returns: list, holder: str | None = None) -> None:
         core = self.core
         for oid, ret in zip(entry.return_ids, returns):
             ret = tuple(ret)
+            if holder is not None:
+                core.remote_contained[oid] = holder  # told to let go when we free the object
             if core.refs.has(oid):
                 core.store.put(oid, ret)
-            elif ret[0] == IN_STORE:
-                core.raylet.notify("store_free", {"oids": [oid]})
+            else:  # nobody wants it any more: free it, and what it holds, right away
+                core.store.put(oid, ret)
+                core._on_ref_zero(oid, None)
         self._release(entry)
 
     def _finish_with_entry(self, entry: TaskEntry, value: tuple) -> None:

@@ -236,4 +236,24 @@ def test_snapshot():
     rc = ReferenceCounter(Recorder())
     rc.add_local(A, ("h", 1))
     rc.add_task_uses([A, B], [None, None])
-    assert rc.snapshot() == {A: (1, 1, ("h", 1)), B: (0, 1, None)}
+    assert rc.snapshot() == {A: (1, 1, ("h", 1), 0), B: (0, 1, None, 0)}
+
+
+def test_borrowers_keep_an_owned_object_alive():
+    rec = Recorder()
+    rc = ReferenceCounter(rec)
+    rc.add_local(A, None)
+    assert rc.add_borrowers([A, B]) == [True, False]  # B is unknown here
+    rc.remove_local(A)
+    assert rc.has(A) and rc.borrowers(A) == 1
+    rc.remove_borrowers([A])
+    assert not rc.has(A)
+
+
+def test_borrowed_refs_are_queued_for_registration_once():
+    rc = ReferenceCounter(Recorder())
+    rc.add_local(A, ("owner", "unix:///x"))
+    rc.add_local(A, ("owner", "unix:///x"))
+    rc.add_local(B, None)
+    assert list(rc.new_borrowed) == [(A, ("owner", "unix:///x"))]
+    assert rc.add_borrowers([A]) == [False]  # not ours to lend

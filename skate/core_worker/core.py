@@ -110,6 +110,7 @@ class CoreWorker:
             "add_borrowers": self._h_add_borrowers,
             "remove_borrowers": self._h_remove_borrowers,
             "release_contained": self._h_release_contained,
+            "oom_killed": lambda conn, p: self.submitter.on_oom_killed(p["worker_id"], p.get("threshold")),
         }
         self._infeasible_reported: set = set()
         self.in_task_blocking = False  # set by the executor while a task runs

@@ -25,7 +25,13 @@ from skate._config import (
 )
 from skate._serialization import KIND_ERROR, deserialize_inline, serialize
 from skate.core_worker.memory_store import INLINE, Waiter
-from skate.exceptions import RaySystemError, RayTaskError, TaskCancelledError, WorkerCrashedError
+from skate.exceptions import (
+    OutOfMemoryError,
+    RaySystemError,
+    RayTaskError,
+    TaskCancelledError,
+    WorkerCrashedError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +90,7 @@ class TaskEntry:
 
 
 class Lease:
-    __slots__ = ("lease_id", "worker_id", "address", "conn", "inflight", "idle_timer", "key", "dead")
+    __slots__ = ("lease_id", "worker_id", "address", "conn", "inflight", "idle_timer", "key", "dead", "oom")
 
     def __init__(self, lease_id, worker_id, address, conn, key):
         self.lease_id = lease_id
@@ -95,6 +101,7 @@ class Lease:
         self.inflight: dict[bytes, TaskEntry] = {}
         self.idle_timer = None
         self.dead = False
+        self.oom: float | None = None  # the memory threshold, once the raylet killed it for memory
 
 
 class KeyState:
@@ -333,6 +340,16 @@ class TaskSubmitter:
         entry.lease = None
         if entry.cancelled:
             self._finish_with_error(entry, TaskCancelledError(f"Task {entry.spec['name']} was cancelled."))
+        elif lease.oom is not None and entry.retries_left == 0:
+            self._finish_with_error(
+                entry,
+                OutOfMemoryError(
+                    f"Task {entry.spec['name']} was killed because its node's memory use went above "
+                    f"{lease.oom:.0%} (the newest task is killed first), and no retries were left. "
+                    "Use less memory per task, run fewer at once (num_cpus or memory=...), or "
+                    "raise max_retries."
+                ),
+            )
         elif entry.retries_left != 0:
             if entry.retries_left > 0:
                 entry.retries_left -= 1
@@ -384,6 +401,13 @@ class TaskSubmitter:
     def _fail_queue(self, ks: KeyState, exc: BaseException) -> None:
         while ks.queue:
             self._finish_with_error(ks.queue.popleft(), exc)
+
+    def on_oom_killed(self, worker_id: str, threshold: float | None) -> None:
+        """The raylet is about to kill this worker for memory: its failure is an OOM."""
+        for ks in self.keys.values():
+            for lease in ks.leases.values():
+                if lease.worker_id == worker_id:
+                    lease.oom = threshold if threshold is not None else 0.95
 
     def on_connection_lost(self, conn) -> None:
         for ks in self.keys.values():

@@ -19,6 +19,7 @@ from skate import _ids
 from skate._procutil import watch_parent_pipe
 from skate.core_worker.plasma import ArenaMapping, arena_path, create_arena_file
 from skate.protocol import Connection, connect, listen
+from skate.raylet.memory_monitor import CHECK_INTERVAL_S, LeaseView, MemoryMonitor
 from skate.raylet.object_store import ObjectStore
 from skate.raylet.scheduler import Grant, Infeasible, KillWorker, LocalScheduler, Reclaim, StartWorkers
 from skate.raylet.spill import SpillManager
@@ -86,6 +87,7 @@ class Raylet:
         self._start_zygote()
         self.start_workers(self.scheduler.soft_limit)
         self.gcs = await self._connect_gcs()
+        self._monitor_task = asyncio.ensure_future(self._monitor_memory())
         print(f"READY {self.address} {self.node_id}", flush=True)
 
     async def _connect_gcs(self) -> Connection:
@@ -103,6 +105,34 @@ class Raylet:
                 await asyncio.sleep(0.02)
         await conn.call("register_node", self.node_info())
         return conn
+
+    async def _monitor_memory(self) -> None:
+        """Kill the newest task's worker when the node runs out of memory (see memory_monitor)."""
+        monitor = MemoryMonitor()
+        while not self._stopping:
+            await asyncio.sleep(CHECK_INTERVAL_S)
+            leases = [
+                LeaseView(w.lease_id, w.worker_id, w.owner, w.owner == "gcs")
+                for w in self.scheduler.workers.values()
+                if w.lease_id is not None and w.owner
+            ]
+            try:
+                victim = monitor.choose_victim(leases)
+            except Exception:
+                logger.exception("memory monitor failed")
+                continue
+            if victim is None:
+                continue
+            logger.warning(
+                "memory usage above %.0f%%: killing worker %s (newest task lease %d)",
+                monitor.threshold * 100,
+                victim.worker_id[:8],
+                victim.lease_id,
+            )
+            owner = self.clients.get(victim.owner)
+            if owner is not None:
+                owner.notify("oom_killed", {"worker_id": victim.worker_id, "threshold": monitor.threshold})
+            self.kill_worker(victim.worker_id)
 
     def _on_gcs_lost(self, conn: Connection) -> None:
         if not self._stopping:

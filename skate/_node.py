@@ -128,6 +128,8 @@ class LocalNode:
         )
         lines = self._read_ready({"gcs": gcs, "raylet": raylet})
         _, self.raylet_address, self.node_id = lines["raylet"].split()
+        with open(os.path.join(self.session_dir, "cluster.json"), "w") as f:
+            json.dump({"gcs_address": self.gcs_address, "driver_pid": os.getpid()}, f)
         self.arena_path = ""  # reported by the raylet at registration
 
     def _read_ready(self, procs: dict[str, subprocess.Popen]) -> dict[str, str]:

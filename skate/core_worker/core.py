@@ -30,6 +30,7 @@ from skate._serialization import (
 )
 from skate.core_worker import context
 from skate.core_worker.memory_store import IN_STORE, INLINE, MemoryStore, Waiter
+from skate.core_worker.object_table import RECORD_CALL_SITES, call_site, object_table
 from skate.core_worker.plasma import ArenaMapping
 from skate.core_worker.reference_counter import ReferenceCounter
 from skate.exceptions import (
@@ -101,6 +102,8 @@ class CoreWorker:
         self._borrowed_registered: dict[bytes, tuple] = {}  # borrowed object -> owner we told
         self._borrowers_by_conn: dict[Connection, collections.Counter] = {}
         self.remote_contained: dict[bytes, str] = {}  # owned object -> worker keeping refs inside it
+        self.call_sites: dict[bytes, str] = {}  # where refs were created (when recording is on)
+        self.pinned_views: dict[bytes, int] = {}  # objects this process reads zero-copy right now
         self.plasma: ArenaMapping | None = None
         self.handlers: dict[str, Any] = {
             "get_object": self._h_get_object,
@@ -110,6 +113,7 @@ class CoreWorker:
             "add_borrowers": self._h_add_borrowers,
             "remove_borrowers": self._h_remove_borrowers,
             "release_contained": self._h_release_contained,
+            "object_table": lambda conn, p: object_table(self),
             "oom_killed": lambda conn, p: self.submitter.on_oom_killed(p["worker_id"], p.get("threshold")),
         }
         self._infeasible_reported: set = set()
@@ -284,6 +288,8 @@ class CoreWorker:
         sobj = serialize(value)
         oid = _ids.object_id_for_put(self.current_task_id, next(self._put_index))
         ref = ObjectRef(oid, None, self)
+        if RECORD_CALL_SITES:
+            self.call_sites[oid] = call_site()
         self.store_owned(oid, sobj)
         return ref
 
@@ -327,6 +333,7 @@ class CoreWorker:
                 self.post(self._send_to_owner, owner, "remove_borrowers", [object_id])
             return
         self.contained.pop(object_id, None)
+        self.call_sites.pop(object_id, None)
         holder = self.remote_contained.pop(object_id, None)
         if holder is not None:
             self.post(self._send_to_owner, (None, holder), "release_contained", [object_id])
@@ -472,6 +479,7 @@ class CoreWorker:
                     ObjectLostError(f"Object {oid.hex()} is not in the object store.", oid.hex())
                 )
             offset, size = loc
+            self.pinned_views[oid] = self.pinned_views.get(oid, 0) + 1
             view = self.plasma.pinned_view(offset, size, _Releaser(self, oid))
             kind, value = read_from_buffer(view)
             if kind == KIND_ERROR:
@@ -629,5 +637,10 @@ class _Releaser:
 
     def __call__(self) -> None:
         core = self.core
+        n = core.pinned_views.get(self.oid, 0) - 1
+        if n > 0:
+            core.pinned_views[self.oid] = n
+        else:
+            core.pinned_views.pop(self.oid, None)
         if not core.stopped:
             core.post(core.raylet.notify, "store_release", {"oids": [self.oid]})

@@ -25,6 +25,7 @@ from skate._config import (
 )
 from skate._serialization import KIND_ERROR, deserialize_inline, serialize
 from skate.core_worker.memory_store import INLINE, Waiter
+from skate.core_worker.object_table import RECORD_CALL_SITES, call_site
 from skate.exceptions import (
     OutOfMemoryError,
     RaySystemError,
@@ -160,6 +161,10 @@ class TaskSubmitter:
         key = (function_key, tuple(sorted(resources.items())))
         entry = TaskEntry(spec, task_id, return_ids, uses, max_retries, retry_exceptions, key, dep_refs, hold)
         refs = [ObjectRef(oid, None, core) for oid in return_ids]
+        if RECORD_CALL_SITES:
+            site = call_site()
+            for oid in return_ids:
+                core.call_sites[oid] = site
         core.post(self._on_submit, entry)
         return refs
 

@@ -70,6 +70,8 @@ class Raylet:
             "store_release": self.h_store_release,
             "store_free": self.h_store_free,
             "worker_log": self.h_worker_log,
+            "list_objects": self.h_list_objects,
+            "store_stats": lambda c, p: self.store_stats(),
             "node_info": lambda c, p: self.node_info(),
             "shutdown": lambda c, p: self.loop.call_soon(self.shutdown),
         }
@@ -418,6 +420,35 @@ class Raylet:
         for oid in p["oids"]:
             self.spill.release_files(self.store.free(oid))
         self._mark_resources_dirty()
+
+    def store_stats(self) -> dict:
+        store = self.store
+        return {
+            "node_id": self.node_id,
+            "used_bytes": store.used_bytes,
+            "capacity_bytes": store.capacity,
+            "num_objects": len(store.objects),
+            "num_spilled": store.spilled_objects(),
+            "spilled_bytes": store.spilled_bytes,
+            "restored_bytes": store.restored_bytes,
+            "spill_disk_bytes": self.spill.disk_bytes,
+            "spill_dir": self.spill.directory,
+        }
+
+    async def h_list_objects(self, conn: Connection, p: dict) -> dict:
+        """Every object referred to by a process of this node, and where its bytes are."""
+        clients = [c for c in self.clients.values() if not c.closed]
+        replies = await asyncio.gather(
+            *(asyncio.wait_for(c.call("object_table"), 5) for c in clients), return_exceptions=True
+        )
+        rows = [row for r in replies if isinstance(r, list) for row in r]
+        for row in rows:
+            if row["where"] == "store":
+                status = self.store.status(bytes.fromhex(row["object_id"]))
+                row["where"] = {"memory": "in shared memory", "spilled": "spilled to disk"}.get(
+                    status, status
+                )
+        return {"objects": rows, "store": self.store_stats()}
 
     def h_worker_log(self, conn: Connection, p: dict) -> None:
         if self.gcs is not None:

@@ -14,11 +14,32 @@ def main(argv: list[str] | None = None) -> int:
     mb.add_argument("--seconds", type=float, default=1.0, help="length of one timed round")
     mb.add_argument("--rounds", type=int, default=3, help="timed rounds per metric")
     mb.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local cluster")
+    for name, text in (
+        ("memory", "objects and store use of a running cluster"),
+        ("status", "nodes, resources used and total, pending work"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument(
+            "--address", default=None, help="GCS address host:port (default: newest on this machine)"
+        )
     args = parser.parse_args(argv)
     if args.command == "microbenchmark":
         from skate import _microbenchmark
 
         _microbenchmark.run(args.filter, args.seconds, args.rounds, args.num_cpus)
+    elif args.command in ("memory", "status"):
+        from skate.scripts.attach import query_cluster
+        from skate.scripts.report import format_memory, format_status
+
+        try:
+            nodes, reports = query_cluster(args.address, want_objects=args.command == "memory")
+        except ConnectionError as exc:
+            print(f"skate {args.command}: {exc}", file=sys.stderr)
+            return 1
+        if args.command == "memory":
+            print(format_memory(reports))
+        else:
+            print(format_status(nodes, {r["store"]["node_id"]: r["store"] for r in reports}))
     return 0
 
 

@@ -1,0 +1,68 @@
+"""Reading a running cluster from outside it: for `skate memory` and `skate status`.
+
+A cluster on this machine is found through its session directory (cluster.json and the
+0600 token); the newest one whose GCS answers is used unless --address names one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import json
+import os
+
+from skate._node import default_temp_root
+from skate.protocol import connect
+
+
+def find_sessions(address: str | None = None) -> list[dict]:
+    """Session directories on this machine, newest first, optionally only the one at `address`."""
+    found = []
+    for path in glob.glob(os.path.join(default_temp_root(), "session_*", "cluster.json")):
+        session = os.path.dirname(path)
+        try:
+            with open(path) as f:
+                info = json.load(f)
+            with open(os.path.join(session, "token"), "rb") as f:
+                info["token"] = f.read().strip()
+        except OSError:
+            continue
+        info["session_dir"] = session
+        if address and info["gcs_address"].replace("tcp://", "") != address.replace("tcp://", ""):
+            continue
+        found.append((os.path.getmtime(path), info))
+    return [info for _, info in sorted(found, key=lambda pair: -pair[0])]
+
+
+async def _query(info: dict, want_objects: bool) -> tuple[list[dict], list[dict]]:
+    gcs = await connect(info["gcs_address"], info["token"], name="cli-gcs", timeout=3)
+    try:
+        nodes = await gcs.call("get_nodes")
+        reports = []
+        for node in nodes:
+            if not node["alive"]:
+                continue
+            raylet = await connect(node["address"], info["token"], name="cli-raylet", timeout=3)
+            try:
+                if want_objects:
+                    reports.append(await raylet.call("list_objects", {}))
+                else:
+                    reports.append({"store": await raylet.call("store_stats", {}), "objects": []})
+            finally:
+                raylet.close()
+        return nodes, reports
+    finally:
+        gcs.close()
+
+
+def query_cluster(address: str | None, want_objects: bool) -> tuple[list[dict], list[dict]]:
+    """(nodes, per-node reports) of the newest reachable cluster; ConnectionError if none."""
+    errors = []
+    for info in find_sessions(address):
+        try:
+            return asyncio.run(_query(info, want_objects))
+        except Exception as exc:  # a stale session of a dead cluster: try the next one
+            errors.append(f"{info['session_dir']}: {exc}")
+    where = f"at {address}" if address else f"under {default_temp_root()}"
+    detail = ("; ".join(errors)) if errors else "no session directory found"
+    raise ConnectionError(f"no running Skate cluster found {where} ({detail})")

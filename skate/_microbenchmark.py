@@ -114,6 +114,9 @@ class Client:
 def _actor_metrics(kw: dict) -> None:
     import multiprocessing
 
+    pattern = kw.get("pattern")
+    if pattern and "actor" not in pattern:
+        return
     n_cpu = max(1, multiprocessing.cpu_count() // 2)
     a = Actor.remote()
     timeit("1:1 actor calls sync", lambda: skate.get(a.small_value.remote()), **kw)
@@ -190,6 +193,69 @@ def _put_gigabytes(np, kw: dict) -> None:
     timeit("single client put gigabytes", lambda: skate.put(arr), 8 * 0.1, **kw)
 
 
+def _spill_metrics(pattern: str, rounds: int, results: list) -> None:
+    """Spill and restore throughput next to raw disk write and read measured the same way:
+    the same bytes, the same file system (the spill directory), no fsync."""
+    import os
+    import tempfile
+
+    import numpy as np
+
+    from skate.util import state
+
+    names = ["spill gigabytes", "restore gigabytes", "raw disk write gigabytes", "raw disk read gigabytes"]
+    if pattern and not any(pattern in n for n in names):
+        return
+    chunk, count = 64 * 2**20, 16  # 1 GiB through a 512 MiB store
+    rates: dict[str, list[float]] = {n: [] for n in names}
+    skate.init(num_cpus=1, object_store_memory=512 * 2**20)
+    try:
+        spill_dir = state.object_store_stats()[0]["spill_dir"]
+        data = np.ones(chunk // 8, dtype=np.int64)
+        for _ in range(rounds):
+            refs = [skate.put(data) for _ in range(count // 2)]  # fill the store (not timed)
+            before = state.object_store_stats()[0]
+            t0 = time.perf_counter()
+            refs += [skate.put(data) for _ in range(count // 2)]  # each of these must spill
+            t1 = time.perf_counter()
+            mid = state.object_store_stats()[0]
+            spilled = refs[: count // 2]
+            del refs  # keep only spilled objects, so restoring them needs no further writes
+            t2 = time.perf_counter()
+            for ref in spilled:
+                skate.get(ref)
+            t3 = time.perf_counter()
+            after = state.object_store_stats()[0]
+            spilled_bytes = mid["spilled_bytes"] - before["spilled_bytes"]
+            restored_bytes = after["restored_bytes"] - mid["restored_bytes"]
+            rates["spill gigabytes"].append(spilled_bytes / (t1 - t0) / 1e9)
+            rates["restore gigabytes"].append(restored_bytes / (t3 - t2) / 1e9)
+            del spilled
+            fd, path = tempfile.mkstemp(dir=spill_dir, suffix=".raw")
+            view = memoryview(data).cast("B")
+            t0 = time.perf_counter()
+            with os.fdopen(fd, "wb") as f:
+                for _ in range(count // 2):
+                    f.write(view)
+            t1 = time.perf_counter()
+            buf = bytearray(chunk)
+            with open(path, "rb") as f:
+                while f.readinto(buf):
+                    pass
+            t2 = time.perf_counter()
+            os.unlink(path)
+            rates["raw disk write gigabytes"].append(chunk * (count // 2) / (t1 - t0) / 1e9)
+            rates["raw disk read gigabytes"].append(chunk * (count // 2) / (t2 - t1) / 1e9)
+    finally:
+        skate.shutdown()
+    for name in names:
+        values = rates[name]
+        mean = statistics.mean(values)
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        print(f"{name} per second {round(mean, 2)} +- {round(sd, 2)}", flush=True)
+        results.append((name, mean, sd))
+
+
 def run(pattern: str = "", seconds: float = 1.0, rounds: int = 3, num_cpus: int | None = None) -> list:
     """Start a local cluster, print every metric matching `pattern`, return (name, mean, sd)."""
     import numpy as np
@@ -255,4 +321,5 @@ def run(pattern: str = "", seconds: float = 1.0, rounds: int = 3, num_cpus: int 
         _actor_metrics(kw)
     finally:
         skate.shutdown()
+    _spill_metrics(pattern, rounds, results)
     return results

@@ -96,7 +96,7 @@ class CoreWorker:
         self._post_scheduled = False
         self.gcs: Connection | None = None
         self.raylet: Connection | None = None
-        self._listener = None
+        self._listeners: list = []
         self._peer_conns: dict[str, asyncio.Future] = {}
         self._fetching: set[bytes] = set()
         self._borrowed_registered: dict[bytes, tuple] = {}  # borrowed object -> owner we told
@@ -158,13 +158,24 @@ class CoreWorker:
             loop.close()
 
     async def _connect(self) -> None:
-        self._listener = await listen(
+        unix = await listen(
             self.address,
             self.token,
             self.handlers,
             on_close=self._on_server_conn_closed,
             name=f"core-{self.worker_id[:8]}",
         )
+        tcp = await listen(
+            f"tcp://{self.info.get('node_ip', '127.0.0.1')}:0",
+            self.token,
+            self.handlers,
+            on_close=self._on_server_conn_closed,
+            name=f"core-{self.worker_id[:8]}",
+        )
+        self._listeners = [unix, tcp]
+        # Peers on this machine use the Unix socket, others the TCP port.
+        self.address = f"{unix.address}|{tcp.address}"
+        self.owner_address = (self.worker_id, self.address)
         self.gcs = await connect(
             self.info["gcs_address"], self.token, self.handlers, name="gcs", on_close=self._on_gcs_lost
         )
@@ -215,8 +226,8 @@ class CoreWorker:
                 for fut in self._peer_conns.values():
                     if fut.done() and not fut.exception():
                         fut.result().close("shutdown")
-                if self._listener is not None:
-                    self._listener.close()
+                for listener in self._listeners:
+                    listener.close()
                 await asyncio.sleep(0)
 
             try:

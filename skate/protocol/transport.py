@@ -3,6 +3,8 @@
     tcp://host:port     TCP (a bare host:port means tcp)
     unix:///path        a Unix domain socket, for processes on one node
     inproc://name       in-process, for tests: no sockets, same framing and handshake
+    a|b                 alternatives: a server reachable both ways publishes both, and
+                        `connect` takes the Unix socket when it exists on this machine
 
 `listen(address, ...)` returns a Listener; `connect(address, ...)` returns an authenticated
 Connection. New schemes register a Backend in BACKENDS.
@@ -17,6 +19,22 @@ import socket
 from collections.abc import Callable
 
 from skate.protocol.connection import Connection, Handler
+
+
+def choose_address(address: str) -> str:
+    """Pick one of several addresses joined by '|': a Unix socket when it exists on this
+    machine (the peer is local), else the first network address."""
+    if "|" not in address:
+        return address
+    options = address.split("|")
+    for option in options:
+        scheme, loc = parse_address(option)
+        if scheme == "unix" and os.path.exists(loc):
+            return option
+    for option in options:
+        if parse_address(option)[0] != "unix":
+            return option
+    return options[0]
 
 
 def parse_address(address: str) -> tuple[str, str]:
@@ -181,7 +199,8 @@ async def connect(
     name: str = "",
     timeout: float = 10.0,
 ) -> Connection:
-    """Open an authenticated connection to `address`."""
+    """Open an authenticated connection to `address` (or the best of 'a|b' alternatives)."""
+    address = choose_address(address)
     scheme, loc = parse_address(address)
     conn = Connection(token, handlers or {}, server_side=False, on_close=on_close, name=name or address)
     await asyncio.wait_for(_backend(scheme).connect(loc, conn), timeout)

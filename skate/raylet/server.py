@@ -40,6 +40,7 @@ class Raylet:
         self.store = ObjectStore(self.capacity)
         soft_limit = max(1, int(self.resources.get("CPU", 1)))
         self.scheduler = LocalScheduler(self.resources, soft_limit)
+        self.node_ip = args.node_ip
         self.address = f"unix://{self.session_dir}/sockets/raylet-{self.node_id[:8]}.sock"
         self.clients: dict[str, Connection] = {}
         self.worker_addresses: dict[str, str] = {}
@@ -83,9 +84,18 @@ class Raylet:
         os.makedirs(spill_dir, exist_ok=True)
         limit = int(self.args.spill_limit) if self.args.spill_limit else None
         self.spill = SpillManager(self.store, ArenaMapping(self.arena_path, self.capacity), spill_dir, limit)
-        self.listener = await listen(
+        unix = await listen(
             self.address, self.token, self.handlers, on_close=self.on_client_closed, name="raylet"
         )
+        tcp = await listen(
+            f"tcp://{self.node_ip}:{self.args.port}",
+            self.token,
+            self.handlers,
+            on_close=self.on_client_closed,
+            name="raylet",
+        )
+        self.listeners = [unix, tcp]
+        self.address = f"{unix.address}|{tcp.address}"
         self._start_zygote()
         self.start_workers(self.scheduler.soft_limit)
         self.gcs = await self._connect_gcs()
@@ -154,7 +164,7 @@ class Raylet:
             "session_dir": self.session_dir,
             "spilled_bytes": self.store.spilled_bytes,
             "restored_bytes": self.store.restored_bytes,
-            "node_ip": "127.0.0.1",
+            "node_ip": self.node_ip,
         }
 
     def shutdown(self) -> None:
@@ -177,15 +187,17 @@ class Raylet:
             pass
         if getattr(self, "spill", None) is not None:
             self.spill.close()
-        try:
-            self.listener.close()
-        except Exception:
-            pass
+        for listener in getattr(self, "listeners", []):
+            try:
+                listener.close()
+            except Exception:
+                pass
         self.loop.stop()
 
     # -- workers ----------------------------------------------------------------------
     def _start_zygote(self) -> None:
         info = {
+            "node_ip": self.node_ip,
             "session_dir": self.session_dir,
             "gcs_address": self.args.gcs_address,
             "raylet_address": self.address,
@@ -463,6 +475,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--object-store-memory", required=True)
     parser.add_argument("--node-id", default="")
     parser.add_argument("--spill-dir", default="")
+    parser.add_argument("--node-ip", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--spill-limit", default="")
     parser.add_argument("--watch-fd", type=int, default=-1)
     parser.add_argument("--logging-level", type=int, default=logging.INFO)

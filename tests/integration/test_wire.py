@@ -27,7 +27,7 @@ def _gcs_address() -> tuple[str, int]:
 
 def _raylet_path() -> str:
     ctx = skate.init(ignore_reinit_error=True)
-    name = ctx.address_info["raylet_socket_name"]
+    name = ctx.address_info["raylet_socket_name"].split("|")[0]  # "unix://...|tcp://..."
     assert name.startswith("unix://"), name
     return name[len("unix://") :]
 

@@ -100,30 +100,22 @@ def init(
                 "Maybe you called skate.init twice by accident? This error can be suppressed by "
                 "passing in 'ignore_reinit_error=True' or by calling 'skate.shutdown()' first."
             )
-        if address not in (None, "local"):
-            raise ConnectionError(
-                f"Connecting to an existing cluster at {address!r} is not supported yet; "
-                "call init() without an address to start a local cluster."
-            )
-        _check_count("num_cpus", num_cpus)
-        _check_count("num_gpus", num_gpus)
-        _check_count("object_store_memory", object_store_memory)
-        custom = check_resources(resources)
         if namespace is not None and not isinstance(namespace, str):
             raise TypeError(f"namespace must be a str, got {type(namespace).__name__}")
         validate_runtime_env(runtime_env)
-        total_memory = psutil.virtual_memory().total
-        store = int(object_store_memory or total_memory * OBJECT_STORE_MEMORY_FRACTION)
-        node_resources: dict[str, float] = {
-            "CPU": float(num_cpus if num_cpus is not None else (os.cpu_count() or 1)),
-            "memory": float(max(psutil.virtual_memory().available - store, 0) // 1),
-            "object_store_memory": float(store),
-            "node:127.0.0.1": 1.0,
-            "node:__internal_head__": 1.0,
-        }
-        if num_gpus:
-            node_resources["GPU"] = float(num_gpus)
-        node_resources.update({k: float(v) for k, v in custom.items()})
+        if address not in (None, "local"):
+            if any(v is not None for v in (num_cpus, num_gpus, resources, object_store_memory)):
+                raise ValueError(
+                    "When connecting to an existing cluster, num_cpus, num_gpus, resources and "
+                    "object_store_memory must not be given: the cluster's nodes already have them."
+                )
+            return _connect_driver(address, namespace, log_to_driver)
+        _check_count("num_cpus", num_cpus)
+        _check_count("num_gpus", num_gpus)
+        _check_count("object_store_memory", object_store_memory)
+        node_resources, store = node_resources_for(
+            num_cpus, num_gpus, resources, object_store_memory, head=True
+        )
         spill_dir, spill_limit = _spill_settings(_system_config)
         node = LocalNode(
             resources=node_resources,
@@ -151,6 +143,73 @@ def init(
             raise
         _node = node
         return SkateContext(_address_info())
+
+
+def _connect_driver(address: str, namespace: str | None, log_to_driver: bool) -> SkateContext:
+    """Join a running cluster as a driver: find its token and a raylet on this machine."""
+    from skate.scripts.attach import find_sessions, local_raylet
+
+    if not isinstance(address, str):
+        raise TypeError(f"address must be a str such as 'auto' or 'host:port', got {address!r}")
+    if address.startswith(("ray://", "skate://")):
+        raise ConnectionError(f"client connections ({address}) are not supported yet")
+    auto = address == "auto"
+    sessions = find_sessions(None if auto else address, shared_only=auto)
+    token_env = os.environ.get("SKATE_AUTH_TOKEN")
+    if not sessions and token_env and not auto:
+        sessions = [{"gcs_address": address, "token": token_env.encode()}]
+    if not sessions:
+        where = "on this machine (start one with `skate start --head`)" if auto else f"at {address}"
+        raise ConnectionError(
+            f"Could not find a running Skate cluster {where}. On another machine, set SKATE_AUTH_TOKEN."
+        )
+    errors = []
+    for session in sessions:
+        try:
+            node = local_raylet(session)
+        except Exception as exc:
+            errors.append(f"{session['gcs_address']}: {exc}")
+            continue
+        info = {
+            "worker_id": _ids.random_id(14).hex(),
+            "node_id": node["node_id"],
+            "session_dir": node["session_dir"],
+            "token": session["token"],
+            "gcs_address": session["gcs_address"],
+            "raylet_address": node["address"],
+            "node_ip": node.get("node_ip", "127.0.0.1"),
+            "namespace": namespace,
+            "log_to_driver": log_to_driver,
+        }
+        CoreWorker(info, "driver").start()
+        return SkateContext(_address_info())
+    raise ConnectionError(f"Could not connect to a Skate cluster at {address}: {'; '.join(errors)}")
+
+
+def node_resources_for(
+    num_cpus: float | None,
+    num_gpus: float | None,
+    resources: dict | None,
+    object_store_memory: int | None,
+    head: bool,
+    node_ip: str = "127.0.0.1",
+) -> tuple[dict[str, float], int]:
+    """A node's resources, with Ray's defaults and names; and its object store size."""
+    custom = check_resources(resources)
+    total_memory = psutil.virtual_memory().total
+    store = int(object_store_memory or total_memory * OBJECT_STORE_MEMORY_FRACTION)
+    out: dict[str, float] = {
+        "CPU": float(num_cpus if num_cpus is not None else (os.cpu_count() or 1)),
+        "memory": float(max(psutil.virtual_memory().available - store, 0) // 1),
+        "object_store_memory": float(store),
+        f"node:{node_ip}": 1.0,
+    }
+    if head:
+        out["node:__internal_head__"] = 1.0
+    if num_gpus:
+        out["GPU"] = float(num_gpus)
+    out.update({k: float(v) for k, v in custom.items()})
+    return out, store
 
 
 def _spill_settings(system_config: dict | None) -> tuple[str | None, int | None]:

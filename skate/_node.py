@@ -1,8 +1,10 @@
-"""Starting and stopping the processes of a private local cluster: a GCS and a raylet.
+"""Starting and stopping the processes of one node: a GCS (head only) and a raylet.
 
-Everything lives in one session directory (logs, sockets, the 0600 cluster token). The
-cluster's processes watch a pipe from the driver, so they stop even if the driver is
-killed; `shutdown` stops them, and removes the session directory and shared memory.
+Everything of a node lives in one session directory (logs, sockets, the 0600 cluster
+token, cluster.json). Owned nodes (a private cluster of `init()`, or `cluster_utils`)
+watch a pipe from the process that started them, so they stop even if it is killed;
+detached nodes (`skate start`) record their pids for `skate stop`. `shutdown` stops the
+processes and removes the session directory and shared memory.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import secrets
 import selectors
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -30,14 +33,14 @@ def default_temp_root() -> str:
     return os.environ.get("SKATE_TEMP_DIR") or os.path.join(tempfile.gettempdir(), "skate")
 
 
-def _free_port() -> int:
+def _free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
 class LocalNode:
-    """A head node on this machine, owned by the current process."""
+    """One node on this machine: the head (GCS and raylet) or a worker node joining a GCS."""
 
     def __init__(
         self,
@@ -48,6 +51,13 @@ class LocalNode:
         temp_dir: str | None = None,
         spill_dir: str | None = None,
         spill_limit: int | None = None,
+        head: bool = True,
+        gcs_address: str | None = None,
+        token: bytes | None = None,
+        node_ip: str = "127.0.0.1",
+        gcs_port: int = 0,
+        shared: bool = False,
+        detached: bool = False,
     ):
         root = temp_dir or default_temp_root()
         os.makedirs(root, exist_ok=True)
@@ -55,36 +65,49 @@ class LocalNode:
         self.session_dir = tempfile.mkdtemp(prefix=f"session_{stamp}_{os.getpid()}_", dir=root)
         os.makedirs(os.path.join(self.session_dir, "logs"))
         os.makedirs(os.path.join(self.session_dir, "sockets"))
-        self.token = secrets.token_hex(32).encode()
-        token_path = os.path.join(self.session_dir, "token")
-        fd = os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self.head = head
+        self.token = token or secrets.token_hex(32).encode()
+        fd = os.open(os.path.join(self.session_dir, "token"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(self.token)
-        self.gcs_address = f"tcp://127.0.0.1:{_free_port()}"
+        if head:
+            self.gcs_address = f"tcp://{node_ip}:{gcs_port or _free_port(node_ip)}"
+        elif gcs_address:
+            self.gcs_address = gcs_address if "://" in gcs_address else f"tcp://{gcs_address}"
+        else:
+            raise ValueError("a worker node needs the GCS address of its head")
+        self.node_ip = node_ip
         self.resources = resources
         self.object_store_memory = object_store_memory
+        self.shared = shared
+        self.detached = detached
         self.processes: list[subprocess.Popen] = []
         self.raylet_address = ""
         self.node_id = ""
-        self.arena_path = ""
         self.spill_dir = spill_dir
         self.spill_limit = spill_limit
-        self._watch_r, self._watch_w = os.pipe()
+        self._watch_r, self._watch_w = (-1, -1) if detached else os.pipe()
         try:
             self._start(logging_level)
         except BaseException:
             self.shutdown()
             raise
 
+    @property
+    def address(self) -> str:
+        """The cluster's address, host:port of the GCS."""
+        return self.gcs_address.replace("tcp://", "")
+
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         err = open(os.path.join(self.session_dir, "logs", f"{name}.err"), "ab")
+        extra = [] if self.detached else ["--watch-fd", str(self._watch_r)]
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", *args, "--watch-fd", str(self._watch_r)],
+                [sys.executable, "-m", *args, *extra],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=err,
-                pass_fds=(self._watch_r,),
+                pass_fds=() if self.detached else (self._watch_r,),
                 start_new_session=True,  # Ctrl-C at the driver's terminal is the driver's to handle
             )
         finally:
@@ -94,19 +117,21 @@ class LocalNode:
 
     def _start(self, logging_level: int) -> None:
         level = str(logging_level)
-        gcs = self._spawn(
-            "gcs",
-            [
-                "skate.gcs.server",
-                "--session-dir",
-                self.session_dir,
-                "--address",
-                self.gcs_address,
-                "--logging-level",
-                level,
-            ],
-        )
-        raylet = self._spawn(
+        procs = {}
+        if self.head:
+            procs["gcs"] = self._spawn(
+                "gcs",
+                [
+                    "skate.gcs.server",
+                    "--session-dir",
+                    self.session_dir,
+                    "--address",
+                    self.gcs_address,
+                    "--logging-level",
+                    level,
+                ],
+            )
+        procs["raylet"] = self._spawn(
             "raylet",
             [
                 "skate.raylet.server",
@@ -124,13 +149,23 @@ class LocalNode:
                 self.spill_dir or "",
                 "--spill-limit",
                 str(self.spill_limit or ""),
+                "--node-ip",
+                self.node_ip,
+                *(["--head"] if self.head else []),
             ],
         )
-        lines = self._read_ready({"gcs": gcs, "raylet": raylet})
+        lines = self._read_ready(procs)
         _, self.raylet_address, self.node_id = lines["raylet"].split()
+        info = {
+            "gcs_address": self.gcs_address,
+            "driver_pid": os.getpid(),
+            "head": self.head,
+            "shared": self.shared,
+            "node_id": self.node_id,
+            "pids": [p.pid for p in self.processes],
+        }
         with open(os.path.join(self.session_dir, "cluster.json"), "w") as f:
-            json.dump({"gcs_address": self.gcs_address, "driver_pid": os.getpid()}, f)
-        self.arena_path = ""  # reported by the raylet at registration
+            json.dump(info, f)
 
     def _read_ready(self, procs: dict[str, subprocess.Popen]) -> dict[str, str]:
         sel = selectors.DefaultSelector()
@@ -174,6 +209,12 @@ class LocalNode:
         except OSError:
             return ""
 
+    def kill_raylet(self) -> None:
+        """Kill this node's raylet abruptly, as a crashed machine would be (for tests)."""
+        for proc in self.processes:
+            if "skate.raylet.server" in " ".join(proc.args) and proc.poll() is None:
+                proc.kill()
+
     def shutdown(self) -> None:
         """Stop the raylet (and through it every worker), then the GCS; remove all files."""
         for proc in reversed(self.processes):  # raylet first
@@ -186,10 +227,11 @@ class LocalNode:
                 proc.wait(5)
         self.processes.clear()
         for fd in (self._watch_r, self._watch_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
         self._watch_r = self._watch_w = -1
         if self.node_id:
             try:
@@ -197,3 +239,41 @@ class LocalNode:
             except OSError:
                 pass
         shutil.rmtree(self.session_dir, ignore_errors=True)
+
+
+def stop_detached(session_dir: str, force: bool = False, timeout: float = 10.0) -> list[int]:
+    """Stop the processes a `skate start` recorded in `session_dir`; remove its files."""
+    import psutil
+
+    try:
+        with open(os.path.join(session_dir, "cluster.json")) as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        shutil.rmtree(session_dir, ignore_errors=True)
+        return []
+    procs = []
+    for pid in info.get("pids", []):
+        try:
+            proc = psutil.Process(pid)
+            if session_dir in " ".join(proc.cmdline()):
+                procs.append(proc)
+        except psutil.Error:
+            continue
+    for proc in reversed(procs):  # raylet before GCS
+        try:
+            proc.send_signal(signal.SIGKILL if force else signal.SIGTERM)
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    if info.get("node_id"):
+        try:
+            os.unlink(arena_path(session_dir, info["node_id"]))
+        except OSError:
+            pass
+    shutil.rmtree(session_dir, ignore_errors=True)
+    return [p.pid for p in procs]

@@ -267,3 +267,17 @@ def actor_shapes(options: dict[str, Any]) -> tuple[dict[str, float], dict[str, f
     if options.get("num_cpus") is None:
         place["CPU"] = 1.0
     return place, hold
+
+
+def wire_strategy(strategy: Any) -> Any:
+    """A scheduling strategy as the owner's submitter uses it: None, "SPREAD", or
+    {"node_id", "soft"} for node affinity (placement groups come later)."""
+    from skate.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    if strategy in (None, "DEFAULT"):
+        return None
+    if strategy == "SPREAD":
+        return "SPREAD"
+    if isinstance(strategy, NodeAffinitySchedulingStrategy):
+        return {"node_id": strategy.node_id, "soft": strategy.soft}
+    return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from skate._options import TASK_DEFAULTS, TASK_OPTIONS, resource_shape, validate_options
+from skate._options import TASK_DEFAULTS, TASK_OPTIONS, resource_shape, validate_options, wire_strategy
 from skate.core_worker import context
 from skate.core_worker.functions import FunctionManager
 
@@ -72,6 +72,7 @@ class RemoteFunction:
             retry_exceptions=options["retry_exceptions"],
             max_calls=options["max_calls"],
             runtime_env=options.get("runtime_env"),
+            strategy=wire_strategy(options.get("scheduling_strategy")),
         )
         if num_returns == 1:
             return refs[0]

@@ -292,6 +292,23 @@ class CoreWorker:
         fut.set_result(conn)
         return conn
 
+    async def remote_raylet(self, address: str) -> Connection:
+        """A connection to another node's raylet, registered as an owner there."""
+        conn = await self.peer(address)
+        if not conn.peer_info.get("registered"):
+            await conn.call(
+                "register_client",
+                {"worker_id": self.worker_id, "pid": os.getpid(), "address": self.address, "mode": "owner"},
+            )
+            conn.peer_info["registered"] = True
+        return conn
+
+    async def node_info(self, node_id: str) -> dict | None:
+        for node in await self.gcs.call("get_nodes"):
+            if node["node_id"] == node_id:
+                return node
+        return None
+
     # -- objects: put -----------------------------------------------------------------
     def put(self, value: Any) -> Any:
         from skate.object_ref import ObjectRef

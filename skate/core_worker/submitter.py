@@ -69,6 +69,7 @@ class TaskEntry:
         "ready",
         "seq",
         "resolved",
+        "strategy",
     )
 
     def __init__(self, spec, task_id, return_ids, uses, retries_left, retry_exceptions, key, dep_refs, hold):
@@ -88,10 +89,22 @@ class TaskEntry:
         self.ready = None  # called instead of queueing for a lease (actor calls), also on failure
         self.seq = 0
         self.resolved = False
+        self.strategy = None
 
 
 class Lease:
-    __slots__ = ("lease_id", "worker_id", "address", "conn", "inflight", "idle_timer", "key", "dead", "oom")
+    __slots__ = (
+        "lease_id",
+        "worker_id",
+        "address",
+        "conn",
+        "inflight",
+        "idle_timer",
+        "key",
+        "dead",
+        "oom",
+        "raylet",
+    )
 
     def __init__(self, lease_id, worker_id, address, conn, key):
         self.lease_id = lease_id
@@ -103,13 +116,17 @@ class Lease:
         self.idle_timer = None
         self.dead = False
         self.oom: float | None = None  # the memory threshold, once the raylet killed it for memory
+        self.raylet = None  # the connection to the raylet that granted it (maybe another node's)
 
 
 class KeyState:
-    __slots__ = ("queue", "leases", "pending_requests", "duration", "shape")
+    __slots__ = ("queue", "leases", "pending_requests", "duration", "shape", "strategy", "affinity")
 
-    def __init__(self, shape):
+    def __init__(self, shape, strategy=None):
         self.shape = shape
+        # "SPREAD", or a node affinity {"node_id", "soft"}; None is the default strategy
+        self.strategy = strategy if isinstance(strategy, str) else None
+        self.affinity = strategy if isinstance(strategy, dict) else None
         self.queue: deque[TaskEntry] = deque()
         self.leases: dict[int, Lease] = {}
         self.pending_requests: set[int] = set()
@@ -137,6 +154,7 @@ class TaskSubmitter:
         retry_exceptions: Any,
         max_calls: int,
         runtime_env: dict | None,
+        strategy: Any = None,
     ) -> list:
         from skate.object_ref import ObjectRef
 
@@ -158,8 +176,9 @@ class TaskSubmitter:
             "deps": [],
         }
         dep_refs, hold, uses = prepare_args(core, spec, name, args, kwargs)
-        key = (function_key, tuple(sorted(resources.items())))
+        key = (function_key, tuple(sorted(resources.items())), _strategy_key(strategy))
         entry = TaskEntry(spec, task_id, return_ids, uses, max_retries, retry_exceptions, key, dep_refs, hold)
+        entry.strategy = strategy
         refs = [ObjectRef(oid, None, core) for oid in return_ids]
         if RECORD_CALL_SITES:
             site = call_site()
@@ -218,7 +237,7 @@ class TaskSubmitter:
             return
         ks = self.keys.get(entry.key)
         if ks is None:
-            ks = self.keys[entry.key] = KeyState(dict(entry.key[1]))
+            ks = self.keys[entry.key] = KeyState(dict(entry.key[1]), entry.strategy)
         ks.queue.append(entry)
         self._dispatch(ks)
 
@@ -251,12 +270,25 @@ class TaskSubmitter:
                 lease.idle_timer = self.core.loop.call_later(IDLE_LEASE_SECONDS, self._return_lease, lease)
 
     async def _request_lease(self, ks: KeyState, rid: int) -> None:
+        """Lease a worker: ask the local raylet, follow a spillback to another node's raylet."""
         core = self.core
+        raylet = core.raylet
+        payload = {"rid": rid, "shape": ks.shape, "strategy": ks.strategy}
         try:
-            grant = await core.raylet.call("request_lease", {"rid": rid, "shape": ks.shape})
+            affinity = await self._affinity_raylet(ks)
+            if affinity is not None:
+                raylet = affinity
+                payload["spilled"] = True
+            grant = await raylet.call("request_lease", payload)
+            if grant is not None and "spillback" in grant:
+                raylet = await core.remote_raylet(grant["spillback"]["address"])
+                grant = await raylet.call("request_lease", dict(payload, spilled=True))
         except Exception as exc:
             ks.pending_requests.discard(rid)
-            self._fail_queue(ks, RaySystemError(f"could not lease a worker: {exc}"))
+            if ks.pending_requests or ks.leases:
+                self._dispatch(ks)  # other requests may still succeed
+            else:
+                self._fail_queue(ks, RaySystemError(f"could not lease a worker: {exc}"))
             return
         ks.pending_requests.discard(rid)
         if grant is None:
@@ -264,12 +296,28 @@ class TaskSubmitter:
         try:
             conn = await core.peer(grant["address"])
         except Exception:
-            core.raylet.notify("return_lease", {"lease_id": grant["lease_id"], "kill": True})
+            raylet.notify("return_lease", {"lease_id": grant["lease_id"], "kill": True})
             self._dispatch(ks)
             return
         lease = Lease(grant["lease_id"], grant["worker_id"], grant["address"], conn, ks)
+        lease.raylet = raylet
         ks.leases[lease.lease_id] = lease
         self._dispatch(ks)
+
+    async def _affinity_raylet(self, ks: KeyState):
+        """The raylet of the node a NodeAffinitySchedulingStrategy names (None: schedule normally)."""
+        affinity = ks.affinity
+        if affinity is None or affinity["node_id"] == self.core.node_id:
+            return None
+        node = await self.core.node_info(affinity["node_id"])
+        if node is None or not node["alive"]:
+            if affinity["soft"]:
+                return None
+            raise RaySystemError(
+                f"NodeAffinitySchedulingStrategy names node {affinity['node_id']}, which is not alive "
+                "(soft=False, so the task cannot run elsewhere)"
+            )
+        return await self.core.remote_raylet(node["address"])
 
     def _push(self, lease: Lease, entry: TaskEntry) -> None:
         if lease.idle_timer is not None:
@@ -289,7 +337,9 @@ class TaskSubmitter:
             lease.idle_timer = None
         lease.key.leases.pop(lease.lease_id, None)
         if not self.core.stopped:
-            self.core.raylet.notify("return_lease", {"lease_id": lease.lease_id, "kill": kill})
+            (lease.raylet or self.core.raylet).notify(
+                "return_lease", {"lease_id": lease.lease_id, "kill": kill}
+            )
 
     def return_idle_leases(self) -> None:
         for ks in self.keys.values():
@@ -341,7 +391,9 @@ class TaskSubmitter:
             if lease.idle_timer is not None:
                 lease.idle_timer.cancel()
             # The worker may still be alive (an error reply): never keep its resources.
-            self.core.raylet.notify("return_lease", {"lease_id": lease.lease_id, "kill": True})
+            (lease.raylet or self.core.raylet).notify(
+                "return_lease", {"lease_id": lease.lease_id, "kill": True}
+            )
         entry.lease = None
         if entry.cancelled:
             self._finish_with_error(entry, TaskCancelledError(f"Task {entry.spec['name']} was cancelled."))
@@ -437,7 +489,7 @@ class TaskSubmitter:
                 ks.queue.remove(entry)
             self._finish_with_error(entry, TaskCancelledError(f"Task {entry.spec['name']} was cancelled."))
         elif force:
-            self.core.raylet.notify("kill_worker", {"worker_id": lease.worker_id})
+            (lease.raylet or self.core.raylet).notify("kill_worker", {"worker_id": lease.worker_id})
         else:
             lease.conn.notify("cancel_task", {"tid": entry.task_id, "recursive": recursive})
 
@@ -446,6 +498,12 @@ class TaskSubmitter:
         for entry in list(self.tasks.values()):
             if not entry.done:
                 self._cancel_entry(entry, False, True)
+
+
+def _strategy_key(strategy: Any) -> Any:
+    if isinstance(strategy, dict):
+        return (strategy["node_id"], strategy["soft"])
+    return strategy
 
 
 def prepare_args(core, spec: dict, name: str, args: tuple, kwargs: dict) -> tuple[list, list, list]:

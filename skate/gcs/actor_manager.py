@@ -288,6 +288,17 @@ class ActorManager:
             info.no_restart = True
             info.death_cause = "the actor exited by calling exit_actor()"
 
+    def node_dead(self, node_id: str) -> None:
+        """Actors on a dead node restart elsewhere (or die) even if no connection noticed yet."""
+        for info in list(self.actors.values()):
+            if info.node_id == node_id and info.state == ALIVE:
+                conn, info.conn = info.conn, None
+                if conn is not None:
+                    conn._on_close = None
+                    conn.close("node dead")
+                info.lease = None
+                self._on_worker_lost(info, f"the actor's node {node_id[:12]} died")
+
     def h_client_died(self, conn: Connection, p: dict) -> None:
         """A worker or driver is gone: the non-detached actors it owned go too."""
         self.owner_gone(worker_id=p["worker_id"])

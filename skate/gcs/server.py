@@ -28,6 +28,8 @@ class GcsServer:
         self.owns_session = owns_session
         self.nodes: dict[str, dict] = {}
         self.node_conns: dict[str, Connection] = {}
+        self._view_scheduled = False
+        self.node_timeout = float(os.environ.get("SKATE_NODE_TIMEOUT_S", "10"))
         self.jobs: dict[str, dict] = {}
         self._job_counter = 0
         self.kv: dict[bytes, bytes] = {}
@@ -73,16 +75,60 @@ class GcsServer:
                 job.pop("conn", None)
                 self.actors.owner_gone(worker_id=job["driver_id"], job=info["job_id"])
         if "node_id" in info:
-            node = self.nodes.get(info["node_id"])
-            if node is not None:
-                node["alive"] = False
-                self.node_conns.pop(info["node_id"], None)
+            self.mark_node_dead(info["node_id"], "its raylet disconnected")
+
+    def mark_node_dead(self, node_id: str, reason: str) -> None:
+        node = self.nodes.get(node_id)
+        if node is None or not node["alive"]:
+            return
+        logger.warning("node %s is dead: %s", node_id[:12], reason)
+        node["alive"] = False
+        node["death_reason"] = reason
+        conn = self.node_conns.pop(node_id, None)
+        if conn is not None and not conn.closed:
+            conn.close(f"node declared dead: {reason}")
+        self.actors.node_dead(node_id)
+        self._view_changed()
 
     def h_register_node(self, conn: Connection, p: dict) -> bool:
+        existing = self.nodes.get(p["node_id"])
+        if existing is not None and existing["alive"]:
+            raise ValueError(f"node {p['node_id']} is already registered and alive")
         conn.peer_info = {"node_id": p["node_id"]}
-        self.nodes[p["node_id"]] = dict(p, alive=True, start_time=time.time())
+        self.nodes[p["node_id"]] = dict(p, alive=True, start_time=time.time(), last_seen=time.monotonic())
         self.node_conns[p["node_id"]] = conn
+        self._view_changed()
         return True
+
+    def _view_changed(self) -> None:
+        if not self._view_scheduled:
+            self._view_scheduled = True
+            self.loop.call_later(0.02, self._broadcast_view)
+
+    def _broadcast_view(self) -> None:
+        """Tell every raylet what every node has, for spillback decisions."""
+        self._view_scheduled = False
+        view = {
+            nid: {
+                "address": n["address"],
+                "resources": n["resources"],
+                "available": n.get("available", {}),
+                "alive": n["alive"],
+            }
+            for nid, n in self.nodes.items()
+        }
+        for conn in list(self.node_conns.values()):
+            if not conn.closed:
+                conn.notify("cluster_view", view)
+
+    async def check_heartbeats(self) -> None:
+        """A node silent for longer than the timeout is dead (its raylet may hang, not crash)."""
+        while not self._stopping:
+            await asyncio.sleep(min(1.0, self.node_timeout / 4))
+            now = time.monotonic()
+            for nid, node in list(self.nodes.items()):
+                if node["alive"] and now - node.get("last_seen", now) > self.node_timeout:
+                    self.mark_node_dead(nid, f"no heartbeat for {self.node_timeout:g} s")
 
     def pick_node(self, shape: dict[str, float]) -> tuple[str | None, Connection | None]:
         """An alive node whose total resources can hold `shape`, the least loaded first."""
@@ -100,11 +146,16 @@ class GcsServer:
         return (best[1], best[2]) if best else (None, None)
 
     def h_update_resources(self, conn: Connection, p: dict) -> None:
+        """A raylet's resources changed, or its heartbeat."""
         node = self.nodes.get(p["node_id"])
-        if node is not None:
+        if node is not None and node["alive"]:
+            changed = node.get("available") != p["available"]
             node["available"] = p["available"]
             node["store_used"] = p.get("store_used", 0)
             node["pending"] = p.get("pending", [])
+            node["last_seen"] = time.monotonic()
+            if changed:
+                self._view_changed()
 
     def h_register_job(self, conn: Connection, p: dict) -> dict:
         self._job_counter += 1
@@ -183,8 +234,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.watch_fd >= 0:
         watch_parent_pipe(loop, args.watch_fd, lambda: (parent_gone.append(True), gcs.shutdown()))
     address = loop.run_until_complete(gcs.start(args.address))
+    heartbeats = loop.create_task(gcs.check_heartbeats())
     print(f"READY {address}", flush=True)
     loop.run_forever()
+    heartbeats.cancel()
     if parent_gone:
         _cleanup_session(args.session_dir, [n["pid"] for n in gcs.nodes.values() if n.get("pid")])
 

@@ -24,6 +24,8 @@ class LeaseRequest:
     shape: dict[str, int]  # what must be free to grant the lease
     hold: dict[str, int]  # what the lease holds once granted (an actor may hold less)
     reported_infeasible: bool = False
+    spill_ok: bool = True  # False once the request was redirected here: no ping-pong
+    spread: bool = False
 
 
 @dataclass
@@ -60,6 +62,15 @@ class KillWorker:
 
 
 @dataclass
+class Spillback:
+    """Send the owner to another node that can run the request."""
+
+    request: LeaseRequest
+    node_id: str
+    address: str
+
+
+@dataclass
 class Reclaim:
     """Ask these owners to give back leases they hold but do not use."""
 
@@ -67,7 +78,10 @@ class Reclaim:
 
 
 class LocalScheduler:
-    def __init__(self, total: dict[str, float], soft_limit: int):
+    def __init__(self, total: dict[str, float], soft_limit: int, node_id: str = ""):
+        self.node_id = node_id
+        self.cluster: dict[str, tuple[dict[str, int], dict[str, int], str]] = {}  # other nodes
+        self._spread_turn = 0
         self.total = res.to_fixed(total)
         self.available = dict(self.total)
         self.soft_limit = soft_limit
@@ -90,12 +104,44 @@ class LocalScheduler:
         return [res.to_float(r.shape) for r in list(self.queue) + self.infeasible]
 
     # -- events -----------------------------------------------------------------------
+    def set_cluster_view(self, view: dict[str, dict]) -> list:
+        """The GCS's latest view of the other alive nodes: (total, available, address)."""
+        self.cluster = {
+            nid: (res.to_fixed(n["resources"]), res.to_fixed(n.get("available") or {}), n["address"])
+            for nid, n in view.items()
+            if n["alive"] and nid != self.node_id
+        }
+        return self._schedule() if self.infeasible else []
+
+    def _pick_remote(self, shape: dict[str, int], now: bool) -> tuple[str, str] | None:
+        """Another node for `shape`: one with it free now (now=True), else any that can ever hold
+        it; the one with the most free CPU first."""
+        best = None
+        for nid, (total, available, address) in self.cluster.items():
+            if not res.fits(shape, available if now else total):
+                continue
+            free_cpu = available.get("CPU", 0)
+            if best is None or free_cpu > best[0]:
+                best = (free_cpu, nid, address)
+        return (best[1], best[2]) if best else None
+
     def request_lease(
-        self, owner: str, shape: dict[str, float], hold: dict[str, float] | None = None
+        self,
+        owner: str,
+        shape: dict[str, float],
+        hold: dict[str, float] | None = None,
+        *,
+        spill_ok: bool = True,
+        spread: bool = False,
     ) -> tuple[LeaseRequest, list]:
         fixed = res.to_fixed(shape)
         req = LeaseRequest(
-            next(self._request_ids), owner, fixed, fixed if hold is None else res.to_fixed(hold)
+            next(self._request_ids),
+            owner,
+            fixed,
+            fixed if hold is None else res.to_fixed(hold),
+            spill_ok=spill_ok,
+            spread=spread,
         )
         self.queue.append(req)
         return req, self._schedule(new_request=True)
@@ -187,14 +233,30 @@ class LocalScheduler:
         waiting_for_worker = 0
         blocked_by_resources = False
         still_queued: deque[LeaseRequest] = deque()
-        for req in self.queue:
+        # Infeasible requests are looked at again: a node that can run them may have joined.
+        pending = list(self.infeasible) + list(self.queue)
+        self.infeasible = []
+        for req in pending:
             if not res.fits(req.shape, self.total):
+                target = self._pick_remote(req.shape, now=False)
+                if target is not None:
+                    actions.append(Spillback(req, *target))
+                    continue
                 self.infeasible.append(req)
                 if not req.reported_infeasible:
                     req.reported_infeasible = True
                     actions.append(Infeasible(req))
                 continue
+            if req.spread and req.spill_ok and self.cluster:
+                target = self._spread_target(req.shape)
+                if target is not None:
+                    actions.append(Spillback(req, *target))
+                    continue
             if not res.fits(req.shape, self.available):
+                target = self._pick_remote(req.shape, now=True) if req.spill_ok else None
+                if target is not None:
+                    actions.append(Spillback(req, *target))
+                    continue
                 blocked_by_resources = True
                 still_queued.append(req)
                 continue
@@ -226,6 +288,18 @@ class LocalScheduler:
             if owners:
                 actions.append(Reclaim(owners))
         return actions
+
+    def _spread_target(self, shape: dict[str, int]) -> tuple[str, str] | None:
+        """Round-robin over the nodes (this one included) with room now; None means here."""
+        candidates = [(self.node_id, "")] if res.fits(shape, self.available) else []
+        candidates += [
+            (nid, addr) for nid, (_, avail, addr) in sorted(self.cluster.items()) if res.fits(shape, avail)
+        ]
+        if not candidates:
+            return None
+        self._spread_turn += 1
+        nid, address = candidates[self._spread_turn % len(candidates)]
+        return None if nid == self.node_id else (nid, address)
 
     def _busy(self) -> int:
         """Leased workers that use CPU (actors holding none do not count against the pool)."""

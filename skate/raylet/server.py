@@ -21,10 +21,20 @@ from skate.core_worker.plasma import ArenaMapping, arena_path, create_arena_file
 from skate.protocol import Connection, connect, listen
 from skate.raylet.memory_monitor import CHECK_INTERVAL_S, LeaseView, MemoryMonitor
 from skate.raylet.object_store import ObjectStore
-from skate.raylet.scheduler import Grant, Infeasible, KillWorker, LocalScheduler, Reclaim, StartWorkers
+from skate.raylet.scheduler import (
+    Grant,
+    Infeasible,
+    KillWorker,
+    LocalScheduler,
+    Reclaim,
+    Spillback,
+    StartWorkers,
+)
 from skate.raylet.spill import SpillManager
 
 logger = logging.getLogger("skate.raylet")
+
+HEARTBEAT_S = float(os.environ.get("SKATE_HEARTBEAT_S", "1.0"))
 
 
 class Raylet:
@@ -39,7 +49,7 @@ class Raylet:
         self.arena_path = arena_path(self.session_dir, self.node_id)
         self.store = ObjectStore(self.capacity)
         soft_limit = max(1, int(self.resources.get("CPU", 1)))
-        self.scheduler = LocalScheduler(self.resources, soft_limit)
+        self.scheduler = LocalScheduler(self.resources, soft_limit, self.node_id)
         self.node_ip = args.node_ip
         self.address = f"unix://{self.session_dir}/sockets/raylet-{self.node_id[:8]}.sock"
         self.clients: dict[str, Connection] = {}
@@ -73,6 +83,7 @@ class Raylet:
             "worker_log": self.h_worker_log,
             "list_objects": self.h_list_objects,
             "store_stats": lambda c, p: self.store_stats(),
+            "cluster_view": lambda c, p: self.apply(self.scheduler.set_cluster_view(p)),
             "node_info": lambda c, p: self.node_info(),
             "shutdown": lambda c, p: self.loop.call_soon(self.shutdown),
         }
@@ -100,6 +111,7 @@ class Raylet:
         self.start_workers(self.scheduler.soft_limit)
         self.gcs = await self._connect_gcs()
         self._monitor_task = asyncio.ensure_future(self._monitor_memory())
+        self._heartbeat_task = asyncio.ensure_future(self._heartbeat())
         print(f"READY {self.address} {self.node_id}", flush=True)
 
     async def _connect_gcs(self) -> Connection:
@@ -117,6 +129,12 @@ class Raylet:
                 await asyncio.sleep(0.02)
         await conn.call("register_node", self.node_info())
         return conn
+
+    async def _heartbeat(self) -> None:
+        """Report resources at least once a second: the GCS's proof that this node lives."""
+        while not self._stopping:
+            await asyncio.sleep(HEARTBEAT_S)
+            self._report_resources()
 
     async def _monitor_memory(self) -> None:
         """Kill the newest task's worker when the node runs out of memory (see memory_monitor)."""
@@ -165,6 +183,7 @@ class Raylet:
             "spilled_bytes": self.store.spilled_bytes,
             "restored_bytes": self.store.restored_bytes,
             "node_ip": self.node_ip,
+            "is_head": bool(self.args.head),
         }
 
     def shutdown(self) -> None:
@@ -303,6 +322,11 @@ class Raylet:
                         "address": self.worker_addresses[action.worker_id],
                     }
                 )
+            elif isinstance(action, Spillback):
+                fut = self.lease_futures.pop(action.request.request_id, None)
+                self.request_ids.pop(self.request_keys.pop(action.request.request_id, None), None)
+                if fut is not None and not fut.done():
+                    fut.set_result({"spillback": {"node_id": action.node_id, "address": action.address}})
             elif isinstance(action, StartWorkers):
                 logger.info(
                     "starting %d workers (%d queued, %d workers)",
@@ -382,7 +406,13 @@ class Raylet:
         owner = conn.peer_info.get("worker_id")
         if owner is None:
             raise PermissionError("register_client first")
-        req, actions = self.scheduler.request_lease(owner, p["shape"], p.get("hold"))
+        req, actions = self.scheduler.request_lease(
+            owner,
+            p["shape"],
+            p.get("hold"),
+            spill_ok=not p.get("spilled"),
+            spread=p.get("strategy") == "SPREAD",
+        )
         fut = self.loop.create_future()
         self.lease_futures[req.request_id] = fut
         self.request_ids[(owner, p["rid"])] = req.request_id
@@ -476,6 +506,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--node-id", default="")
     parser.add_argument("--spill-dir", default="")
     parser.add_argument("--node-ip", default="127.0.0.1")
+    parser.add_argument("--head", action="store_true")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--spill-limit", default="")
     parser.add_argument("--watch-fd", type=int, default=-1)

@@ -15,8 +15,10 @@ from skate._node import default_temp_root
 from skate.protocol import connect
 
 
-def find_sessions(address: str | None = None) -> list[dict]:
-    """Session directories on this machine, newest first, optionally only the one at `address`."""
+def find_sessions(address: str | None = None, shared_only: bool = False) -> list[dict]:
+    """Session directories of head nodes on this machine, newest first; only the one at
+    `address` if given; only clusters meant to be joined (`skate start`, cluster_utils) if
+    shared_only."""
     found = []
     for path in glob.glob(os.path.join(default_temp_root(), "session_*", "cluster.json")):
         session = os.path.dirname(path)
@@ -28,6 +30,8 @@ def find_sessions(address: str | None = None) -> list[dict]:
         except OSError:
             continue
         info["session_dir"] = session
+        if not info.get("head", True) or (shared_only and not info.get("shared")):
+            continue
         if address and info["gcs_address"].replace("tcp://", "") != address.replace("tcp://", ""):
             continue
         found.append((os.path.getmtime(path), info))
@@ -66,3 +70,22 @@ def query_cluster(address: str | None, want_objects: bool) -> tuple[list[dict], 
     where = f"at {address}" if address else f"under {default_temp_root()}"
     detail = ("; ".join(errors)) if errors else "no session directory found"
     raise ConnectionError(f"no running Skate cluster found {where} ({detail})")
+
+
+async def _local_raylet(session: dict) -> dict:
+    gcs = await connect(session["gcs_address"], session["token"], name="driver-probe", timeout=5)
+    try:
+        nodes = await gcs.call("get_nodes")
+    finally:
+        gcs.close()
+    alive = [n for n in nodes if n["alive"]]
+    local = [n for n in alive if os.path.exists(n["address"].split("|")[0].replace("unix://", ""))]
+    if not local:
+        raise ConnectionError("no node of this cluster runs on this machine")
+    local.sort(key=lambda n: (not n.get("is_head"), n.get("start_time", 0)))
+    return local[0]
+
+
+def local_raylet(session: dict) -> dict:
+    """The GCS's record of a raylet running on this machine (the head's if it is here)."""
+    return asyncio.run(_local_raylet(session))

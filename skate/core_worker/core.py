@@ -500,7 +500,8 @@ class CoreWorker:
 
     def _read_from_plasma(self, refs, entries, indexes, values) -> None:
         oids = [refs[i]._id for i in indexes]
-        locations = self.call_raylet("store_get", {"oids": oids})
+        sources = {refs[i]._id: entries[i][1] for i in indexes if entries[i][1] not in (None, self.node_id)}
+        locations = self.call_raylet("store_get", {"oids": oids, "sources": sources})
         for i, oid, loc in zip(indexes, oids, locations):
             if loc is None:
                 self._raise_error(

@@ -24,6 +24,18 @@ from skate.core_worker.submitter import ARGS_SLOT, ArgSlot
 from skate.exceptions import TaskCancelledError
 
 
+class _IdOnly:
+    """Stands in for an ObjectRef where only the id is read (no reference is counted)."""
+
+    __slots__ = ("_id",)
+
+    def __init__(self, object_id: bytes):
+        self._id = object_id
+
+    def hex(self) -> str:
+        return self._id.hex()
+
+
 class ActorExit(SystemExit):
     """Raised by exit_actor() to end the actor once the current call returns."""
 
@@ -200,14 +212,12 @@ class Executor:
                 else:
                     values[slot] = value
             else:
-                in_store.append((slot, oid))
+                in_store.append((slot, oid, tuple(entry)))
         if in_store:
-            from skate.object_ref import ObjectRef
-
-            refs = [ObjectRef(oid, (spec["owner"][0], spec["owner"][1]), self.core) for _, oid in in_store]
-            entries = [(IN_STORE, None, 0)] * len(refs)
+            refs = [_IdOnly(oid) for _, oid, _ in in_store]  # no ref counting: the caller holds these
+            entries = [entry for _, _, entry in in_store]
             loaded = self.core._materialize(refs, entries)
-            for (slot, _), value in zip(in_store, loaded):
+            for (slot, _, _), value in zip(in_store, loaded):
                 if slot == ARGS_SLOT:
                     blob = value
                 else:

@@ -27,6 +27,7 @@ class StoredObject:
     pins: dict[str, int] = field(default_factory=dict)
     spilled: tuple[str, int] | None = None  # (spill file, offset in it)
     last_use: int = 0
+    secondary: bool = False  # a copy pulled from another node: dropped, never spilled
 
 
 class ObjectStore:
@@ -72,10 +73,32 @@ class ObjectStore:
         self.num_created += 1
         return offset
 
-    def seal(self, object_id: bytes) -> None:
+    def seal(self, object_id: bytes, secondary: bool = False) -> None:
         obj = self.objects.get(object_id)
         if obj is not None:
             obj.sealed = True
+            obj.secondary = secondary
+
+    def discard_unsealed(self, object_id: bytes) -> None:
+        """A transfer into this object failed: forget it."""
+        obj = self.objects.get(object_id)
+        if obj is not None and not obj.sealed:
+            del self.objects[object_id]
+            if obj.offset is not None:
+                self.arena.free(obj.offset)
+
+    def evict_secondary(self, need: int) -> int:
+        """Drop unpinned pulled copies, least recently used first; returns bytes freed."""
+        freed = 0
+        for _, oid in sorted(
+            (o.last_use, oid) for oid, o in self.objects.items() if o.secondary and not o.pins
+        ):
+            obj = self.objects.pop(oid)
+            self.arena.free(obj.offset)
+            freed += obj.size
+            if freed >= need:
+                break
+        return freed
 
     def status(self, object_id: bytes) -> str:
         """'memory', 'spilled' or 'missing' (unknown, unsealed or freed)."""
@@ -136,7 +159,12 @@ class ObjectStore:
         pool = sorted(
             (o.last_use, oid)
             for oid, o in self.objects.items()
-            if o.offset is not None and o.sealed and not o.pins and not o.freed and oid != exclude
+            if o.offset is not None
+            and o.sealed
+            and not o.pins
+            and not o.freed
+            and not o.secondary
+            and oid != exclude
         )
         chosen, total = [], 0
         for _, oid in pool:

@@ -20,6 +20,7 @@ from skate._procutil import watch_parent_pipe
 from skate.core_worker.plasma import ArenaMapping, arena_path, create_arena_file
 from skate.protocol import Connection, connect, listen
 from skate.raylet.memory_monitor import CHECK_INTERVAL_S, LeaseView, MemoryMonitor
+from skate.raylet.object_manager import ObjectManager
 from skate.raylet.object_store import ObjectStore
 from skate.raylet.scheduler import (
     Grant,
@@ -67,6 +68,8 @@ class Raylet:
         self._resources_dirty = False
         self._stopping = False
         self.loop = asyncio.get_event_loop()
+        self.objects = ObjectManager(self)
+        self._peers: dict[str, Connection] = {}
         self.handlers = {
             "register_client": self.h_register_client,
             "request_lease": self.h_request_lease,
@@ -87,6 +90,7 @@ class Raylet:
             "node_info": lambda c, p: self.node_info(),
             "shutdown": lambda c, p: self.loop.call_soon(self.shutdown),
         }
+        self.handlers.update(self.objects.handlers())
 
     # -- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
@@ -445,13 +449,31 @@ class Raylet:
         return {"offset": offset}
 
     async def h_store_get(self, conn: Connection, p: dict) -> list:
+        """Pin objects for a reader: restore spilled ones, pull those held on other nodes."""
         client = conn.peer_info.get("worker_id", "")
+        sources = p.get("sources") or {}
         out = []
         for oid in p["oids"]:
-            if self.store.status(oid) == "spilled":
+            status = self.store.status(oid)
+            if status == "spilled":
                 await self.spill.ensure_in_memory(oid)
+            elif status == "missing" and sources.get(oid) not in (None, self.node_id):
+                await self.objects.pull(oid, sources[oid])
             out.append(self.store.get(oid, client))
         return out
+
+    def node_address(self, node_id: str) -> str | None:
+        entry = self.scheduler.cluster.get(node_id)
+        return entry[2] if entry else None
+
+    async def peer(self, address: str) -> Connection:
+        """A cached connection to another node's raylet."""
+        conn = self._peers.get(address)
+        if conn is None or conn.closed:
+            conn = await connect(address, self.token, self.handlers, name=f"raylet-peer {address[-21:]}")
+            conn.peer_info = {"worker_id": "peer", "mode": "peer"}
+            self._peers[address] = conn
+        return conn
 
     def h_store_release(self, conn: Connection, p: dict) -> None:
         client = conn.peer_info.get("worker_id", "")

@@ -84,6 +84,8 @@ class SpillManager:
     async def _spill(self, need: int, exclude: bytes | None) -> None:
         """Free at least some memory by spilling; raises ObjectStoreFullError if nothing can go."""
         store = self.store
+        if store.evict_secondary(need):  # copies from other nodes go first: no write needed
+            return
         victims = store.spill_candidates(max(need, MIN_SPILL_BATCH), exclude)
         if not victims:
             raise ObjectStoreFullError(

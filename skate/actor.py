@@ -55,6 +55,8 @@ class ActorClass:
         return self._remote(args, kwargs, self._options)
 
     def _remote(self, args: tuple, kwargs: dict, options: dict) -> ActorHandle:
+        if options.get("get_if_exists") and not options.get("name"):
+            raise ValueError("The actor name must be specified to use `get_if_exists`.")
         core = context.current
         if core is None:
             from skate._api import init

@@ -66,6 +66,7 @@ class ActorClient:
         self._owned: dict[bytes, bool] = {}  # actors created here -> detached?
         self._borrowers: dict[bytes, set] = {}  # owned actor -> connections of borrowers
         self._borrowing: dict[bytes, tuple] = {}  # borrowed actor -> owner address
+        self._creation_args: dict[bytes, TaskEntry] = {}  # owned actor -> its constructor call
         core.handlers["actor_borrow"] = self._h_borrow
         core.handlers["actor_unborrow"] = self._h_unborrow
 
@@ -118,6 +119,7 @@ class ActorClient:
             "fn": class_key,
             "name": f"{actor_class._name}.__init__",
             "class_name": actor_class._name,
+            "actor_name": options.get("name") or "",
             "owner": core.owner_address,
             "job": core.job_id,
             "ns": namespace,
@@ -152,13 +154,18 @@ class ActorClient:
             )
             return
         fut = self.core.gcs.call("create_actor", entry.spec)
+        # The constructor's arguments stay alive while the actor may need them (a restart).
+        self._creation_args[entry.spec["actor_id"]] = entry
 
         def done(f: asyncio.Future) -> None:
-            if f.exception() is not None:
+            if f.exception() is not None and not self.core.stopped:
                 logger.warning("creating actor %s failed: %s", entry.spec["class_name"], f.exception())
-            # Arguments stay alive while the actor may need them for a restart.
-            if entry.uses:
-                self.core.refs.remove_task_uses(entry.uses)
+            # Handles passed to the constructor: the actor registered itself as their borrower
+            # while it started, so holding them here would only keep their actors alive.
+            from skate.actor import ActorHandle
+
+            if entry.hold:
+                entry.hold = [x for x in entry.hold if not isinstance(x, ActorHandle)]
 
         fut.add_done_callback(done)
 
@@ -376,6 +383,7 @@ class ActorClient:
             return
         self._owned.pop(aid, None)
         self._borrowers.pop(aid, None)
+        self._release_creation_args(aid)
         if not self.core.stopped:
             self.core.gcs.notify(
                 "kill_actor", {"actor_id": aid, "no_restart": True, "reason": "out_of_scope"}
@@ -392,6 +400,11 @@ class ActorClient:
                 borrowers.discard(conn)
                 self._maybe_release(actor)
 
+    def _release_creation_args(self, aid: bytes) -> None:
+        entry = self._creation_args.pop(aid, None)
+        if entry is not None and entry.uses:
+            self.core.refs.remove_task_uses(entry.uses)
+
     def _h_unborrow(self, conn: Connection, p: dict) -> None:
         aid = p["actor_id"]
         borrowers = self._borrowers.get(aid)
@@ -401,9 +414,18 @@ class ActorClient:
 
     # -- other operations -------------------------------------------------------------
     def kill(self, handle, no_restart: bool) -> None:
-        self.core.request(
-            self.core.gcs, "kill_actor", {"actor_id": handle._actor_id, "no_restart": no_restart}
-        )
+        aid = handle._actor_id
+        self.core.request(self.core.gcs, "kill_actor", {"actor_id": aid, "no_restart": no_restart})
+        if no_restart:
+            # Calls made after kill() returns fail, even before the worker is gone.
+            with self._lock:
+                state = self.states.get(aid)
+                if state is None:
+                    state = self.states[aid] = ActorState(aid, handle._class_name)
+            state.dead_error = ActorDiedError(
+                f"The actor {handle._class_name} ({aid.hex()}) was killed by kill().", aid.hex()
+            )
+            self.core.post(self._release_creation_args, aid)
 
     def get_named(self, name: str, namespace: str | None):
         from skate.actor import ActorHandle

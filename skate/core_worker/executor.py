@@ -118,7 +118,7 @@ class Executor:
         core = self.core
         core.actor_id = spec["actor_id"].hex()
         core.actor_reconstructed = spec.get("restarts", 0) > 0
-        core.actor_name = spec["class_name"]
+        core.actor_name = spec.get("actor_name") or ""
         reply = self.execute(dict(spec, nret=1, fn_is_class=True))
         if reply["app_error"]:
             _, err = deserialize_inline(reply["returns"][0][1])

@@ -73,6 +73,14 @@ class ActorManager:
         self.actors: dict[bytes, ActorInfo] = {}
         self.named: dict[tuple[str, str], bytes] = {}
         self._rids = itertools.count(1)
+        self.unplaced: list[ActorInfo] = []  # actors waiting for a node that can host them
+
+    def retry_unplaced(self) -> None:
+        """A node joined: try again to place actors no node could host."""
+        waiting, self.unplaced = self.unplaced, []
+        for info in waiting:
+            if info.state != DEAD:
+                asyncio.ensure_future(self._start(info))
 
     def handlers(self) -> dict:
         return {
@@ -114,20 +122,25 @@ class ActorManager:
             self.named[(namespace, name)] = info.actor_id
         return {"created": True}
 
-    def h_create(self, conn: Connection, spec: dict) -> None:
+    def h_create(self, conn: Connection, spec: dict):
+        """Start the actor; the reply comes once it is alive or dead (its first incarnation)."""
         info = self.actors.get(spec["actor_id"])
         if info is None or info.state == DEAD:
             return None
         info.spec = spec
         asyncio.ensure_future(self._start(info))
-        return None
+        fut = asyncio.get_running_loop().create_future()
+        info.waiters.append((fut, -1))
+        return fut
 
     async def _start(self, info: ActorInfo) -> None:
         """Lease a worker for the actor and run its constructor there."""
         spec = info.spec
         node_id, node_conn = self.gcs.pick_node(spec["place"])
         if node_conn is None:
-            self._set_dead(info, f"no alive node can host it (it needs {spec['place']})")
+            # Like a task, it waits for a node that can host it (one may join).
+            logger.warning("actor %s is pending: no alive node has %s", info.actor_id.hex(), spec["place"])
+            self.unplaced.append(info)
             return
         try:
             grant = await node_conn.call(

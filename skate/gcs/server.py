@@ -98,6 +98,7 @@ class GcsServer:
         self.nodes[p["node_id"]] = dict(p, alive=True, start_time=time.time(), last_seen=time.monotonic())
         self.node_conns[p["node_id"]] = conn
         self._view_changed()
+        self.loop.call_soon(self.actors.retry_unplaced)
         return True
 
     def _view_changed(self) -> None:

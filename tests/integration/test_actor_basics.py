@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 
+import numpy as np
 import pytest
 
 import skate
@@ -349,3 +350,214 @@ def test_current_actor_handle_is_usable(cluster):
 def test_current_actor_outside_an_actor_raises(cluster):
     with pytest.raises(RuntimeError):
         skate.get_runtime_context().current_actor  # noqa: B018
+
+
+@skate.remote
+class Named:
+    def name(self):
+        return skate.get_runtime_context().get_actor_name()
+
+    def resources(self):
+        return skate.get_runtime_context().get_assigned_resources()
+
+
+def test_actor_name_in_runtime_context(cluster):
+    # Ray: the name given with .options(name=...), or "" for an anonymous actor.
+    named = Named.options(name="basics-ctx-name").remote()
+    assert skate.get(named.name.remote(), timeout=30) == "basics-ctx-name"
+    anonymous = Named.remote()
+    assert skate.get(anonymous.name.remote(), timeout=30) == ""
+
+
+def test_assigned_resources_in_actors(cluster):
+    default = Named.remote()
+    assert skate.get(default.resources.remote(), timeout=30) == {}
+    one_cpu = Named.options(num_cpus=1, resources={"custom": 1}).remote()
+    assert skate.get(one_cpu.resources.remote(), timeout=30) == {"CPU": 1.0, "custom": 1.0}
+
+
+def test_get_if_exists_needs_a_name(cluster):
+    with pytest.raises(ValueError, match="get_if_exists"):
+        Counter.options(get_if_exists=True).remote()
+
+
+# -- more method-call semantics ------------------------------------------------------------
+
+
+@skate.remote
+def broken_task(msg):
+    raise ValueError(msg)
+
+
+def test_a_failed_argument_fails_only_that_call(cluster):
+    c = Counter.remote()
+    bad = c.record.remote(broken_task.remote("upstream-broke"))
+    good = c.incr.remote()
+    with pytest.raises(ValueError, match="upstream-broke"):
+        skate.get(bad, timeout=30)
+    assert skate.get(good, timeout=30) == 1
+    assert skate.get(c.incr.remote(), timeout=30) == 2
+
+
+@skate.remote
+class Arrays:
+    def __init__(self, init=None):
+        self.total = float(init.sum()) if init is not None else 0.0
+
+    def total_of_init(self):
+        return self.total
+
+    def scale(self, arr, factor):
+        return arr * factor, float(arr.sum())
+
+
+def test_large_method_arguments_and_returns(cluster):
+    a = Arrays.remote()
+    arr = np.arange(400_000, dtype=np.float64)  # well above the inline limit: via the object store
+    scaled, total = skate.get(a.scale.remote(arr, 2.0), timeout=30)
+    assert np.array_equal(scaled, arr * 2.0)
+    assert total == float(arr.sum())
+    ref = skate.put(arr)
+    scaled2, _ = skate.get(a.scale.remote(ref, 0.5), timeout=30)
+    assert np.array_equal(scaled2, arr * 0.5)
+
+
+def test_large_constructor_argument(cluster):
+    # The arguments travel through the object store; nothing else holds them.
+    a = Arrays.remote(np.ones(300_000))
+    assert skate.get(a.total_of_init.remote(), timeout=30) == 300_000.0
+
+
+def test_constructor_argument_ref_not_held_by_the_caller(cluster):
+    b = Arrays.remote(skate.put(np.full(200_000, 2.0)))  # the driver drops its ref at once
+    assert skate.get(b.total_of_init.remote(), timeout=30) == 400_000.0
+    kept = skate.put(np.full(200_000, 3.0))
+    c = Arrays.remote(kept)
+    assert skate.get(c.total_of_init.remote(), timeout=30) == 600_000.0
+
+
+def test_large_constructor_argument_survives_a_restart(cluster):
+    a = Arrays.options(max_restarts=1).remote(np.ones(300_000))
+    assert skate.get(a.total_of_init.remote(), timeout=30) == 300_000.0
+    skate.kill(a, no_restart=False)
+    assert wait_for(lambda: _total_or_none(a) == 300_000.0, timeout=15)
+
+
+def _total_or_none(handle):
+    try:
+        return skate.get(handle.total_of_init.remote(), timeout=30)
+    except skate.exceptions.RayActorError:
+        return None
+
+
+def test_calls_wait_for_a_slow_constructor(cluster):
+    @skate.remote
+    class Slow:
+        def __init__(self, seconds):
+            time.sleep(seconds)
+            self.ready = True
+
+        def is_ready(self):
+            return self.ready
+
+    s = Slow.remote(1.0)
+    refs = [s.is_ready.remote() for _ in range(3)]
+    assert skate.get(refs, timeout=30) == [True, True, True]
+
+
+def test_inherited_and_num_returns_zero_methods(cluster, tmp_path):
+    class Base:
+        def base_method(self):
+            return "from-base"
+
+        def overridden(self):
+            return "base"
+
+    @skate.remote
+    class Derived(Base):
+        def overridden(self):
+            return "derived"
+
+        @skate.method(num_returns=0)
+        def touch(self, path):
+            with open(path, "w") as f:
+                f.write("touched")
+
+    d = Derived.remote()
+    assert skate.get([d.base_method.remote(), d.overridden.remote()], timeout=30) == ["from-base", "derived"]
+    marker = tmp_path / "touched"
+    assert d.touch.remote(str(marker)) is None
+    assert wait_for(marker.exists, timeout=30)
+
+
+def test_an_actor_that_cannot_be_placed_yet_stays_pending(cluster):
+    # Ray keeps an infeasible actor pending (a node that fits may join); it does not die.
+    a = Counter.options(resources={"not-on-any-node": 1}).remote()
+    ref = a.incr.remote()
+    ready, not_ready = skate.wait([ref], timeout=1.5)
+    assert ready == [] and not_ready == [ref]
+    skate.kill(a)
+    with pytest.raises(skate.exceptions.RayActorError):
+        skate.get(ref, timeout=30)
+
+
+class CustomActorError(Exception):
+    def __init__(self, code):
+        super().__init__(f"custom failure {code}")
+        self.code = code
+
+
+@skate.remote
+class Flaky:
+    def __init__(self):
+        self.attempts = 0
+
+    def custom(self, code):
+        raise CustomActorError(code)
+
+    def fail_twice(self):
+        self.attempts += 1
+        if self.attempts <= 2:
+            raise ConnectionError(f"attempt {self.attempts}")
+        return self.attempts
+
+
+def test_user_exception_class_is_preserved(cluster):
+    f = Flaky.remote()
+    with pytest.raises(CustomActorError) as info:
+        skate.get(f.custom.remote(17), timeout=30)
+    assert isinstance(info.value, RayTaskError)
+    assert "custom failure 17" in str(info.value)
+    assert isinstance(info.value.cause, CustomActorError) and info.value.cause.code == 17
+
+
+def test_retry_exceptions_on_actor_methods(cluster):
+    f = Flaky.remote()
+    ok = f.fail_twice.options(max_task_retries=2, retry_exceptions=True).remote()
+    assert skate.get(ok, timeout=30) == 3
+    g = Flaky.remote()
+    once = g.fail_twice.options(max_task_retries=1, retry_exceptions=[ConnectionError]).remote()
+    with pytest.raises(ConnectionError, match="attempt 2"):
+        skate.get(once, timeout=30)
+    h = Flaky.remote()
+    never = h.fail_twice.options(max_task_retries=3, retry_exceptions=[KeyError]).remote()
+    with pytest.raises(ConnectionError, match="attempt 1"):
+        skate.get(never, timeout=30)
+
+
+@skate.remote
+def create_from_class(actor_class, start):
+    c = actor_class.remote(start)
+    return skate.get(c.incr.remote(), timeout=30)
+
+
+def test_actor_class_passed_to_a_task(cluster):
+    assert skate.get(create_from_class.remote(Counter, 41), timeout=30) == 42
+    assert skate.get(create_from_class.remote(Counter.options(num_cpus=0), 1), timeout=30) == 2
+
+
+def test_constructor_object_ref_arguments_are_resolved(cluster):
+    start = slow_value.remote(100, 0.3)
+    step = skate.put(10)
+    c = Counter.remote(start, step=step)
+    assert skate.get(c.incr.remote(), timeout=30) == 110

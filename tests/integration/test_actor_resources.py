@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
+
 import skate
+from skate.exceptions import ActorDiedError
 from tests.integration._actor_helpers import free, pid_alive, wait_pid_gone
 from tests.integration._helpers import wait_for
 
@@ -93,3 +96,24 @@ def test_shutdown_ends_every_actor_process(fresh):
     skate.shutdown()
     for pid in pids:
         assert wait_pid_gone(pid, timeout=10), pid
+
+
+def test_killing_a_pending_actor_leaks_nothing(fresh):
+    fresh.init(num_cpus=1)
+    holder = Counter.options(num_cpus=1).remote()
+    assert skate.get(holder.incr.remote(), timeout=30) == 1
+    waiting = Counter.options(num_cpus=1).remote()
+    pending = waiting.incr.remote()
+    ready, _ = skate.wait([pending], timeout=0.5)
+    assert ready == []
+    skate.kill(waiting)
+    t0 = time.monotonic()
+    with pytest.raises(ActorDiedError):
+        skate.get(pending, timeout=30)
+    assert time.monotonic() - t0 < 10
+    skate.kill(holder)
+    assert wait_for(lambda: free("CPU") == 1.0, timeout=10), skate.available_resources()
+    # the CPU is usable again, and stays free afterwards
+    assert skate.get(slow_value.remote("ok", 0), timeout=30) == "ok"
+    replacement = Counter.options(num_cpus=1).remote()
+    assert skate.get(replacement.incr.remote(), timeout=30) == 1

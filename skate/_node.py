@@ -161,6 +161,7 @@ class LocalNode:
             "driver_pid": os.getpid(),
             "head": self.head,
             "shared": self.shared,
+            "detached": self.detached,
             "node_id": self.node_id,
             "pids": [p.pid for p in self.processes],
         }

@@ -119,7 +119,9 @@ class Raylet:
         print(f"READY {self.address} {self.node_id}", flush=True)
 
     async def _connect_gcs(self) -> Connection:
-        deadline = self.loop.time() + 30
+        deadline = self.loop.time() + (
+            30 if self.args.head else float(os.environ.get("SKATE_JOIN_TIMEOUT_S", "10"))
+        )
         while True:
             try:
                 conn = await connect(

@@ -22,7 +22,30 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(
             "--address", default=None, help="GCS address host:port (default: newest on this machine)"
         )
+    st = sub.add_parser("start", help="start a head node (--head) or join a cluster (--address)")
+    st.add_argument("--head", action="store_true", help="start the head node: GCS plus a raylet")
+    st.add_argument("--address", default=None, help="the head's host:port, to join its cluster")
+    st.add_argument("--port", type=int, default=6379, help="GCS port of a head node (default 6379)")
+    st.add_argument("--node-ip-address", default=None, help="address this node listens on (default loopback)")
+    st.add_argument("--num-cpus", type=float, default=None)
+    st.add_argument("--num-gpus", type=float, default=None)
+    st.add_argument("--resources", default=None, help="custom resources as JSON, e.g. '{\"red\": 2}'")
+    st.add_argument("--object-store-memory", type=int, default=None, help="bytes")
+    st.add_argument("--token", default=None, help="cluster token when joining from another machine")
+    st.add_argument("--block", action="store_true", help="stay in the foreground; Ctrl-C stops the node")
+    sp = sub.add_parser("stop", help="stop every node started with `skate start` on this machine")
+    sp.add_argument("--force", action="store_true", help="kill at once, and private clusters too")
     args = parser.parse_args(argv)
+    if args.command == "start":
+        from skate.scripts.start_stop import start
+
+        if args.head and args.address:
+            parser.error("give either --head or --address, not both")
+        return start(args)
+    if args.command == "stop":
+        from skate.scripts.start_stop import stop
+
+        return stop(args)
     if args.command == "microbenchmark":
         from skate import _microbenchmark
 

@@ -1,0 +1,139 @@
+"""`skate start` and `skate stop`: long-lived clusters outside any driver."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import socket
+import sys
+import time
+
+from skate._node import LocalNode, default_temp_root, stop_detached
+
+
+def _token_for(address: str, explicit: str | None) -> bytes:
+    """The cluster token: --token, SKATE_AUTH_TOKEN, or the head's session on this machine."""
+    if explicit:
+        return explicit.encode()
+    if os.environ.get("SKATE_AUTH_TOKEN"):
+        return os.environ["SKATE_AUTH_TOKEN"].encode()
+    from skate.scripts.attach import find_sessions
+
+    sessions = find_sessions(address)
+    if not sessions:
+        raise SystemExit(
+            f"skate start: no cluster token for {address}: on the head's machine it is read from its session "
+            "directory; elsewhere pass --token or set SKATE_AUTH_TOKEN (the head printed where the token is)."
+        )
+    return sessions[0]["token"]
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise SystemExit(f"skate start: port {port} on {host} is not free ({exc}); use --port") from None
+
+
+def start(args) -> int:
+    from skate._api import node_resources_for
+
+    try:
+        custom = json.loads(args.resources) if args.resources else None
+    except ValueError as exc:
+        raise SystemExit(f"skate start: --resources must be JSON, e.g. '{{\"gpu_a\": 1}}': {exc}") from None
+    ip = args.node_ip_address or "127.0.0.1"
+    try:
+        resources, store = node_resources_for(
+            args.num_cpus, args.num_gpus, custom, args.object_store_memory, head=args.head, node_ip=ip
+        )
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"skate start: {exc}") from None
+    if args.head:
+        _check_port_free(ip, args.port)
+        node = LocalNode(
+            resources=resources,
+            object_store_memory=store,
+            head=True,
+            node_ip=ip,
+            gcs_port=args.port,
+            shared=True,
+            detached=not args.block,
+        )
+        print(f"Skate head node started: cluster address {node.address} (node {node.node_id[:12]}).")
+        print(f"  Add a node on this machine:  skate start --address {node.address}")
+        print(
+            f"  Add a node elsewhere:        SKATE_AUTH_TOKEN=$(cat {node.session_dir}/token) "
+            f"skate start --address {node.address}"
+        )
+        driver = f'skate.init(address="auto")  or  skate.init(address="{node.address}")'
+        print(f"  Connect a driver:            {driver}")
+        print("  Stop every node here:        skate stop")
+    else:
+        if not args.address:
+            raise SystemExit(
+                "skate start: give --head to start a cluster, or --address HOST:PORT to join one"
+            )
+        token = _token_for(args.address, args.token)
+        try:
+            node = LocalNode(
+                resources=resources,
+                object_store_memory=store,
+                head=False,
+                gcs_address=args.address,
+                token=token,
+                node_ip=ip,
+                shared=True,
+                detached=not args.block,
+            )
+        except RuntimeError as exc:
+            raise SystemExit(f"skate start: could not join the cluster at {args.address}: {exc}") from None
+        print(f"Skate node {node.node_id[:12]} joined the cluster at {args.address}.")
+    sys.stdout.flush()
+    if args.block:
+        stop = []
+        signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+        try:
+            while not stop and all(p.poll() is None for p in node.processes):
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            pass
+        node.shutdown()
+    return 0
+
+
+def stop(args) -> int:
+    """Stop every node `skate start` started on this machine; --force kills at once."""
+    stopped = 0
+    for path in glob.glob(os.path.join(default_temp_root(), "session_*", "cluster.json")):
+        session = os.path.dirname(path)
+        try:
+            with open(path) as f:
+                info = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if not info.get("detached") and not args.force:
+            continue  # a driver's private cluster: it stops with its driver
+        if not info.get("detached"):
+            _kill_private(session)
+        pids = stop_detached(session, force=args.force)
+        stopped += 1
+        kind = "head" if info.get("head") else "node"
+        print(f"stopped {kind} {info.get('node_id', '?')[:12]} ({len(pids)} processes)")
+    if not stopped:
+        print("no Skate nodes were running")
+    return 0
+
+
+def _kill_private(session: str) -> None:
+    import psutil
+
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if session in " ".join(proc.info["cmdline"] or []):
+                proc.kill()
+        except psutil.Error:
+            pass

@@ -7,6 +7,7 @@ import json
 import logging
 import numbers
 import os
+import subprocess
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -206,8 +207,9 @@ def node_resources_for(
     }
     if head:
         out["node:__internal_head__"] = 1.0
-    if num_gpus:
-        out["GPU"] = float(num_gpus)
+    gpus = detect_gpus() if num_gpus is None else num_gpus
+    if gpus:
+        out["GPU"] = float(gpus)
     out.update({k: float(v) for k, v in custom.items()})
     return out, store
 
@@ -433,8 +435,20 @@ def available_resources() -> dict[str, float]:
 
 
 def get_gpu_ids() -> list[int]:
-    """The GPU ids assigned to the current task (none until GPU scheduling lands)."""
-    return []
+    """The GPU ids assigned to the current task or actor (CUDA_VISIBLE_DEVICES is set to them)."""
+    return list(_core().gpu_ids)
+
+
+def detect_gpus() -> int:
+    """GPUs on this machine: CUDA_VISIBLE_DEVICES if set, else what `nvidia-smi -L` lists."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
 
 
 def kill(actor: Any, *, no_restart: bool = True) -> None:

@@ -85,6 +85,7 @@ class CoreWorker:
         self.current_task_id: bytes = self.task_ids.next()
         self.current_task_name: str | None = None
         self.assigned_resources: dict[str, float] = {}
+        self.gpu_ids: list[int] = []
         self._put_index = itertools.count(1)
         self.refs = ReferenceCounter(self._on_ref_zero)
         self.store = MemoryStore()

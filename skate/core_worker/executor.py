@@ -142,6 +142,10 @@ class Executor:
         core.namespace = spec["ns"]
         if "res" in spec:
             core.assigned_resources = spec["res"]
+        gpus = spec.get("gpus")
+        if gpus is not None or "fn" in spec:  # a task or an actor's creation: set its GPUs
+            core.gpu_ids = list(gpus or [])
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in core.gpu_ids)
         core.in_task_blocking = True
         start = time.perf_counter()
         app_error = False

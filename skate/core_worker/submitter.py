@@ -104,6 +104,7 @@ class Lease:
         "dead",
         "oom",
         "raylet",
+        "gpu_ids",
     )
 
     def __init__(self, lease_id, worker_id, address, conn, key):
@@ -117,6 +118,7 @@ class Lease:
         self.dead = False
         self.oom: float | None = None  # the memory threshold, once the raylet killed it for memory
         self.raylet = None  # the connection to the raylet that granted it (maybe another node's)
+        self.gpu_ids: list[int] = []
 
 
 class KeyState:
@@ -261,7 +263,8 @@ class TaskSubmitter:
             for _ in range(room):
                 rid = next(self._rids)
                 ks.pending_requests.add(rid)  # counted now, so the next dispatch does not ask again
-                asyncio.ensure_future(self._request_lease(ks, rid))
+                task = asyncio.ensure_future(self._request_lease(ks, rid))
+                task.add_done_callback(lambda t, k=ks, r=rid: self._lease_task_done(k, r, t))
         elif ks.pending_requests:
             for rid in list(ks.pending_requests):
                 self.core.raylet.notify("cancel_lease_request", {"rid": rid})
@@ -301,8 +304,18 @@ class TaskSubmitter:
             return
         lease = Lease(grant["lease_id"], grant["worker_id"], grant["address"], conn, ks)
         lease.raylet = raylet
+        lease.gpu_ids = grant.get("gpu_ids") or []
         ks.leases[lease.lease_id] = lease
         self._dispatch(ks)
+
+    def _lease_task_done(self, ks: KeyState, rid: int, task: asyncio.Future) -> None:
+        """A lease request crashed (a bug, not a refusal): never leave its tasks hanging."""
+        if task.cancelled() or task.exception() is None:
+            return
+        logger.error("lease request failed", exc_info=task.exception())
+        ks.pending_requests.discard(rid)
+        if not ks.pending_requests and not ks.leases:
+            self._fail_queue(ks, RaySystemError(f"could not lease a worker: {task.exception()!r}"))
 
     async def _affinity_raylet(self, ks: KeyState):
         """The raylet of the node a NodeAffinitySchedulingStrategy names (None: schedule normally)."""
@@ -325,6 +338,8 @@ class TaskSubmitter:
             lease.idle_timer = None
         entry.lease = lease
         lease.inflight[entry.task_id] = entry
+        if lease.gpu_ids:
+            entry.spec["gpus"] = lease.gpu_ids
         fut = lease.conn.call("push_task", entry.spec)
         fut.add_done_callback(lambda f, le=lease, en=entry: self._on_reply(le, en, f))
 

@@ -157,7 +157,10 @@ class ActorManager:
                 grant["address"], self.gcs.token, {}, name=f"actor {info.actor_id.hex()[:8]}"
             )
             reply = await conn.call(
-                "create_actor", dict(spec, restarts=info.num_restarts, actor_id=info.actor_id)
+                "create_actor",
+                dict(
+                    spec, restarts=info.num_restarts, actor_id=info.actor_id, gpus=grant.get("gpu_ids") or []
+                ),
             )
         except Exception as exc:
             logger.warning("starting actor %s failed: %s", info.actor_id.hex(), exc)

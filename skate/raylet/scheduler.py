@@ -36,6 +36,7 @@ class WorkerSlot:
     owner: str | None = None
     held: dict[str, int] = field(default_factory=dict)
     blocked: bool = False
+    gpus: dict[int, int] = field(default_factory=dict)  # GPU id -> share held (fixed point)
 
 
 # Actions
@@ -44,6 +45,7 @@ class Grant:
     request: LeaseRequest
     worker_id: str
     lease_id: int
+    gpu_ids: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -83,6 +85,8 @@ class LocalScheduler:
         self.cluster: dict[str, tuple[dict[str, int], dict[str, int], str]] = {}  # other nodes
         self._spread_turn = 0
         self.total = res.to_fixed(total)
+        # Each GPU id and how much of it is free: whole GPUs go to one lease, fractions share an id.
+        self.gpu_free = {i: res.UNIT for i in range(self.total.get("GPU", 0) // res.UNIT)}
         self.available = dict(self.total)
         self.soft_limit = soft_limit
         self.workers: dict[str, WorkerSlot] = {}
@@ -222,6 +226,9 @@ class LocalScheduler:
         if slot.blocked:
             held.pop("CPU", None)
         res.add(self.available, held)
+        for gpu, share in slot.gpus.items():
+            self.gpu_free[gpu] = self.gpu_free.get(gpu, 0) + share
+        slot.gpus = {}
         slot.held = {}
         slot.lease_id = None
         slot.owner = None
@@ -260,14 +267,21 @@ class LocalScheduler:
                 blocked_by_resources = True
                 still_queued.append(req)
                 continue
+            gpus = self._pick_gpus(req.hold.get("GPU", 0))
+            if gpus is None:  # enough GPU in sum, but no id has the fraction asked for
+                still_queued.append(req)
+                continue
             if idle:
                 slot = idle.pop()
                 lease_id = next(self._lease_ids)
                 slot.state, slot.lease_id, slot.owner = LEASED, lease_id, req.owner
                 slot.held = dict(req.hold)
                 res.subtract(self.available, req.hold)
+                for gpu, share in gpus.items():
+                    self.gpu_free[gpu] -= share
+                slot.gpus = gpus
                 self.leases[lease_id] = slot.worker_id
-                actions.append(Grant(req, slot.worker_id, lease_id))
+                actions.append(Grant(req, slot.worker_id, lease_id, sorted(gpus)))
             else:
                 waiting_for_worker += 1
                 still_queued.append(req)
@@ -288,6 +302,20 @@ class LocalScheduler:
             if owners:
                 actions.append(Reclaim(owners))
         return actions
+
+    def _pick_gpus(self, need: int) -> dict[int, int] | None:
+        """GPU ids for a lease: whole free GPUs, or one id with room for a fraction."""
+        if need <= 0:
+            return {}
+        if need >= res.UNIT:
+            whole = [g for g, free in sorted(self.gpu_free.items()) if free == res.UNIT]
+            count = need // res.UNIT
+            return {g: res.UNIT for g in whole[:count]} if len(whole) >= count else None
+        fitting = [(free, g) for g, free in self.gpu_free.items() if free >= need]
+        if not fitting:
+            return None
+        _, gpu = min(fitting)  # the fullest id that still fits: keep whole GPUs free
+        return {gpu: need}
 
     def _spread_target(self, shape: dict[str, int]) -> tuple[str, str] | None:
         """Round-robin over the nodes (this one included) with room now; None means here."""

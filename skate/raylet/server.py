@@ -326,6 +326,7 @@ class Raylet:
                         "lease_id": action.lease_id,
                         "worker_id": action.worker_id,
                         "address": self.worker_addresses[action.worker_id],
+                        "gpu_ids": action.gpu_ids,
                     }
                 )
             elif isinstance(action, Spillback):

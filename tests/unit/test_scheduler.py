@@ -399,3 +399,19 @@ def test_custom_resources():
     assert of(a4, Infeasible) == [Infeasible(r4)]
     actions = sim.apply(sim.s.return_lease(of(a1, Grant)[0].lease_id))
     assert [g.request for g in of(actions, Grant)] == [r3]
+
+
+def test_gpu_ids_whole_and_fractional():
+    from skate.raylet.scheduler import Grant, LocalScheduler
+
+    s = LocalScheduler({"CPU": 4, "GPU": 2}, soft_limit=4, node_id="n")
+    for w in ("w1", "w2", "w3", "w4"):
+        s.worker_starting(w)
+        s.worker_registered(w)
+    _, a = s.request_lease("o", {"GPU": 1})
+    _, b = s.request_lease("o", {"GPU": 0.5})
+    _, c = s.request_lease("o", {"GPU": 0.5})
+    grants = [x for x in a + b + c if isinstance(x, Grant)]
+    assert [g.gpu_ids for g in grants] == [[0], [1], [1]]  # fractions share the partly used id
+    _, d = s.request_lease("o", {"GPU": 1})
+    assert not [x for x in d if isinstance(x, Grant)]  # no whole GPU left

@@ -523,7 +523,23 @@ class CoreWorker:
         raise err
 
     def wait(self, refs: list, num_returns: int, timeout: float | None, fetch_local: bool) -> list[bytes]:
-        """Ids of the first `num_returns` ready objects (fewer on timeout)."""
+        """Ids of the first `num_returns` ready objects (fewer on timeout); with fetch_local,
+        ready objects held on other nodes are copied to this node first."""
+        ready = self._wait_ready(refs, num_returns, timeout)
+        if fetch_local:
+            self._pull_to_this_node(ready[:num_returns])
+        return ready
+
+    def _pull_to_this_node(self, oids: list[bytes]) -> None:
+        sources = {}
+        for oid in oids:
+            entry = self.store.get(oid)
+            if entry is not None and entry[0] == IN_STORE and entry[1] not in (None, self.node_id):
+                sources[oid] = entry[1]
+        if sources:
+            self.call_raylet("store_pull", {"sources": sources})
+
+    def _wait_ready(self, refs: list, num_returns: int, timeout: float | None) -> list[bytes]:
         objects = self.store._objects
         ready = [r._id for r in refs if r._id in objects]
         if len(ready) >= num_returns or timeout == 0:

@@ -81,6 +81,7 @@ class Raylet:
             "store_create": self.h_store_create,
             "store_seal": lambda c, p: self.store.seal(p["oid"]),
             "store_get": self.h_store_get,
+            "store_pull": self.h_store_pull,
             "store_release": self.h_store_release,
             "store_free": self.h_store_free,
             "worker_log": self.h_worker_log,
@@ -464,6 +465,11 @@ class Raylet:
                 await self.objects.pull(oid, sources[oid])
             out.append(self.store.get(oid, client))
         return out
+
+    async def h_store_pull(self, conn: Connection, p: dict) -> list[bool]:
+        """Copy objects held on other nodes here, without pinning them (wait(fetch_local=True))."""
+        sources = p["sources"]
+        return list(await asyncio.gather(*(self.objects.pull(oid, node) for oid, node in sources.items())))
 
     def node_address(self, node_id: str) -> str | None:
         entry = self.scheduler.cluster.get(node_id)

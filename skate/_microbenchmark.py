@@ -256,6 +256,84 @@ def _spill_metrics(pattern: str, rounds: int, results: list) -> None:
         results.append((name, mean, sd))
 
 
+def _raw_tcp_rate(nbytes: int, rounds: int) -> list[float]:
+    """Loopback TCP from one process to another thread, sent from and received into memory
+    buffers: what the object transfer between two nodes is measured against."""
+    import socket
+    import threading
+
+    payload = memoryview(bytearray(b"x" * nbytes))
+    sink = memoryview(bytearray(nbytes))
+    rates = []
+    for _ in range(rounds):
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+
+        def send(server: socket.socket = server) -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(payload)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        t0 = time.perf_counter()
+        with socket.create_connection(server.getsockname()) as sock:
+            pos = 0
+            while pos < nbytes:
+                n = sock.recv_into(sink[pos:], min(nbytes - pos, 64 * 2**20))
+                if not n:
+                    break
+                pos += n
+        rates.append(nbytes / (time.perf_counter() - t0) / 1e9)
+        sender.join()
+        server.close()
+    return rates
+
+
+def _transfer_metrics(pattern: str, rounds: int, results: list) -> None:
+    """A 1 GiB object pulled by a second node on this machine (over TCP), next to raw TCP."""
+    import os
+
+    import numpy as np
+
+    from skate.cluster_utils import Cluster
+
+    names = ["object transfer between nodes gigabytes", "raw tcp loopback gigabytes"]
+    if pattern and not any(pattern in n for n in names):
+        return
+    nbytes = 2**30
+    os.environ["SKATE_NO_UNIX_SOCKETS"] = "1"  # the nodes talk TCP, as on two machines
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 3 * nbytes})
+    rates: list[float] = []
+    try:
+        cluster.add_node(num_cpus=1, resources={"far": 1}, object_store_memory=3 * nbytes)
+        skate.init(address=cluster.address)
+
+        @skate.remote(resources={"far": 1})
+        def pull(box):
+            t0 = time.perf_counter()
+            arr = skate.get(box[0])
+            return arr.nbytes / (time.perf_counter() - t0) / 1e9
+
+        data = np.ones(nbytes // 8, dtype=np.int64)
+        for _ in range(rounds + 1):  # the first round also faults in the receiver's pages
+            ref = skate.put(data)
+            rates.append(skate.get(pull.remote([ref])))
+            del ref
+    finally:
+        skate.shutdown()
+        cluster.shutdown()
+        os.environ.pop("SKATE_NO_UNIX_SOCKETS", None)
+    measured = {names[0]: rates[1:], names[1]: _raw_tcp_rate(nbytes, rounds)}
+    for name in names:
+        values = measured[name]
+        mean = statistics.mean(values)
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        print(f"{name} per second {round(mean, 2)} +- {round(sd, 2)}", flush=True)
+        results.append((name, mean, sd))
+
+
 def run(pattern: str = "", seconds: float = 1.0, rounds: int = 3, num_cpus: int | None = None) -> list:
     """Start a local cluster, print every metric matching `pattern`, return (name, mean, sd)."""
     import numpy as np
@@ -322,4 +400,5 @@ def run(pattern: str = "", seconds: float = 1.0, rounds: int = 3, num_cpus: int 
     finally:
         skate.shutdown()
     _spill_metrics(pattern, rounds, results)
+    _transfer_metrics(pattern, rounds, results)
     return results

@@ -27,7 +27,8 @@ def choose_address(address: str) -> str:
     if "|" not in address:
         return address
     options = address.split("|")
-    for option in options:
+    # SKATE_NO_UNIX_SOCKETS=1 forces TCP even between processes of one machine (benchmarks).
+    for option in [] if os.environ.get("SKATE_NO_UNIX_SOCKETS") == "1" else options:
         scheme, loc = parse_address(option)
         if scheme == "unix" and os.path.exists(loc):
             return option

@@ -112,6 +112,7 @@ class Raylet:
         )
         self.listeners = [unix, tcp]
         self.address = f"{unix.address}|{tcp.address}"
+        await self.objects.start(self.session_dir, self.node_ip)
         self._start_zygote()
         self.start_workers(self.scheduler.soft_limit)
         self.gcs = await self._connect_gcs()
@@ -213,6 +214,7 @@ class Raylet:
             pass
         if getattr(self, "spill", None) is not None:
             self.spill.close()
+        self.objects.close()
         for listener in getattr(self, "listeners", []):
             try:
                 listener.close()

@@ -363,6 +363,8 @@ class CoreWorker:
             return
         self.contained.pop(object_id, None)
         self.call_sites.pop(object_id, None)
+        if self.submitter.lineage:
+            self.post(self.submitter.drop_lineage, object_id)
         holder = self.remote_contained.pop(object_id, None)
         if holder is not None:
             self.post(self._send_to_owner, (None, holder), "release_contained", [object_id])
@@ -505,8 +507,16 @@ class CoreWorker:
         locations = self.call_raylet("store_get", {"oids": oids, "sources": sources})
         for i, oid, loc in zip(indexes, oids, locations):
             if loc is None:
+                if refs[i]._owner is None and self.run(self._reconstruct(oid), timeout=30):
+                    # Every copy was lost (its node died): the task that made it runs again.
+                    values[i] = self.get([refs[i]])[0]
+                    continue
                 self._raise_error(
-                    ObjectLostError(f"Object {oid.hex()} is not in the object store.", oid.hex())
+                    ObjectLostError(
+                        f"Object {oid.hex()} was lost: every copy is gone (its node may have died) and it "
+                        "cannot be rebuilt (it was put, or the task that made it has no retries left).",
+                        oid.hex(),
+                    )
                 )
             offset, size = loc
             self.pinned_views[oid] = self.pinned_views.get(oid, 0) + 1
@@ -515,6 +525,9 @@ class CoreWorker:
             if kind == KIND_ERROR:
                 self._raise_error(value)
             values[i] = value
+
+    async def _reconstruct(self, oid: bytes) -> bool:
+        return self.submitter.reconstruct(oid)
 
     @staticmethod
     def _raise_error(err: BaseException):

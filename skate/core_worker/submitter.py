@@ -24,7 +24,7 @@ from skate._config import (
     SHORT_TASK_SECONDS,
 )
 from skate._serialization import KIND_ERROR, deserialize_inline, serialize
-from skate.core_worker.memory_store import INLINE, Waiter
+from skate.core_worker.memory_store import IN_STORE, INLINE, Waiter
 from skate.core_worker.object_table import RECORD_CALL_SITES, call_site
 from skate.exceptions import (
     OutOfMemoryError,
@@ -139,6 +139,7 @@ class TaskSubmitter:
     def __init__(self, core):
         self.core = core
         self.tasks: dict[bytes, TaskEntry] = {}
+        self.lineage: dict[bytes, TaskEntry] = {}  # finished tasks whose results may need rebuilding
         self.keys: dict[tuple, KeyState] = {}
         self._rids = itertools.count(1)
 
@@ -449,6 +450,35 @@ class TaskSubmitter:
                 core.store.put(oid, ret)
                 core._on_ref_zero(oid, None)
         self._release(entry)
+        if entry.retries_left != 0 and any(r[0] == IN_STORE for r in returns):
+            # Lineage: if every copy of a result is lost, the task can run again.
+            if any(core.refs.has(oid) for oid in entry.return_ids):
+                self.lineage[entry.task_id] = entry
+
+    def reconstruct(self, object_id: bytes) -> bool:
+        """Run again the finished task that made a lost object; False if it cannot be."""
+        entry = self.lineage.pop(_ids.task_id_of(object_id), None)
+        if entry is None or entry.retries_left == 0:
+            return False
+        if entry.retries_left > 0:
+            entry.retries_left -= 1
+        logger.warning(
+            "object %s was lost: running %s again to rebuild it", object_id.hex(), entry.spec["name"]
+        )
+        for oid in entry.return_ids:
+            self.core.store.delete(oid)
+        entry.done = False
+        entry.lease = None
+        entry.cancelled = False
+        self.tasks[entry.task_id] = entry
+        self._enqueue(entry)
+        return True
+
+    def drop_lineage(self, object_id: bytes) -> None:
+        """A result was freed: forget its task once none of its results is referenced."""
+        entry = self.lineage.get(_ids.task_id_of(object_id))
+        if entry is not None and not any(self.core.refs.has(oid) for oid in entry.return_ids):
+            del self.lineage[entry.task_id]
 
     def _finish_with_entry(self, entry: TaskEntry, value: tuple) -> None:
         for oid in entry.return_ids:

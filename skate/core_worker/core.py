@@ -206,10 +206,9 @@ class CoreWorker:
                 os._exit(1)
 
     def _on_gcs_lost(self, conn: Connection) -> None:
+        # Tasks keep running: a worker ends with its raylet, not with the GCS.
         if not self.stopped:
             logger.warning("lost the connection to the GCS: %s", conn.close_reason)
-            if self.mode == "worker":
-                os._exit(1)
 
     def stop(self) -> None:
         if self.stopped:

@@ -36,6 +36,7 @@ from skate.raylet.spill import SpillManager
 logger = logging.getLogger("skate.raylet")
 
 HEARTBEAT_S = float(os.environ.get("SKATE_HEARTBEAT_S", "1.0"))
+GCS_RECONNECT_S = float(os.environ.get("SKATE_GCS_RECONNECT_TIMEOUT_S", "30"))
 
 
 class Raylet:
@@ -173,8 +174,37 @@ class Raylet:
             self.kill_worker(victim.worker_id)
 
     def _on_gcs_lost(self, conn: Connection) -> None:
+        """Keep serving leases and objects, and try to reach the GCS again for a while."""
+        if self._stopping:
+            return
+        logger.error(
+            "lost the GCS: %s; reconnecting (giving up after %g s)", conn.close_reason, GCS_RECONNECT_S
+        )
+        self.gcs = None
+        asyncio.ensure_future(self._reconnect_gcs())
+
+    async def _reconnect_gcs(self) -> None:
+        deadline = self.loop.time() + GCS_RECONNECT_S
+        while not self._stopping and self.loop.time() < deadline:
+            await asyncio.sleep(0.5)
+            try:
+                conn = await connect(
+                    self.args.gcs_address,
+                    self.token,
+                    self.handlers,
+                    name="gcs",
+                    on_close=self._on_gcs_lost,
+                    timeout=2,
+                )
+                conn.peer_info = {"worker_id": "gcs", "mode": "gcs"}
+                await conn.call("register_node", self.node_info())
+            except Exception:
+                continue
+            self.gcs = conn
+            logger.info("reconnected to the GCS")
+            return
         if not self._stopping:
-            logger.error("lost the GCS: %s; shutting down", conn.close_reason)
+            logger.error("the GCS did not come back: shutting down")
             self.shutdown()
 
     def node_info(self) -> dict:

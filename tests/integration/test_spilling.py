@@ -37,6 +37,11 @@ def test_three_times_capacity_round_trips_intact(fresh):
         del arr
     del refs, ref
     assert _wait_until(lambda: not _spill_files(skate)), _spill_files(skate)
+    from skate.util import state
+
+    assert _wait_until(lambda: state.object_store_stats()[0]["num_objects"] == 0)
+    assert state.object_store_stats()[0]["used_bytes"] == 0
+    assert not [r for r in state.list_objects() if r["process"] == "driver"]
 
 
 def test_task_returns_spill_and_restore(fresh):

@@ -40,6 +40,11 @@ def timeit(
                 fn()
             count += step
         rates.append(multiplier * count / (time.perf_counter() - start))
+    _report(name, rates, results)
+
+
+def _report(name: str, rates: list[float], results: list | None) -> None:
+    """One line as `ray microbenchmark` prints it: NAME per second MEAN +- SD."""
     mean = statistics.mean(rates)
     sd = statistics.stdev(rates) if len(rates) > 1 else 0.0
     print(f"{name} per second {round(mean, 2)} +- {round(sd, 2)}", flush=True)
@@ -249,11 +254,7 @@ def _spill_metrics(pattern: str, rounds: int, results: list) -> None:
     finally:
         skate.shutdown()
     for name in names:
-        values = rates[name]
-        mean = statistics.mean(values)
-        sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        print(f"{name} per second {round(mean, 2)} +- {round(sd, 2)}", flush=True)
-        results.append((name, mean, sd))
+        _report(name, rates[name], results)
 
 
 def _raw_tcp_rate(nbytes: int, rounds: int) -> list[float]:
@@ -327,11 +328,7 @@ def _transfer_metrics(pattern: str, rounds: int, results: list) -> None:
         os.environ.pop("SKATE_NO_UNIX_SOCKETS", None)
     measured = {names[0]: rates[1:], names[1]: _raw_tcp_rate(nbytes, rounds)}
     for name in names:
-        values = measured[name]
-        mean = statistics.mean(values)
-        sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        print(f"{name} per second {round(mean, 2)} +- {round(sd, 2)}", flush=True)
-        results.append((name, mean, sd))
+        _report(name, measured[name], results)
 
 
 def run(pattern: str = "", seconds: float = 1.0, rounds: int = 3, num_cpus: int | None = None) -> list:

@@ -7,15 +7,7 @@ import time
 import numpy as np
 
 import skate
-
-
-def _wait_until(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+from tests.integration._helpers import wait_for
 
 
 @skate.remote
@@ -57,7 +49,7 @@ def test_object_freed_once_the_borrower_lets_go(cluster):
     time.sleep(0.3)
     assert core.refs.has(oid) and core.refs.borrowers(oid) == 1
     skate.get(keeper.drop.remote(), timeout=30)
-    assert _wait_until(lambda: not core.refs.has(oid))
+    assert wait_for(lambda: not core.refs.has(oid))
 
 
 def test_dead_borrower_releases_its_borrows(cluster):
@@ -68,7 +60,7 @@ def test_dead_borrower_releases_its_borrows(cluster):
     skate.get(keeper.keep.remote([ref]), timeout=30)
     del ref
     skate.kill(keeper)
-    assert _wait_until(lambda: not core.refs.has(oid))
+    assert wait_for(lambda: not core.refs.has(oid))
 
 
 def test_refs_returned_inside_a_value_stay_readable(cluster):

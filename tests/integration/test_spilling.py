@@ -5,25 +5,17 @@ from __future__ import annotations
 import glob
 import json
 import os
-import time
 
 import numpy as np
 import pytest
+
+from tests.integration._helpers import wait_for
 
 MB = 1024 * 1024
 
 
 def _spill_files(skate) -> list[str]:
     return glob.glob(os.path.join(skate._api._node.session_dir, "spill-*", "*.bin"))
-
-
-def _wait_until(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_three_times_capacity_round_trips_intact(fresh):
@@ -36,10 +28,10 @@ def test_three_times_capacity_round_trips_intact(fresh):
         assert arr.shape == (2_500_000,) and int(arr[0]) == i and int(arr[-1]) == i
         del arr
     del refs, ref
-    assert _wait_until(lambda: not _spill_files(skate)), _spill_files(skate)
+    assert wait_for(lambda: not _spill_files(skate)), _spill_files(skate)
     from skate.util import state
 
-    assert _wait_until(lambda: state.object_store_stats()[0]["num_objects"] == 0)
+    assert wait_for(lambda: state.object_store_stats()[0]["num_objects"] == 0)
     assert state.object_store_stats()[0]["used_bytes"] == 0
     assert not [r for r in state.list_objects() if r["process"] == "driver"]
 
@@ -111,7 +103,7 @@ def test_custom_spill_directory_is_used_and_emptied(fresh, tmp_path):
     assert list(spill_dir.iterdir())
     assert int(skate.get(refs[0], timeout=60)[5]) == 0
     del refs
-    assert _wait_until(lambda: not list(spill_dir.iterdir()))
+    assert wait_for(lambda: not list(spill_dir.iterdir()))
 
 
 def test_bad_spill_config_is_rejected(fresh):

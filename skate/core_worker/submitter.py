@@ -285,8 +285,13 @@ class TaskSubmitter:
                 payload["spilled"] = True
             grant = await raylet.call("request_lease", payload)
             if grant is not None and "spillback" in grant:
-                raylet = await core.remote_raylet(grant["spillback"]["address"])
-                grant = await raylet.call("request_lease", dict(payload, spilled=True))
+                try:
+                    remote = await core.remote_raylet(grant["spillback"]["address"])
+                    grant = await remote.call("request_lease", dict(payload, spilled=True))
+                    raylet = remote
+                except Exception as exc:  # that node went away meanwhile: wait here instead
+                    logger.info("spillback to %s failed (%s); queueing locally", grant["spillback"], exc)
+                    grant = await core.raylet.call("request_lease", dict(payload, spilled=True))
         except Exception as exc:
             ks.pending_requests.discard(rid)
             if ks.pending_requests or ks.leases:

@@ -196,6 +196,11 @@ def node_resources_for(
     node_ip: str = "127.0.0.1",
 ) -> tuple[dict[str, float], int]:
     """A node's resources, with Ray's defaults and names; and its object store size."""
+    _check_count("num_cpus", num_cpus)
+    _check_count("num_gpus", num_gpus)
+    _check_count("object_store_memory", object_store_memory)
+    if object_store_memory is not None and object_store_memory < 1024 * 1024:
+        raise ValueError(f"object_store_memory must be at least 1 MiB, got {object_store_memory}")
     custom = check_resources(resources)
     total_memory = psutil.virtual_memory().total
     store = int(object_store_memory or total_memory * OBJECT_STORE_MEMORY_FRACTION)

@@ -56,7 +56,9 @@ class Cluster:
             node_args.get("num_cpus"),
             node_args.get("num_gpus"),
             node_args.get("resources"),
-            node_args.get("object_store_memory") or 512 * 1024 * 1024,
+            512 * 1024 * 1024
+            if node_args.get("object_store_memory") is None
+            else node_args["object_store_memory"],
             head=head,
             node_ip=node_ip,
         )

@@ -21,7 +21,7 @@ import threading
 from typing import Any
 
 from skate import _ids
-from skate._options import actor_shapes
+from skate._options import actor_shapes, wire_strategy
 from skate.core_worker.submitter import TaskEntry, prepare_args
 from skate.exceptions import ActorDiedError, ActorUnavailableError
 from skate.protocol import Connection
@@ -129,6 +129,7 @@ class ActorClient:
             "groups": options.get("concurrency_groups") or {},
             "is_async": is_async,
             "renv": options.get("runtime_env"),
+            "strategy": wire_strategy(options.get("scheduling_strategy")),
             "args": None,
             "deps": [],
         }

@@ -283,7 +283,13 @@ class CoreWorker:
         fut = self.loop.create_future()
         self._peer_conns[address] = fut
         try:
-            conn = await connect(address, self.token, self.handlers, name=f"peer {address[-20:]}")
+            conn = await connect(
+                address,
+                self.token,
+                self.handlers,
+                name=f"peer {address[-20:]}",
+                on_close=self._on_peer_closed,
+            )
         except BaseException as exc:
             self._peer_conns.pop(address, None)
             fut.set_exception(exc)
@@ -291,6 +297,10 @@ class CoreWorker:
             raise
         fut.set_result(conn)
         return conn
+
+    def _on_peer_closed(self, conn: Connection) -> None:
+        if not self.stopped:
+            self.submitter.on_connection_lost(conn)
 
     async def remote_raylet(self, address: str) -> Connection:
         """A connection to another node's raylet, registered as an owner there."""

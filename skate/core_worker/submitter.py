@@ -130,7 +130,7 @@ class KeyState:
         self.strategy = strategy if isinstance(strategy, str) else None
         self.affinity = strategy if isinstance(strategy, dict) else None
         self.queue: deque[TaskEntry] = deque()
-        self.leases: dict[int, Lease] = {}
+        self.leases: dict[str, Lease] = {}  # by worker id
         self.pending_requests: set[int] = set()
         self.duration: float | None = None
 
@@ -289,9 +289,10 @@ class TaskSubmitter:
                     remote = await core.remote_raylet(grant["spillback"]["address"])
                     grant = await remote.call("request_lease", dict(payload, spilled=True))
                     raylet = remote
-                except Exception as exc:  # that node went away meanwhile: wait here instead
-                    logger.info("spillback to %s failed (%s); queueing locally", grant["spillback"], exc)
-                    grant = await core.raylet.call("request_lease", dict(payload, spilled=True))
+                except Exception as exc:  # that node went away: ask again once the view has caught up
+                    logger.info("spillback to %s failed (%s); asking again", grant["spillback"], exc)
+                    await asyncio.sleep(0.1)
+                    grant = None
         except Exception as exc:
             ks.pending_requests.discard(rid)
             if ks.pending_requests or ks.leases:
@@ -300,7 +301,8 @@ class TaskSubmitter:
                 self._fail_queue(ks, RaySystemError(f"could not lease a worker: {exc}"))
             return
         ks.pending_requests.discard(rid)
-        if grant is None:
+        if grant is None or "spillback" in grant:  # still redirected: ask again on the next dispatch
+            self._dispatch(ks)
             return
         try:
             conn = await core.peer(grant["address"])
@@ -311,7 +313,7 @@ class TaskSubmitter:
         lease = Lease(grant["lease_id"], grant["worker_id"], grant["address"], conn, ks)
         lease.raylet = raylet
         lease.gpu_ids = grant.get("gpu_ids") or []
-        ks.leases[lease.lease_id] = lease
+        ks.leases[lease.worker_id] = lease  # lease ids are per raylet; workers are unique
         self._dispatch(ks)
 
     def _lease_task_done(self, ks: KeyState, rid: int, task: asyncio.Future) -> None:
@@ -339,6 +341,11 @@ class TaskSubmitter:
         return await self.core.remote_raylet(node["address"])
 
     def _push(self, lease: Lease, entry: TaskEntry) -> None:
+        if lease.conn.closed:  # the worker went away while idle: not this task's failure
+            lease.dead = True
+            lease.key.leases.pop(lease.worker_id, None)
+            lease.key.queue.appendleft(entry)
+            return
         if lease.idle_timer is not None:
             lease.idle_timer.cancel()
             lease.idle_timer = None
@@ -356,7 +363,7 @@ class TaskSubmitter:
         if lease.idle_timer is not None:
             lease.idle_timer.cancel()
             lease.idle_timer = None
-        lease.key.leases.pop(lease.lease_id, None)
+        lease.key.leases.pop(lease.worker_id, None)
         if not self.core.stopped:
             (lease.raylet or self.core.raylet).notify(
                 "return_lease", {"lease_id": lease.lease_id, "kill": kill}
@@ -408,7 +415,7 @@ class TaskSubmitter:
         ks = lease.key
         if not lease.dead:
             lease.dead = True
-            ks.leases.pop(lease.lease_id, None)
+            ks.leases.pop(lease.worker_id, None)
             if lease.idle_timer is not None:
                 lease.idle_timer.cancel()
             # The worker may still be alive (an error reply): never keep its resources.
@@ -517,11 +524,16 @@ class TaskSubmitter:
                     lease.oom = threshold if threshold is not None else 0.95
 
     def on_connection_lost(self, conn) -> None:
+        """A worker's connection closed: its idle leases are gone (busy ones fail their tasks)."""
         for ks in self.keys.values():
             for lease in list(ks.leases.values()):
                 if lease.conn is conn and not lease.inflight:
                     lease.dead = True
-                    ks.leases.pop(lease.lease_id, None)
+                    ks.leases.pop(lease.worker_id, None)
+                    if lease.idle_timer is not None:
+                        lease.idle_timer.cancel()
+            if ks.queue:
+                self._dispatch(ks)
 
     # -- cancellation -----------------------------------------------------------------
     def cancel(self, object_id: bytes, force: bool, recursive: bool) -> None:

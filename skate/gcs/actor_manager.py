@@ -136,7 +136,7 @@ class ActorManager:
     async def _start(self, info: ActorInfo) -> None:
         """Lease a worker for the actor and run its constructor there."""
         spec = info.spec
-        node_id, node_conn = self.gcs.pick_node(spec["place"])
+        node_id, node_conn = self.gcs.pick_node(spec["place"], spec.get("strategy"))
         if node_conn is None:
             # Like a task, it waits for a node that can host it (one may join).
             logger.warning("actor %s is pending: no alive node has %s", info.actor_id.hex(), spec["place"])

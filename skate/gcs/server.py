@@ -131,9 +131,17 @@ class GcsServer:
                 if node["alive"] and now - node.get("last_seen", now) > self.node_timeout:
                     self.mark_node_dead(nid, f"no heartbeat for {self.node_timeout:g} s")
 
-    def pick_node(self, shape: dict[str, float]) -> tuple[str | None, Connection | None]:
-        """An alive node whose total resources can hold `shape`, the least loaded first."""
+    def pick_node(self, shape: dict[str, float], strategy=None) -> tuple[str | None, Connection | None]:
+        """An alive node whose total resources can hold `shape`, the least loaded first;
+        a node affinity names the node (soft: if it can, else anywhere)."""
         need = res.to_fixed(shape)
+        if isinstance(strategy, dict):
+            node = self.nodes.get(strategy["node_id"])
+            conn = self.node_conns.get(strategy["node_id"])
+            if node and node["alive"] and conn and res.fits(need, res.to_fixed(node["resources"])):
+                return strategy["node_id"], conn
+            if not strategy.get("soft"):
+                return None, None
         best = None
         for node_id, node in self.nodes.items():
             conn = self.node_conns.get(node_id)

@@ -26,6 +26,7 @@ Handler = Callable[["Connection", Any], Any]
 _HELLO = "skate-hello"
 _AUTH = "skate-auth"
 _OK = "skate-ok"
+_DENIED = "skate-denied"
 
 
 class RemoteError(RaySystemError):
@@ -129,10 +130,14 @@ class Connection(asyncio.Protocol):
                 if not self.ready.done():
                     self.ready.set_result(True)
             else:
+                # Tell the peer why before closing: it holds a wrong cluster token.
+                self._write_now(pack_frame([_DENIED, "authentication failed: wrong cluster token"]))
                 self._violation("authentication failed")
         else:
             if tag == _HELLO and isinstance(arg, bytes):
                 self._write_now(pack_frame([_AUTH, _digest(self._token, arg)]))
+            elif tag == _DENIED:
+                self._violation(str(arg))
             elif tag == _OK:
                 self.authenticated = True
                 if not self.ready.done():

@@ -115,7 +115,7 @@ class LocalScheduler:
             for nid, n in view.items()
             if n["alive"] and nid != self.node_id
         }
-        return self._schedule() if self.infeasible else []
+        return self._schedule() if self.infeasible or self.queue else []
 
     def _pick_remote(self, shape: dict[str, int], now: bool) -> tuple[str, str] | None:
         """Another node for `shape`: one with it free now (now=True), else any that can ever hold
@@ -127,7 +127,11 @@ class LocalScheduler:
             free_cpu = available.get("CPU", 0)
             if best is None or free_cpu > best[0]:
                 best = (free_cpu, nid, address)
-        return (best[1], best[2]) if best else None
+        if best is None:
+            return None
+        if now:  # count what we send there, so the next request looks elsewhere
+            res.subtract(self.cluster[best[1]][1], shape)
+        return best[1], best[2]
 
     def request_lease(
         self,
@@ -245,7 +249,7 @@ class LocalScheduler:
         self.infeasible = []
         for req in pending:
             if not res.fits(req.shape, self.total):
-                target = self._pick_remote(req.shape, now=False)
+                target = self._pick_remote(req.shape, now=False) if req.spill_ok else None
                 if target is not None:
                     actions.append(Spillback(req, *target))
                     continue
@@ -255,6 +259,7 @@ class LocalScheduler:
                     actions.append(Infeasible(req))
                 continue
             if req.spread and req.spill_ok and self.cluster:
+                req.spread = False  # decided once: a request kept here is not spread again
                 target = self._spread_target(req.shape)
                 if target is not None:
                     actions.append(Spillback(req, *target))
@@ -327,7 +332,10 @@ class LocalScheduler:
             return None
         self._spread_turn += 1
         nid, address = candidates[self._spread_turn % len(candidates)]
-        return None if nid == self.node_id else (nid, address)
+        if nid == self.node_id:
+            return None
+        res.subtract(self.cluster[nid][1], shape)  # as for any spillback: count what we send
+        return nid, address
 
     def _busy(self) -> int:
         """Leased workers that use CPU (actors holding none do not count against the pool)."""

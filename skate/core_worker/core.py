@@ -101,6 +101,9 @@ class CoreWorker:
         self._peer_conns: dict[str, asyncio.Future] = {}
         self._fetching: set[bytes] = set()
         self._borrowed_registered: dict[bytes, tuple] = {}  # borrowed object -> owner we told
+        self._unborrow_pending: dict[tuple, list[bytes]] = {}
+        self._unborrow_scheduled = False
+        self._unborrow_lock = threading.RLock()  # reentrant: a GC-run __del__ may land here
         self._borrowers_by_conn: dict[Connection, collections.Counter] = {}
         self.remote_contained: dict[bytes, str] = {}  # owned object -> worker keeping refs inside it
         self.call_sites: dict[bytes, str] = {}  # where refs were created (when recording is on)
@@ -368,7 +371,7 @@ class CoreWorker:
         entry = self.store.delete(object_id)
         if owner is not None:
             if self._borrowed_registered.pop(object_id, None) is not None:
-                self.post(self._send_to_owner, owner, "remove_borrowers", [object_id])
+                self._queue_unborrow(owner, object_id)
             return
         self.contained.pop(object_id, None)
         self.call_sites.pop(object_id, None)
@@ -422,6 +425,22 @@ class CoreWorker:
                     late.append(oid)  # dropped while we were registering
             if late:
                 conn.notify("remove_borrowers", {"oids": late})
+
+    def _queue_unborrow(self, owner: tuple, object_id: bytes) -> None:
+        """Batch "remove_borrowers" per owner: dropping a list of 10k refs sends one message."""
+        with self._unborrow_lock:
+            self._unborrow_pending.setdefault(owner, []).append(object_id)
+            if self._unborrow_scheduled:
+                return
+            self._unborrow_scheduled = True
+        self.post(self._flush_unborrows)
+
+    def _flush_unborrows(self) -> None:
+        with self._unborrow_lock:
+            pending, self._unborrow_pending = self._unborrow_pending, {}
+            self._unborrow_scheduled = False
+        for owner, oids in pending.items():
+            self._send_to_owner(owner, "remove_borrowers", oids)
 
     def _send_to_owner(self, owner: tuple, method: str, oids: list[bytes]) -> None:
         async def send() -> None:

@@ -6,26 +6,13 @@ import asyncio
 import subprocess
 import time
 
-import pytest
-
 import skate
 from skate.cluster_utils import Cluster
 from skate.protocol import connect
+from tests.integration import _cluster_helpers
 
 MB = 1024 * 1024
-
-
-@pytest.fixture
-def head_only():
-    if skate.is_initialized():
-        skate.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 100 * MB})
-    try:
-        yield cluster
-    finally:
-        if skate.is_initialized():
-            skate.shutdown()
-        cluster.shutdown()
+multinode = _cluster_helpers.multinode  # the fixture: a 1-CPU head
 
 
 def _gcs_process(cluster: Cluster) -> subprocess.Popen:
@@ -40,8 +27,8 @@ async def _alive_nodes(address: str, token: bytes) -> int:
         conn.close()
 
 
-def test_raylet_keeps_serving_and_reregisters(head_only):
-    cluster = head_only
+def test_raylet_keeps_serving_and_reregisters(multinode):
+    cluster = multinode
     skate.init(address=cluster.address)
 
     @skate.remote

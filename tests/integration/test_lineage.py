@@ -6,27 +6,15 @@ import numpy as np
 import pytest
 
 import skate
-from skate.cluster_utils import Cluster
+from tests.integration import _cluster_helpers
 
 MB = 1024 * 1024
+multinode = _cluster_helpers.multinode  # the fixture: a 1-CPU head
 
 
-@pytest.fixture
-def two_nodes():
-    if skate.is_initialized():
-        skate.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 200 * MB})
-    try:
-        yield cluster
-    finally:
-        if skate.is_initialized():
-            skate.shutdown()
-        cluster.shutdown()
-
-
-def test_lost_result_is_rebuilt_on_another_node(two_nodes):
-    doomed = two_nodes.add_node(num_cpus=1, resources={"zone": 1}, object_store_memory=200 * MB)
-    skate.init(address=two_nodes.address)
+def test_lost_result_is_rebuilt_on_another_node(multinode):
+    doomed = multinode.add_node(num_cpus=1, resources={"zone": 1}, object_store_memory=200 * MB)
+    skate.init(address=multinode.address)
 
     @skate.remote(resources={"zone": 1}, max_retries=2)
     def make(n):
@@ -34,15 +22,15 @@ def test_lost_result_is_rebuilt_on_another_node(two_nodes):
 
     ref = make.remote(2_000_000)  # 16 MB: stored on the doomed node only
     skate.wait([ref], fetch_local=False, timeout=60)
-    two_nodes.remove_node(doomed)
-    two_nodes.add_node(num_cpus=1, resources={"zone": 1}, object_store_memory=200 * MB)
+    multinode.remove_node(doomed)
+    multinode.add_node(num_cpus=1, resources={"zone": 1}, object_store_memory=200 * MB)
     arr = skate.get(ref, timeout=60)
     assert arr.shape == (2_000_000,) and int(arr[-1]) == 7
 
 
-def test_lost_result_without_retries_raises_object_lost(two_nodes):
-    doomed = two_nodes.add_node(num_cpus=1, resources={"zone": 1}, object_store_memory=200 * MB)
-    skate.init(address=two_nodes.address)
+def test_lost_result_without_retries_raises_object_lost(multinode):
+    doomed = multinode.add_node(num_cpus=1, resources={"zone": 1}, object_store_memory=200 * MB)
+    skate.init(address=multinode.address)
 
     @skate.remote(resources={"zone": 1}, max_retries=0)
     def make(n):
@@ -50,6 +38,6 @@ def test_lost_result_without_retries_raises_object_lost(two_nodes):
 
     ref = make.remote(2_000_000)
     skate.wait([ref], fetch_local=False, timeout=60)
-    two_nodes.remove_node(doomed)
+    multinode.remove_node(doomed)
     with pytest.raises(skate.exceptions.ObjectLostError):
         skate.get(ref, timeout=60)

@@ -36,6 +36,7 @@ from skate.raylet.spill import SpillManager
 logger = logging.getLogger("skate.raylet")
 
 HEARTBEAT_S = float(os.environ.get("SKATE_HEARTBEAT_S", "1.0"))
+INFEASIBLE_GRACE_S = 0.5
 GCS_RECONNECT_S = float(os.environ.get("SKATE_GCS_RECONNECT_TIMEOUT_S", "30"))
 
 
@@ -379,16 +380,23 @@ class Raylet:
                 logger.info("killing worker %s", action.worker_id[:8])
                 self.kill_worker(action.worker_id)
             elif isinstance(action, Infeasible):
-                conn = self.clients.get(action.request.owner)
-                if conn is not None:
-                    shape = {k: v / 10_000 for k, v in action.request.shape.items()}
-                    conn.notify("infeasible", {"shape": shape, "total": self.resources})
+                # Told after a grace period: a node that has the resources may have just joined
+                # and the cluster view not reached us yet.
+                self.loop.call_later(INFEASIBLE_GRACE_S, self._report_infeasible, action.request)
             elif isinstance(action, Reclaim):
                 for owner in action.owners:
                     conn = self.clients.get(owner)
                     if conn is not None:
                         conn.notify("raylet_reclaim", {})
         self._mark_resources_dirty()
+
+    def _report_infeasible(self, request) -> None:
+        if request not in self.scheduler.infeasible:
+            return  # placed meanwhile
+        conn = self.clients.get(request.owner)
+        if conn is not None:
+            shape = {k: v / 10_000 for k, v in request.shape.items()}
+            conn.notify("infeasible", {"shape": shape, "total": self.resources})
 
     def _mark_resources_dirty(self) -> None:
         if not self._resources_dirty:

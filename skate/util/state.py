@@ -10,8 +10,18 @@ def _core():
 
 
 def _raylet_reports(core) -> list[dict]:
-    """list_objects from every alive node's raylet (the local one for now)."""
-    return [core.request(core.raylet, "list_objects", {}, timeout=30)]
+    """list_objects from every alive node's raylet."""
+
+    async def gather() -> list[dict]:
+        reports = []
+        for node in await core.gcs.call("get_nodes"):
+            if not node["alive"]:
+                continue
+            conn = core.raylet if node["node_id"] == core.node_id else await core.peer(node["address"])
+            reports.append(await conn.call("list_objects", {}))
+        return reports
+
+    return core.run(gather(), timeout=30)
 
 
 def list_objects(filters: list[tuple] | None = None, limit: int = 10_000) -> list[dict]:

@@ -55,6 +55,7 @@ class LocalNode:
         gcs_address: str | None = None,
         token: bytes | None = None,
         node_ip: str = "127.0.0.1",
+        listen_ip: str | None = None,
         gcs_port: int = 0,
         shared: bool = False,
         detached: bool = False,
@@ -77,6 +78,7 @@ class LocalNode:
         else:
             raise ValueError("a worker node needs the GCS address of its head")
         self.node_ip = node_ip
+        self.listen_ip = listen_ip  # where services bind, when not the advertised node_ip
         self.resources = resources
         self.object_store_memory = object_store_memory
         self.shared = shared
@@ -126,7 +128,9 @@ class LocalNode:
                     "--session-dir",
                     self.session_dir,
                     "--address",
-                    self.gcs_address,
+                    f"tcp://{self.listen_ip}:{self.gcs_address.rpartition(':')[2]}"
+                    if self.listen_ip
+                    else self.gcs_address,
                     "--logging-level",
                     level,
                 ],
@@ -151,6 +155,8 @@ class LocalNode:
                 str(self.spill_limit or ""),
                 "--node-ip",
                 self.node_ip,
+                "--listen-ip",
+                self.listen_ip or "",
                 *(["--head"] if self.head else []),
             ],
         )

@@ -37,7 +37,7 @@ class ObjectManager:
     def handlers(self) -> dict:
         return {"transfer_begin": self.h_begin}
 
-    async def start(self, session_dir: str, node_ip: str) -> None:
+    async def start(self, session_dir: str, bind_ip: str, node_ip: str) -> None:
         """Listen for data connections on a Unix socket and a TCP port."""
         loop = asyncio.get_running_loop()
         path = os.path.join(session_dir, "sockets", f"data-{self.raylet.node_id[:8]}.sock")
@@ -45,7 +45,7 @@ class ObjectManager:
         unix.bind(path)
         tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        tcp.bind((node_ip, 0))
+        tcp.bind((bind_ip, 0))
         for sock in (unix, tcp):
             sock.listen(64)
             sock.setblocking(False)

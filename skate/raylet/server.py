@@ -105,16 +105,18 @@ class Raylet:
         unix = await listen(
             self.address, self.token, self.handlers, on_close=self.on_client_closed, name="raylet"
         )
+        bind_ip = self.args.listen_ip or self.node_ip  # e.g. 0.0.0.0, while peers dial node_ip
         tcp = await listen(
-            f"tcp://{self.node_ip}:{self.args.port}",
+            f"tcp://{bind_ip}:{self.args.port}",
             self.token,
             self.handlers,
             on_close=self.on_client_closed,
             name="raylet",
         )
         self.listeners = [unix, tcp]
-        self.address = f"{unix.address}|{tcp.address}"
-        await self.objects.start(self.session_dir, self.node_ip)
+        port = tcp.address.rpartition(":")[2]
+        self.address = f"{unix.address}|tcp://{self.node_ip}:{port}"
+        await self.objects.start(self.session_dir, bind_ip, self.node_ip)
         self._start_zygote()
         self.start_workers(self.scheduler.soft_limit)
         self.gcs = await self._connect_gcs()
@@ -578,6 +580,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--spill-dir", default="")
     parser.add_argument("--node-ip", default="127.0.0.1")
     parser.add_argument("--head", action="store_true")
+    parser.add_argument("--listen-ip", default="")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--spill-limit", default="")
     parser.add_argument("--watch-fd", type=int, default=-1)

@@ -26,7 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--head", action="store_true", help="start the head node: GCS plus a raylet")
     st.add_argument("--address", default=None, help="the head's host:port, to join its cluster")
     st.add_argument("--port", type=int, default=6379, help="GCS port of a head node (default 6379)")
-    st.add_argument("--node-ip-address", default=None, help="address this node listens on (default loopback)")
+    st.add_argument(
+        "--node-ip-address", default=None, help="address other nodes reach this one at (default loopback)"
+    )
+    st.add_argument(
+        "--listen-address", default=None, help="address to bind services to, e.g. 0.0.0.0 (default: node ip)"
+    )
     st.add_argument("--num-cpus", type=float, default=None)
     st.add_argument("--num-gpus", type=float, default=None)
     st.add_argument("--resources", default=None, help="custom resources as JSON, e.g. '{\"red\": 2}'")

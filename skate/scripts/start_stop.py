@@ -32,6 +32,7 @@ def _token_for(address: str, explicit: str | None) -> bytes:
 
 def _check_port_free(host: str, port: int) -> None:
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the GCS binds: TIME_WAIT is fine
         try:
             s.bind((host, port))
         except OSError as exc:
@@ -53,12 +54,13 @@ def start(args) -> int:
     except (TypeError, ValueError) as exc:
         raise SystemExit(f"skate start: {exc}") from None
     if args.head:
-        _check_port_free(ip, args.port)
+        _check_port_free(args.listen_address or ip, args.port)
         node = LocalNode(
             resources=resources,
             object_store_memory=store,
             head=True,
             node_ip=ip,
+            listen_ip=args.listen_address,
             gcs_port=args.port,
             shared=True,
             detached=not args.block,
@@ -86,6 +88,7 @@ def start(args) -> int:
                 gcs_address=args.address,
                 token=token,
                 node_ip=ip,
+                listen_ip=args.listen_address,
                 shared=True,
                 detached=not args.block,
             )

@@ -231,7 +231,10 @@ class CoreWorker:
                         fut.result().close("shutdown")
                 for listener in self._listeners:
                     listener.close()
-                await asyncio.sleep(0)
+                others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                for task in others:  # lease requests and fetches still waiting: nobody wants them
+                    task.cancel()
+                await asyncio.gather(*others, return_exceptions=True)
 
             try:
                 asyncio.run_coroutine_threadsafe(close_all(), loop).result(5)

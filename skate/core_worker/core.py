@@ -103,6 +103,8 @@ class CoreWorker:
         self._borrowed_registered: dict[bytes, tuple] = {}  # borrowed object -> owner we told
         self._unborrow_pending: dict[tuple, list[bytes]] = {}
         self._unborrow_scheduled = False
+        self._reported_owns = False
+        self._has_borrowers = False  # kept by the I/O thread: some process borrows an object of ours
         self._unborrow_lock = threading.RLock()  # reentrant: a GC-run __del__ may land here
         self._borrowers_by_conn: dict[Connection, collections.Counter] = {}
         self.remote_contained: dict[bytes, str] = {}  # owned object -> worker keeping refs inside it
@@ -461,7 +463,12 @@ class CoreWorker:
         for oid, ok in zip(p["oids"], accepted):
             if ok:
                 counts[oid] += 1
+        self._borrowers_changed()
         return accepted
+
+    def _borrowers_changed(self) -> None:
+        self._has_borrowers = any(n > 0 for c in self._borrowers_by_conn.values() for n in c.values())
+        self.report_ownership()
 
     def _h_remove_borrowers(self, conn: Connection, p: dict) -> None:
         counts = self._borrowers_by_conn.get(conn)
@@ -473,16 +480,26 @@ class CoreWorker:
                 counts[oid] -= 1
                 gone.append(oid)
         self.refs.remove_borrowers(gone)
+        self._borrowers_changed()
 
     def _h_release_contained(self, conn: Connection, p: dict) -> None:
         for oid in p["oids"]:
             self.contained.pop(oid, None)
+        self.report_ownership()
+
+    def report_ownership(self) -> None:
+        """Tell the raylet whether this worker owns objects others use (then it is not trimmed)."""
+        owns = bool(self.contained) or self._has_borrowers
+        if self.mode == "worker" and owns != self._reported_owns and self.raylet is not None:
+            self._reported_owns = owns
+            self.post(self.raylet.notify, "worker_owns_objects", {"worker_id": self.worker_id, "owns": owns})
 
     def _on_server_conn_closed(self, conn: Connection) -> None:
         """A borrower's connection closed: it holds nothing any more."""
         counts = self._borrowers_by_conn.pop(conn, None)
         if counts:
             self.refs.remove_borrowers([oid for oid, n in counts.items() for _ in range(n)])
+            self._borrowers_changed()
         if hasattr(self, "actors"):
             self.actors.on_connection_closed(conn)
 

@@ -187,6 +187,8 @@ class Executor:
             self._calls[spec["fn"]] += 1
             exiting = self._calls[spec["fn"]] >= max_calls
         reply = {"returns": returns, "dur": dur, "app_error": app_error, "exiting": exiting}
+        if core.contained or core._reported_owns:
+            core.report_ownership()
         if (
             not app_error
             and nret

@@ -37,6 +37,7 @@ class WorkerSlot:
     held: dict[str, int] = field(default_factory=dict)
     blocked: bool = False
     gpus: dict[int, int] = field(default_factory=dict)  # GPU id -> share held (fixed point)
+    owns_objects: bool = False
 
 
 # Actions
@@ -204,6 +205,11 @@ class LocalScheduler:
                 actions.append(KillWorker(slot.worker_id))
         return actions + self._schedule()
 
+    def worker_owns_objects(self, worker_id: str, owns: bool) -> None:
+        slot = self.workers.get(worker_id)
+        if slot is not None:
+            slot.owns_objects = owns
+
     def worker_blocked(self, worker_id: str) -> list:
         slot = self.workers.get(worker_id)
         if slot is None or slot.state != LEASED or slot.blocked:
@@ -298,8 +304,10 @@ class LocalScheduler:
             actions.append(StartWorkers(want))
         # Trim idle workers beyond the soft limit once nothing waits for one.
         if not self.queue:
+            # A worker that owns objects others still use is kept: its death would lose them.
+            spare = [w for w in idle if not w.owns_objects]
             extra = len(idle) - max(self.soft_limit - self._busy(), 0)
-            for slot in idle[: max(extra, 0)]:
+            for slot in spare[: max(extra, 0)]:
                 del self.workers[slot.worker_id]
                 actions.append(KillWorker(slot.worker_id))
         if blocked_by_resources and new_request:

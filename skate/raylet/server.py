@@ -78,6 +78,7 @@ class Raylet:
             "cancel_lease_request": self.h_cancel_lease_request,
             "return_lease": self.h_return_lease,
             "worker_blocked": self.h_worker_blocked,
+            "worker_owns_objects": lambda c, p: self.scheduler.worker_owns_objects(p["worker_id"], p["owns"]),
             "worker_unblocked": lambda c, p: self.apply(self.scheduler.worker_unblocked(p["worker_id"])),
             "kill_worker": lambda c, p: self.kill_worker(p["worker_id"]),
             "store_create": self.h_store_create,

@@ -415,3 +415,18 @@ def test_gpu_ids_whole_and_fractional():
     assert [g.gpu_ids for g in grants] == [[0], [1], [1]]  # fractions share the partly used id
     _, d = s.request_lease("o", {"GPU": 1})
     assert not [x for x in d if isinstance(x, Grant)]  # no whole GPU left
+
+
+def test_idle_workers_owning_objects_are_not_trimmed():
+    from skate.raylet.scheduler import Grant, KillWorker, LocalScheduler
+
+    s = LocalScheduler({"CPU": 1}, soft_limit=1, node_id="n")
+    for w in ("w1", "w2", "w3"):
+        s.worker_starting(w)
+        s.worker_registered(w)
+    s.worker_owns_objects("w1", True)
+    s.worker_owns_objects("w2", True)
+    _, actions = s.request_lease("o", {"CPU": 1})
+    grant = next(a for a in actions if isinstance(a, Grant))
+    killed = {a.worker_id for a in s.return_lease(grant.lease_id) if isinstance(a, KillWorker)}
+    assert killed <= {"w3"} and "w1" not in killed and "w2" not in killed

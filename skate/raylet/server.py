@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -597,8 +598,9 @@ def main(argv: list[str] | None = None) -> None:
     raylet = Raylet(args)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, raylet.shutdown)
+    parent_gone = []
     if args.watch_fd >= 0:
-        watch_parent_pipe(loop, args.watch_fd, raylet.shutdown)
+        watch_parent_pipe(loop, args.watch_fd, lambda: (parent_gone.append(True), raylet.shutdown()))
     try:
         loop.run_until_complete(raylet.start())
         loop.run_forever()
@@ -611,6 +613,11 @@ def main(argv: list[str] | None = None) -> None:
             os.unlink(raylet.arena_path)
         except OSError:
             pass
+        if parent_gone and not args.head:
+            # The process that owned this worker node died: nobody else will remove its files
+            # (a head's GCS does that for the head).
+            logging.shutdown()
+            shutil.rmtree(args.session_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

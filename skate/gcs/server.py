@@ -244,8 +244,11 @@ def main(argv: list[str] | None = None) -> None:
         watch_parent_pipe(loop, args.watch_fd, lambda: (parent_gone.append(True), gcs.shutdown()))
     address = loop.run_until_complete(gcs.start(args.address))
     heartbeats = loop.create_task(gcs.check_heartbeats())
+    if gcs._stopping:  # stopped while starting: loop.stop() was consumed by run_until_complete
+        loop.run_until_complete(asyncio.sleep(0))
     print(f"READY {address}", flush=True)
-    loop.run_forever()
+    if not gcs._stopping:
+        loop.run_forever()
     heartbeats.cancel()
     if parent_gone:
         _cleanup_session(args.session_dir, [n["pid"] for n in gcs.nodes.values() if n.get("pid")])

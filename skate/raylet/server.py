@@ -603,7 +603,8 @@ def main(argv: list[str] | None = None) -> None:
         watch_parent_pipe(loop, args.watch_fd, lambda: (parent_gone.append(True), raylet.shutdown()))
     try:
         loop.run_until_complete(raylet.start())
-        loop.run_forever()
+        if not raylet._stopping:  # a shutdown while starting already consumed loop.stop()
+            loop.run_forever()
     except BaseException:
         logger.exception("raylet failed")
         raylet.shutdown()

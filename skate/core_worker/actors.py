@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import os
 import threading
 from typing import Any
 
@@ -443,9 +442,6 @@ class ActorClient:
             owner = None
         handle = ActorHandle(info["actor_id"], info["class_name"], info["methods"], info, owner, core)
         return handle
-
-    def pid(self) -> int:
-        return os.getpid()
 
 
 def _insert_in_order(queue: collections.deque, entry: TaskEntry) -> None:

@@ -118,3 +118,12 @@ def force_stop_cli() -> None:
 
 def session_dirs(root: str) -> list[str]:
     return sorted(d for d in os.listdir(root) if d.startswith("session_")) if os.path.isdir(root) else []
+
+
+def shm_files() -> list[str]:
+    """Shared-memory files of this test run's clusters (tagged with its temp root)."""
+    import glob
+    import hashlib
+
+    tag = hashlib.sha1(temp_root().encode()).hexdigest()[:8]
+    return glob.glob(f"/dev/shm/skate-{tag}-*")

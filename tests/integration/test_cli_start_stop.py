@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import glob
-import hashlib
 import json
 import re
 
@@ -14,15 +12,11 @@ from tests.integration._cluster_helpers import (
     free_port,
     run_cli,
     session_dirs,
+    shm_files,
     temp_root,
     wait_gone,
 )
 from tests.integration._helpers import wait_for
-
-
-def _shm_files() -> list[str]:
-    tag = hashlib.sha1(temp_root().encode()).hexdigest()[:8]
-    return glob.glob(f"/dev/shm/skate-{tag}-*")
 
 
 def _start_head(port: int):
@@ -103,7 +97,7 @@ def test_start_join_status_stop_round_trip():
         assert "stopped head" in stop.stdout and "stopped node" in stop.stdout, stop.stdout
         assert wait_gone(temp_root()) == []
         assert session_dirs(temp_root()) == []
-        assert _shm_files() == []
+        assert shm_files() == []
         again = run_cli("stop")
         assert again.returncode == 0 and "no Skate nodes were running" in again.stdout
     finally:

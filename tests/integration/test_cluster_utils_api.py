@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import glob
-import hashlib
 import os
 
 import pytest
@@ -15,15 +13,11 @@ from tests.integration._cluster_helpers import (
     node_args,
     node_is_alive,
     session_dirs,
+    shm_files,
     temp_root,
     wait_gone,
 )
 from tests.integration._helpers import wait_for
-
-
-def _shm_files() -> list[str]:
-    tag = hashlib.sha1(temp_root().encode()).hexdigest()[:8]
-    return glob.glob(f"/dev/shm/skate-{tag}-*")
 
 
 def test_cluster_lifecycle_and_handles(fresh):
@@ -39,7 +33,7 @@ def test_cluster_lifecycle_and_handles(fresh):
         assert cluster.list_all_nodes() == [head, *nodes]
         cluster.wait_for_nodes(timeout=10)
         assert len(session_dirs(temp_root())) == 3  # one session directory per node
-        assert len(_shm_files()) == 3  # one object store per node
+        assert len(shm_files()) == 3  # one object store per node
 
         skate.init(address=cluster.address)
         by_id = {n["NodeID"]: n for n in skate.nodes()}
@@ -61,7 +55,7 @@ def test_cluster_lifecycle_and_handles(fresh):
     assert cluster.head_node is None and cluster.worker_nodes == []
     assert wait_gone(temp_root()) == []
     assert session_dirs(temp_root()) == []
-    assert _shm_files() == []
+    assert shm_files() == []
 
 
 def test_cluster_connect_true_starts_a_driver(fresh):
@@ -156,7 +150,7 @@ def test_remove_node_without_grace_and_shutdown_leaves_nothing(fresh):
             skate.shutdown()
         cluster.shutdown()
     assert wait_gone(temp_root()) == []
-    assert _shm_files() == []
+    assert shm_files() == []
 
 
 def test_shutdown_with_a_driver_still_connected_stops_everything(fresh):

@@ -279,6 +279,16 @@ def shutdown() -> None:
 atexit.register(shutdown)
 
 
+def _auto_init() -> None:
+    """First use of a remote function or actor class without init(): start a local cluster."""
+    with _lock:
+        if context.current is None:
+            init()
+
+
+context.auto_init = _auto_init
+
+
 def remote(*args: Any, **options: Any) -> Any:
     """Make a function a remote function: `@remote`, `@remote(num_cpus=2)` or `remote(f)`."""
     if len(args) == 1 and not options and callable(args[0]):
@@ -323,7 +333,7 @@ def put(value: Any, *, _owner: Any = None) -> ObjectRef:
             "Calling 'put' on an ObjectRef is not allowed. If you really want to do this, "
             "wrap the ObjectRef in a list: put([ref])."
         )
-    return _core().put(value)
+    return _core().objects.put(value)
 
 
 def get(object_refs: Any, *, timeout: float | None = None) -> Any:
@@ -333,7 +343,7 @@ def get(object_refs: Any, *, timeout: float | None = None) -> Any:
         if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or timeout < 0:
             raise ValueError(f"timeout must be a non-negative number or None, got {timeout!r}")
     if type(object_refs) is ObjectRef:
-        return core.get([object_refs], timeout)[0]
+        return core.objects.get([object_refs], timeout)[0]
     if isinstance(object_refs, (list, tuple)):
         for i, ref in enumerate(object_refs):
             if not isinstance(ref, ObjectRef):
@@ -341,7 +351,7 @@ def get(object_refs: Any, *, timeout: float | None = None) -> Any:
                     f"get() expects ObjectRefs, but item {i} of the list is a "
                     f"{type(ref).__name__}: {ref!r:.60}"
                 )
-        return core.get(list(object_refs), timeout)
+        return core.objects.get(list(object_refs), timeout)
     raise TypeError(
         f"get() expects an ObjectRef or a list of ObjectRefs, got a {type(object_refs).__name__}: "
         f"{object_refs!r:.60}"
@@ -378,7 +388,7 @@ def wait(
         raise ValueError(f"timeout must be a non-negative number or None, got {timeout!r}")
     if not isinstance(fetch_local, bool):
         raise TypeError("fetch_local must be a bool")
-    ready_ids = set(core.wait(list(object_refs), num_returns, timeout, fetch_local))
+    ready_ids = set(core.objects.wait(list(object_refs), num_returns, timeout, fetch_local))
     ready, not_ready = [], []
     for ref in object_refs:
         if ref._id in ready_ids and len(ready) < num_returns:
@@ -393,7 +403,10 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}")
     core = _core()
-    core.post(core.submitter.cancel, object_ref._id, bool(force), bool(recursive))
+    if object_ref._owner is None:
+        core.post(core.submitter.cancel, object_ref._id, bool(force), bool(recursive))
+    else:  # a borrowed ref: its owner submitted the task, and cancels it
+        core.post(core.submitter.forward_cancel, object_ref._owner, object_ref._id, bool(force), bool(recursive))
 
 
 def nodes() -> list[dict]:
@@ -464,7 +477,7 @@ def kill(actor: Any, *, no_restart: bool = True) -> None:
         raise TypeError(f"kill() expects an actor handle, got {type(actor).__name__}")
     if not isinstance(no_restart, bool):
         raise TypeError("no_restart must be a bool")
-    _core().actors.kill(actor, no_restart)
+    _core().actor_submitter.kill(actor._actor_id, actor._class_name, no_restart)
 
 
 def get_actor(name: str, namespace: str | None = None) -> Any:
@@ -473,4 +486,7 @@ def get_actor(name: str, namespace: str | None = None) -> Any:
         raise ValueError(f"get_actor() needs a non-empty actor name, got {name!r}")
     if namespace is not None and not isinstance(namespace, str):
         raise TypeError(f"namespace must be a str, got {type(namespace).__name__}")
-    return _core().actors.get_named(name, namespace)
+    from skate.actor import _handle_from_info
+
+    core = _core()
+    return _handle_from_info(core.actor_submitter.get_named(name, namespace), core)

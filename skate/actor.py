@@ -57,17 +57,15 @@ class ActorClass:
     def _remote(self, args: tuple, kwargs: dict, options: dict) -> ActorHandle:
         if options.get("get_if_exists") and not options.get("name"):
             raise ValueError("The actor name must be specified to use `get_if_exists`.")
-        core = context.current
-        if core is None:
-            from skate._api import init
-
-            init()
-            core = context.current
+        core = context.current_or_init()
         if self._pickled is None:
             self._pickled = FunctionManager.pickle(self._cls)
         key, data = self._pickled
         core.functions.export(key, data)
-        return core.actors.create(self, key, args, kwargs, options)
+        info = core.actor_submitter.create(self._name, self._methods, key, args, kwargs, options)
+        if info["created"]:
+            return ActorHandle(info["actor_id"], self._name, self._methods, info["public"], None, core)
+        return _handle_from_info(info, core)
 
 
 class _BoundActorOptions:
@@ -103,19 +101,21 @@ class ActorHandle:
         self._owner = owner
         core = _core if _core is not None else context.current
         self._core = core
-        if core is not None:
-            core.actors.add_handle(self)
+        if core is not None:  # handles are counted like refs: see core_worker.ownership
+            core.refs.add_local(actor_id, owner)
 
     def __del__(self) -> None:
         core = self._core
         if core is not None and not core.stopped:
             try:
-                core.actors.remove_handle(self._actor_id)
+                core.refs.remove_local(self._actor_id)
             except Exception:
                 pass
 
     def __getattr__(self, name: str) -> ActorMethod:
         methods = self.__dict__.get("_methods")
+        if name in ("__ray_ready__", "__ray_terminate__") and methods is not None:
+            return ActorMethod(self, name, {})
         if methods is None or name.startswith("__"):
             raise AttributeError(name)
         if name not in methods:
@@ -148,6 +148,17 @@ class ActorHandle:
         return self._actor_id
 
 
+def _handle_from_info(info: dict, core: Any) -> ActorHandle:
+    """A handle to an existing actor described by the GCS; registers as its borrower if needed."""
+    owner = tuple(info["owner"]) if info.get("owner") else None
+    if owner == core.owner_address:
+        owner = None
+    handle = ActorHandle(info["actor_id"], info["class_name"], info["methods"], info, owner, core)
+    if owner is not None:
+        core.ownership.register_borrows()
+    return handle
+
+
 def _rebuild_handle(actor_id, class_name, methods, options, owner) -> ActorHandle:
     core = context.current
     owner = tuple(owner) if owner is not None else None
@@ -177,8 +188,23 @@ class ActorMethod:
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         handle = self._handle
         core = handle._core or context.current
-        num_returns = self._options.get("num_returns", 1)
-        refs = core.actors.submit(handle, self._name, args, kwargs, num_returns, self._options)
+        options = self._options
+        num_returns = options.get("num_returns", 1)
+        retries = options.get("max_task_retries")
+        if retries is None:
+            retries = handle._actor_options.get("max_task_retries", 0)
+        refs = core.actor_submitter.submit(
+            handle._actor_id,
+            handle._class_name,
+            handle,
+            self._name,
+            args,
+            kwargs,
+            num_returns,
+            retries,
+            options.get("retry_exceptions", False),
+            options.get("concurrency_group"),
+        )
         if num_returns == 1:
             return refs[0]
         if num_returns == 0:

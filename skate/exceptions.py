@@ -10,7 +10,10 @@ SkateError (RayError)
 ├── GetTimeoutError           get(timeout=...) ran out (also a TimeoutError)
 ├── ObjectLostError
 │   ├── OwnerDiedError
-│   └── ObjectFetchTimedOutError
+│   ├── ObjectFetchTimedOutError
+│   └── ObjectReconstructionFailedError      a lost object could not be rebuilt
+│       ├── ObjectReconstructionFailedMaxAttemptsExceededError
+│       └── ObjectReconstructionFailedLineageEvictedError
 ├── ObjectStoreFullError
 ├── OutOfMemoryError
 ├── NodeDiedError
@@ -37,6 +40,9 @@ __all__ = [
     "ObjectLostError",
     "OwnerDiedError",
     "ObjectFetchTimedOutError",
+    "ObjectReconstructionFailedError",
+    "ObjectReconstructionFailedMaxAttemptsExceededError",
+    "ObjectReconstructionFailedLineageEvictedError",
     "ObjectStoreFullError",
     "OutOfMemoryError",
     "NodeDiedError",
@@ -198,6 +204,18 @@ class ObjectLostError(SkateError):
 
 class OwnerDiedError(ObjectLostError):
     """The process that owned the object died, so the object is gone."""
+
+
+class ObjectReconstructionFailedError(ObjectLostError):
+    """Every copy of an object was lost and running its task again did not bring it back."""
+
+
+class ObjectReconstructionFailedMaxAttemptsExceededError(ObjectReconstructionFailedError):
+    """The task that made a lost object has no retries left to run again."""
+
+
+class ObjectReconstructionFailedLineageEvictedError(ObjectReconstructionFailedError):
+    """The record of the task that made a lost object was evicted (max_lineage_bytes)."""
 
 
 class ObjectFetchTimedOutError(ObjectLostError):

@@ -72,7 +72,7 @@ class ObjectRef:
         core = self._core or context.current
         if core is None:
             raise RuntimeError("skate is not initialized; call skate.init() first")
-        return core.future_for(self)
+        return core.objects.future_for(self)
 
     def __await__(self):
         return asyncio.wrap_future(self.future()).__await__()

@@ -44,12 +44,7 @@ class RemoteFunction:
         return self._remote(args, kwargs, self._options)
 
     def _remote(self, args: tuple, kwargs: dict, options: dict) -> Any:
-        core = context.current
-        if core is None:
-            from skate._api import init
-
-            init()
-            core = context.current
+        core = context.current_or_init()
         if self._pickled is None:
             self._pickled = FunctionManager.pickle(self._function)
         key, data = self._pickled

@@ -26,7 +26,7 @@ class RuntimeContext:
         core = self._core
         if core.mode == "driver":
             return None
-        return core.current_task_id.hex()
+        return core.current_task_id().hex()
 
     def get_actor_id(self) -> str | None:
         return self._core.actor_id
@@ -63,16 +63,15 @@ class RuntimeContext:
     @property
     def current_actor(self):
         """A handle to the actor this code runs in."""
-        from skate.actor import ActorHandle
+        from skate.actor import _handle_from_info
 
         core = self._core
         if core.actor_id is None:
             raise RuntimeError("This method is only available in an actor.")
         info = core.request(core.gcs, "get_actor_info", {"actor_id": bytes.fromhex(core.actor_id)})
-        owner = tuple(info["owner"]) if info.get("owner") and not info.get("detached") else None
-        if owner == core.owner_address:
-            owner = None
-        return ActorHandle(info["actor_id"], info["class_name"], info["methods"], info, owner, core)
+        if info.get("detached"):
+            info = dict(info, owner=None)
+        return _handle_from_info(info, core)
 
     def get(self) -> dict[str, Any]:
         return {

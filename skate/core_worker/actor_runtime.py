@@ -1,34 +1,35 @@
-"""How an actor runs its calls: in order on the main thread, on thread pools, or as coroutines.
+"""Where an actor's calls run: in order on the main thread, on thread pools, or as coroutines.
 
 - a plain actor runs one call at a time on the worker's main thread, in arrival order;
 - max_concurrency > 1 (or concurrency groups) on a sync actor: a thread pool per group;
 - an actor with any `async def` method: one event loop on its own thread, each group bounded
   by a semaphore (default 1000 calls at once).
+
+Every call runs through the executor's one path (`run_call` / `run_call_async`); this
+module only picks the place.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
-import os
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from skate.core_worker.core import _set_if_pending, task_error_entry
+from skate.core_worker.objects import set_if_pending
+from skate.protocol.messages import ActorCreation, TaskSpec
 
 DEFAULT_GROUP = "_default"
 
 
 class ActorRuntime:
-    def __init__(self, executor: Any, instance: Any, spec: dict):
+    def __init__(self, executor: Any, instance: Any, creation: ActorCreation):
         self.executor = executor
         self.core = executor.core
         self.instance = instance
-        self.is_async = bool(spec.get("is_async"))
-        limits = {DEFAULT_GROUP: int(spec.get("max_concurrency") or 1)}
-        limits.update(spec.get("groups") or {})
+        self.is_async = creation.is_async
+        limits = {DEFAULT_GROUP: int(creation.max_concurrency or 1)}
+        limits.update(creation.concurrency_groups or {})
         self.limits = limits
         self.pools: dict[str, ThreadPoolExecutor] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -50,49 +51,35 @@ class ActorRuntime:
         ready.set()
         self.loop.run_forever()
 
-    def submit(self, spec: dict, fut: asyncio.Future) -> None:
+    def submit(self, spec: TaskSpec, fut: asyncio.Future) -> None:
         """I/O thread: start a call where this actor's concurrency model says."""
-        if self.executor.exiting:
+        executor = self.executor
+        if executor.exiting:
             return  # exit_actor() ran: the call fails when the connection drops
-        group = spec.get("group") or DEFAULT_GROUP
+        group = spec.concurrency_group or DEFAULT_GROUP
         if group not in self.limits:
-            reply = _error_reply(spec, ValueError(f"unknown concurrency group {group!r}"))
-            self.core.post(_set_if_pending, fut, reply)
+            spec.concurrency_group = None
+            fut.set_result(
+                executor._error_reply(spec, ValueError(f"unknown concurrency group {group!r}"), 0.0)
+            )
             return
         if self.is_async:
-            asyncio.run_coroutine_threadsafe(self._run_async(spec, fut, group), self.loop)
+            asyncio.run_coroutine_threadsafe(self._run_async(spec, fut, group), self.loop)  # type: ignore[arg-type]
         elif self.pools:
             self.pools[group].submit(self._run_sync, spec, fut)
         else:
-            self.executor.queue.put((self.executor.call_actor_method, spec, fut))
+            executor.queue.put((executor.run_call, spec, fut))
 
-    def _run_sync(self, spec: dict, fut: asyncio.Future) -> None:
-        reply = self.executor.call_actor_method(spec)
-        self.core.post(_set_if_pending, fut, reply)
+    def _run_sync(self, spec: TaskSpec, fut: asyncio.Future) -> None:
+        reply = self.executor.run_call(spec)
+        self._done(fut, reply)
 
-    async def _run_async(self, spec: dict, fut: asyncio.Future, group: str) -> None:
-        executor = self.executor
+    async def _run_async(self, spec: TaskSpec, fut: asyncio.Future, group: str) -> None:
         async with self.semaphores[group]:
-            start = time.perf_counter()
-            try:
-                method = getattr(self.instance, spec["method"])
-                args, kwargs = executor._load_args(spec)
-                if self.core.refs.new_borrowed:
-                    self.core.register_borrows()
-                result = method(*args, **kwargs)
-                if inspect.isawaitable(result):
-                    result = await result
-                returns = executor._store_returns(result, spec, spec["owner"][0])
-                reply = {"returns": returns, "dur": time.perf_counter() - start, "app_error": False}
-            except SystemExit:  # exit_actor()
-                returns = executor._store_returns(None, spec, spec["owner"][0]) if spec["nret"] else []
-                reply = {"returns": returns, "dur": 0.0, "app_error": False}
-                executor._exit_actor()
-            except Exception as exc:
-                reply = _error_reply(spec, exc)
-        self.core.post(_set_if_pending, fut, reply)
+            reply = await self.executor.run_call_async(spec)
+        self._done(fut, reply)
 
-
-def _error_reply(spec: dict, exc: BaseException) -> dict:
-    entry = task_error_entry(spec["name"], exc, os.getpid(), "127.0.0.1")
-    return {"returns": [list(entry)] * spec["nret"], "dur": 0.0, "app_error": True}
+    def _done(self, fut: asyncio.Future, reply: Any) -> None:
+        self.core.post(set_if_pending, fut, reply)
+        if self.executor.exiting:
+            self.executor.stop_main_thread()

@@ -1,13 +1,26 @@
-"""Running tasks in a worker process: on the main thread, one at a time, in arrival order.
+"""Running calls in a worker: one path for every kind of call.
 
-The I/O thread queues pushed tasks; the main thread loads the function (cached by
-content key), resolves arguments, runs it and stores the returns, then hands the
-reply back to the I/O thread.
+A task, an actor's constructor, a method of a plain actor, of a threaded actor and of an
+async actor all go through `run_call` (or its coroutine twin `run_call_async`, which only
+adds an `await`): load the function, unpack the arguments, run, store the returns, and turn
+any exception into the call's result. They differ only in where they run, which
+`actor_runtime` decides: the worker's main thread, a thread pool, or the actor's event loop.
+
+Per-call state (task id, name, cancellation) lives in a ContextVar (`call_context`), so
+concurrent calls of one actor never see each other's.
+
+Cancelling a running call raises KeyboardInterrupt in it (SIGINT on the main thread, an
+asynchronous exception on a pool thread, `Task.cancel()` for a coroutine); a call that
+catches it and returns gives that value.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import ctypes
+import inspect
+import logging
 import os
 import queue
 import signal
@@ -17,227 +30,267 @@ import time
 from typing import Any
 
 from skate._config import MAX_INLINE_BYTES
-from skate._serialization import KIND_ERROR, deserialize_inline, serialize
-from skate.core_worker.core import _set_if_pending, error_entry, task_error_entry
-from skate.core_worker.memory_store import IN_STORE, INLINE
-from skate.core_worker.submitter import ARGS_SLOT, ArgSlot
-from skate.exceptions import TaskCancelledError
+from skate._serialization import serialize
+from skate.core_worker import call_context
+from skate.core_worker.args import load_args
+from skate.core_worker.call_context import CallContext
+from skate.core_worker.errors import error_entry, task_error_entry
+from skate.core_worker.objects import set_if_pending
+from skate.exceptions import ActorDiedError, TaskCancelledError
+from skate.protocol.messages import IN_STORE, INLINE, ActorCreation, TaskReply, TaskSpec
 
-
-class _IdOnly:
-    """Stands in for an ObjectRef where only the id is read (no reference is counted)."""
-
-    __slots__ = ("_id",)
-
-    def __init__(self, object_id: bytes):
-        self._id = object_id
-
-    def hex(self) -> str:
-        return self._id.hex()
+logger = logging.getLogger(__name__)
 
 
 class ActorExit(SystemExit):
     """Raised by exit_actor() to end the actor once the current call returns."""
 
 
-_IP = "127.0.0.1"
-try:
-    _IP = socket.gethostbyname(socket.gethostname())
-except OSError:
-    pass
-
-
-class _Cancelled(BaseException):
-    """Raised into a running task by cancel(); not an Exception so user code rarely eats it."""
+def _node_ip() -> str:
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
 
 
 class Executor:
-    def __init__(self, core):
+    def __init__(self, core: Any):
         self.core = core
-        self.queue: queue.SimpleQueue = queue.SimpleQueue()
-        self.current: bytes | None = None
-        self._cancel_target: bytes | None = None
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()  # (run, spec, future) for the main thread
+        self.running: dict[bytes, tuple[CallContext, Any]] = {}  # task id -> (call, thread id or Task)
         self._cancelled_early: set[bytes] = set()
         self._calls: collections.Counter = collections.Counter()
-        self.actor = None  # the ActorRuntime once this worker hosts an actor
-        self._instance = None
+        self.actor: Any = None  # the ActorRuntime once this worker hosts an actor
+        self.instance: Any = None
         self.exiting = False
-        core.handlers["push_task"] = self._h_push
-        core.handlers["cancel_task"] = self._h_cancel
-        core.handlers["create_actor"] = self._h_create_actor
-        core.handlers["push_actor_task"] = self._h_push_actor_task
+        self.ip = core.info.get("node_ip") or _node_ip()
+        handlers = core.handlers
+        handlers["push_task"] = self._h_push
+        handlers["cancel_task"] = self._h_cancel
+        handlers["create_actor"] = self._h_create_actor
+        handlers["push_actor_task"] = self._h_push_actor_task
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, self._on_sigint)
 
-    # -- I/O thread -------------------------------------------------------------------
-    def _h_push(self, conn, spec: dict):
+    # -- I/O thread ---------------------------------------------------------------------
+    def _h_push(self, conn: Any, fields: list) -> asyncio.Future:
         fut = self.core.loop.create_future()
-        self.queue.put((self.execute, spec, fut))
+        self.queue.put((self.run_call, TaskSpec.from_wire(fields), fut))
         return fut
 
-    def _h_create_actor(self, conn, spec: dict):
+    def _h_create_actor(self, conn: Any, msg: dict) -> asyncio.Future:
         fut = self.core.loop.create_future()
-        self.queue.put((self._create_actor, spec, fut))
+        spec = TaskSpec.from_wire(msg["task"])
+        spec.gpus = msg.get("gpus") or []
+        creation = ActorCreation.from_wire(msg["creation"])
+        creation.restarts = msg.get("restarts", 0)
+        self.queue.put((lambda s: self._create_actor(s, creation), spec, fut))
         return fut
 
-    def _h_push_actor_task(self, conn, spec: dict):
-        fut = self.core.loop.create_future()
+    def _h_push_actor_task(self, conn: Any, fields: list) -> asyncio.Future:
         if self.actor is None:
             raise RuntimeError("this worker hosts no actor")
-        self.actor.submit(spec, fut)
+        fut = self.core.loop.create_future()
+        self.actor.submit(TaskSpec.from_wire(fields), fut)
         return fut
 
-    def _h_cancel(self, conn, payload: dict) -> None:
+    def _h_cancel(self, conn: Any, payload: dict) -> None:
         tid = payload["tid"]
-        if self.current == tid:
-            self._cancel_target = tid
-            os.kill(os.getpid(), signal.SIGINT)
-        else:
+        running = self.running.get(tid)
+        if running is None:
             self._cancelled_early.add(tid)
+        else:
+            call, where = running
+            call.cancelled = True
+            if isinstance(where, asyncio.Task):
+                where.get_loop().call_soon_threadsafe(where.cancel)
+            elif where == threading.main_thread().ident:
+                os.kill(os.getpid(), signal.SIGINT)
+            else:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(where), ctypes.py_object(KeyboardInterrupt)
+                )
         if payload.get("recursive", True):
             self.core.submitter.cancel_all()
 
-    def _on_sigint(self, signum, frame) -> None:
-        if self.current is not None and self._cancel_target == self.current:
-            self._cancel_target = None
-            raise _Cancelled()
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        call = call_context.current_call()
+        if call is not None and call.cancelled:
+            raise KeyboardInterrupt
 
-    # -- main thread ------------------------------------------------------------------
+    # -- main thread --------------------------------------------------------------------
     def run_forever(self) -> None:
+        """Run calls queued for the main thread until the worker stops or the actor exits."""
         core = self.core
         while not core.stopped:
             run, spec, fut = self.queue.get()
+            if run is None:
+                return
             if self.exiting:
                 continue  # exit_actor() ran: later calls fail when the connection drops
             reply = run(spec)
-            core.post(_set_if_pending, fut, reply)
+            core.post(set_if_pending, fut, reply)
+            if self.exiting:
+                return
 
-    def _create_actor(self, spec: dict) -> dict:
+    def _create_actor(self, spec: TaskSpec, creation: ActorCreation) -> dict:
         from skate.core_worker.actor_runtime import ActorRuntime
 
         core = self.core
-        core.actor_id = spec["actor_id"].hex()
-        core.actor_reconstructed = spec.get("restarts", 0) > 0
-        core.actor_name = spec.get("actor_name") or ""
-        reply = self.execute(dict(spec, nret=1, fn_is_class=True))
-        if reply["app_error"]:
-            _, err = deserialize_inline(reply["returns"][0][1])
+        core.actor_id = creation.actor_id.hex()
+        core.actor_reconstructed = creation.restarts > 0
+        core.actor_name = creation.actor_name
+        spec.num_returns = 1  # the constructor's result: None, or the error it raised
+        reply = self.run_call(spec, creation=True)
+        if reply.app_error:
+            from skate._serialization import deserialize_inline
+
+            _, err = deserialize_inline(reply.returns[0][1])
             return {"error": str(err)}
-        self.actor = ActorRuntime(self, self._instance, spec)
+        self.actor = ActorRuntime(self, self.instance, creation)
         return {"ok": True, "pid": os.getpid()}
 
-    def call_actor_method(self, spec: dict) -> dict:
-        """Run one actor method call (on whichever thread the actor's concurrency uses)."""
-        return self.execute(spec)
-
-    def execute(self, spec: dict) -> dict:
+    # -- one call -----------------------------------------------------------------------
+    def _begin(self, spec: TaskSpec) -> CallContext:
         core = self.core
-        tid = spec["tid"]
-        name = spec["name"]
-        nret = spec["nret"]
-        owner_id = spec["owner"][0]
-        core.current_task_id = tid
-        core.current_task_name = name
-        core.job_id = spec["job"]
-        core.namespace = spec["ns"]
-        if "res" in spec:
-            core.assigned_resources = spec["res"]
-        gpus = spec.get("gpus")
-        if gpus is not None or "fn" in spec:  # a task or an actor's creation: set its GPUs
-            core.gpu_ids = list(gpus or [])
+        core.job_id = spec.job_id
+        core.namespace = spec.namespace
+        if spec.resources is not None:
+            core.assigned_resources = spec.resources
+        if spec.gpus is not None:  # a task or an actor's creation: set its GPUs
+            core.gpu_ids = list(spec.gpus)
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in core.gpu_ids)
-        core.in_task_blocking = True
+        return CallContext(spec.task_id, spec.name, actor_call=spec.actor_id is not None)
+
+    def _prepare(self, spec: TaskSpec, call: CallContext) -> tuple[Any, tuple, dict]:
+        """The callable and its arguments."""
+        core = self.core
+        if spec.task_id in self._cancelled_early:
+            self._cancelled_early.discard(spec.task_id)
+            call.cancelled = True
+            raise KeyboardInterrupt
+        method = spec.method
+        if method is None:
+            fn = core.functions.load(spec.function)
+        elif method == "__ray_ready__":
+            fn = _ready
+        elif method == "__ray_terminate__":
+            fn = _terminate
+        else:
+            fn = getattr(self.instance, method)
+        args, kwargs = load_args(spec, core.objects.read_stored)
+        if core.refs.new_borrowed:
+            core.ownership.register_borrows()
+        return fn, args, kwargs
+
+    def run_call(self, spec: TaskSpec, creation: bool = False) -> TaskReply:
+        """Run one call on this thread and return its reply."""
+        call = self._begin(spec)
+        token = call_context.enter(call)
+        self.running[spec.task_id] = (call, threading.get_ident())
         start = time.perf_counter()
-        app_error = False
         try:
-            if tid in self._cancelled_early:
-                self._cancelled_early.discard(tid)
-                raise _Cancelled()
-            method = spec.get("method")
-            fn = getattr(self._instance, method) if method else core.functions.load(spec["fn"])
-            args, kwargs = self._load_args(spec)
-            if core.refs.new_borrowed:
-                core.register_borrows()
-            self.current = tid
             try:
+                fn, args, kwargs = self._prepare(spec, call)
                 result = fn(*args, **kwargs)
-            finally:
-                self.current = None
-            del args, kwargs
-            if spec.get("fn_is_class"):
-                self._instance = result
-                result = None
-            returns = self._store_returns(result, spec, owner_id)
-        except ActorExit:
-            returns = self._store_returns(None if nret == 1 else (None,) * nret, spec, owner_id)
-            self._exit_actor()
-        except _Cancelled:
-            returns = [list(error_entry(TaskCancelledError(f"Task {name} was cancelled.")))] * nret
-            app_error = False
-        except Exception as exc:
-            returns = [list(task_error_entry(name, exc, os.getpid(), _IP))] * nret
-            app_error = True
+                del args, kwargs
+                if creation:
+                    self.instance, result = result, None
+            except BaseException as exc:
+                return self._failed(spec, call, exc, start)
+            return self._succeeded(spec, result, start)
         finally:
-            core.in_task_blocking = False
-            core.current_task_name = None
-        dur = time.perf_counter() - start
-        max_calls = spec.get("max_calls") or 0
-        exiting = False
-        if max_calls:
-            self._calls[spec["fn"]] += 1
-            exiting = self._calls[spec["fn"]] >= max_calls
-        reply = {"returns": returns, "dur": dur, "app_error": app_error, "exiting": exiting}
-        if core.contained or core._reported_owns:
-            core.report_ownership()
-        if (
-            not app_error
-            and nret
-            and any(spec["tid"] + (i + 1).to_bytes(4, "little") in core.contained for i in range(nret))
-        ):
-            reply["holder"] = core.address
+            self.running.pop(spec.task_id, None)
+            call_context.leave(token)
+
+    async def run_call_async(self, spec: TaskSpec) -> TaskReply:
+        """Run one call of an async actor as a coroutine on the actor's loop."""
+        call = self._begin(spec)
+        token = call_context.enter(call)
+        self.running[spec.task_id] = (call, asyncio.current_task())
+        start = time.perf_counter()
+        try:
+            try:
+                fn, args, kwargs = self._prepare(spec, call)
+                result = fn(*args, **kwargs)
+                del args, kwargs
+                if inspect.isawaitable(result):
+                    result = await result
+            except asyncio.CancelledError as exc:
+                call.cancelled = True
+                return self._failed(spec, call, exc, start)
+            except BaseException as exc:
+                return self._failed(spec, call, exc, start)
+            return self._succeeded(spec, result, start)
+        finally:
+            self.running.pop(spec.task_id, None)
+            call_context.leave(token)
+
+    def _succeeded(self, spec: TaskSpec, result: Any, start: float) -> TaskReply:
+        try:
+            returns = self._store_returns(result, spec)
+        except Exception as exc:
+            return self._error_reply(spec, exc, start)
+        core = self.core
+        reply = TaskReply(returns, time.perf_counter() - start, False, self._count_call(spec))
+        ownership = core.ownership
+        if ownership.contained or ownership.reported_owns:
+            ownership.report_ownership()
+            if any(
+                spec.task_id + (i + 1).to_bytes(4, "little") in ownership.contained
+                for i in range(spec.num_returns)
+            ):
+                reply.holder = core.address
         return reply
 
+    def _failed(self, spec: TaskSpec, call: CallContext, exc: BaseException, start: float) -> TaskReply:
+        n = spec.num_returns
+        if isinstance(exc, SystemExit) and spec.actor_id is not None:
+            # exit_actor() (or sys.exit in an actor): this call fails, the actor ends, no restart.
+            self._exit_actor()
+            err = ActorDiedError(
+                f"The actor {self.core.actor_name or spec.actor_id.hex()} exited: exit_actor() was "
+                f"called in {spec.name}.",
+                spec.actor_id.hex(),
+            )
+            entry = list(error_entry(err))
+            return TaskReply([entry] * n, time.perf_counter() - start, False, True, None, True)
+        if call.cancelled and isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
+            entry = list(error_entry(TaskCancelledError(f"Task {spec.name} was cancelled.")))
+            return TaskReply([entry] * n, time.perf_counter() - start, False, self._count_call(spec))
+        if not isinstance(exc, Exception):
+            if isinstance(exc, KeyboardInterrupt):
+                raise exc  # a real Ctrl-C, not a cancellation
+            exc = RuntimeError(f"{type(exc).__name__}: {exc}")
+        return self._error_reply(spec, exc, start)
+
+    def _error_reply(self, spec: TaskSpec, exc: BaseException, start: float) -> TaskReply:
+        entry = list(task_error_entry(spec.name, exc, os.getpid(), self.ip))
+        return TaskReply(
+            [entry] * spec.num_returns, time.perf_counter() - start, True, self._count_call(spec)
+        )
+
+    def _count_call(self, spec: TaskSpec) -> bool:
+        """Whether the worker leaves after this call (max_calls reached)."""
+        if not spec.max_calls:
+            return False
+        self._calls[spec.function] += 1
+        return self._calls[spec.function] >= spec.max_calls
+
     def _exit_actor(self) -> None:
-        """exit_actor() was called: tell the GCS not to restart us, reply, then leave."""
+        """exit_actor() was called: tell the GCS not to restart us; the worker leaves after the reply."""
         core = self.core
+        if self.exiting:
+            return
         self.exiting = True
         core.post(core.gcs.notify, "actor_exiting", {"actor_id": bytes.fromhex(core.actor_id)})
-        core.post(lambda: core.loop.call_later(0.1, os._exit, 0))
 
-    def _load_args(self, spec: dict) -> tuple[tuple, dict]:
-        values: dict[int, Any] = {}
-        blob = None
-        in_store = []
-        for slot, oid, entry in spec["deps"]:
-            if entry[0] == INLINE:
-                kind, value = deserialize_inline(entry[1])
-                if kind == KIND_ERROR:
-                    raise value
-                if slot == ARGS_SLOT:
-                    blob = value
-                else:
-                    values[slot] = value
-            else:
-                in_store.append((slot, oid, tuple(entry)))
-        if in_store:
-            refs = [_IdOnly(oid) for _, oid, _ in in_store]  # no ref counting: the caller holds these
-            entries = [entry for _, _, entry in in_store]
-            loaded = self.core._materialize(refs, entries)
-            for (slot, _, _), value in zip(in_store, loaded):
-                if slot == ARGS_SLOT:
-                    blob = value
-                else:
-                    values[slot] = value
-        if blob is None:
-            blob = deserialize_inline(spec["args"])[1] if spec["args"] is not None else ((), {})
-        args, kwargs = blob
-        if values:
-            args = tuple(values[a.index] if type(a) is ArgSlot else a for a in args)
-            kwargs = {k: values[v.index] if type(v) is ArgSlot else v for k, v in kwargs.items()}
-        return args, kwargs
+    def stop_main_thread(self) -> None:
+        """Wake the main thread's loop so that it returns (the worker then leaves)."""
+        self.queue.put((None, None, None))
 
-    def _store_returns(self, result: Any, spec: dict, owner_id: str) -> list:
-        nret = spec["nret"]
+    def _store_returns(self, result: Any, spec: TaskSpec) -> list:
+        nret = spec.num_returns
         if nret == 1:
             values = [result]
         elif nret == 0:
@@ -250,20 +303,29 @@ class Executor:
                     else (type(result).__name__)
                 )
                 raise ValueError(
-                    f"Task {spec['name']} was declared with num_returns={nret} but returned a {got}"
+                    f"Task {spec.name} was declared with num_returns={nret} but returned a {got}"
                 )
             values = list(result)
         returns = []
         core = self.core
+        owner_id = spec.owner[0]
         for i, value in enumerate(values):
             sobj = serialize(value)
-            oid = spec["tid"] + (i + 1).to_bytes(4, "little")
+            oid = spec.task_id + (i + 1).to_bytes(4, "little")
             if sobj.contained_refs:
                 # Kept alive until the caller frees the returned object (release_contained).
-                core.contained[oid] = list(sobj.contained_refs)
+                core.ownership.contained[oid] = list(sobj.contained_refs)
             if sobj.size < MAX_INLINE_BYTES:
                 returns.append([INLINE, sobj.to_inline()])
             else:
-                core.write_to_plasma(oid, sobj, owner_id)
+                core.objects.write_to_plasma(oid, sobj, owner_id)
                 returns.append([IN_STORE, core.node_id, sobj.size])
         return returns
+
+
+def _ready() -> bool:
+    return True
+
+
+def _terminate() -> None:
+    raise ActorExit(0)

@@ -13,24 +13,36 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 
-INLINE = 0
-IN_STORE = 1
+from skate.protocol.messages import IN_STORE, INLINE
+
+__all__ = ["INLINE", "IN_STORE", "MemoryStore", "Waiter"]
+
+_KIND_ERROR = 1
 
 
 class Waiter:
-    """Wakes when `needed` of the watched objects are ready."""
+    """Wakes when `needed` of the watched objects are ready.
 
-    __slots__ = ("needed", "event", "callback", "ready")
+    With `fail_fast`, an object that turns out to be an error wakes it at once (a `get` of
+    several refs raises as soon as one of them failed).
+    """
 
-    def __init__(self, needed: int, callback: Callable[[Waiter], None] | None = None):
+    __slots__ = ("needed", "event", "callback", "ready", "fail_fast")
+
+    def __init__(
+        self, needed: int, callback: Callable[[Waiter], None] | None = None, fail_fast: bool = False
+    ):
         self.needed = needed
         self.ready: list[bytes] = []
         self.callback = callback
         self.event = threading.Event() if callback is None else None
+        self.fail_fast = fail_fast
 
-    def _hit(self, object_id: bytes) -> None:
+    def _hit(self, object_id: bytes, entry: tuple) -> None:
         self.ready.append(object_id)
-        if len(self.ready) == self.needed:
+        if len(self.ready) == self.needed or (
+            self.fail_fast and entry[0] == INLINE and entry[1][0] == _KIND_ERROR
+        ):
             if self.callback is not None:
                 self.callback(self)
             else:
@@ -61,7 +73,7 @@ class MemoryStore:
             waiters = self._waiters.pop(object_id, None)
         if waiters:
             for w in waiters:
-                w._hit(object_id)
+                w._hit(object_id, entry)
 
     def delete(self, object_id: bytes) -> tuple | None:
         with self._lock:
@@ -73,13 +85,14 @@ class MemoryStore:
         with self._lock:
             objects = self._objects
             for oid in object_ids:
-                if oid in objects:
-                    ready.append(oid)
+                entry = objects.get(oid)
+                if entry is not None:
+                    ready.append((oid, entry))
                 else:
                     self._waiters.setdefault(oid, []).append(waiter)
-        for oid in ready:
-            waiter._hit(oid)
-        return ready
+        for oid, entry in ready:
+            waiter._hit(oid, entry)
+        return [oid for oid, _ in ready]
 
     def unwatch(self, object_ids: Iterable[bytes], waiter: Waiter) -> None:
         with self._lock:

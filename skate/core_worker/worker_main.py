@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
+import atexit
+import collections
 import io
 import logging
 import os
 import sys
 
+from skate.core_worker import call_context
 from skate.core_worker.core import CoreWorker
 from skate.core_worker.executor import Executor
 
 
 class LogStream(io.TextIOBase):
-    """stdout/stderr of a worker: written to its log file and forwarded to the driver by line."""
+    """stdout/stderr of a worker: written to its log file and forwarded to the driver by line.
+
+    `write` runs on any user thread; the lines are queued and the I/O loop sends them (the
+    only thread that may write to the raylet's connection), grouped by the call that printed.
+    """
 
     def __init__(self, core: CoreWorker, stream: str, file):
         self._core = core
         self._stream = stream
         self._file = file
         self._partial = ""
-        self._lines: list[str] = []
-        self._name: str | None = None
+        self._lines: collections.deque[tuple[str | None, str]] = collections.deque()
         self._scheduled = False
 
     def writable(self) -> bool:
@@ -33,11 +39,8 @@ class LogStream(io.TextIOBase):
             self._partial = data
             return len(text)
         *lines, self._partial = data.split("\n")
-        name = self._core.current_task_name
-        if self._lines and name != self._name:
-            self._send()
-        self._name = name
-        self._lines.extend(lines)
+        name = call_context.current_task_name()
+        self._lines.extend((name, line) for line in lines)
         if not self._scheduled:
             self._scheduled = True
             self._core.post(self._send)
@@ -47,18 +50,26 @@ class LogStream(io.TextIOBase):
         self._file.flush()
 
     def _send(self) -> None:
+        """I/O thread: forward the queued lines, one message per run of lines from one call."""
         self._scheduled = False
-        if not self._lines:
-            return
-        lines, self._lines = self._lines, []
         core = self._core
-        if core.raylet is not None and not core.raylet.closed and core.job_id:
+        if core.raylet is None or core.raylet.closed or not core.job_id:
+            self._lines.clear()
+            return
+        groups: list[tuple[str | None, list[str]]] = []
+        while self._lines:
+            name, line = self._lines.popleft()
+            if groups and groups[-1][0] == name:
+                groups[-1][1].append(line)
+            else:
+                groups.append((name, [line]))
+        for name, lines in groups:
             core.raylet.notify(
                 "worker_log",
                 {
                     "job": core.job_id,
                     "pid": os.getpid(),
-                    "name": self._name,
+                    "name": name,
                     "stream": self._stream,
                     "lines": lines,
                 },
@@ -83,3 +94,11 @@ def main(info: dict) -> None:
     sys.stdout = LogStream(core, "out", out)
     sys.stderr = LogStream(core, "err", err)
     executor.run_forever()
+    # The actor exited (exit_actor): send its last reply, run the program's atexit handlers
+    # while their output can still reach the driver, then leave.
+    core.flush()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    core.flush()
+    core.stop()

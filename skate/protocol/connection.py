@@ -4,6 +4,11 @@ Either side may send requests and notifications. The accepting side proves nothi
 connecting side must answer a fresh nonce with HMAC-SHA256(token, nonce) before any other
 frame is read. Any protocol violation closes this connection only.
 Writes made during one event-loop iteration are coalesced into one socket write.
+
+A connection belongs to the thread running its event loop: every send must happen there.
+Other threads hand work over with `loop.call_soon_threadsafe` (the core worker's `post`).
+With SKATE_DEBUG_THREADS=1 a send from any other thread raises at once instead of
+corrupting the stream later.
 """
 
 from __future__ import annotations
@@ -13,11 +18,15 @@ import hashlib
 import hmac
 import logging
 import os
+import pickle
+import threading
+import traceback
 from collections.abc import Callable
 from typing import Any
 
 from skate.exceptions import ProtocolError, RaySystemError
 from skate.protocol.framing import NOTIFY, REQUEST, RESPONSE, FrameDecoder, pack_frame
+from skate.protocol.messages import ErrorInfo
 
 logger = logging.getLogger(__name__)
 
@@ -29,12 +38,46 @@ _OK = "skate-ok"
 _DENIED = "skate-denied"
 
 
-class RemoteError(RaySystemError):
-    """A request failed on the remote side."""
+CHECK_THREADS = os.environ.get("SKATE_DEBUG_THREADS", "0") not in ("", "0", "false")
 
-    def __init__(self, kind: str, message: str):
+
+class RemoteError(RaySystemError):
+    """A request failed on the remote side.
+
+    `kind` is the remote exception's type name, `message` its text, `cause` the exception
+    itself when it crossed the wire intact (re-raise it to give the caller the same type),
+    and `remote_traceback` where it was raised.
+    """
+
+    def __init__(
+        self, kind: str, message: str, cause: BaseException | None = None, remote_traceback: str | None = None
+    ):
         self.kind = kind
+        self.message = message
+        self.cause = cause
+        self.remote_traceback = remote_traceback
         super().__init__(f"{kind}: {message}")
+
+    @classmethod
+    def from_info(cls, info: list) -> RemoteError:
+        err = ErrorInfo(*info)
+        cause = None
+        if err.pickled is not None:
+            try:
+                cause = pickle.loads(err.pickled)
+            except Exception:
+                cause = None
+        return cls(err.type_name, err.message, cause, err.traceback)
+
+
+def error_info(exc: BaseException) -> ErrorInfo:
+    """The wire form of a handler's exception: its type, text, pickle and traceback."""
+    try:
+        pickled: bytes | None = pickle.dumps(exc)
+    except Exception:
+        pickled = None
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return ErrorInfo(type(exc).__name__, str(exc), pickled, tb)
 
 
 class ConnectionClosed(RaySystemError):
@@ -65,6 +108,7 @@ class Connection(asyncio.Protocol):
         self._decoder = FrameDecoder()
         self._transport: Any = None
         self._loop = asyncio.get_event_loop()
+        self._loop_thread = threading.get_ident()
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._next_id = 1
@@ -160,20 +204,23 @@ class Connection(asyncio.Protocol):
         if fut is None or fut.done():
             return
         if error is not None:
-            fut.set_exception(RemoteError(str(error[0]), str(error[1])))
+            try:
+                fut.set_exception(RemoteError.from_info(error))
+            except Exception:
+                raise ProtocolError(f"malformed error in response {req_id}") from None
         else:
             fut.set_result(payload)
 
     def _on_request(self, req_id: int, method: str, payload) -> None:
         handler = self.handlers.get(method)
         if handler is None:
-            self._reply(req_id, ["UnknownMethod", f"no method {method!r}"], None)
+            self._reply(req_id, ErrorInfo("UnknownMethod", f"no method {method!r}"), None)
             return
         try:
             result = handler(self, payload)
         except Exception as exc:
             logger.debug("handler %s failed", method, exc_info=True)
-            self._reply(req_id, [type(exc).__name__, str(exc)], None)
+            self._reply(req_id, error_info(exc), None)
             return
         if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
             task = asyncio.ensure_future(result)
@@ -183,11 +230,11 @@ class Connection(asyncio.Protocol):
 
     def _reply_from_task(self, req_id: int, task: asyncio.Future) -> None:
         if task.cancelled():
-            self._reply(req_id, ["Cancelled", "request cancelled"], None)
+            self._reply(req_id, ErrorInfo("Cancelled", "request cancelled"), None)
             return
         exc = task.exception()
         if exc is not None:
-            self._reply(req_id, [type(exc).__name__, str(exc)], None)
+            self._reply(req_id, error_info(exc), None)
         else:
             self._reply(req_id, None, task.result())
 
@@ -198,7 +245,9 @@ class Connection(asyncio.Protocol):
             frame = pack_frame([RESPONSE, req_id, error, payload])
         except Exception as exc:  # the handler returned something the wire cannot carry
             logger.error("cannot encode the reply to request %s: %r", req_id, exc)
-            frame = pack_frame([RESPONSE, req_id, [type(exc).__name__, f"unencodable reply: {exc}"], None])
+            frame = pack_frame(
+                [RESPONSE, req_id, ErrorInfo(type(exc).__name__, f"unencodable reply: {exc}"), None]
+            )
         self.send_raw(frame)
 
     def _on_notify(self, method: str, payload) -> None:
@@ -231,6 +280,11 @@ class Connection(asyncio.Protocol):
             self.send_raw(pack_frame([NOTIFY, method, payload]))
 
     def send_raw(self, frame: bytes) -> None:
+        if CHECK_THREADS and threading.get_ident() != self._loop_thread:
+            raise RuntimeError(
+                f"connection {self.name} written from thread {threading.current_thread().name}, "
+                "not its event loop's: hand the send to the loop (core.post)"
+            )
         self._out.append(frame)
         if not self._flush_scheduled:
             self._flush_scheduled = True

@@ -2,15 +2,19 @@
 
 Messages are msgpack arrays:
     [REQUEST, request_id, method, payload]
-    [RESPONSE, request_id, error, payload]   error is None or [kind, message]
+    [RESPONSE, request_id, error, payload]   error is None or an ErrorInfo (messages.py)
     [NOTIFY, method, payload]
+
+msgspec encodes and decodes them: measured on a push_task frame it packs about 3x and
+unpacks about 2x faster than msgpack-python (docs/benchmarks.md), and it encodes the typed
+structs of `messages.py` directly.
 """
 
 from __future__ import annotations
 
 import struct
 
-import msgpack
+import msgspec
 
 from skate._config import MAX_FRAME_BYTES
 from skate.exceptions import ProtocolError
@@ -22,7 +26,8 @@ NOTIFY = 2
 _HEADER = struct.Struct("<I")
 HEADER_SIZE = _HEADER.size
 
-_packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+_packb = msgspec.msgpack.Encoder().encode
+_unpackb = msgspec.msgpack.Decoder().decode
 
 
 def pack_frame(message: object) -> bytes:
@@ -41,22 +46,31 @@ class FrameDecoder:
 
     def feed(self, data: bytes) -> list:
         buf = self._buf
+        if not buf and len(data) >= HEADER_SIZE:
+            # The common case: whole frames in one read, nothing buffered.
+            (length,) = _HEADER.unpack_from(data, 0)
+            if length + HEADER_SIZE == len(data) and length <= self._max:
+                try:
+                    return [_unpackb(memoryview(data)[HEADER_SIZE:])]
+                except Exception as exc:
+                    raise ProtocolError(f"malformed frame: {exc}") from None
         buf += data
         out = []
         pos = 0
         end = len(buf)
-        while end - pos >= HEADER_SIZE:
-            (length,) = _HEADER.unpack_from(buf, pos)
-            if length > self._max:
-                raise ProtocolError(f"frame of {length} bytes exceeds the limit of {self._max}")
-            if end - pos - HEADER_SIZE < length:
-                break
-            start = pos + HEADER_SIZE
-            try:
-                out.append(msgpack.unpackb(buf[start : start + length], raw=False, strict_map_key=False))
-            except Exception as exc:
-                raise ProtocolError(f"malformed frame: {exc}") from None
-            pos = start + length
+        with memoryview(buf) as view:
+            while end - pos >= HEADER_SIZE:
+                (length,) = _HEADER.unpack_from(buf, pos)
+                if length > self._max:
+                    raise ProtocolError(f"frame of {length} bytes exceeds the limit of {self._max}")
+                if end - pos - HEADER_SIZE < length:
+                    break
+                start = pos + HEADER_SIZE
+                try:
+                    out.append(_unpackb(view[start : start + length]))
+                except Exception as exc:
+                    raise ProtocolError(f"malformed frame: {exc}") from None
+                pos = start + length
         if pos:
             del buf[:pos]
         return out

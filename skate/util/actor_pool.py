@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-import skate
 
 
 class ActorPool:
@@ -65,7 +64,7 @@ class ActorPool:
             raise ValueError("It is not allowed to call get_next() after get_next_unordered().")
         ref = self._index_to_future[self._next_return_index]
         if timeout is not None:
-            ready, _ = skate.wait([ref], timeout=timeout)
+            ready, _ = _api().wait([ref], timeout=timeout)
             if not ready:
                 if ignore_if_timedout:
                     self._next_return_index += 1
@@ -75,13 +74,13 @@ class ActorPool:
         del self._index_to_future[self._next_return_index]
         self._next_return_index += 1
         self._return_actor(ref)
-        return skate.get(ref)
+        return _api().get(ref)
 
     def get_next_unordered(self, timeout: float | None = None, ignore_if_timedout: bool = False) -> Any:
         """Whichever result is ready first."""
         if not self.has_next():
             raise StopIteration("No more results to get")
-        ready, _ = skate.wait(list(self._future_to_actor), num_returns=1, timeout=timeout)
+        ready, _ = _api().wait(list(self._future_to_actor), num_returns=1, timeout=timeout)
         if not ready:
             raise TimeoutError("Timed out waiting for result")
         ref = ready[0]
@@ -89,7 +88,7 @@ class ActorPool:
         self._index_to_future.pop(index, None)
         self._next_return_index = max(self._next_return_index, index + 1)
         self._return_actor(ref)
-        return skate.get(ref)
+        return _api().get(ref)
 
     def _return_actor(self, ref) -> None:
         _, actor = self._future_to_actor.pop(ref)
@@ -115,3 +114,10 @@ class ActorPool:
         self._idle_actors.append(actor)
         if self._pending_submits:
             self.submit(*self._pending_submits.pop(0))
+
+
+def _api():
+    """The module-level API, imported when first used (skate.util loads before it)."""
+    from skate import _api as api
+
+    return api

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import skate
-from skate.exceptions import ActorDiedError, RayActorError, RayTaskError
+from skate.exceptions import ActorUnavailableError, ActorDiedError, RayActorError, RayTaskError
 from tests.integration._actor_helpers import pid_alive, wait_pid_gone
 from tests.integration._helpers import read_counter, wait_for
 
@@ -152,6 +152,17 @@ def test_constructor_error_with_a_failed_argument(cluster):
         skate.get(a.pid.remote(), timeout=30)
 
 
+def call_until_available(make_call, timeout: float = 30):
+    """The result of a call to an actor that may still be restarting."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return skate.get(make_call(), timeout=timeout)
+        except ActorUnavailableError:
+            assert time.monotonic() < deadline, "the actor never came back"
+            time.sleep(0.05)
+
+
 def test_crash_restarts_the_actor(cluster, tmp_path):
     log = str(tmp_path / "inits")
     a = Phoenix.options(max_restarts=1).remote(log)
@@ -160,7 +171,8 @@ def test_crash_restarts_the_actor(cluster, tmp_path):
     assert skate.get(a.reconstructed.remote(), timeout=30) is False
     with pytest.raises(RayActorError):
         skate.get(a.die.options(max_task_retries=0).remote(), timeout=30)
-    new_pid = skate.get(a.pid.remote(), timeout=30)
+    # While it restarts, calls without retries fail fast with ActorUnavailableError (as Ray).
+    new_pid = call_until_available(lambda: a.pid.remote())
     assert new_pid != pid
     assert not pid_alive(pid)
     assert skate.get(a.incr.remote(), timeout=30) == 1  # the constructor ran again

@@ -71,7 +71,7 @@ class Server:
             return payload["i"]
 
         def unpackable(conn, payload):
-            return {1, 2, 3}  # a set: msgpack cannot encode it
+            return object()  # the wire cannot encode it
 
         async def aunpackable(conn, payload):
             await asyncio.sleep(0)

@@ -1,0 +1,397 @@
+"""The caller's side of actors: creating them and calling their methods in order.
+
+Creation registers the actor with the GCS (names are checked there, synchronously), then
+hands the GCS the resolved constructor call; the GCS places and starts it. Method calls go
+straight to the actor's worker, one connection per caller and actor, sent in submission
+order. If that connection breaks the caller asks the GCS what became of the actor: calls are
+resent to a restarted actor (within max_task_retries) or fail with ActorDiedError; while it
+restarts, calls without retries fail at once with ActorUnavailableError.
+
+What a reply or a lost connection means for a call is the TaskManager's decision, as for
+normal tasks; handles are counted by the ReferenceCounter like refs (see `ownership`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+from typing import Any
+
+from skate import _ids
+from skate._options import actor_shapes, wire_strategy
+from skate.core_worker.args import prepare_args
+from skate.core_worker.task_manager import Complete, Fail, TaskEntry
+from skate.exceptions import ActorDiedError, ActorUnavailableError
+from skate.object_ref import ObjectRef
+from skate.protocol.connection import Connection, RemoteError
+from skate.protocol.messages import ActorCreation, TaskReply, TaskSpec
+
+logger = logging.getLogger(__name__)
+
+RESTARTING = "RESTARTING"
+DEAD = "DEAD"
+
+
+class ActorState:
+    """What one caller knows about one actor."""
+
+    __slots__ = (
+        "actor_id",
+        "conn",
+        "connecting",
+        "queue",
+        "next_seq",
+        "inflight",
+        "dead_error",
+        "incarnation",
+        "name",
+    )
+
+    def __init__(self, actor_id: bytes, name: str):
+        self.actor_id = actor_id
+        self.name = name
+        self.conn: Connection | None = None
+        self.connecting = False
+        self.queue: collections.deque[TaskEntry] = collections.deque()  # in submission order
+        self.next_seq = 0
+        self.inflight: dict[bytes, TaskEntry] = {}
+        self.dead_error: BaseException | None = None
+        self.incarnation = -1
+
+
+class ActorSubmitter:
+    def __init__(self, core: Any):
+        self.core = core
+        self.states: dict[bytes, ActorState] = {}
+        self._lock = threading.RLock()
+
+    # -- creation (user thread) ---------------------------------------------------------
+    def create(
+        self, class_name: str, methods: dict, class_key: bytes, args: tuple, kwargs: dict, options: dict
+    ) -> dict:
+        """Register and start an actor; returns what its handle needs (see ActorHandle).
+
+        With get_if_exists and a live actor of that name, the existing actor's info.
+        """
+        core = self.core
+        actor_id = _ids.random_id(16)
+        namespace = options.get("namespace") or core.namespace
+        detached = options.get("lifetime") == "detached"
+        max_concurrency = options.get("max_concurrency")
+        is_async = any(m.get("is_async") for m in methods.values())
+        if max_concurrency is None:
+            max_concurrency = 1000 if is_async else 1
+        place, hold = actor_shapes(options)
+        public = {
+            "class_name": class_name,
+            "methods": methods,
+            "max_task_retries": options.get("max_task_retries", 0),
+        }
+        try:
+            reply = core.request(
+                core.gcs,
+                "register_actor",
+                {
+                    "actor_id": actor_id,
+                    "name": options.get("name"),
+                    "namespace": namespace,
+                    "get_if_exists": options.get("get_if_exists", False),
+                    "detached": detached,
+                    "max_restarts": options.get("max_restarts", 0),
+                    "owner": core.owner_address,
+                    "job": core.job_id,
+                    "public": public,
+                },
+            )
+        except RemoteError as exc:
+            if exc.kind == "ValueError":
+                raise ValueError(exc.message) from None
+            raise
+        if not reply["created"]:
+            info = reply["info"]
+            return dict(info, owner=tuple(info["owner"]), created=False)
+        name = f"{class_name}.__init__"
+        spec = TaskSpec(
+            core.task_ids.next(),
+            name,
+            0,
+            core.owner_address_list,
+            core.job_id,
+            namespace,
+            class_key,
+            resources=hold,
+            runtime_env=options.get("runtime_env"),
+            actor_id=actor_id,
+        )
+        creation = ActorCreation(
+            actor_id,
+            class_name,
+            options.get("name") or "",
+            max_concurrency,
+            options.get("concurrency_groups") or {},
+            is_async,
+        )
+        dep_refs, hold_refs, uses = prepare_args(core, spec, args, kwargs)
+        entry = TaskEntry(spec, [], uses, 0, False, None, dep_refs, hold_refs)
+        entry.on_ready = lambda e: self._send_creation(e, creation, place, hold, options)
+        core.ownership.own_actor(actor_id, detached)
+        core.post(core.submitter.resolve_dependencies, entry)
+        return {
+            "actor_id": actor_id,
+            "class_name": class_name,
+            "methods": methods,
+            "public": public,
+            "owner": None,
+            "created": True,
+        }
+
+    def _send_creation(
+        self, entry: TaskEntry, creation: ActorCreation, place: dict, hold: dict, options: dict
+    ) -> None:
+        """I/O thread: the constructor's arguments are ready; the GCS takes it from here."""
+        core = self.core
+        actor_id = entry.spec.actor_id
+        if entry.done:  # an argument failed: so does the actor
+            core.gcs.notify(
+                "kill_actor",
+                {"actor_id": actor_id, "no_restart": True, "reason": "an argument of its constructor failed"},
+            )
+            return
+        fut = core.gcs.call(
+            "create_actor",
+            {
+                "actor_id": actor_id,
+                "place": place,
+                "res": hold,
+                "strategy": wire_strategy(options.get("scheduling_strategy")),
+                "task": entry.spec,
+                "creation": creation,
+            },
+        )
+        # The constructor's arguments stay alive while the actor may need them (a restart).
+        core.ownership.actor_creations[actor_id] = entry
+
+        def done(f: asyncio.Future) -> None:
+            if f.exception() is not None and not core.stopped:
+                logger.warning("creating actor %s failed: %s", creation.class_name, f.exception())
+            # Handles passed to the constructor: the actor registered itself as their borrower
+            # while it started, so holding them here would only keep their actors alive.
+            if entry.hold:
+                entry.hold = [x for x in entry.hold if type(x) is ObjectRef]
+
+        fut.add_done_callback(done)
+
+    # -- method calls (user thread) -----------------------------------------------------
+    def submit(
+        self,
+        actor_id: bytes,
+        class_name: str,
+        handle: Any,
+        method: str,
+        args: tuple,
+        kwargs: dict,
+        num_returns: int,
+        retries: int,
+        retry_exceptions: Any,
+        group: str | None,
+    ) -> list[ObjectRef]:
+        core = self.core
+        task_id = core.task_ids.next()
+        return_ids = [_ids.object_id_for_return(task_id, i + 1) for i in range(num_returns)]
+        spec = TaskSpec(
+            task_id,
+            f"{class_name}.{method}",
+            num_returns,
+            core.owner_address_list,
+            core.job_id,
+            core.namespace,
+            method=method,
+            actor_id=actor_id,
+            concurrency_group=group,
+        )
+        dep_refs, hold, uses = prepare_args(core, spec, args, kwargs)
+        hold.append(handle)  # the actor stays alive while calls to it are pending
+        entry = TaskEntry(spec, return_ids, uses, retries, retry_exceptions, None, dep_refs, hold)
+        with self._lock:
+            state = self.states.get(actor_id)
+            if state is None:
+                state = self.states[actor_id] = ActorState(actor_id, class_name)
+            entry.seq = state.next_seq
+            state.next_seq += 1
+        entry.on_ready = lambda e, s=state: self._flush(s)
+        refs = [ObjectRef(oid, None, core) for oid in return_ids]
+        core.post(self._on_submit, entry, state)
+        return refs
+
+    # -- method calls (I/O thread) ------------------------------------------------------
+    def _on_submit(self, entry: TaskEntry, state: ActorState) -> None:
+        self.core.submitter.manager.add(entry)
+        state.queue.append(entry)
+        self.core.submitter.resolve_dependencies(entry)
+
+    def _flush(self, state: ActorState) -> None:
+        """Send queued calls in order; a call still resolving arguments holds back those after it."""
+        queue = state.queue
+        while queue and queue[0].done:
+            queue.popleft()
+        if not queue:
+            return
+        if state.dead_error is not None:
+            while queue:
+                self._fail(queue.popleft(), state.dead_error)
+            return
+        if state.conn is None or state.conn.closed:
+            if not state.connecting:
+                state.connecting = True
+                asyncio.ensure_future(self._locate(state))
+            return
+        while queue and (queue[0].resolved or queue[0].done):
+            entry = queue.popleft()
+            if not entry.done:
+                self._push(state, entry)
+
+    def _push(self, state: ActorState, entry: TaskEntry) -> None:
+        state.inflight[entry.task_id] = entry
+        entry.lease = state
+        fut = state.conn.call("push_actor_task", entry.spec)  # type: ignore[union-attr]
+        fut.add_done_callback(lambda f, s=state, e=entry: self._on_reply(s, e, f))
+
+    def _on_reply(self, state: ActorState, entry: TaskEntry, fut: asyncio.Future) -> None:
+        state.inflight.pop(entry.task_id, None)
+        entry.lease = None
+        if entry.done:
+            return
+        manager = self.core.submitter.manager
+        exc = fut.exception()
+        if exc is None:
+            reply = TaskReply.from_wire(fut.result())
+            if reply.actor_exited:
+                state.dead_error = ActorDiedError(
+                    f"The actor {state.name} ({state.actor_id.hex()}) exited: exit_actor() was called "
+                    f"in {entry.name}.",
+                    state.actor_id.hex(),
+                )
+            outcome = manager.on_reply(entry, reply)
+            if isinstance(outcome, Complete):
+                self.core.submitter.complete(entry, outcome.returns, outcome.holder)
+            else:
+                state.queue.appendleft(entry)
+                self._flush(state)
+            return
+        # The connection broke: the actor died or restarts.
+        lost = manager.on_actor_lost(entry, state.name, state.actor_id)
+        if isinstance(lost, Fail):
+            self._fail(entry, state.dead_error or lost.error)
+        else:
+            _insert_in_order(state.queue, entry)
+        if state.conn is not None and state.conn.closed:
+            state.conn = None
+        self._flush(state)
+
+    def _fail(self, entry: TaskEntry, exc: BaseException) -> None:
+        self.core.submitter.finish_with_error(entry, exc)
+
+    async def _locate(self, state: ActorState) -> None:
+        """Ask the GCS where the actor lives (waiting while it starts), then connect."""
+        core = self.core
+        wait = False
+        try:
+            while True:
+                info = await core.gcs.call(
+                    "get_actor_info", {"actor_id": state.actor_id, "wait": wait, "not": state.incarnation}
+                )
+                if info is None:
+                    state.dead_error = ActorDiedError(f"The actor {state.actor_id.hex()} does not exist.")
+                    break
+                if info["state"] == DEAD:
+                    state.dead_error = ActorDiedError(
+                        f"The actor {state.name} ({state.actor_id.hex()}) is dead: {info['death_cause']}",
+                        state.actor_id.hex(),
+                    )
+                    break
+                if info["state"] == "ALIVE" and info["incarnation"] != state.incarnation:
+                    try:
+                        state.conn = await core.peer(info["address"])
+                        state.incarnation = info["incarnation"]
+                        break
+                    except OSError:
+                        state.incarnation = info["incarnation"]
+                        await asyncio.sleep(0.05)
+                        continue
+                if info["state"] == RESTARTING:
+                    self._fail_unretried(state)
+                    if not state.queue:
+                        break
+                wait = True
+        except Exception as exc:
+            state.dead_error = ActorUnavailableError(f"cannot reach the actor {state.actor_id.hex()}: {exc}")
+        finally:
+            state.connecting = False
+        self._flush(state)
+
+    def _fail_unretried(self, state: ActorState) -> None:
+        """The actor is restarting: calls that may not be retried fail now instead of waiting."""
+        keep: collections.deque[TaskEntry] = collections.deque()
+        for entry in state.queue:
+            if entry.done:
+                continue
+            if entry.retries_left == 0:
+                self._fail(
+                    entry,
+                    ActorUnavailableError(
+                        f"The actor {state.name} ({state.actor_id.hex()}) is restarting, and the call "
+                        f"{entry.name} has no retries (max_task_retries=0), so it was not sent.",
+                        state.actor_id.hex(),
+                    ),
+                )
+            else:
+                keep.append(entry)
+        state.queue = keep
+
+    def cancel(self, entry: TaskEntry, force: bool) -> None:
+        """Cancel an actor call: one still queued fails now; a running one is interrupted."""
+        state = self.states.get(entry.spec.actor_id or b"")
+        if entry.lease is None:
+            if state is not None and entry in state.queue:
+                state.queue.remove(entry)
+            self.core.submitter.finish_with_error(entry, self.core.submitter.manager.cancelled_error(entry))
+        elif state is not None and state.conn is not None:
+            state.conn.notify("cancel_task", {"tid": entry.task_id, "recursive": True})
+
+    # -- other operations ---------------------------------------------------------------
+    def kill(self, actor_id: bytes, class_name: str, no_restart: bool) -> None:
+        core = self.core
+        core.request(core.gcs, "kill_actor", {"actor_id": actor_id, "no_restart": no_restart})
+        if no_restart:
+            # Calls made after kill() returns fail, even before the worker is gone.
+            with self._lock:
+                state = self.states.get(actor_id)
+                if state is None:
+                    state = self.states[actor_id] = ActorState(actor_id, class_name)
+            state.dead_error = ActorDiedError(
+                f"The actor {class_name} ({actor_id.hex()}) was killed by kill().", actor_id.hex()
+            )
+            core.post(core.ownership.release_creation_args, actor_id)
+
+    def get_named(self, name: str, namespace: str | None) -> dict:
+        """What a handle to the named actor needs; ValueError when there is none."""
+        core = self.core
+        ns = namespace or core.namespace
+        info = core.request(core.gcs, "get_named_actor", {"name": name, "namespace": ns})
+        if info is None:
+            raise ValueError(f"Failed to look up actor with name '{name}' in namespace '{ns}'.")
+        owner = tuple(info["owner"]) if info.get("owner") and not info.get("detached") else None
+        if owner == core.owner_address:
+            owner = None
+        return dict(info, owner=owner)
+
+
+def _insert_in_order(queue: collections.deque, entry: TaskEntry) -> None:
+    """Put a call to be resent back in the queue before any later call."""
+    for i, other in enumerate(queue):
+        if other.seq > entry.seq:
+            queue.insert(i, entry)
+            return
+    queue.append(entry)

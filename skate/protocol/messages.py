@@ -1,0 +1,109 @@
+"""Typed messages of the per-task path: what an owner sends a worker, and what comes back.
+
+These are the hot messages (one of each per task), so they are `msgspec.Struct`s encoded as
+msgpack arrays: positional, no key names on the wire, built without a dict. A handler that
+receives one gets a plain list from the frame decoder and rebuilds it with `from_wire`.
+
+Control-plane messages (leases, registration, object locations) stay small maps: they are
+rare, and their keys make logs and captures readable.
+
+Result entries, inside `TaskReply.returns` and `TaskSpec.deps`, have two forms:
+    [INLINE, [kind, inband, buffers]]   the serialized value itself
+    [IN_STORE, node_id, size]           the value is in that node's shared-memory store
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+# Where a result lives (the first item of a result entry).
+INLINE = 0
+IN_STORE = 1
+
+
+class TaskSpec(msgspec.Struct, array_like=True):
+    """One call: a task, an actor's constructor, or an actor method.
+
+    `function` is the exported function's (or class's) content key; `method` is set for actor
+    method calls. `args` holds the inline-serialized `(args, kwargs)` with top-level refs
+    replaced by slots, and `deps` the resolved values of those slots:
+    `[slot, object_id, result entry, owner]` (owner None: the caller owns it).
+    """
+
+    task_id: bytes
+    name: str
+    num_returns: int
+    owner: list  # [worker_id, address] of the process that owns the results
+    job_id: str | None = None
+    namespace: str | None = None
+    function: bytes | None = None
+    method: str | None = None
+    args: Any = None
+    deps: list = msgspec.field(default_factory=list)
+    resources: dict | None = None
+    max_calls: int = 0
+    runtime_env: dict | None = None
+    gpus: list | None = None
+    actor_id: bytes | None = None
+    concurrency_group: str | None = None
+    attempt: int = 0
+
+    @classmethod
+    def from_wire(cls, fields: list) -> TaskSpec:
+        return cls(*fields)
+
+    @property
+    def is_actor_task(self) -> bool:
+        return self.method is not None
+
+
+class ActorCreation(msgspec.Struct, array_like=True):
+    """How an actor's worker runs its calls, sent with the constructor's TaskSpec."""
+
+    actor_id: bytes
+    class_name: str
+    actor_name: str = ""
+    max_concurrency: int = 1
+    concurrency_groups: dict = msgspec.field(default_factory=dict)
+    is_async: bool = False
+    restarts: int = 0
+
+    @classmethod
+    def from_wire(cls, fields: list) -> ActorCreation:
+        return cls(*fields)
+
+
+class TaskReply(msgspec.Struct, array_like=True):
+    """The outcome of one call, as its worker reports it to the owner.
+
+    `returns` holds one result entry per return value; for a call that raised, each is the
+    same error entry and `app_error` is set. `holder` is the worker's address when a returned
+    value holds refs that worker keeps alive for the owner (freed by `release_contained`).
+    `exiting` says the worker leaves after this call (max_calls reached, or exit_actor()).
+    """
+
+    returns: list
+    duration: float = 0.0
+    app_error: bool = False
+    exiting: bool = False
+    holder: str | None = None
+    actor_exited: bool = False
+
+    @classmethod
+    def from_wire(cls, fields: list) -> TaskReply:
+        return cls(*fields)
+
+
+class ErrorInfo(msgspec.Struct, array_like=True):
+    """A failed request, as it crosses the wire.
+
+    `type_name` and `message` are always there; `pickled` is the exception itself when it
+    can be pickled (the receiver re-raises the same type) and `traceback` the remote one.
+    """
+
+    type_name: str
+    message: str
+    pickled: bytes | None = None
+    traceback: str | None = None

@@ -23,10 +23,12 @@ class RuntimeContext:
         return self._core.worker_id
 
     def get_task_id(self) -> str | None:
-        core = self._core
-        if core.mode == "driver":
-            return None
-        return core.current_task_id().hex()
+        """The id of the task or actor call running this code (its own, even among concurrent
+        calls of one actor); None on the driver."""
+        from skate.core_worker.call_context import current_call
+
+        call = current_call()
+        return call.task_id.hex() if call is not None else None
 
     def get_actor_id(self) -> str | None:
         return self._core.actor_id
@@ -74,12 +76,22 @@ class RuntimeContext:
         return _handle_from_info(info, core)
 
     def get(self) -> dict[str, Any]:
-        return {
-            "job_id": self.get_job_id(),
-            "node_id": self.get_node_id(),
-            "task_id": self.get_task_id(),
-            "namespace": self.namespace,
-        }
+        """Job, node and namespace; plus the task id inside a task and the actor id inside an actor."""
+        out: dict[str, Any] = {"job_id": self.get_job_id(), "node_id": self.get_node_id(), "namespace": self.namespace}
+        task_id = self.get_task_id()
+        if task_id is not None:
+            out["task_id"] = task_id
+        actor_id = self.get_actor_id()
+        if actor_id is not None:
+            out["actor_id"] = actor_id
+        return out
+
+    def is_canceled(self) -> bool:
+        """Whether cancel() reached the task running this code (it may choose to stop early)."""
+        from skate.core_worker.call_context import current_call
+
+        call = current_call()
+        return bool(call is not None and call.cancelled)
 
 
 def get_runtime_context() -> RuntimeContext:

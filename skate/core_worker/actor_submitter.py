@@ -337,7 +337,7 @@ class ActorSubmitter:
         for entry in state.queue:
             if entry.done:
                 continue
-            if entry.retries_left == 0:
+            if entry.retries_left == 0 and entry.spec.attempt == 0:  # a resent call waits
                 self._fail(
                     entry,
                     ActorUnavailableError(

@@ -157,8 +157,8 @@ class Executor:
         core.namespace = spec.namespace
         if spec.resources is not None:
             core.assigned_resources = spec.resources
-        if spec.gpus is not None:  # a task or an actor's creation: set its GPUs
-            core.gpu_ids = list(spec.gpus)
+        if spec.method is None:  # a task or an actor's creation: set its GPUs
+            core.gpu_ids = list(spec.gpus or ())
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in core.gpu_ids)
         return CallContext(spec.task_id, spec.name, actor_call=spec.actor_id is not None)
 

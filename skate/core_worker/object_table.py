@@ -22,7 +22,7 @@ def object_table(core) -> list[dict]:
     """One row per object this process refers to, with the kinds of reference it holds."""
     rows = []
     contained_in = {}
-    for outer, refs in list(core.contained.items()):
+    for outer, refs in list(core.ownership.contained.items()):
         for ref in refs:
             contained_in[getattr(ref, "_id", None)] = outer
     for oid, (local, uses, owner, borrowers) in core.refs.snapshot().items():
@@ -36,7 +36,7 @@ def object_table(core) -> list[dict]:
             kinds.append("BORROWED_BY_OTHER_PROCESS")
         if oid in contained_in:
             kinds.append("CAPTURED_IN_OBJECT")
-        if oid in core.pinned_views:
+        if oid in core.objects.pinned_views:
             kinds.append("PINNED_IN_MEMORY")
         size, where = None, "pending"
         if entry is not None:
@@ -57,7 +57,7 @@ def object_table(core) -> list[dict]:
                 "node_id": core.node_id,
                 "pid": os.getpid(),
                 "process": core.mode,
-                "call_site": core.call_sites.get(oid, "(disabled: set SKATE_RECORD_REF_CREATION_SITES=1)"),
+                "call_site": core.ownership.call_sites.get(oid, "(disabled: set SKATE_RECORD_REF_CREATION_SITES=1)"),
             }
         )
     return rows

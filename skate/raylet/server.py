@@ -175,7 +175,15 @@ class Raylet:
             )
             owner = self.clients.get(victim.owner)
             if owner is not None:
-                owner.notify("oom_killed", {"worker_id": victim.worker_id, "threshold": monitor.threshold})
+                # The owner learns why before the worker's connection breaks (it waits for the
+                # answer), so the task fails as OutOfMemoryError, not as a crash.
+                try:
+                    await asyncio.wait_for(
+                        owner.call("oom_killed", {"worker_id": victim.worker_id, "threshold": monitor.threshold}),
+                        1.0,
+                    )
+                except Exception:
+                    pass
             self.kill_worker(victim.worker_id)
 
     def _on_gcs_lost(self, conn: Connection) -> None:

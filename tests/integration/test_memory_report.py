@@ -15,7 +15,7 @@ MB = 1024 * 1024
 def test_list_objects_reports_kinds_sizes_and_places(fresh, monkeypatch):
     skate = fresh
     # The switch is read at import (SKATE_RECORD_REF_CREATION_SITES=1); flip it for this test.
-    monkeypatch.setattr("skate.core_worker.core.RECORD_CALL_SITES", True)
+    monkeypatch.setattr("skate.core_worker.objects.RECORD_CALL_SITES", True)
     monkeypatch.setattr("skate.core_worker.submitter.RECORD_CALL_SITES", True)
     skate.init(num_cpus=1, object_store_memory=100 * MB)
     small = skate.put("tiny")

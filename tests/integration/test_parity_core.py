@@ -1,0 +1,203 @@
+"""Ray's behaviour in the core worker: get fails fast, exit_actor, cancellation, runtime context."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+import skate
+from skate.exceptions import ActorDiedError, RayActorError, TaskCancelledError
+from tests.integration._helpers import wait_for
+
+
+@skate.remote
+def fails():
+    raise ValueError("early failure")
+
+
+@skate.remote
+def hangs(path):
+    while not os.path.exists(path):
+        time.sleep(0.01)
+    return "released"
+
+
+@pytest.mark.timeout(60)
+def test_get_of_several_refs_raises_as_soon_as_one_failed(cluster, tmp_path):
+    release = str(tmp_path / "release")
+    slow = hangs.remote(release)
+    try:
+        with pytest.raises(ValueError, match="early failure"):
+            skate.get([slow, fails.remote()], timeout=30)  # would wait 30 s for `slow` otherwise
+    finally:
+        open(release, "w").close()
+    assert skate.get(slow, timeout=30) == "released"
+
+
+@pytest.mark.timeout(60)
+def test_get_of_an_error_and_a_ready_value_raises_the_error(cluster):
+    with pytest.raises(ValueError):
+        skate.get([skate.put(1), fails.remote()], timeout=30)
+
+
+@skate.remote
+class Quitter:
+    def __init__(self, marker):
+        import atexit
+
+        atexit.register(lambda: open(marker, "w").write("atexit ran"))
+
+    def ping(self):
+        return os.getpid()
+
+    def quit(self):
+        skate.actor.exit_actor()
+
+
+@pytest.mark.timeout(60)
+def test_exit_actor_fails_its_call_and_runs_atexit(cluster, tmp_path):
+    marker = str(tmp_path / "atexit")
+    a = Quitter.remote(marker)
+    pid = skate.get(a.ping.remote(), timeout=30)
+    with pytest.raises(RayActorError) as info:
+        skate.get(a.quit.remote(), timeout=30)
+    assert isinstance(info.value, ActorDiedError)
+    assert wait_for(lambda: os.path.exists(marker), timeout=20), "the actor's atexit handler did not run"
+    assert wait_for(lambda: not _alive(pid), timeout=20)
+    with pytest.raises(ActorDiedError):
+        skate.get(a.ping.remote(), timeout=30)
+
+
+@skate.remote
+class AsyncQuitter:
+    async def quit(self):
+        skate.actor.exit_actor()
+
+    async def ping(self):
+        return 1
+
+
+@pytest.mark.timeout(60)
+def test_exit_actor_in_an_async_actor(cluster):
+    a = AsyncQuitter.remote()
+    assert skate.get(a.ping.remote(), timeout=30) == 1
+    with pytest.raises(ActorDiedError):
+        skate.get(a.quit.remote(), timeout=30)
+    with pytest.raises(ActorDiedError):
+        skate.get(a.ping.remote(), timeout=30)
+
+
+@pytest.mark.timeout(60)
+def test_ray_ready_and_ray_terminate(cluster, tmp_path):
+    marker = str(tmp_path / "atexit")
+    a = Quitter.remote(marker)
+    assert skate.get(a.__ray_ready__.remote(), timeout=30) is True
+    pid = skate.get(a.ping.remote(), timeout=30)
+    a.__ray_terminate__.remote()
+    assert wait_for(lambda: not _alive(pid), timeout=20)
+    assert os.path.exists(marker)  # a graceful exit: atexit handlers ran
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@skate.remote
+def catches_cancel(started):
+    open(started, "w").close()
+    try:
+        time.sleep(60)
+    except KeyboardInterrupt:
+        return "caught", skate.get_runtime_context().is_canceled()
+    return "not cancelled", False
+
+
+@pytest.mark.timeout(60)
+def test_cancel_raises_keyboard_interrupt_in_the_task(cluster, tmp_path):
+    started = str(tmp_path / "started")
+    ref = catches_cancel.remote(started)
+    assert wait_for(lambda: os.path.exists(started), timeout=30)
+    skate.cancel(ref)
+    assert skate.get(ref, timeout=30) == ("caught", True)
+
+
+@skate.remote
+def sleeper(started):
+    open(started, "w").close()
+    time.sleep(60)
+
+
+@skate.remote
+def cancel_borrowed(refs):
+    skate.cancel(refs[0])
+    return True
+
+
+@pytest.mark.timeout(60)
+def test_cancel_of_a_borrowed_ref_reaches_its_owner(cluster, tmp_path):
+    started = str(tmp_path / "started")
+    ref = sleeper.remote(started)
+    assert wait_for(lambda: os.path.exists(started), timeout=30)
+    assert skate.get(cancel_borrowed.remote([ref]), timeout=30) is True
+    with pytest.raises(TaskCancelledError):
+        skate.get(ref, timeout=30)
+
+
+@skate.remote
+class Ids:
+    async def task_id(self, gate):
+        import asyncio
+
+        mine = skate.get_runtime_context().get_task_id()
+        await asyncio.sleep(0.05 if gate else 0)
+        return mine, skate.get_runtime_context().get_task_id()
+
+    def context(self):
+        return skate.get_runtime_context().get()
+
+
+@pytest.mark.timeout(60)
+def test_each_async_actor_call_sees_its_own_task_id(cluster):
+    a = Ids.remote()
+    results = skate.get([a.task_id.remote(i % 2 == 0) for i in range(6)], timeout=30)
+    ids = [r[0] for r in results]
+    assert all(before == after for before, after in results)  # no mix-up across an await
+    assert len(set(ids)) == 6
+
+
+@pytest.mark.timeout(60)
+def test_runtime_context_get_has_actor_id_in_actors_and_no_task_id_on_the_driver(cluster):
+    a = Ids.remote()
+    inside = skate.get(a.context.remote(), timeout=30)
+    assert inside.get("actor_id") and inside.get("task_id")
+    outside = skate.get_runtime_context().get()
+    assert "task_id" not in outside and "job_id" in outside
+
+
+@pytest.mark.timeout(60)
+def test_threaded_actor_calls_keep_their_own_task_ids(cluster):
+    @skate.remote(max_concurrency=4)
+    class Threaded:
+        def tid(self, barrier_path, n):
+            mine = skate.get_runtime_context().get_task_id()
+            open(f"{barrier_path}.{n}", "w").close()
+            deadline = time.monotonic() + 10
+            while sum(os.path.exists(f"{barrier_path}.{i}") for i in range(4)) < 4:
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+            return mine == skate.get_runtime_context().get_task_id(), mine
+
+    t = Threaded.remote()
+    base = f"/tmp/skate-barrier-{os.getpid()}-{threading.get_ident()}"
+    out = skate.get([t.tid.remote(base, i) for i in range(4)], timeout=30)
+    for i in range(4):
+        os.unlink(f"{base}.{i}")
+    assert all(same for same, _ in out) and len({tid for _, tid in out}) == 4

@@ -3,7 +3,8 @@
 A verb family is a module of `skate.scripts` holding a `COMMANDS` list of click commands or
 groups (`start_stop`: start, stop; `cluster_info`: memory, status; `microbenchmark`). Adding a
 family (`job`, `list`/`get`/`summary`, `logs`, `timeline`) is one new module and one line in
-`VERB_MODULES`. Heavy imports stay inside the commands, so `skate --help` is quick.
+`VERB_MODULES`; its commands are made with `skate.scripts._click.Command` (or `Group`
+for sub-verbs, `skate job submit`). Heavy imports stay inside the commands, so `skate --help` is quick.
 
 Usage errors (a bad or missing flag value, an unknown verb, flags that exclude each other)
 are reported as argparse did: `usage: ...` then `skate VERB: error: ...` on stderr, exit
@@ -17,6 +18,8 @@ import sys
 
 import click
 
+from skate.scripts._click import Group, check_verbs
+
 VERB_MODULES = (
     "skate.scripts.start_stop",
     "skate.scripts.cluster_info",
@@ -27,6 +30,7 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 
 
 @click.group(
+    cls=Group,
     context_settings=CONTEXT_SETTINGS,
     invoke_without_command=True,
     no_args_is_help=False,
@@ -42,7 +46,9 @@ def cli(ctx: click.Context) -> None:
 
 def _register() -> None:
     for name in VERB_MODULES:
-        for command in importlib.import_module(name).COMMANDS:
+        commands = importlib.import_module(name).COMMANDS
+        check_verbs(name, commands)
+        for command in commands:
             if command.name in cli.commands:
                 raise RuntimeError(f"{name} registers `skate {command.name}`, which is already taken")
             cli.add_command(command)

@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from skate.scripts._click import Command
+
 _ADDRESS_HELP = "GCS address host:port (default: newest on this machine)"
 
 
@@ -25,13 +27,13 @@ def _report(verb: str, address: str | None) -> int:
     return 0
 
 
-@click.command("memory", help="objects and store use of a running cluster")
+@click.command("memory", cls=Command, help="objects and store use of a running cluster")
 @click.option("--address", default=None, help=_ADDRESS_HELP)
 def memory(address: str | None) -> int:
     return _report("memory", address)
 
 
-@click.command("status", help="nodes, resources used and total, pending work")
+@click.command("status", cls=Command, help="nodes, resources used and total, pending work")
 @click.option("--address", default=None, help=_ADDRESS_HELP)
 def status(address: str | None) -> int:
     return _report("status", address)

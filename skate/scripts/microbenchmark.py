@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import click
 
+from skate.scripts._click import Command
 
-@click.command("microbenchmark", help="run Ray's microbenchmarks against a local cluster")
+
+@click.command("microbenchmark", cls=Command, help="run Ray's microbenchmarks against a local cluster")
 @click.option("--filter", "name_filter", default="", help="only metrics whose name contains this text")
 @click.option("--seconds", type=float, default=1.0, help="length of one timed round")
 @click.option("--rounds", type=int, default=3, help="timed rounds per metric")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import click
 
 from skate._node import LocalNode, default_temp_root, stop_detached
+from skate.scripts._click import Command
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,7 @@ def _kill_private(session: str) -> None:
             pass
 
 
-@click.command("start", help="start a head node (--head) or join a cluster (--address)")
+@click.command("start", cls=Command, help="start a head node (--head) or join a cluster (--address)")
 @click.option("--head", is_flag=True, help="start the head node: GCS plus a raylet")
 @click.option("--address", default=None, help="the head's host:port, to join its cluster")
 @click.option("--port", type=int, default=6379, help="GCS port of a head node (default 6379)")
@@ -187,7 +188,7 @@ def start_command(**flags) -> int:
     return start(options)
 
 
-@click.command("stop", help="stop every node started with `skate start` on this machine")
+@click.command("stop", cls=Command, help="stop every node started with `skate start` on this machine")
 @click.option("--force", is_flag=True, help="kill at once, and private clusters too")
 def stop_command(force: bool) -> int:
     return stop(force)

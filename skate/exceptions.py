@@ -16,6 +16,7 @@ SkateError (RayError)
 ├── NodeDiedError
 ├── RuntimeEnvSetupError
 ├── TaskUnschedulableError
+├── LocalRayletDiedError      the raylet of this process's own node died
 ├── RaySystemError            Skate itself failed (a broken connection, a dead raylet)
 └── ProtocolError             a peer sent a frame that breaks the wire protocol
 """
@@ -42,6 +43,7 @@ __all__ = [
     "NodeDiedError",
     "RuntimeEnvSetupError",
     "TaskUnschedulableError",
+    "LocalRayletDiedError",
     "RaySystemError",
     "ProtocolError",
 ]
@@ -222,6 +224,14 @@ class RuntimeEnvSetupError(SkateError):
 
 class TaskUnschedulableError(SkateError):
     """The task can never be scheduled."""
+
+
+class LocalRayletDiedError(SkateError):
+    """The raylet (node manager) of the node this process runs on died, so the process can no
+    longer run or wait for work; its log is raylet.log in the session's logs directory."""
+
+    def __init__(self, message: str = "The local raylet of this process's node died; see its raylet.log."):
+        super().__init__(message)
 
 
 class RaySystemError(SkateError):

@@ -122,12 +122,13 @@ class RayTaskError(SkateError):
         return err
 
 
-_DUAL_CACHE: dict[type, type | None] = {}
+_DUAL_CACHE: dict[type, type[RayTaskError] | None] = {}
 
 
-def _dual_class(cause_cls: type) -> type | None:
+def _dual_class(cause_cls: type) -> type[RayTaskError] | None:
     if cause_cls in _DUAL_CACHE:
         return _DUAL_CACHE[cause_cls]
+    dual: type[RayTaskError] | None
     try:
         dual = type(
             f"RayTaskError({cause_cls.__name__})",

@@ -208,7 +208,7 @@ class GcsServer:
         return asyncio.wait_for(fut, wait)
 
     def h_publish_logs(self, conn: Connection, p: dict) -> None:
-        job = self.jobs.get(p.get("job"))
+        job = self.jobs.get(p.get("job") or "")
         if job is not None and job.get("conn") is not None:
             job["conn"].notify("logs", p)
 
@@ -256,11 +256,16 @@ def main(argv: list[str] | None = None) -> None:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     gcs = GcsServer(args.session_dir, token, owns_session=args.watch_fd >= 0)
-    parent_gone = []
+    parent_gone: list[bool] = []
+
+    def on_parent_gone() -> None:
+        parent_gone.append(True)
+        gcs.shutdown()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, gcs.shutdown)
     if args.watch_fd >= 0:
-        watch_parent_pipe(loop, args.watch_fd, lambda: (parent_gone.append(True), gcs.shutdown()))
+        watch_parent_pipe(loop, args.watch_fd, on_parent_gone)
     address = loop.run_until_complete(gcs.start(args.address))
     heartbeats = loop.create_task(gcs.check_heartbeats())
     if gcs._stopping:  # stopped while starting: loop.stop() was consumed by run_until_complete

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from skate.core_worker import context
+from skate import _api
 
 __all__ = [
     "_internal_kv_del",
@@ -35,16 +35,18 @@ def _namespace(namespace: Any, caller: str) -> bytes:
 
 
 def _call(caller: str, method: str, payload: dict) -> Any:
-    core = context.current
-    if core is None or getattr(core, "stopped", False):
-        raise RuntimeError(f"{caller}: skate is not initialized; call skate.init() first")
+    try:
+        core = _api._core()
+    except RuntimeError as exc:
+        raise RuntimeError(f"{caller}: {exc}") from None
+    if core.gcs is None:
+        raise RuntimeError(f"{caller}: this process is not connected to the cluster's GCS")
     return core.request(core.gcs, method, payload)
 
 
 def _internal_kv_initialized() -> bool:
     """Whether this process is connected to a cluster, so the store can be used."""
-    core = context.current
-    return core is not None and not getattr(core, "stopped", False)
+    return _api.is_initialized()
 
 
 def _internal_kv_get(key: str | bytes, *, namespace: str | bytes | None = None) -> bytes | None:

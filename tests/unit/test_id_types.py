@@ -105,4 +105,3 @@ def test_job_id_from_int_matches_the_gcs_counter():
 def test_object_id_is_object_ref():
     assert skate.ObjectID is skate.ObjectRef
     assert all(issubclass(cls, BaseID) for cls in ID_TYPES)
-

@@ -23,21 +23,30 @@ from skate._api import (
     shutdown,
     wait,
 )
+from skate._id_types import ActorID, JobID, NodeID, TaskID, WorkerID
 from skate.actor import ActorClass, ActorHandle
 from skate.object_ref import ObjectRef
 from skate.remote_function import RemoteFunction
 from skate.runtime_context import RuntimeContext, get_runtime_context
+
+ObjectID = ObjectRef  # Ray's older name for ObjectRef, kept as an alias
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ActorClass",
     "ActorHandle",
+    "ActorID",
+    "JobID",
+    "NodeID",
+    "ObjectID",
     "ObjectRef",
     "RayContext",
     "RemoteFunction",
     "RuntimeContext",
     "SkateContext",
+    "TaskID",
+    "WorkerID",
     "__version__",
     "actor",
     "available_resources",

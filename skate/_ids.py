@@ -7,6 +7,14 @@ import os
 
 NIL_ID = b"\x00" * 16
 
+# Lengths in bytes of the ids Skate mints (the public ID types in skate._id_types check them).
+JOB_ID_BYTES = 4  # a GCS counter, little-endian
+NODE_ID_BYTES = 14
+WORKER_ID_BYTES = 14
+ACTOR_ID_BYTES = 16
+TASK_ID_BYTES = 16  # TaskIdFactory: 12 random bytes plus a counter
+OBJECT_ID_BYTES = 20  # the task id plus a 4-byte index
+
 
 def random_id(nbytes: int = 16) -> bytes:
     return os.urandom(nbytes)

@@ -177,7 +177,11 @@ class LocalNode:
     def _read_ready(self, procs: dict[str, subprocess.Popen]) -> dict[str, str]:
         sel = selectors.DefaultSelector()
         bufs = {}
+        pipes = {}
         for name, proc in procs.items():
+            if proc.stdout is None:
+                raise RuntimeError(f"skate: the {name} process was started without a stdout pipe")
+            pipes[name] = proc.stdout
             sel.register(proc.stdout, selectors.EVENT_READ, name)
             bufs[name] = b""
         ready: dict[str, str] = {}
@@ -189,7 +193,7 @@ class LocalNode:
                     raise RuntimeError(f"skate: {sorted(set(procs) - set(ready))} did not start in time")
                 for key, _ in sel.select(min(remaining, 0.5)):
                     name = key.data
-                    chunk = os.read(key.fileobj.fileno(), 4096)
+                    chunk = os.read(key.fd, 4096)
                     if not chunk:
                         sel.unregister(key.fileobj)
                         raise RuntimeError(
@@ -205,8 +209,8 @@ class LocalNode:
                         sel.unregister(key.fileobj)
         finally:
             sel.close()
-        for proc in procs.values():
-            proc.stdout.close()
+        for pipe in pipes.values():
+            pipe.close()
         return ready
 
     def _tail(self, name: str) -> str:
@@ -219,7 +223,7 @@ class LocalNode:
     def kill_raylet(self) -> None:
         """Kill this node's raylet abruptly, as a crashed machine would be (for tests)."""
         for proc in self.processes:
-            if "skate.raylet.server" in " ".join(proc.args) and proc.poll() is None:
+            if "skate.raylet.server" in _cmdline(proc) and proc.poll() is None:
                 proc.kill()
 
     def shutdown(self) -> None:
@@ -284,3 +288,9 @@ def stop_detached(session_dir: str, force: bool = False, timeout: float = 10.0) 
             pass
     shutil.rmtree(session_dir, ignore_errors=True)
     return [p.pid for p in procs]
+
+
+def _cmdline(proc: subprocess.Popen) -> str:
+    """The command line a process was started with, as one string."""
+    args = proc.args
+    return " ".join(str(arg) for arg in args) if isinstance(args, (list, tuple)) else str(args)

@@ -36,9 +36,12 @@ class Cluster:
 
     @property
     def address(self) -> str:
+        return self._head().address
+
+    def _head(self) -> LocalNode:
         if self.head_node is None:
             raise RuntimeError("the cluster has no head node yet: add_node() first")
-        return self.head_node.address
+        return self.head_node
 
     @property
     def gcs_address(self) -> str:
@@ -50,7 +53,8 @@ class Cluster:
         unknown = sorted(set(node_args) - known)
         if unknown:
             raise ValueError(f"unknown node option(s) {unknown}; known: {sorted(known)}")
-        head = self.head_node is None
+        head_node = self.head_node
+        head = head_node is None
         node_ip = node_args.get("node_ip_address", "127.0.0.1")
         resources, store = node_resources_for(
             node_args.get("num_cpus"),
@@ -66,8 +70,8 @@ class Cluster:
             resources=resources,
             object_store_memory=store,
             head=head,
-            gcs_address=None if head else self.head_node.gcs_address,
-            token=None if head else self.head_node.token,
+            gcs_address=head_node.gcs_address if head_node is not None else None,
+            token=head_node.token if head_node is not None else None,
             node_ip=node_ip,
             shared=True,
             spill_dir=node_args.get("spill_dir"),
@@ -95,9 +99,8 @@ class Cluster:
         return ([self.head_node] if self.head_node else []) + list(self.worker_nodes)
 
     async def _alive_node_ids(self) -> set[str]:
-        conn = await connect(
-            self.head_node.gcs_address, self.head_node.token, name="cluster-utils", timeout=5
-        )
+        head = self._head()
+        conn = await connect(head.gcs_address, head.token, name="cluster-utils", timeout=5)
         try:
             return {n["node_id"] for n in await conn.call("get_nodes") if n["alive"]}
         finally:

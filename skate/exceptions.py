@@ -19,6 +19,7 @@ SkateError (RayError)
 ├── NodeDiedError
 ├── RuntimeEnvSetupError
 ├── TaskUnschedulableError
+├── LocalRayletDiedError      the raylet of this process's own node died
 ├── RaySystemError            Skate itself failed (a broken connection, a dead raylet)
 └── ProtocolError             a peer sent a frame that breaks the wire protocol
 """
@@ -48,6 +49,7 @@ __all__ = [
     "NodeDiedError",
     "RuntimeEnvSetupError",
     "TaskUnschedulableError",
+    "LocalRayletDiedError",
     "RaySystemError",
     "ProtocolError",
 ]
@@ -126,12 +128,13 @@ class RayTaskError(SkateError):
         return err
 
 
-_DUAL_CACHE: dict[type, type | None] = {}
+_DUAL_CACHE: dict[type, type[RayTaskError] | None] = {}
 
 
-def _dual_class(cause_cls: type) -> type | None:
+def _dual_class(cause_cls: type) -> type[RayTaskError] | None:
     if cause_cls in _DUAL_CACHE:
         return _DUAL_CACHE[cause_cls]
+    dual: type[RayTaskError] | None
     try:
         dual = type(
             f"RayTaskError({cause_cls.__name__})",
@@ -240,6 +243,14 @@ class RuntimeEnvSetupError(SkateError):
 
 class TaskUnschedulableError(SkateError):
     """The task can never be scheduled."""
+
+
+class LocalRayletDiedError(SkateError):
+    """The raylet (node manager) of the node this process runs on died, so the process can no
+    longer run or wait for work; its log is raylet.log in the session's logs directory."""
+
+    def __init__(self, message: str = "The local raylet of this process's node died; see its raylet.log."):
+        super().__init__(message)
 
 
 class RaySystemError(SkateError):

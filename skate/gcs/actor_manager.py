@@ -136,6 +136,8 @@ class ActorManager:
     async def _start(self, info: ActorInfo) -> None:
         """Lease a worker for the actor and run its constructor there."""
         spec = info.spec
+        if spec is None:  # set when the creation call arrives, before this runs
+            raise RuntimeError(f"actor {info.actor_id.hex()} has no creation call to run")
         node_id, node_conn = self.gcs.pick_node(spec["place"], spec.get("strategy"))
         if node_conn is None:
             # Like a task, it waits for a node that can host it (one may join).
@@ -260,7 +262,7 @@ class ActorManager:
         return info.describe()
 
     def h_list_named(self, conn: Connection, p: dict) -> list:
-        out = []
+        out: list[Any] = []
         for (ns, name), aid in self.named.items():
             if self.actors[aid].state == DEAD:
                 continue

@@ -15,6 +15,7 @@ import psutil
 
 from skate._procutil import watch_parent_pipe
 from skate.gcs.actor_manager import ActorManager
+from skate.gcs.kv_store import KvStore, Namespace
 from skate.protocol import Connection, listen
 from skate.raylet import resources as res
 
@@ -32,8 +33,8 @@ class GcsServer:
         self.node_timeout = float(os.environ.get("SKATE_NODE_TIMEOUT_S", "10"))
         self.jobs: dict[str, dict] = {}
         self._job_counter = 0
-        self.kv: dict[bytes, bytes] = {}
-        self._kv_waiters: dict[bytes, list[asyncio.Future]] = {}
+        self.kv = KvStore()
+        self._kv_waiters: dict[tuple[Namespace, bytes], list[asyncio.Future]] = {}
         self._stopping = False
         self.loop = asyncio.get_event_loop()
         self.handlers = {
@@ -46,8 +47,11 @@ class GcsServer:
             ],
             "kv_put": self.h_kv_put,
             "kv_get": self.h_kv_get,
-            "kv_del": lambda c, p: self.kv.pop(p["key"], None) is not None,
-            "kv_keys": lambda c, p: [k for k in self.kv if k.startswith(p.get("prefix", b""))],
+            "kv_del": lambda c, p: self.kv.delete(
+                _kv_namespace(p), _kv_bytes(p, "key"), by_prefix=bool(p.get("by_prefix"))
+            ),
+            "kv_exists": lambda c, p: self.kv.exists(_kv_namespace(p), _kv_bytes(p, "key")),
+            "kv_keys": lambda c, p: self.kv.keys(_kv_namespace(p), _kv_bytes(p, "prefix", b"")),
             "publish_logs": self.h_publish_logs,
             "shutdown": lambda c, p: self.loop.call_soon(self.shutdown),
         }
@@ -183,30 +187,45 @@ class GcsServer:
         return {"job_id": job_id, "namespace": namespace}
 
     def h_kv_put(self, conn: Connection, p: dict) -> bool:
-        key = p["key"]
-        existed = key in self.kv
-        if existed and not p.get("overwrite", True):
-            return False
-        self.kv[key] = p["value"]
-        for fut in self._kv_waiters.pop(key, []):
+        """Store a value; True if the key was new. With overwrite False an existing value stays."""
+        namespace, key, value = _kv_namespace(p), _kv_bytes(p, "key"), _kv_bytes(p, "value")
+        added = self.kv.put(namespace, key, value, overwrite=bool(p.get("overwrite", True)))
+        stored = self.kv.get(namespace, key)
+        for fut in self._kv_waiters.pop((namespace, key), []):
             if not fut.done():
-                fut.set_result(p["value"])
-        return not existed
+                fut.set_result(stored)
+        return added
 
     def h_kv_get(self, conn: Connection, p: dict):
-        key = p["key"]
-        value = self.kv.get(key)
+        """The value at a key, or None; with `wait` (seconds), wait that long for it to appear."""
+        namespace, key = _kv_namespace(p), _kv_bytes(p, "key")
+        value = self.kv.get(namespace, key)
         wait = p.get("wait")
         if value is not None or not wait:
             return value
         fut = self.loop.create_future()
-        self._kv_waiters.setdefault(key, []).append(fut)
+        self._kv_waiters.setdefault((namespace, key), []).append(fut)
         return asyncio.wait_for(fut, wait)
 
     def h_publish_logs(self, conn: Connection, p: dict) -> None:
-        job = self.jobs.get(p.get("job"))
+        job = self.jobs.get(p.get("job") or "")
         if job is not None and job.get("conn") is not None:
             job["conn"].notify("logs", p)
+
+
+def _kv_namespace(p: dict) -> Namespace:
+    """A request's KV namespace: absent or None is the system's table; users send bytes."""
+    namespace = p.get("namespace")
+    if namespace is not None and not isinstance(namespace, bytes):
+        raise TypeError(f"a KV namespace must be bytes, got {type(namespace).__name__}")
+    return namespace
+
+
+def _kv_bytes(p: dict, field: str, default: bytes | None = None) -> bytes:
+    value = p.get(field, default)
+    if not isinstance(value, bytes):
+        raise TypeError(f"the KV {field} must be bytes, got {type(value).__name__}")
+    return value
 
 
 def _cleanup_session(session_dir: str, raylet_pids: list[int]) -> None:
@@ -237,11 +256,16 @@ def main(argv: list[str] | None = None) -> None:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     gcs = GcsServer(args.session_dir, token, owns_session=args.watch_fd >= 0)
-    parent_gone = []
+    parent_gone: list[bool] = []
+
+    def on_parent_gone() -> None:
+        parent_gone.append(True)
+        gcs.shutdown()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, gcs.shutdown)
     if args.watch_fd >= 0:
-        watch_parent_pipe(loop, args.watch_fd, lambda: (parent_gone.append(True), gcs.shutdown()))
+        watch_parent_pipe(loop, args.watch_fd, on_parent_gone)
     address = loop.run_until_complete(gcs.start(args.address))
     heartbeats = loop.create_task(gcs.check_heartbeats())
     if gcs._stopping:  # stopped while starting: loop.stop() was consumed by run_until_complete

@@ -14,6 +14,7 @@ corrupting the stream later.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import logging
@@ -224,7 +225,7 @@ class Connection(asyncio.Protocol):
             return
         if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
             task = asyncio.ensure_future(result)
-            task.add_done_callback(lambda t, r=req_id: self._reply_from_task(r, t))
+            task.add_done_callback(functools.partial(self._reply_from_task, req_id))
         else:
             self._reply(req_id, None, result)
 

@@ -17,6 +17,7 @@ import itertools
 import os
 import socket
 from collections.abc import Callable
+from typing import Any
 
 from skate.protocol.connection import Connection, Handler
 
@@ -107,7 +108,7 @@ class UnixBackend(Backend):
 class _InprocTransport(asyncio.Transport):
     """Delivers written bytes to the peer protocol on the next loop iteration."""
 
-    def __init__(self, loop, peer_protocol_getter):
+    def __init__(self, loop: asyncio.AbstractEventLoop, peer_protocol_getter: Callable[[], Any]) -> None:
         super().__init__()
         self._loop = loop
         self._peer = peer_protocol_getter
@@ -123,7 +124,8 @@ class _InprocTransport(asyncio.Transport):
         if self._closed:
             return
         self._closed = True
-        self._loop.call_soon(self.protocol.connection_lost, None)
+        if self.protocol is not None:
+            self._loop.call_soon(self.protocol.connection_lost, None)
         if self.other is not None and not self.other._closed:
             self.other.close()
 
@@ -144,7 +146,11 @@ class InprocBackend(Backend):
         if not loc:
             loc = f"anon-{next(self._ids)}"
         self._listeners[loc] = factory
-        return Listener(f"inproc://{loc}", lambda: self._listeners.pop(loc, None))
+
+        def close() -> None:
+            self._listeners.pop(loc, None)
+
+        return Listener(f"inproc://{loc}", close)
 
     async def connect(self, loc, conn):
         factory = self._listeners.get(loc)

@@ -90,11 +90,13 @@ class ObjectStore:
     def evict_secondary(self, need: int) -> int:
         """Drop unpinned pulled copies, least recently used first; returns bytes freed."""
         freed = 0
-        for _, oid in sorted(
-            (o.last_use, oid) for oid, o in self.objects.items() if o.secondary and not o.pins
+        for _, oid, offset in sorted(
+            (o.last_use, oid, o.offset)
+            for oid, o in self.objects.items()
+            if o.secondary and not o.pins and o.offset is not None  # pulled copies are never spilled
         ):
             obj = self.objects.pop(oid)
-            self.arena.free(obj.offset)
+            self.arena.free(offset)
             freed += obj.size
             if freed >= need:
                 break
@@ -176,6 +178,8 @@ class ObjectStore:
 
     def pin_for_spill(self, object_id: bytes) -> tuple[int, int]:
         obj = self.objects[object_id]
+        if obj.offset is None:
+            raise ValueError(f"object {object_id.hex()} cannot be spilled: it is not in memory")
         obj.pins[SPILLER] = 1
         return obj.offset, obj.size
 

@@ -65,6 +65,8 @@ class Raylet:
         self.request_keys: dict[int, tuple[str, int]] = {}
         self.gcs: Connection | None = None
         self.zygote: subprocess.Popen | None = None
+        self._zygote_stdin_fd = -1  # the zygote's pipes, once it runs
+        self._zygote_stdout_fd = -1
         self._zygote_buf = b""
         self._zygote_out = bytearray()
         self._zygote_writer = False
@@ -243,8 +245,13 @@ class Raylet:
         self._stopping = True
         logger.info("raylet shutting down")
         if self.zygote is not None:
+            if self._zygote_writer:
+                self._zygote_writer = False
+                self.loop.remove_writer(self._zygote_stdin_fd)
+            self._zygote_stdin_fd = -1  # closed below: its number may be reused
             try:
-                self.zygote.stdin.close()
+                if self.zygote.stdin is not None:
+                    self.zygote.stdin.close()
             except OSError:
                 pass
             try:
@@ -283,9 +290,13 @@ class Raylet:
             stderr=log,
         )
         log.close()
-        os.set_blocking(self.zygote.stdout.fileno(), False)
-        os.set_blocking(self.zygote.stdin.fileno(), False)
-        self.loop.add_reader(self.zygote.stdout.fileno(), self._on_zygote_output)
+        stdin, stdout = self.zygote.stdin, self.zygote.stdout
+        if stdin is None or stdout is None:
+            raise RuntimeError("the zygote was started without its command and reply pipes")
+        self._zygote_stdin_fd, self._zygote_stdout_fd = stdin.fileno(), stdout.fileno()
+        os.set_blocking(self._zygote_stdout_fd, False)
+        os.set_blocking(self._zygote_stdin_fd, False)
+        self.loop.add_reader(self._zygote_stdout_fd, self._on_zygote_output)
 
     def _zygote_send(self, line: str) -> None:
         """Queue a command for the zygote; written without ever blocking the event loop."""
@@ -293,7 +304,9 @@ class Raylet:
         self._flush_zygote()
 
     def _flush_zygote(self) -> None:
-        fd = self.zygote.stdin.fileno()
+        fd = self._zygote_stdin_fd
+        if fd < 0:  # not started yet, or shut down
+            return
         try:
             n = os.write(fd, self._zygote_out)
         except BlockingIOError:
@@ -316,11 +329,11 @@ class Raylet:
 
     def _on_zygote_output(self) -> None:
         try:
-            chunk = os.read(self.zygote.stdout.fileno(), 65536)
+            chunk = os.read(self._zygote_stdout_fd, 65536)
         except BlockingIOError:
             return
         if not chunk:
-            self.loop.remove_reader(self.zygote.stdout.fileno())
+            self.loop.remove_reader(self._zygote_stdout_fd)
             if not self._stopping:
                 logger.error("the zygote exited; shutting down")
                 self.shutdown()
@@ -353,11 +366,17 @@ class Raylet:
             self._zygote_send(f"kill {pid}")
 
     # -- actions ----------------------------------------------------------------------
+    def _forget_request(self, request_id: int) -> None:
+        """Drop the owner's name for a lease request that is granted or spilled back."""
+        key = self.request_keys.pop(request_id, None)
+        if key is not None:
+            self.request_ids.pop(key, None)
+
     def apply(self, actions: list) -> None:
         for action in actions:
             if isinstance(action, Grant):
                 fut = self.lease_futures.pop(action.request.request_id, None)
-                self.request_ids.pop(self.request_keys.pop(action.request.request_id, None), None)
+                self._forget_request(action.request.request_id)
                 if fut is None or fut.done():
                     self.apply(self.scheduler.return_lease(action.lease_id))
                     continue
@@ -377,7 +396,7 @@ class Raylet:
                 )
             elif isinstance(action, Spillback):
                 fut = self.lease_futures.pop(action.request.request_id, None)
-                self.request_ids.pop(self.request_keys.pop(action.request.request_id, None), None)
+                self._forget_request(action.request.request_id)
                 if fut is not None and not fut.done():
                     fut.set_result({"spillback": {"node_id": action.node_id, "address": action.address}})
             elif isinstance(action, StartWorkers):
@@ -482,6 +501,8 @@ class Raylet:
 
     def h_cancel_lease_request(self, conn: Connection, p: dict) -> None:
         owner = conn.peer_info.get("worker_id")
+        if owner is None:  # not registered: it cannot have asked for a lease
+            return
         req_id = self.request_ids.pop((owner, p["rid"]), None)
         if req_id is None:
             return
@@ -606,9 +627,14 @@ def main(argv: list[str] | None = None) -> None:
     raylet = Raylet(args)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, raylet.shutdown)
-    parent_gone = []
+    parent_gone: list[bool] = []
+
+    def on_parent_gone() -> None:
+        parent_gone.append(True)
+        raylet.shutdown()
+
     if args.watch_fd >= 0:
-        watch_parent_pipe(loop, args.watch_fd, lambda: (parent_gone.append(True), raylet.shutdown()))
+        watch_parent_pipe(loop, args.watch_fd, on_parent_gone)
     try:
         loop.run_until_complete(raylet.start())
         if not raylet._stopping:  # a shutdown while starting already consumed loop.stop()

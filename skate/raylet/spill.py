@@ -76,6 +76,8 @@ class SpillManager:
                 except ObjectStoreFullError:
                     await self._spill(self.store.objects[object_id].size, exclude=object_id)
             obj = self.store.objects[object_id]
+            if obj.spilled is None:  # status "spilled" means it is on disk
+                raise RuntimeError(f"object {object_id.hex()} is marked spilled but has no spill file")
             path, file_offset = obj.spilled
             view = self.mapping.writable(offset, obj.size)
             await asyncio.get_running_loop().run_in_executor(self._io, _read_into, path, file_offset, view)
@@ -92,10 +94,13 @@ class SpillManager:
                 f"the object store is full ({store.used_bytes} of {store.capacity} bytes in use) and every "
                 f"object in it is in use, so nothing can be spilled to make room for {need} bytes"
             )
-        to_write = [oid for oid in victims if store.objects[oid].spilled is None]
+        to_write = []
         for oid in victims:
-            if oid not in to_write:  # already on disk: only the memory goes
-                self._release_files(store.spilled_to(oid, store.objects[oid].spilled[0], 0, wrote=False))
+            on_disk = store.objects[oid].spilled
+            if on_disk is None:
+                to_write.append(oid)
+            else:  # already on disk: only the memory goes
+                self._release_files(store.spilled_to(oid, on_disk[0], 0, wrote=False))
         if not to_write:
             return
         total = sum(store.objects[oid].size for oid in to_write)

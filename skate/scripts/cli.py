@@ -1,74 +1,90 @@
-"""The `skate` command."""
+"""The `skate` command: one click group, with each verb family in a module of its own.
+
+A verb family is a module of `skate.scripts` holding a `COMMANDS` list of click commands or
+groups (`start_stop`: start, stop; `cluster_info`: memory, status; `microbenchmark`). Adding a
+family (`job`, `list`/`get`/`summary`, `logs`, `timeline`) is one new module and one line in
+`VERB_MODULES`; its commands are made with `skate.scripts._click.Command` (or `Group`
+for sub-verbs, `skate job submit`). Heavy imports stay inside the commands, so `skate --help` is quick.
+
+Usage errors (a bad or missing flag value, an unknown verb, flags that exclude each other)
+are reported as argparse did: `usage: ...` then `skate VERB: error: ...` on stderr, exit
+status 2. A verb's failure to do its work is exit status 1 with one line on stderr.
+"""
 
 from __future__ import annotations
 
-import argparse
+import importlib
 import sys
+
+import click
+
+from skate.scripts._click import Group, check_verbs
+
+VERB_MODULES = (
+    "skate.scripts.start_stop",
+    "skate.scripts.cluster_info",
+    "skate.scripts.microbenchmark",
+)
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+
+
+@click.group(
+    cls=Group,
+    context_settings=CONTEXT_SETTINGS,
+    invoke_without_command=True,
+    no_args_is_help=False,
+    help="Skate: Ray's programming model, in Python.",
+)
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    if ctx.invoked_subcommand is None:
+        # As argparse's required sub-command: a usage error, whatever click's version does.
+        verbs = ", ".join(sorted(cli.commands))
+        raise click.UsageError(f"a command is required, one of: {verbs}", ctx)
+
+
+def _register() -> None:
+    for name in VERB_MODULES:
+        commands = importlib.import_module(name).COMMANDS
+        check_verbs(name, commands)
+        for command in commands:
+            if command.name in cli.commands:
+                raise RuntimeError(f"{name} registers `skate {command.name}`, which is already taken")
+            cli.add_command(command)
+
+
+_register()
+
+
+def _usage_error(exc: click.UsageError) -> int:
+    """Print a usage error the way argparse did, and return its exit status (2)."""
+    ctx = exc.ctx
+    if ctx is not None:
+        usage = ctx.get_usage()
+        if usage.startswith("Usage:"):
+            usage = "usage:" + usage[len("Usage:") :]
+        click.echo(usage, err=True)
+        where = ctx.command_path
+    else:
+        where = "skate"
+    click.echo(f"{where}: error: {exc.format_message()}", err=True)
+    return exc.exit_code
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="skate", description="Skate: Ray's programming model, in Python.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    mb = sub.add_parser("microbenchmark", help="run Ray's microbenchmarks against a local cluster")
-    mb.add_argument("--filter", default="", help="only metrics whose name contains this text")
-    mb.add_argument("--seconds", type=float, default=1.0, help="length of one timed round")
-    mb.add_argument("--rounds", type=int, default=3, help="timed rounds per metric")
-    mb.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local cluster")
-    for name, text in (
-        ("memory", "objects and store use of a running cluster"),
-        ("status", "nodes, resources used and total, pending work"),
-    ):
-        p = sub.add_parser(name, help=text)
-        p.add_argument(
-            "--address", default=None, help="GCS address host:port (default: newest on this machine)"
-        )
-    st = sub.add_parser("start", help="start a head node (--head) or join a cluster (--address)")
-    st.add_argument("--head", action="store_true", help="start the head node: GCS plus a raylet")
-    st.add_argument("--address", default=None, help="the head's host:port, to join its cluster")
-    st.add_argument("--port", type=int, default=6379, help="GCS port of a head node (default 6379)")
-    st.add_argument(
-        "--node-ip-address", default=None, help="address other nodes reach this one at (default loopback)"
-    )
-    st.add_argument(
-        "--listen-address", default=None, help="address to bind services to, e.g. 0.0.0.0 (default: node ip)"
-    )
-    st.add_argument("--num-cpus", type=float, default=None)
-    st.add_argument("--num-gpus", type=float, default=None)
-    st.add_argument("--resources", default=None, help="custom resources as JSON, e.g. '{\"red\": 2}'")
-    st.add_argument("--object-store-memory", type=int, default=None, help="bytes")
-    st.add_argument("--token", default=None, help="cluster token when joining from another machine")
-    st.add_argument("--block", action="store_true", help="stay in the foreground; Ctrl-C stops the node")
-    sp = sub.add_parser("stop", help="stop every node started with `skate start` on this machine")
-    sp.add_argument("--force", action="store_true", help="kill at once, and private clusters too")
-    args = parser.parse_args(argv)
-    if args.command == "start":
-        from skate.scripts.start_stop import start
-
-        if args.head and args.address:
-            parser.error("give either --head or --address, not both")
-        return start(args)
-    if args.command == "stop":
-        from skate.scripts.start_stop import stop
-
-        return stop(args)
-    if args.command == "microbenchmark":
-        from skate import _microbenchmark
-
-        _microbenchmark.run(args.filter, args.seconds, args.rounds, args.num_cpus)
-    elif args.command in ("memory", "status"):
-        from skate.scripts.attach import query_cluster
-        from skate.scripts.report import format_memory, format_status
-
-        try:
-            nodes, reports = query_cluster(args.address, want_objects=args.command == "memory")
-        except ConnectionError as exc:
-            print(f"skate {args.command}: {exc}", file=sys.stderr)
-            return 1
-        if args.command == "memory":
-            print(format_memory(reports))
-        else:
-            print(format_status(nodes, {r["store"]["node_id"]: r["store"] for r in reports}))
-    return 0
+    """Run `skate ARGV` (sys.argv[1:] by default); returns the exit status."""
+    try:
+        result = cli.main(args=argv, prog_name="skate", standalone_mode=False)
+    except click.UsageError as exc:
+        return _usage_error(exc)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        return 1
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

@@ -9,8 +9,29 @@ import signal
 import socket
 import sys
 import time
+from dataclasses import dataclass
+
+import click
 
 from skate._node import LocalNode, default_temp_root, stop_detached
+from skate.scripts._click import Command
+
+
+@dataclass(frozen=True)
+class StartOptions:
+    """The flags of `skate start`."""
+
+    head: bool = False
+    address: str | None = None
+    port: int = 6379
+    node_ip_address: str | None = None
+    listen_address: str | None = None
+    num_cpus: float | None = None
+    num_gpus: float | None = None
+    resources: str | None = None
+    object_store_memory: int | None = None
+    token: str | None = None
+    block: bool = False
 
 
 def _token_for(address: str, explicit: str | None) -> bytes:
@@ -39,7 +60,8 @@ def _check_port_free(host: str, port: int) -> None:
             raise SystemExit(f"skate start: port {port} on {host} is not free ({exc}); use --port") from None
 
 
-def start(args) -> int:
+def start(args: StartOptions) -> int:
+    """Start a head node (--head) or join the cluster at --address; detached unless --block."""
     from skate._api import node_resources_for
 
     try:
@@ -97,7 +119,7 @@ def start(args) -> int:
         print(f"Skate node {node.node_id[:12]} joined the cluster at {args.address}.")
     sys.stdout.flush()
     if args.block:
-        stop = []
+        stop: list[int] = []
         signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
         try:
             while not stop and all(p.poll() is None for p in node.processes):
@@ -108,8 +130,9 @@ def start(args) -> int:
     return 0
 
 
-def stop(args) -> int:
-    """Stop every node `skate start` started on this machine; --force kills at once."""
+def stop(force: bool = False) -> int:
+    """Stop every node `skate start` started on this machine; force kills at once, and
+    stops drivers' private clusters too."""
     stopped = 0
     for path in glob.glob(os.path.join(default_temp_root(), "session_*", "cluster.json")):
         session = os.path.dirname(path)
@@ -118,11 +141,11 @@ def stop(args) -> int:
                 info = json.load(f)
         except (OSError, ValueError):
             continue
-        if not info.get("detached") and not args.force:
+        if not info.get("detached") and not force:
             continue  # a driver's private cluster: it stops with its driver
         if not info.get("detached"):
             _kill_private(session)
-        pids = stop_detached(session, force=args.force)
+        pids = stop_detached(session, force=force)
         stopped += 1
         kind = "head" if info.get("head") else "node"
         print(f"stopped {kind} {info.get('node_id', '?')[:12]} ({len(pids)} processes)")
@@ -140,3 +163,35 @@ def _kill_private(session: str) -> None:
                 proc.kill()
         except psutil.Error:
             pass
+
+
+@click.command("start", cls=Command, help="start a head node (--head) or join a cluster (--address)")
+@click.option("--head", is_flag=True, help="start the head node: GCS plus a raylet")
+@click.option("--address", default=None, help="the head's host:port, to join its cluster")
+@click.option("--port", type=int, default=6379, help="GCS port of a head node (default 6379)")
+@click.option(
+    "--node-ip-address", default=None, help="address other nodes reach this one at (default loopback)"
+)
+@click.option(
+    "--listen-address", default=None, help="address to bind services to, e.g. 0.0.0.0 (default: node ip)"
+)
+@click.option("--num-cpus", type=float, default=None)
+@click.option("--num-gpus", type=float, default=None)
+@click.option("--resources", default=None, help="custom resources as JSON, e.g. '{\"red\": 2}'")
+@click.option("--object-store-memory", type=int, default=None, help="bytes")
+@click.option("--token", default=None, help="cluster token when joining from another machine")
+@click.option("--block", is_flag=True, help="stay in the foreground; Ctrl-C stops the node")
+def start_command(**flags) -> int:
+    options = StartOptions(**flags)
+    if options.head and options.address:
+        raise click.UsageError("give either --head or --address, not both")
+    return start(options)
+
+
+@click.command("stop", cls=Command, help="stop every node started with `skate start` on this machine")
+@click.option("--force", is_flag=True, help="kill at once, and private clusters too")
+def stop_command(force: bool) -> int:
+    return stop(force)
+
+
+COMMANDS: list[click.Command] = [start_command, stop_command]

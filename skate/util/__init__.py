@@ -12,6 +12,8 @@ def list_named_actors(all_namespaces: bool = False) -> list:
     from skate._api import _core
 
     core = _core()
+    if core.gcs is None:
+        raise RuntimeError("list_named_actors: this process is not connected to the cluster's GCS")
     return core.request(
         core.gcs, "list_named_actors", {"all_namespaces": bool(all_namespaces), "namespace": core.namespace}
     )

@@ -1,0 +1,1 @@
+"""Experimental APIs, as `ray.experimental` (`skate.experimental.internal_kv`)."""

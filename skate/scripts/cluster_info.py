@@ -1,0 +1,42 @@
+"""`skate memory` and `skate status`: read a running cluster from outside it."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from skate.scripts._click import Command
+
+_ADDRESS_HELP = "GCS address host:port (default: newest on this machine)"
+
+
+def _report(verb: str, address: str | None) -> int:
+    from skate.scripts.attach import query_cluster
+    from skate.scripts.report import format_memory, format_status
+
+    try:
+        nodes, reports = query_cluster(address, want_objects=verb == "memory")
+    except ConnectionError as exc:
+        print(f"skate {verb}: {exc}", file=sys.stderr)
+        return 1
+    if verb == "memory":
+        print(format_memory(reports))
+    else:
+        print(format_status(nodes, {r["store"]["node_id"]: r["store"] for r in reports}))
+    return 0
+
+
+@click.command("memory", cls=Command, help="objects and store use of a running cluster")
+@click.option("--address", default=None, help=_ADDRESS_HELP)
+def memory(address: str | None) -> int:
+    return _report("memory", address)
+
+
+@click.command("status", cls=Command, help="nodes, resources used and total, pending work")
+@click.option("--address", default=None, help=_ADDRESS_HELP)
+def status(address: str | None) -> int:
+    return _report("status", address)
+
+
+COMMANDS: list[click.Command] = [memory, status]

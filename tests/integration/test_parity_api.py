@@ -1,0 +1,71 @@
+"""Ray parity of the public API layer, on a real cluster."""
+
+from __future__ import annotations
+
+import pytest
+
+import skate
+
+
+@skate.remote
+class Account:
+    RATE = 0.05
+
+    def __init__(self, owner, balance=0):
+        self.owner = owner
+        self.balance = balance
+
+    def deposit(self, amount, *, note=""):
+        self.balance += amount
+        return self.balance
+
+    @staticmethod
+    def interest(amount):
+        return amount * Account.RATE
+
+    @classmethod
+    def kind(cls):
+        return cls.__name__
+
+
+@skate.remote
+def call_with_bad_arguments(handle):
+    """Inside a task, with a handle that came in pickled: a bad call fails at .remote()."""
+    try:
+        handle.deposit.remote(1, 2)
+    except TypeError as exc:
+        return f"TypeError: {exc}"
+    return "sent"
+
+
+# -- item 1: arguments are bound at .remote() ------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_bad_constructor_arguments_fail_at_remote_and_register_nothing(cluster):
+    with pytest.raises(TypeError, match="missing a required argument: 'owner'"):
+        Account.options(name="parity-bad-ctor").remote()
+    # Nothing was registered: the name is still free and get_actor finds no actor.
+    with pytest.raises(ValueError):
+        skate.get_actor("parity-bad-ctor")
+    acct = Account.options(name="parity-bad-ctor").remote("ann", balance=5)
+    assert skate.get(acct.deposit.remote(5), timeout=30) == 10
+    skate.kill(acct)
+
+
+@pytest.mark.timeout(60)
+def test_bad_method_arguments_fail_at_remote_everywhere(cluster):
+    acct = Account.options(name="parity-bad-method").remote("bob")
+    with pytest.raises(TypeError, match="too many positional arguments"):
+        acct.deposit.remote(1, 2)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'memo'"):
+        acct.deposit.remote(1, memo="x")
+    # A handle that travelled to a task (pickled) checks there too.
+    out = skate.get(call_with_bad_arguments.remote(acct), timeout=30)
+    assert out.startswith("TypeError") and "too many positional arguments" in out
+    # A handle from get_actor (its method table came through the GCS) checks as well.
+    again = skate.get_actor("parity-bad-method")
+    with pytest.raises(TypeError, match="missing a required argument: 'amount'"):
+        again.deposit.remote()
+    assert skate.get(again.deposit.remote(3, note="ok"), timeout=30) == 3
+    skate.kill(acct)

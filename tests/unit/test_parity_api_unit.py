@@ -1,0 +1,206 @@
+"""Ray parity of the public API layer, checked without a cluster.
+
+A stand-in core worker records what `.remote()` would submit, so a test can tell a call
+refused at the call site from one sent on.
+"""
+
+from __future__ import annotations
+
+import pickle
+import types
+
+import msgpack
+import pytest
+
+import skate
+from skate._signature import ArgSpec
+from skate.actor import ActorHandle
+from skate.core_worker import context
+
+
+class _Recorder:
+    """What the API layer hands the core worker: submitted tasks, created actors, method calls."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+
+    def submit(self, *args, **kwargs):
+        self.calls.append(("submit", args, kwargs))
+        return [None] * kwargs.get("num_returns", 1)
+
+
+class _Actors:
+    def __init__(self, recorder: _Recorder):
+        self.recorder = recorder
+
+    def create(self, actor_class, key, args, kwargs, options):
+        self.recorder.calls.append(("create", args, kwargs))
+        return ActorHandle(b"a" * 16, actor_class._name, actor_class._methods, {}, None, None)
+
+    def submit(self, handle, method, args, kwargs, num_returns, options):
+        self.recorder.calls.append(("method", method, args, kwargs))
+        return [None] * num_returns
+
+    def add_handle(self, handle):
+        pass
+
+    def remove_handle(self, actor_id):
+        pass
+
+
+@pytest.fixture
+def core(monkeypatch):
+    """A stand-in core worker installed as the current one; yields the list of calls."""
+    recorder = _Recorder()
+    fake = types.SimpleNamespace(
+        submitter=recorder,
+        actors=_Actors(recorder),
+        functions=types.SimpleNamespace(export=lambda key, data: None),
+        stopped=True,
+        owner_address=("w", "unix://nowhere"),
+    )
+    monkeypatch.setattr(context, "current", fake)
+    yield recorder.calls
+
+
+# -- item 1: arguments are bound at .remote() ------------------------------------------
+
+
+@skate.remote
+def two(a, b):
+    return a + b
+
+
+@skate.remote
+def mixed(a, b=1, *rest, c, d=2, **extra):
+    return a
+
+
+@skate.remote
+class Box:
+    def __init__(self, size, *, label=""):
+        self.size = size
+
+    def put(self, item, count=1):
+        return item
+
+    @staticmethod
+    def static(x):
+        return x
+
+    @classmethod
+    def klass(cls, y):
+        return y
+
+
+@skate.remote
+class NoInit:
+    def ping(self):
+        return 1
+
+
+def _handle(actor_class) -> ActorHandle:
+    return ActorHandle(b"h" * 16, actor_class._name, actor_class._methods, {}, None, None)
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, words",
+    [
+        ((1,), {}, "missing a required argument: 'b'"),
+        ((1, 2, 3), {}, "too many positional arguments"),
+        ((1, 2), {"z": 3}, "unexpected keyword argument 'z'"),
+        ((1,), {"a": 2}, "multiple values for argument 'a'"),
+    ],
+)
+def test_task_arguments_are_checked_at_remote(core, args, kwargs, words):
+    with pytest.raises(TypeError, match=words) as info:
+        two.remote(*args, **kwargs)
+    assert "two()" in str(info.value)
+    with pytest.raises(TypeError, match=words):
+        two.options(num_cpus=2).remote(*args, **kwargs)
+    assert core == []
+
+
+def test_fitting_task_calls_are_sent(core):
+    two.remote(1, 2)
+    two.remote(1, b=2)
+    two.remote(a=1, b=2)
+    mixed.remote(1, c=3)
+    mixed.remote(1, 2, 3, 4, c=3, d=4, e=5)
+    assert len(core) == 5
+    with pytest.raises(TypeError, match="missing a required argument: 'c'"):
+        mixed.remote(1, 2, 3)
+    assert len(core) == 5
+
+
+def test_actor_constructor_arguments_are_checked_at_remote(core):
+    with pytest.raises(TypeError, match="missing a required argument: 'size'"):
+        Box.remote()
+    with pytest.raises(TypeError, match="unexpected keyword argument 'colour'"):
+        Box.options(name="x").remote(1, colour="red")
+    with pytest.raises(TypeError, match="too many positional arguments"):
+        NoInit.remote(1)
+    assert core == []
+    Box.remote(3, label="small")
+    NoInit.remote()
+    assert [c[0] for c in core] == ["create", "create"]
+
+
+def test_actor_method_arguments_are_checked_at_remote(core):
+    handle = _handle(Box)
+    with pytest.raises(TypeError, match="missing a required argument: 'item'"):
+        handle.put.remote()
+    with pytest.raises(TypeError, match="too many positional arguments"):
+        handle.put.options(num_returns=1).remote(1, 2, 3)
+    with pytest.raises(TypeError, match="too many positional arguments"):
+        handle.static.remote(1, 2)
+    with pytest.raises(TypeError, match="missing a required argument: 'y'"):
+        handle.klass.remote()
+    assert core == []
+    handle.put.remote("x")
+    handle.static.remote(1)
+    handle.klass.remote(y=2)
+    assert [c[1] for c in core] == ["put", "static", "klass"]
+
+
+def test_handles_rebuilt_from_pickle_or_msgpack_still_check(core):
+    handle = _handle(Box)
+    for copy in (
+        pickle.loads(pickle.dumps(handle)),
+        # as get_actor builds it: the method table came back from the GCS as msgpack
+        ActorHandle(b"h" * 16, "Box", msgpack.unpackb(msgpack.packb(Box._methods)), {}, None, None),
+    ):
+        with pytest.raises(TypeError, match="missing a required argument: 'item'"):
+            copy.put.remote()
+        copy.put.remote(1)
+    assert len(core) == 2
+
+
+def test_argspec_fast_path_bounds():
+    def f(a, b, c=1):
+        pass
+
+    def g(*args):
+        pass
+
+    def h(a, *, k):
+        pass
+
+    assert (ArgSpec.of(f, "f").lo, ArgSpec.of(f, "f").hi) == (2, 3)
+    assert ArgSpec.of(g, "g").fits((1,) * 100, {})
+    assert not ArgSpec.of(h, "h").fits((1,), {})  # a required keyword: never by position alone
+    unknown = ArgSpec("x", None)
+    unknown.check((1, 2, 3), {"any": 1})  # an unknown signature accepts anything
+
+
+def test_keyword_call_shapes_that_bound_are_remembered_but_bad_ones_still_fail():
+    def g(a, b=2, *, c=3):
+        pass
+
+    spec = ArgSpec.of(g, "g")
+    for _ in range(3):
+        spec.check((1,), {"c": 4})
+    with pytest.raises(TypeError, match="missing a required argument: 'a'"):
+        spec.check((), {"c": 4})
+    with pytest.raises(TypeError, match="multiple values for argument 'b'"):
+        spec.check((1, 2), {"b": 4})

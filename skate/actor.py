@@ -7,6 +7,9 @@ from typing import Any
 
 from skate._options import ACTOR_DEFAULTS, ACTOR_OPTIONS, METHOD_OPTIONS, validate_options
 from skate._signature import ArgSpec, init_spec, method_wire
+from skate.exceptions import ActorClassInheritanceException
+
+__all__ = ["ActorClass", "ActorClassInheritanceException", "ActorHandle", "ActorMethod", "exit_actor"]
 from skate.core_worker import context
 from skate.core_worker.functions import FunctionManager
 
@@ -28,7 +31,25 @@ def _method_table(cls: type) -> dict[str, dict]:
 
 
 class ActorClass:
-    """A class whose instances live in their own worker process: `Cls.remote(...)` makes one."""
+    """A class whose instances live in their own worker process: `Cls.remote(...)` makes one.
+
+    Otherwise it reads like the user's class: class attributes, staticmethods and
+    classmethods are reachable through it (`Cls.LIMIT`, `Cls.helper()`), also inside the actor,
+    where the module-level name is this object too.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> ActorClass:
+        # `class B(SomeActorClass)` makes Python call ActorClass("B", bases, namespace).
+        if len(args) == 3 and isinstance(args[0], str) and isinstance(args[1], tuple):
+            for base in args[1]:
+                if isinstance(base, ActorClass):
+                    raise ActorClassInheritanceException(
+                        f"Attempted to define subclass '{args[0]}' of actor class '{base._name}'. "
+                        "Inheriting from actor classes is not currently supported. Inherit from a "
+                        "plain base class instead and make the derived class an actor class "
+                        "(with @remote)."
+                    )
+        return super().__new__(cls)
 
     def __init__(self, cls: type, options: dict[str, Any]):
         self._cls = cls
@@ -47,6 +68,18 @@ class ActorClass:
             f"Actors cannot be instantiated directly. Instead of '{self._name}()', "
             f"use '{self._name}.remote()'."
         )
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names ActorClass itself lacks: the user's class attributes.
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        cls = self.__dict__.get("_cls")
+        if cls is None:
+            raise AttributeError(name)
+        try:
+            return getattr(cls, name)
+        except AttributeError:
+            raise AttributeError(f"actor class '{cls.__name__}' has no attribute '{name}'") from None
 
     def __reduce__(self):
         return (ActorClass, (self._cls, {k: v for k, v in self._options.items() if k in ACTOR_OPTIONS}))

@@ -228,5 +228,13 @@ class RaySystemError(SkateError):
     """Skate itself failed: a lost connection, a dead node manager."""
 
 
+class ActorClassInheritanceException(TypeError):
+    """A class was defined with an actor class as a base (`class B(ActorClassA)`), which is not
+    supported: inherit from the plain class and decorate the subclass instead.
+
+    A usage error rather than a SkateError, so not in `__all__`; Ray exports it from
+    `ray.actor`, and so does `skate.actor`."""
+
+
 class ProtocolError(SkateError):
     """A peer broke the wire protocol: a bad handshake, an oversized or malformed frame."""

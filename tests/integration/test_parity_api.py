@@ -69,3 +69,18 @@ def test_bad_method_arguments_fail_at_remote_everywhere(cluster):
         again.deposit.remote()
     assert skate.get(again.deposit.remote(3, note="ok"), timeout=30) == 3
     skate.kill(acct)
+
+
+# -- item 2: ActorClass behaves like the user's class ----------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_class_members_reachable_from_the_driver_and_inside_the_actor(cluster):
+    assert Account.RATE == 0.05
+    assert Account.interest(100) == 5.0
+    assert Account.kind() == "Account"
+    acct = Account.remote("cy", 100)
+    # Inside the actor the module-level name is the actor class: its members work there too.
+    assert skate.get(acct.interest.remote(200), timeout=30) == 10.0
+    assert skate.get(acct.kind.remote(), timeout=30) == "Account"
+    skate.kill(acct)

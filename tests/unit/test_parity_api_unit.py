@@ -9,6 +9,7 @@ from __future__ import annotations
 import pickle
 import types
 
+import cloudpickle
 import msgpack
 import pytest
 
@@ -204,3 +205,66 @@ def test_keyword_call_shapes_that_bound_are_remembered_but_bad_ones_still_fail()
         spec.check((), {"c": 4})
     with pytest.raises(TypeError, match="multiple values for argument 'b'"):
         spec.check((1, 2), {"b": 4})
+
+
+# -- item 2: ActorClass behaves like the user's class ----------------------------------
+
+
+@skate.remote
+class Config:
+    LIMIT = 7
+    names = ("a", "b")
+
+    def __init__(self, x=0):
+        self.x = x
+
+    @staticmethod
+    def double(v):
+        return 2 * v
+
+    @classmethod
+    def make_name(cls, suffix):
+        return f"{cls.__name__}-{suffix}"
+
+    def method(self):
+        return self.x
+
+
+def test_class_attributes_static_and_class_methods_through_the_actor_class():
+    assert Config.LIMIT == 7
+    assert Config.names == ("a", "b")
+    assert Config.double(4) == 8
+    assert Config.make_name("x") == "Config-x"
+    with pytest.raises(AttributeError, match="nothing_here"):
+        Config.nothing_here  # noqa: B018
+    # The actor's own API stays what it was.
+    assert callable(Config.remote) and callable(Config.options)
+    # Copies (pickled to a task) delegate too.
+    copy = cloudpickle.loads(cloudpickle.dumps(Config))
+    assert copy.LIMIT == 7 and copy.double(1) == 2
+
+
+def test_subclassing_an_actor_class_is_a_clear_type_error():
+    from skate.actor import ActorClassInheritanceException
+
+    with pytest.raises(TypeError, match="Inheriting from actor classes is not currently supported") as info:
+
+        class Derived(Config):  # type: ignore[misc, valid-type]
+            pass
+
+    assert isinstance(info.value, ActorClassInheritanceException)
+    assert "'Derived'" in str(info.value) and "'Config'" in str(info.value)
+
+
+def test_underscore_remote_takes_rays_form(core):
+    handle = Config._remote(args=[1], kwargs={}, name="cfg", max_restarts=1)
+    assert isinstance(handle, ActorHandle)
+    Config._remote()
+    Config._remote(kwargs={"x": 3})
+    assert [c[1:] for c in core] == [((1,), {}), ((), {}), ((), {"x": 3})]
+    with pytest.raises(ValueError, match="Invalid option keyword 'bogus'"):
+        Config._remote(args=[1], bogus=True)
+    with pytest.raises(TypeError, match="too many positional arguments"):
+        Config._remote(args=[1, 2])
+    ref = two._remote(args=(1, 2), num_returns=1, max_retries=0)
+    assert ref is None and core[-1][0] == "submit" and core[-1][2]["max_retries"] == 0

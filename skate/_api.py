@@ -283,8 +283,16 @@ def remote(*args: Any, **options: Any) -> Any:
     """Make a function a remote function: `@remote`, `@remote(num_cpus=2)` or `remote(f)`."""
     if len(args) == 1 and not options and callable(args[0]):
         return _make_remote(args[0], {})
-    if args:
-        raise TypeError("remote() takes a function or class, or only keyword options: @remote(num_cpus=1)")
+    if args or not options:
+        from skate._options import ACTOR_OPTIONS, TASK_OPTIONS
+        from skate.exceptions import RemoteDecoratorError
+
+        raise RemoteDecoratorError(
+            "The @remote decorator must be applied either with no arguments and no parentheses, "
+            "for example '@remote', or with keyword options only, some of "
+            f"{sorted(set(TASK_OPTIONS) | set(ACTOR_OPTIONS))}, for example "
+            "'@remote(num_returns=2, resources={\"CustomResource\": 1})'."
+        )
 
     def decorator(fn: Any) -> Any:
         return _make_remote(fn, options)

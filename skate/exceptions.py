@@ -236,5 +236,11 @@ class ActorClassInheritanceException(TypeError):
     `ray.actor`, and so does `skate.actor`."""
 
 
+class RemoteDecoratorError(TypeError, AssertionError):
+    """`@remote` used with parentheses but no options (`@remote()`), or with positional
+    arguments. Ray asserts there (AssertionError); a TypeError is what Python programs expect
+    of a misused callable, so this is both. Not a SkateError, so not in `__all__`."""
+
+
 class ProtocolError(SkateError):
     """A peer broke the wire protocol: a bad handshake, an oversized or malformed frame."""

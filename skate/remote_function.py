@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any
 
 from skate._options import TASK_DEFAULTS, TASK_OPTIONS, resource_shape, validate_options, wire_strategy
@@ -17,6 +18,13 @@ class RemoteFunction:
     def __init__(self, function: Any, options: dict[str, Any]):
         if not callable(function):
             raise TypeError(f"skate.remote expects a function or a class, got {function!r}")
+        if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
+            raise ValueError(
+                "'async def' should not be used for remote tasks: a task's worker runs no event "
+                f"loop to await '{getattr(function, '__name__', function)}'. Wrap it in a plain "
+                "function that calls `asyncio.run(...)`, or make it a method of an actor, where "
+                "async methods are supported."
+            )
         self._function = function
         self._options = {**TASK_DEFAULTS, **validate_options(options, TASK_OPTIONS, "remote functions")}
         self._name = getattr(function, "__name__", "function")

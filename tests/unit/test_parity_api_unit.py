@@ -268,3 +268,46 @@ def test_underscore_remote_takes_rays_form(core):
         Config._remote(args=[1, 2])
     ref = two._remote(args=(1, 2), num_returns=1, max_retries=0)
     assert ref is None and core[-1][0] == "submit" and core[-1][2]["max_retries"] == 0
+
+
+# -- item 3: decorators ------------------------------------------------------------------
+
+
+def test_remote_with_empty_parentheses_is_an_error():
+    with pytest.raises((TypeError, AssertionError), match="no arguments and no parentheses") as info:
+
+        @skate.remote()
+        def f():
+            return 1
+
+    # Ray raises AssertionError here; Skate's error is both that and a TypeError.
+    assert isinstance(info.value, AssertionError) and isinstance(info.value, TypeError)
+    assert "num_cpus" in str(info.value)  # it lists the valid options
+    with pytest.raises(AssertionError, match="no arguments and no parentheses"):
+        skate.remote(lambda: 1, num_cpus=1)
+    with pytest.raises(AssertionError, match="no arguments and no parentheses"):
+        skate.remote(5)
+    assert callable(skate.remote(num_cpus=1))  # keyword options alone are fine
+
+
+def test_remote_on_an_async_function_is_a_value_error():
+    async def fetch():
+        return 1
+
+    with pytest.raises(ValueError, match="'async def' should not be used for remote tasks"):
+        skate.remote(fetch)
+    with pytest.raises(ValueError, match="'async def' should not be used for remote tasks"):
+        skate.remote(num_cpus=1)(fetch)
+
+    async def stream():
+        yield 1
+
+    with pytest.raises(ValueError, match="'async def' should not be used for remote tasks"):
+        skate.remote(stream)
+
+    @skate.remote
+    class Fine:  # async methods in actors stay allowed
+        async def m(self):
+            return 1
+
+    assert Fine._methods["m"]["is_async"]

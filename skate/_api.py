@@ -17,7 +17,7 @@ import psutil
 from skate import _ids
 from skate._config import OBJECT_STORE_MEMORY_FRACTION
 from skate._node import LocalNode
-from skate._options import check_resources
+from skate._options import check_namespace, check_resources
 from skate._runtime_env import validate_runtime_env
 from skate.core_worker import context
 from skate.core_worker.core import CoreWorker
@@ -101,8 +101,7 @@ def init(
                 "Maybe you called skate.init twice by accident? This error can be suppressed by "
                 "passing in 'ignore_reinit_error=True' or by calling 'skate.shutdown()' first."
             )
-        if namespace is not None and not isinstance(namespace, str):
-            raise TypeError(f"namespace must be a str, got {type(namespace).__name__}")
+        check_namespace(namespace)
         validate_runtime_env(runtime_env)
         if address not in (None, "local"):
             if any(v is not None for v in (num_cpus, num_gpus, resources, object_store_memory)):
@@ -372,6 +371,14 @@ def wait(
     for i, ref in enumerate(object_refs):
         if not isinstance(ref, ObjectRef):
             raise TypeError(f"wait() expects ObjectRefs, but item {i} is a {type(ref).__name__}")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or timeout < 0
+    ):
+        raise ValueError(f"timeout must be a non-negative number or None, got {timeout!r}")
+    if not isinstance(fetch_local, bool):
+        raise TypeError("fetch_local must be a bool")
+    if not object_refs:  # as Ray: nothing to wait for, whatever num_returns says
+        return [], []
     if len({r._id for r in object_refs}) != len(object_refs):
         raise ValueError("wait() requires a list of unique ObjectRefs; the list has duplicates")
     if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns <= 0:
@@ -380,12 +387,6 @@ def wait(
         raise ValueError(
             f"num_returns ({num_returns}) cannot be larger than the number of refs ({len(object_refs)})"
         )
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or timeout < 0
-    ):
-        raise ValueError(f"timeout must be a non-negative number or None, got {timeout!r}")
-    if not isinstance(fetch_local, bool):
-        raise TypeError("fetch_local must be a bool")
     ready_ids = set(core.wait(list(object_refs), num_returns, timeout, fetch_local))
     ready, not_ready = [], []
     for ref in object_refs:
@@ -469,7 +470,7 @@ def kill(actor: Any, *, no_restart: bool = True) -> None:
     from skate.actor import ActorHandle
 
     if not isinstance(actor, ActorHandle):
-        raise TypeError(f"kill() expects an actor handle, got {type(actor).__name__}")
+        raise ValueError(f"kill() is only supported for actors: it takes an actor handle, got {type(actor)}.")
     if not isinstance(no_restart, bool):
         raise TypeError("no_restart must be a bool")
     _core().actors.kill(actor, no_restart)
@@ -479,6 +480,5 @@ def get_actor(name: str, namespace: str | None = None) -> Any:
     """The handle of the named actor; ValueError when there is none."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"get_actor() needs a non-empty actor name, got {name!r}")
-    if namespace is not None and not isinstance(namespace, str):
-        raise TypeError(f"namespace must be a str, got {type(namespace).__name__}")
+    check_namespace(namespace)
     return _core().actors.get_named(name, namespace)

@@ -173,9 +173,15 @@ def _actor_name(value: Any) -> Any:
     return value
 
 
-def _namespace(value: Any) -> Any:
-    if value is not None and (not isinstance(value, str) or not value):
-        raise ValueError(f"namespace must be a non-empty str, got {value!r}")
+def check_namespace(value: Any) -> Any:
+    """A namespace is None (the job's own) or a non-empty str: TypeError for another type,
+    ValueError for "" (as Ray), wherever one is given."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"namespace must be None or a str, got {type(value).__name__} {value!r}")
+    if not value:
+        raise ValueError('"" is not a valid namespace. Pass None to use the job\'s namespace.')
     return value
 
 
@@ -212,7 +218,7 @@ ACTOR_OPTIONS: dict[str, Callable[[Any], Any]] = {
     "resources": check_resources,
     "memory": _quantity("memory"),
     "name": _actor_name,
-    "namespace": _namespace,
+    "namespace": check_namespace,
     "get_if_exists": _bool("get_if_exists"),
     "lifetime": _lifetime,
     "max_restarts": _int_at_least("max_restarts", -1),

@@ -84,3 +84,29 @@ def test_class_members_reachable_from_the_driver_and_inside_the_actor(cluster):
     assert skate.get(acct.interest.remote(200), timeout=30) == 10.0
     assert skate.get(acct.kind.remote(), timeout=30) == "Account"
     skate.kill(acct)
+
+
+# -- item 4: validation and error types ----------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_a_taken_name_gives_rays_wording(cluster):
+    first = Account.options(name="parity-dup").remote("dee")
+    with pytest.raises(ValueError) as info:
+        Account.options(name="parity-dup").remote("eve")
+    msg = str(info.value)
+    assert msg.startswith("The name parity-dup (namespace=")
+    assert "is already taken. Please use a different name or get the existing actor using" in msg
+    assert "get_actor('parity-dup'" in msg
+    skate.kill(first)
+
+
+@pytest.mark.timeout(60)
+def test_validation_on_a_live_cluster(cluster):
+    with pytest.raises(ValueError, match="only supported for actors"):
+        skate.kill(skate.put(1))
+    with pytest.raises(ValueError, match="namespace"):
+        skate.get_actor("parity-nobody", namespace="")
+    with pytest.raises(TypeError, match="namespace"):
+        Account.options(namespace=3).remote("x")
+    assert skate.wait([], num_returns=3) == ([], [])

@@ -311,3 +311,32 @@ def test_remote_on_an_async_function_is_a_value_error():
             return 1
 
     assert Fine._methods["m"]["is_async"]
+
+
+# -- item 4: validation and error types ----------------------------------------------
+
+
+def test_kill_of_a_non_handle_is_a_value_error():
+    for not_a_handle in (5, "actor", None, Config):
+        with pytest.raises(ValueError, match="only supported for actors"):
+            skate.kill(not_a_handle)
+
+
+@pytest.mark.parametrize("bad, exc", [(1, TypeError), (b"ns", TypeError), ("", ValueError)])
+def test_namespace_is_checked_everywhere(bad, exc):
+    with pytest.raises(exc, match="namespace"):
+        skate.init(namespace=bad)
+    assert not skate.is_initialized()
+    with pytest.raises(exc, match="namespace"):
+        Config.options(namespace=bad)
+    with pytest.raises(exc, match="namespace"):
+        Config.options(name="n").options(namespace=bad)
+    with pytest.raises(exc, match="namespace"):
+        skate.get_actor("someone", namespace=bad)
+
+
+def test_wait_on_an_empty_list_returns_two_empty_lists(core):
+    assert skate.wait([]) == ([], [])
+    assert skate.wait([], num_returns=1, timeout=0) == ([], [])
+    with pytest.raises(TypeError):
+        skate.wait(None)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+import time
+
 import pytest
 
 import skate
+from skate.exceptions import ActorDiedError
+from skate.util import ActorPool
 
 
 @skate.remote
@@ -110,3 +115,105 @@ def test_validation_on_a_live_cluster(cluster):
     with pytest.raises(TypeError, match="namespace"):
         Account.options(namespace=3).remote("x")
     assert skate.wait([], num_returns=3) == ([], [])
+
+
+# -- item 5: ActorPool -----------------------------------------------------------------
+
+
+@skate.remote
+class PoolWorker:
+    def double(self, x):
+        return 2 * x
+
+    def pair(self, x):
+        return x, -x
+
+    def sleep_then(self, seconds, value):
+        time.sleep(seconds)
+        return value
+
+    def die(self):
+        import os
+
+        os._exit(1)
+
+
+@pytest.mark.timeout(60)
+def test_pool_map_submits_at_once_and_returns_a_generator(cluster):
+    pool = ActorPool([PoolWorker.remote() for _ in range(2)])
+    called = []
+
+    def fn(actor, v):
+        called.append(v)
+        return actor.double.remote(v)
+
+    results = pool.map(fn, range(5))
+    assert inspect.isgenerator(results)
+    assert called == [0, 1]  # one per actor before anything is read; the rest as actors free up
+    assert list(results) == [0, 2, 4, 6, 8]
+    assert called == [0, 1, 2, 3, 4]
+    unordered = pool.map_unordered(fn, [10, 11])
+    assert inspect.isgenerator(unordered) and called[-2:] == [10, 11]
+    assert sorted(unordered) == [20, 22]
+
+
+@pytest.mark.timeout(60)
+def test_pool_map_drops_earlier_unread_work(cluster):
+    pool = ActorPool([PoolWorker.remote()])
+    pool.submit(lambda a, v: a.sleep_then.remote(*v), (5.0, "old"))
+    start = time.monotonic()
+    assert list(pool.map(lambda a, v: a.double.remote(v), [1, 2])) == [2, 4]
+    assert not pool.has_next()
+    assert time.monotonic() - start < 30
+
+
+@pytest.mark.timeout(60)
+def test_pool_functions_returning_several_refs(cluster):
+    pool = ActorPool([PoolWorker.remote() for _ in range(2)])
+    pair = lambda a, v: a.pair.options(num_returns=2).remote(v)  # noqa: E731
+    for v in (1, 2, 3):
+        pool.submit(pair, v)
+    assert pool.get_next(timeout=30) == [1, -1]
+    assert pool.get_next() == [2, -2]
+    assert pool.get_next_unordered(timeout=30) == [3, -3]
+    assert list(pool.map(pair, [4, 5])) == [[4, -4], [5, -5]]
+    assert sorted(pool.map_unordered(pair, [6, 7])) == [[6, -6], [7, -7]]
+
+
+@pytest.mark.timeout(60)
+def test_pool_timeouts_that_ignore_the_task(cluster):
+    pool = ActorPool([PoolWorker.remote()])
+    pool.submit(lambda a, v: a.sleep_then.remote(*v), (3.0, "late"))
+    pool.submit(lambda a, v: a.sleep_then.remote(*v), (0.0, "next"))
+    with pytest.raises(TimeoutError, match="Timed out waiting for result"):
+        pool.get_next(timeout=0.1)
+    assert pool.has_next()  # a plain timeout leaves the task in place
+    with pytest.raises(TimeoutError, match="has been ignored"):
+        pool.get_next(timeout=0.1, ignore_if_timedout=True)
+    assert pool.get_next(timeout=30) == "next"  # ran after the ignored one, on the same actor
+    assert not pool.has_next()
+    pool.submit(lambda a, v: a.sleep_then.remote(*v), (3.0, "late"))
+    with pytest.raises(TimeoutError, match="has been ignored"):
+        pool.get_next_unordered(timeout=0.1, ignore_if_timedout=True)
+    assert not pool.has_next() and pool.has_free()
+
+
+@pytest.mark.timeout(60)
+def test_pool_has_next_counts_work_in_flight_only(cluster):
+    pool = ActorPool([])
+    pool.submit(lambda a, v: a.double.remote(v), 21)
+    assert not pool.has_next()  # as Ray: queued, not in flight, until an actor joins
+    pool.push(PoolWorker.remote())
+    assert pool.has_next()
+    assert pool.get_next(timeout=30) == 42
+
+
+@pytest.mark.timeout(60)
+def test_pool_a_dead_actor_leaves_the_pool(cluster):
+    doomed, healthy = PoolWorker.remote(), PoolWorker.remote()
+    pool = ActorPool([healthy, doomed])  # the last one is taken first
+    pool.submit(lambda a, v: a.die.remote(), None)
+    with pytest.raises(ActorDiedError):
+        pool.get_next(timeout=30)
+    assert pool.pop_idle() == healthy
+    assert pool.pop_idle() is None

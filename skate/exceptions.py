@@ -22,7 +22,10 @@ SkateError (RayError)
 
 from __future__ import annotations
 
+import logging
 import traceback as _traceback
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "SkateError",
@@ -95,16 +98,38 @@ class RayTaskError(SkateError):
         tb = "".join(_traceback.format_exception(type(exc), exc, exc.__traceback__))
         return cls(function_name, tb, exc, pid, ip)
 
+    def with_unserializable_cause(self, problem: BaseException) -> RayTaskError:
+        """This error with its cause, which cannot travel (it does not pickle, or does not
+        unpickle), replaced by a RayError that says so and names its class (as Ray does).
+
+        The remote traceback stays, so the original exception's text is still seen; the
+        note is logged where the task ran and added to the traceback."""
+        note = (
+            f"The original cause of the RayTaskError ({type(self.cause)}) isn't serializable: "
+            f"{type(problem).__name__}: {problem}. Overwriting the cause to a RayError."
+        )
+        logger.warning(note)
+        traceback_str = f"{self.traceback_str.rstrip()}\n\n{note}"
+        return RayTaskError(self.function_name, traceback_str, SkateError(note), self.pid, self.ip)
+
     def as_instanceof_cause(self) -> BaseException:
-        """An exception that is both a RayTaskError and an instance of the cause's class."""
+        """An exception that is both a RayTaskError and an instance of the cause's class.
+
+        If that class cannot be subclassed, this RayTaskError itself, with a warning that
+        the user's exception is in its `.cause`."""
         cause = self.cause
         if cause is None or isinstance(cause, RayTaskError):
             return self
         cause_cls = type(cause)
-        if not isinstance(cause, Exception):
+        if not isinstance(cause, Exception) or issubclass(RayTaskError, cause_cls):
             return self
         dual = _dual_class(cause_cls)
-        if dual is None:
+        if isinstance(dual, str):
+            logger.warning(
+                f"User exception type {cause_cls} in RayTaskError can't be subclassed! This "
+                "exception is raised as RayTaskError only. You can use `ray_task_error.cause` to "
+                f"access the user exception. Failure in subclassing: {dual}"
+            )
             return self
         err = dual.__new__(dual)
         try:
@@ -120,10 +145,11 @@ class RayTaskError(SkateError):
         return err
 
 
-_DUAL_CACHE: dict[type, type | None] = {}
+_DUAL_CACHE: dict[type, type | str] = {}
 
 
-def _dual_class(cause_cls: type) -> type | None:
+def _dual_class(cause_cls: type) -> type | str:
+    """The class derived from RayTaskError and `cause_cls`, or why there can be none."""
     if cause_cls in _DUAL_CACHE:
         return _DUAL_CACHE[cause_cls]
     try:
@@ -140,8 +166,8 @@ def _dual_class(cause_cls: type) -> type | None:
                 "__module__": cause_cls.__module__,
             },
         )
-    except TypeError:  # a class that cannot be a base (final, layout conflict)
-        dual = None
+    except Exception as exc:  # a class that refuses subclasses, a layout or metaclass conflict
+        dual = str(exc) or type(exc).__name__
     _DUAL_CACHE[cause_cls] = dual
     return dual
 

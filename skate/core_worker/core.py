@@ -62,10 +62,8 @@ def task_error_entry(function_name: str, exc: BaseException, pid: int, ip: str) 
         data = serialize(err, KIND_ERROR).to_inline()
         deserialize_inline(data)
         return (INLINE, data)
-    except Exception:
-        cause = err.cause
-        stand_in = RaySystemError(f"{type(cause).__name__}: {cause}") if cause is not None else None
-        err = RayTaskError(err.function_name, err.traceback_str, stand_in, pid, ip)
+    except Exception as problem:
+        err = err.with_unserializable_cause(problem)
         return (INLINE, serialize(err, KIND_ERROR).to_inline())
 
 

@@ -217,3 +217,54 @@ def test_pool_a_dead_actor_leaves_the_pool(cluster):
         pool.get_next(timeout=30)
     assert pool.pop_idle() == healthy
     assert pool.pop_idle() is None
+
+
+# -- item 6: error details -------------------------------------------------------------
+
+
+class LockedError(Exception):
+    """Cannot be pickled: it holds a lock."""
+
+    def __init__(self, msg):
+        super().__init__(msg)
+        import threading
+
+        self.lock = threading.Lock()
+
+
+class SealedError(Exception):
+    def __init_subclass__(cls, **kwargs):
+        raise TypeError("SealedError takes no subclasses")
+
+
+@skate.remote(max_retries=0)
+def raise_locked():
+    raise LockedError("held")
+
+
+@skate.remote(max_retries=0)
+def raise_sealed():
+    raise SealedError("sealed")
+
+
+@pytest.mark.timeout(60)
+def test_unserializable_task_exception_names_its_class(cluster):
+    from skate.exceptions import RayError, RayTaskError
+
+    with pytest.raises(RayTaskError) as info:
+        skate.get(raise_locked.remote(), timeout=30)
+    err = info.value
+    assert type(err.cause) is RayError
+    assert "isn't serializable" in str(err.cause) and "LockedError" in str(err.cause)
+    assert "held" in str(err)  # the remote traceback is still there
+
+
+@pytest.mark.timeout(60)
+def test_exception_class_refusing_subclasses_comes_as_task_error_with_a_warning(cluster, caplog):
+    from skate.exceptions import RayTaskError
+
+    with caplog.at_level("WARNING", logger="skate.exceptions"):
+        with pytest.raises(RayTaskError) as info:
+            skate.get(raise_sealed.remote(), timeout=30)
+    assert isinstance(info.value.cause, SealedError) and not isinstance(info.value, SealedError)
+    assert "can't be subclassed" in caplog.text and "ray_task_error.cause" in caplog.text

@@ -340,3 +340,60 @@ def test_wait_on_an_empty_list_returns_two_empty_lists(core):
     assert skate.wait([], num_returns=1, timeout=0) == ([], [])
     with pytest.raises(TypeError):
         skate.wait(None)
+
+
+# -- item 6: error details -------------------------------------------------------------
+
+
+class _Unpicklable(Exception):
+    def __init__(self, msg):
+        super().__init__(msg)
+        self.lock = __import__("threading").Lock()
+
+
+class _NoRebuild(Exception):
+    def __init__(self, a, b):  # pickles, but BaseException's reduce cannot call this back
+        super().__init__(f"{a}-{b}")
+
+
+class _Final(Exception):
+    def __init_subclass__(cls, **kwargs):
+        raise TypeError("this exception class cannot be subclassed")
+
+
+def _raised(exc: BaseException) -> BaseException:
+    try:
+        raise exc
+    except BaseException as caught:
+        return caught
+
+
+@pytest.mark.parametrize("exc", [_Unpicklable("boom"), _NoRebuild(1, 2)])
+def test_an_unserializable_task_exception_arrives_with_a_cause_saying_so(exc, caplog):
+    from skate._serialization import deserialize_inline
+    from skate.core_worker.core import task_error_entry
+    from skate.exceptions import RayError, RayTaskError
+
+    _, data = task_error_entry("f", _raised(exc), 123, "127.0.0.1")
+    _, err = deserialize_inline(data)
+    assert isinstance(err, RayTaskError)
+    assert type(err.cause) is RayError
+    note = str(err.cause)
+    assert "isn't serializable" in note and type(exc).__name__ in note
+    text = str(err)  # the remote traceback, and the note
+    assert "isn't serializable" in text and ("boom" in text or "1-2" in text)
+    assert "isn't serializable" in caplog.text
+
+
+def test_an_exception_class_that_cannot_be_subclassed_logs_rays_advice(caplog):
+    from skate.exceptions import RayTaskError
+
+    err = RayTaskError.from_exception("f", _raised(_Final("final one")), 1, "127.0.0.1")
+    for _ in range(2):  # also when the failure is already known
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            raised = err.as_instanceof_cause()
+        assert raised is err and isinstance(raised.cause, _Final)
+        assert "can't be subclassed" in caplog.text
+        assert ".cause" in caplog.text and "_Final" in caplog.text
+        assert "this exception class cannot be subclassed" in caplog.text

@@ -15,6 +15,7 @@ from typing import Any
 import psutil
 
 from skate import _ids
+from skate._auto_init import current_or_init, not_initialized
 from skate._config import OBJECT_STORE_MEMORY_FRACTION
 from skate._node import LocalNode
 from skate._options import check_namespace, check_resources
@@ -54,9 +55,11 @@ RayContext = SkateContext
 
 
 def _core() -> CoreWorker:
+    """The current core worker, for calls that never start a cluster (as in Ray: nodes,
+    cluster_resources, available_resources, ...)."""
     core = context.current
     if core is None:
-        raise RuntimeError("skate is not initialized: call skate.init() first")
+        raise not_initialized()
     return core
 
 
@@ -330,12 +333,12 @@ def put(value: Any, *, _owner: Any = None) -> ObjectRef:
             "Calling 'put' on an ObjectRef is not allowed. If you really want to do this, "
             "wrap the ObjectRef in a list: put([ref])."
         )
-    return _core().put(value)
+    return current_or_init().put(value)
 
 
 def get(object_refs: Any, *, timeout: float | None = None) -> Any:
     """The value of an ObjectRef, or the values of a list of them, waiting as needed."""
-    core = _core()
+    core = current_or_init()
     if timeout is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or timeout < 0:
             raise ValueError(f"timeout must be a non-negative number or None, got {timeout!r}")
@@ -363,7 +366,7 @@ def wait(
     fetch_local: bool = True,
 ) -> tuple[list[ObjectRef], list[ObjectRef]]:
     """Split refs into (ready, not ready) once num_returns are ready or the timeout passes."""
-    core = _core()
+    core = current_or_init()
     if isinstance(object_refs, ObjectRef):
         raise TypeError("wait() expects a list of ObjectRefs, not a single ObjectRef: wait([ref])")
     if not isinstance(object_refs, (list, tuple)):
@@ -401,7 +404,7 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
     """Cancel the task that makes `object_ref`: TaskCancelledError at its get."""
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}")
-    core = _core()
+    core = current_or_init()
     core.post(core.submitter.cancel, object_ref._id, bool(force), bool(recursive))
 
 
@@ -450,7 +453,7 @@ def available_resources() -> dict[str, float]:
 
 def get_gpu_ids() -> list[int]:
     """The GPU ids assigned to the current task or actor (CUDA_VISIBLE_DEVICES is set to them)."""
-    return list(_core().gpu_ids)
+    return list(current_or_init().gpu_ids)
 
 
 def detect_gpus() -> int:
@@ -473,7 +476,7 @@ def kill(actor: Any, *, no_restart: bool = True) -> None:
         raise ValueError(f"kill() is only supported for actors: it takes an actor handle, got {type(actor)}.")
     if not isinstance(no_restart, bool):
         raise TypeError("no_restart must be a bool")
-    _core().actors.kill(actor, no_restart)
+    current_or_init().actors.kill(actor, no_restart)
 
 
 def get_actor(name: str, namespace: str | None = None) -> Any:
@@ -481,4 +484,4 @@ def get_actor(name: str, namespace: str | None = None) -> Any:
     if not isinstance(name, str) or not name:
         raise ValueError(f"get_actor() needs a non-empty actor name, got {name!r}")
     check_namespace(namespace)
-    return _core().actors.get_named(name, namespace)
+    return current_or_init().actors.get_named(name, namespace)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from skate._auto_init import current_or_init
 from skate._options import ACTOR_DEFAULTS, ACTOR_OPTIONS, METHOD_OPTIONS, validate_options
 from skate._signature import ArgSpec, init_spec, method_wire
 from skate.exceptions import ActorClassInheritanceException
@@ -102,10 +103,7 @@ class ActorClass:
             raise ValueError("The actor name must be specified to use `get_if_exists`.")
         core = context.current
         if core is None:
-            from skate._api import init
-
-            init()
-            core = context.current
+            core = current_or_init()
         if self._pickled is None:
             self._pickled = FunctionManager.pickle(self._cls)
         key, data = self._pickled

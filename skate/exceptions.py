@@ -46,6 +46,7 @@ __all__ = [
     "RuntimeEnvSetupError",
     "TaskUnschedulableError",
     "RaySystemError",
+    "NotInitializedError",
     "ProtocolError",
 ]
 
@@ -266,6 +267,12 @@ class RemoteDecoratorError(TypeError, AssertionError):
     """`@remote` used with parentheses but no options (`@remote()`), or with positional
     arguments. Ray asserts there (AssertionError); a TypeError is what Python programs expect
     of a misused callable, so this is both. Not a SkateError, so not in `__all__`."""
+
+
+class NotInitializedError(RaySystemError, RuntimeError):
+    """The API was used before `init()` and no cluster may be started on first use (or the
+    call never starts one). A RaySystemError as in Ray, and a RuntimeError as Python code
+    expects of a call made in the wrong state."""
 
 
 class ProtocolError(SkateError):

@@ -6,6 +6,7 @@ import functools
 import inspect
 from typing import Any
 
+from skate._auto_init import current_or_init
 from skate._options import TASK_DEFAULTS, TASK_OPTIONS, resource_shape, validate_options, wire_strategy
 from skate._signature import ArgSpec
 from skate.core_worker import context
@@ -74,10 +75,7 @@ class RemoteFunction:
             self._check_args(args, kwargs)
         core = context.current
         if core is None:
-            from skate._api import init
-
-            init()
-            core = context.current
+            core = current_or_init()
         if self._pickled is None:
             self._pickled = FunctionManager.pickle(self._function)
         key, data = self._pickled

@@ -268,3 +268,19 @@ def test_exception_class_refusing_subclasses_comes_as_task_error_with_a_warning(
             skate.get(raise_sealed.remote(), timeout=30)
     assert isinstance(info.value.cause, SealedError) and not isinstance(info.value, SealedError)
     assert "can't be subclassed" in caplog.text and "ray_task_error.cause" in caplog.text
+
+
+# -- item 7: auto-init where Ray auto-inits --------------------------------------------
+
+
+@pytest.mark.timeout(90)
+def test_put_before_init_starts_a_local_cluster(fresh, monkeypatch):
+    for var in ("SKATE_ENABLE_AUTO_CONNECT", "RAY_ENABLE_AUTO_CONNECT"):
+        monkeypatch.delenv(var, raising=False)
+    assert not skate.is_initialized()
+    ref = skate.put("hello")
+    assert skate.is_initialized()
+    assert skate.get(ref, timeout=30) == "hello"
+    skate.shutdown()
+    assert skate.get_gpu_ids() == [] and skate.is_initialized()  # so does get_gpu_ids
+    skate.shutdown()

@@ -397,3 +397,38 @@ def test_an_exception_class_that_cannot_be_subclassed_logs_rays_advice(caplog):
         assert "can't be subclassed" in caplog.text
         assert ".cause" in caplog.text and "_Final" in caplog.text
         assert "this exception class cannot be subclassed" in caplog.text
+
+
+# -- item 7: auto-init opt-out -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("var", ["SKATE_ENABLE_AUTO_CONNECT", "RAY_ENABLE_AUTO_CONNECT"])
+def test_auto_connect_off_makes_first_use_a_clear_error(monkeypatch, var):
+    from skate.exceptions import RaySystemError
+
+    monkeypatch.setattr(context, "current", None)
+    monkeypatch.setenv(var, "0")
+    handle = _handle(Box)
+    uses = [
+        lambda: two.remote(1, 2),
+        lambda: two.options(num_cpus=1).remote(1, 2),
+        lambda: Box.remote(1),
+        lambda: skate.put(1),
+        lambda: skate.get([]),
+        lambda: skate.wait([]),
+        lambda: skate.kill(handle),
+        lambda: skate.get_actor("anyone"),
+        lambda: skate.get_gpu_ids(),
+        lambda: skate.get_runtime_context(),
+        lambda: skate.cluster_resources(),
+    ]
+    try:
+        for use in uses:
+            with pytest.raises(RuntimeError, match="init()") as info:
+                use()
+            assert isinstance(info.value, RaySystemError)  # Ray's type for this
+            assert var in str(info.value) or "has not been started" in str(info.value)
+            assert not skate.is_initialized()
+    finally:
+        if skate.is_initialized():  # only if auto-connect was not honoured
+            skate.shutdown()

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from skate._runtime_env import validate_runtime_env
-from skate.util.scheduling_strategies import STRATEGY_NAMES, STRATEGY_TYPES
+from skate.util.scheduling_strategies import STRATEGY_NAMES, STRATEGY_TYPES, NodeAffinitySchedulingStrategy
 
 
 def _quantity(name: str) -> Callable[[Any], Any]:
@@ -278,9 +278,7 @@ def actor_shapes(options: dict[str, Any]) -> tuple[dict[str, float], dict[str, f
 def wire_strategy(strategy: Any) -> Any:
     """A scheduling strategy as the owner's submitter uses it: None, "SPREAD", or
     {"node_id", "soft"} for node affinity (placement groups come later)."""
-    from skate.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    if strategy in (None, "DEFAULT"):
+    if strategy is None or strategy == "DEFAULT":
         return None
     if strategy == "SPREAD":
         return "SPREAD"

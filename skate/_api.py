@@ -15,9 +15,10 @@ from typing import Any
 import psutil
 
 from skate import _ids
+from skate._auto_init import current_or_init, not_initialized
 from skate._config import OBJECT_STORE_MEMORY_FRACTION
 from skate._node import LocalNode
-from skate._options import check_resources
+from skate._options import check_namespace, check_resources
 from skate._runtime_env import validate_runtime_env
 from skate.core_worker import context
 from skate.core_worker.core import CoreWorker
@@ -54,9 +55,11 @@ RayContext = SkateContext
 
 
 def _core() -> CoreWorker:
+    """The current core worker, for calls that never start a cluster (as in Ray: nodes,
+    cluster_resources, available_resources, ...)."""
     core = context.current
     if core is None:
-        raise RuntimeError("skate is not initialized: call skate.init() first")
+        raise not_initialized()
     return core
 
 
@@ -101,8 +104,7 @@ def init(
                 "Maybe you called skate.init twice by accident? This error can be suppressed by "
                 "passing in 'ignore_reinit_error=True' or by calling 'skate.shutdown()' first."
             )
-        if namespace is not None and not isinstance(namespace, str):
-            raise TypeError(f"namespace must be a str, got {type(namespace).__name__}")
+        check_namespace(namespace)
         validate_runtime_env(runtime_env)
         if address not in (None, "local"):
             if any(v is not None for v in (num_cpus, num_gpus, resources, object_store_memory)):
@@ -279,22 +281,23 @@ def shutdown() -> None:
 atexit.register(shutdown)
 
 
-def _auto_init() -> None:
-    """First use of a remote function or actor class without init(): start a local cluster."""
-    with _lock:
-        if context.current is None:
-            init()
-
-
-context.auto_init = _auto_init
+context.auto_init = init  # the first use of skate without init() starts a local cluster
 
 
 def remote(*args: Any, **options: Any) -> Any:
     """Make a function a remote function: `@remote`, `@remote(num_cpus=2)` or `remote(f)`."""
     if len(args) == 1 and not options and callable(args[0]):
         return _make_remote(args[0], {})
-    if args:
-        raise TypeError("remote() takes a function or class, or only keyword options: @remote(num_cpus=1)")
+    if args or not options:
+        from skate._options import ACTOR_OPTIONS, TASK_OPTIONS
+        from skate.exceptions import RemoteDecoratorError
+
+        raise RemoteDecoratorError(
+            "The @remote decorator must be applied either with no arguments and no parentheses, "
+            "for example '@remote', or with keyword options only, some of "
+            f"{sorted(set(TASK_OPTIONS) | set(ACTOR_OPTIONS))}, for example "
+            "'@remote(num_returns=2, resources={\"CustomResource\": 1})'."
+        )
 
     def decorator(fn: Any) -> Any:
         return _make_remote(fn, options)
@@ -333,12 +336,12 @@ def put(value: Any, *, _owner: Any = None) -> ObjectRef:
             "Calling 'put' on an ObjectRef is not allowed. If you really want to do this, "
             "wrap the ObjectRef in a list: put([ref])."
         )
-    return _core().objects.put(value)
+    return current_or_init().objects.put(value)
 
 
 def get(object_refs: Any, *, timeout: float | None = None) -> Any:
     """The value of an ObjectRef, or the values of a list of them, waiting as needed."""
-    core = _core()
+    core = current_or_init()
     if timeout is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or timeout < 0:
             raise ValueError(f"timeout must be a non-negative number or None, got {timeout!r}")
@@ -366,7 +369,7 @@ def wait(
     fetch_local: bool = True,
 ) -> tuple[list[ObjectRef], list[ObjectRef]]:
     """Split refs into (ready, not ready) once num_returns are ready or the timeout passes."""
-    core = _core()
+    core = current_or_init()
     if isinstance(object_refs, ObjectRef):
         raise TypeError("wait() expects a list of ObjectRefs, not a single ObjectRef: wait([ref])")
     if not isinstance(object_refs, (list, tuple)):
@@ -374,6 +377,14 @@ def wait(
     for i, ref in enumerate(object_refs):
         if not isinstance(ref, ObjectRef):
             raise TypeError(f"wait() expects ObjectRefs, but item {i} is a {type(ref).__name__}")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or timeout < 0
+    ):
+        raise ValueError(f"timeout must be a non-negative number or None, got {timeout!r}")
+    if not isinstance(fetch_local, bool):
+        raise TypeError("fetch_local must be a bool")
+    if not object_refs:  # as Ray: nothing to wait for, whatever num_returns says
+        return [], []
     if len({r._id for r in object_refs}) != len(object_refs):
         raise ValueError("wait() requires a list of unique ObjectRefs; the list has duplicates")
     if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns <= 0:
@@ -382,12 +393,6 @@ def wait(
         raise ValueError(
             f"num_returns ({num_returns}) cannot be larger than the number of refs ({len(object_refs)})"
         )
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or timeout < 0
-    ):
-        raise ValueError(f"timeout must be a non-negative number or None, got {timeout!r}")
-    if not isinstance(fetch_local, bool):
-        raise TypeError("fetch_local must be a bool")
     ready_ids = set(core.objects.wait(list(object_refs), num_returns, timeout, fetch_local))
     ready, not_ready = [], []
     for ref in object_refs:
@@ -402,7 +407,7 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
     """Cancel the task that makes `object_ref`: TaskCancelledError at its get."""
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}")
-    core = _core()
+    core = current_or_init()
     if object_ref._owner is None:
         core.post(core.submitter.cancel, object_ref._id, bool(force), bool(recursive))
     else:  # a borrowed ref: its owner submitted the task, and cancels it
@@ -454,7 +459,7 @@ def available_resources() -> dict[str, float]:
 
 def get_gpu_ids() -> list[int]:
     """The GPU ids assigned to the current task or actor (CUDA_VISIBLE_DEVICES is set to them)."""
-    return list(_core().gpu_ids)
+    return list(current_or_init().gpu_ids)
 
 
 def detect_gpus() -> int:
@@ -474,19 +479,18 @@ def kill(actor: Any, *, no_restart: bool = True) -> None:
     from skate.actor import ActorHandle
 
     if not isinstance(actor, ActorHandle):
-        raise TypeError(f"kill() expects an actor handle, got {type(actor).__name__}")
+        raise ValueError(f"kill() is only supported for actors: it takes an actor handle, got {type(actor)}.")
     if not isinstance(no_restart, bool):
         raise TypeError("no_restart must be a bool")
-    _core().actor_submitter.kill(actor._actor_id, actor._class_name, no_restart)
+    current_or_init().actor_submitter.kill(actor._actor_id, actor._class_name, no_restart)
 
 
 def get_actor(name: str, namespace: str | None = None) -> Any:
     """The handle of the named actor; ValueError when there is none."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"get_actor() needs a non-empty actor name, got {name!r}")
-    if namespace is not None and not isinstance(namespace, str):
-        raise TypeError(f"namespace must be a str, got {type(namespace).__name__}")
+    check_namespace(namespace)
     from skate.actor import _handle_from_info
 
-    core = _core()
+    core = current_or_init()
     return _handle_from_info(core.actor_submitter.get_named(name, namespace), core)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from skate._runtime_env import validate_runtime_env
-from skate.util.scheduling_strategies import STRATEGY_NAMES, STRATEGY_TYPES
+from skate.util.scheduling_strategies import STRATEGY_NAMES, STRATEGY_TYPES, NodeAffinitySchedulingStrategy
 
 
 def _quantity(name: str) -> Callable[[Any], Any]:
@@ -173,9 +173,15 @@ def _actor_name(value: Any) -> Any:
     return value
 
 
-def _namespace(value: Any) -> Any:
-    if value is not None and (not isinstance(value, str) or not value):
-        raise ValueError(f"namespace must be a non-empty str, got {value!r}")
+def check_namespace(value: Any) -> Any:
+    """A namespace is None (the job's own) or a non-empty str: TypeError for another type,
+    ValueError for "" (as Ray), wherever one is given."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"namespace must be None or a str, got {type(value).__name__} {value!r}")
+    if not value:
+        raise ValueError('"" is not a valid namespace. Pass None to use the job\'s namespace.')
     return value
 
 
@@ -212,7 +218,7 @@ ACTOR_OPTIONS: dict[str, Callable[[Any], Any]] = {
     "resources": check_resources,
     "memory": _quantity("memory"),
     "name": _actor_name,
-    "namespace": _namespace,
+    "namespace": check_namespace,
     "get_if_exists": _bool("get_if_exists"),
     "lifetime": _lifetime,
     "max_restarts": _int_at_least("max_restarts", -1),
@@ -272,9 +278,7 @@ def actor_shapes(options: dict[str, Any]) -> tuple[dict[str, float], dict[str, f
 def wire_strategy(strategy: Any) -> Any:
     """A scheduling strategy as the owner's submitter uses it: None, "SPREAD", or
     {"node_id", "soft"} for node affinity (placement groups come later)."""
-    from skate.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    if strategy in (None, "DEFAULT"):
+    if strategy is None or strategy == "DEFAULT":
         return None
     if strategy == "SPREAD":
         return "SPREAD"

@@ -5,13 +5,19 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from skate._auto_init import current_or_init
 from skate._options import ACTOR_DEFAULTS, ACTOR_OPTIONS, METHOD_OPTIONS, validate_options
+from skate._signature import ArgSpec, init_spec, method_wire
+from skate.exceptions import ActorClassInheritanceException
+
+__all__ = ["ActorClass", "ActorClassInheritanceException", "ActorHandle", "ActorMethod", "exit_actor"]
 from skate.core_worker import context
 from skate.core_worker.functions import FunctionManager
 
 
 def _method_table(cls: type) -> dict[str, dict]:
-    """Public methods of an actor class with their @method options."""
+    """Public methods of an actor class with their @method options and signatures (in a
+    form that pickles and goes through msgpack, so every handle can check arguments)."""
     table = {}
     for name, member in inspect.getmembers(cls):
         if name.startswith("__") and name not in ("__call__",):
@@ -20,18 +26,38 @@ def _method_table(cls: type) -> dict[str, dict]:
             continue
         opts = dict(getattr(member, "__skate_method_options__", {}))
         opts["is_async"] = inspect.iscoroutinefunction(member) or inspect.isasyncgenfunction(member)
+        opts["sig"] = method_wire(cls, name, member)
         table[name] = opts
     return table
 
 
 class ActorClass:
-    """A class whose instances live in their own worker process: `Cls.remote(...)` makes one."""
+    """A class whose instances live in their own worker process: `Cls.remote(...)` makes one.
+
+    Otherwise it reads like the user's class: class attributes, staticmethods and
+    classmethods are reachable through it (`Cls.LIMIT`, `Cls.helper()`), also inside the actor,
+    where the module-level name is this object too.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> ActorClass:
+        # `class B(SomeActorClass)` makes Python call ActorClass("B", bases, namespace).
+        if len(args) == 3 and isinstance(args[0], str) and isinstance(args[1], tuple):
+            for base in args[1]:
+                if isinstance(base, ActorClass):
+                    raise ActorClassInheritanceException(
+                        f"Attempted to define subclass '{args[0]}' of actor class '{base._name}'. "
+                        "Inheriting from actor classes is not currently supported. Inherit from a "
+                        "plain base class instead and make the derived class an actor class "
+                        "(with @remote)."
+                    )
+        return super().__new__(cls)
 
     def __init__(self, cls: type, options: dict[str, Any]):
         self._cls = cls
         self._options = {**ACTOR_DEFAULTS, **validate_options(options, ACTOR_OPTIONS, "actors")}
         self._name = cls.__name__
         self._methods = _method_table(cls)
+        self._init_spec = init_spec(cls, f"{cls.__name__}.__init__")
         self._pickled: tuple[bytes, bytes] | None = None
         self.__doc__ = cls.__doc__
         self.__name__ = cls.__name__
@@ -44,6 +70,18 @@ class ActorClass:
             f"use '{self._name}.remote()'."
         )
 
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names ActorClass itself lacks: the user's class attributes.
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        cls = self.__dict__.get("_cls")
+        if cls is None:
+            raise AttributeError(name)
+        try:
+            return getattr(cls, name)
+        except AttributeError:
+            raise AttributeError(f"actor class '{cls.__name__}' has no attribute '{name}'") from None
+
     def __reduce__(self):
         return (ActorClass, (self._cls, {k: v for k, v in self._options.items() if k in ACTOR_OPTIONS}))
 
@@ -52,12 +90,20 @@ class ActorClass:
         return _BoundActorOptions(self, merged)
 
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
-        return self._remote(args, kwargs, self._options)
+        return self._create(args, kwargs, self._options)
 
-    def _remote(self, args: tuple, kwargs: dict, options: dict) -> ActorHandle:
+    def _remote(self, args: Any = None, kwargs: Any = None, **options: Any) -> ActorHandle:
+        """Ray's form: `Cls._remote(args=[...], kwargs={...}, name="a", ...)`."""
+        merged = {**self._options, **validate_options(options, ACTOR_OPTIONS, "actors")}
+        return self._create(tuple(args or ()), dict(kwargs or {}), merged)
+
+    def _create(self, args: tuple, kwargs: dict, options: dict) -> ActorHandle:
+        self._init_spec.check(args, kwargs)
         if options.get("get_if_exists") and not options.get("name"):
             raise ValueError("The actor name must be specified to use `get_if_exists`.")
-        core = context.current_or_init()
+        core = context.current
+        if core is None:
+            core = current_or_init()
         if self._pickled is None:
             self._pickled = FunctionManager.pickle(self._cls)
         key, data = self._pickled
@@ -74,7 +120,7 @@ class _BoundActorOptions:
         self._options = options
 
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
-        return self._cls._remote(args, kwargs, self._options)
+        return self._cls._create(args, kwargs, self._options)
 
     def options(self, **options: Any) -> _BoundActorOptions:
         return _BoundActorOptions(
@@ -99,6 +145,7 @@ class ActorHandle:
         self._methods = methods
         self._actor_options = options
         self._owner = owner
+        self._specs: dict[str, ArgSpec] = {}  # method -> its ArgSpec, read from _methods when first called
         core = _core if _core is not None else context.current
         self._core = core
         if core is not None:  # handles are counted like refs: see core_worker.ownership
@@ -115,12 +162,15 @@ class ActorHandle:
     def __getattr__(self, name: str) -> ActorMethod:
         methods = self.__dict__.get("_methods")
         if name in ("__ray_ready__", "__ray_terminate__") and methods is not None:
-            return ActorMethod(self, name, {})
+            return ActorMethod(self, name, {}, ArgSpec(f"{self._class_name}.{name}", []))
         if methods is None or name.startswith("__"):
             raise AttributeError(name)
         if name not in methods:
             raise AttributeError(f"'{self._class_name}' actor has no method '{name}'")
-        return ActorMethod(self, name, methods[name])
+        spec = self._specs.get(name)
+        if spec is None:
+            spec = self._specs[name] = ArgSpec(f"{self._class_name}.{name}", methods[name].get("sig"))
+        return ActorMethod(self, name, methods[name], spec)
 
     def __reduce__(self):
         from skate._serialization import contained_refs_sink
@@ -170,10 +220,11 @@ def _rebuild_handle(actor_id, class_name, methods, options, owner) -> ActorHandl
 class ActorMethod:
     """A method of an actor: `.remote(...)` queues a call, `.options(...)` changes num_returns."""
 
-    def __init__(self, handle: ActorHandle, name: str, options: dict):
+    def __init__(self, handle: ActorHandle, name: str, options: dict, spec: ArgSpec):
         self._handle = handle
         self._name = name
         self._options = options
+        self._spec = spec
 
     def __call__(self, *args: Any, **kwargs: Any):
         raise TypeError(
@@ -183,9 +234,12 @@ class ActorMethod:
 
     def options(self, **options: Any) -> ActorMethod:
         merged = {**self._options, **validate_options(options, METHOD_OPTIONS, "actor methods")}
-        return ActorMethod(self._handle, self._name, merged)
+        return ActorMethod(self._handle, self._name, merged, self._spec)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
+        spec = self._spec
+        if kwargs or not spec.lo <= len(args) <= spec.hi:
+            spec.bind(args, kwargs)
         handle = self._handle
         core = handle._core or context.current
         options = self._options

@@ -21,12 +21,16 @@ SkateError (RayError)
 ├── TaskUnschedulableError
 ├── LocalRayletDiedError      the raylet of this process's own node died
 ├── RaySystemError            Skate itself failed (a broken connection, a dead raylet)
+│   └── NotInitializedError   used before init() with auto-init turned off (also a RuntimeError)
 └── ProtocolError             a peer sent a frame that breaks the wire protocol
 """
 
 from __future__ import annotations
 
+import logging
 import traceback as _traceback
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "SkateError",
@@ -51,6 +55,7 @@ __all__ = [
     "TaskUnschedulableError",
     "LocalRayletDiedError",
     "RaySystemError",
+    "NotInitializedError",
     "ProtocolError",
 ]
 
@@ -103,16 +108,38 @@ class RayTaskError(SkateError):
         tb = "".join(_traceback.format_exception(type(exc), exc, exc.__traceback__))
         return cls(function_name, tb, exc, pid, ip)
 
+    def with_unserializable_cause(self, problem: BaseException) -> RayTaskError:
+        """This error with its cause, which cannot travel (it does not pickle, or does not
+        unpickle), replaced by a RayError that says so and names its class (as Ray does).
+
+        The remote traceback stays, so the original exception's text is still seen; the
+        note is logged where the task ran and added to the traceback."""
+        note = (
+            f"The original cause of the RayTaskError ({type(self.cause)}) isn't serializable: "
+            f"{type(problem).__name__}: {problem}. Overwriting the cause to a RayError."
+        )
+        logger.warning(note)
+        traceback_str = f"{self.traceback_str.rstrip()}\n\n{note}"
+        return RayTaskError(self.function_name, traceback_str, SkateError(note), self.pid, self.ip)
+
     def as_instanceof_cause(self) -> BaseException:
-        """An exception that is both a RayTaskError and an instance of the cause's class."""
+        """An exception that is both a RayTaskError and an instance of the cause's class.
+
+        If that class cannot be subclassed, this RayTaskError itself, with a warning that
+        the user's exception is in its `.cause`."""
         cause = self.cause
         if cause is None or isinstance(cause, RayTaskError):
             return self
         cause_cls = type(cause)
-        if not isinstance(cause, Exception):
+        if not isinstance(cause, Exception) or issubclass(RayTaskError, cause_cls):
             return self
         dual = _dual_class(cause_cls)
-        if dual is None:
+        if isinstance(dual, str):
+            logger.warning(
+                f"User exception type {cause_cls} in RayTaskError can't be subclassed! This "
+                "exception is raised as RayTaskError only. You can use `ray_task_error.cause` to "
+                f"access the user exception. Failure in subclassing: {dual}"
+            )
             return self
         err = dual.__new__(dual)
         try:
@@ -128,10 +155,11 @@ class RayTaskError(SkateError):
         return err
 
 
-_DUAL_CACHE: dict[type, type[RayTaskError] | None] = {}
+_DUAL_CACHE: dict[type, type | str] = {}
 
 
-def _dual_class(cause_cls: type) -> type[RayTaskError] | None:
+def _dual_class(cause_cls: type) -> type | str:
+    """The class derived from RayTaskError and `cause_cls`, or why there can be none."""
     if cause_cls in _DUAL_CACHE:
         return _DUAL_CACHE[cause_cls]
     dual: type[RayTaskError] | None
@@ -149,8 +177,8 @@ def _dual_class(cause_cls: type) -> type[RayTaskError] | None:
                 "__module__": cause_cls.__module__,
             },
         )
-    except TypeError:  # a class that cannot be a base (final, layout conflict)
-        dual = None
+    except Exception as exc:  # a class that refuses subclasses, a layout or metaclass conflict
+        dual = str(exc) or type(exc).__name__
     _DUAL_CACHE[cause_cls] = dual
     return dual
 
@@ -255,6 +283,26 @@ class LocalRayletDiedError(SkateError):
 
 class RaySystemError(SkateError):
     """Skate itself failed: a lost connection, a dead node manager."""
+
+
+class ActorClassInheritanceException(TypeError):
+    """A class was defined with an actor class as a base (`class B(ActorClassA)`), which is not
+    supported: inherit from the plain class and decorate the subclass instead.
+
+    A usage error rather than a SkateError, so not in `__all__`; Ray exports it from
+    `ray.actor`, and so does `skate.actor`."""
+
+
+class RemoteDecoratorError(TypeError, AssertionError):
+    """`@remote` used with parentheses but no options (`@remote()`), or with positional
+    arguments. Ray asserts there (AssertionError); a TypeError is what Python programs expect
+    of a misused callable, so this is both. Not a SkateError, so not in `__all__`."""
+
+
+class NotInitializedError(RaySystemError, RuntimeError):
+    """The API was used before `init()` and no cluster may be started on first use (or the
+    call never starts one). A RaySystemError as in Ray, and a RuntimeError as Python code
+    expects of a call made in the wrong state."""
 
 
 class ProtocolError(SkateError):

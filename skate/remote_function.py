@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any
 
+from skate._auto_init import current_or_init
 from skate._options import TASK_DEFAULTS, TASK_OPTIONS, resource_shape, validate_options, wire_strategy
+from skate._signature import ArgSpec
 from skate.core_worker import context
 from skate.core_worker.functions import FunctionManager
 
@@ -16,11 +19,22 @@ class RemoteFunction:
     def __init__(self, function: Any, options: dict[str, Any]):
         if not callable(function):
             raise TypeError(f"skate.remote expects a function or a class, got {function!r}")
+        if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
+            raise ValueError(
+                "'async def' should not be used for remote tasks: a task's worker runs no event "
+                f"loop to await '{getattr(function, '__name__', function)}'. Wrap it in a plain "
+                "function that calls `asyncio.run(...)`, or make it a method of an actor, where "
+                "async methods are supported."
+            )
         self._function = function
         self._options = {**TASK_DEFAULTS, **validate_options(options, TASK_OPTIONS, "remote functions")}
         self._name = getattr(function, "__name__", "function")
         self._pickled: tuple[bytes, bytes] | None = None
         self._shape_cache: tuple[dict, dict] | None = None
+        # The signature is read at the first call that needs it; until then (lo > hi) every
+        # call takes the slow path, which reads it.
+        self._argspec: ArgSpec | None = None
+        self._arg_lo, self._arg_hi = 1, 0
         functools.update_wrapper(self, function, updated=())
 
     def __call__(self, *args, **kwargs):
@@ -41,10 +55,27 @@ class RemoteFunction:
         return _BoundOptions(self, merged)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
-        return self._remote(args, kwargs, self._options)
+        return self._submit(args, kwargs, self._options)
 
-    def _remote(self, args: tuple, kwargs: dict, options: dict) -> Any:
-        core = context.current_or_init()
+    def _remote(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        """Ray's form: `f._remote(args=[...], kwargs={...}, num_cpus=2, ...)`."""
+        merged = {**self._options, **validate_options(options, TASK_OPTIONS, "remote functions")}
+        return self._submit(tuple(args or ()), dict(kwargs or {}), merged)
+
+    def _check_args(self, args: tuple, kwargs: dict) -> None:
+        """The slow path of the argument check: read the signature once, then bind."""
+        spec = self._argspec
+        if spec is None:
+            spec = self._argspec = ArgSpec.of(self._function, self._name)
+            self._arg_lo, self._arg_hi = spec.lo, spec.hi
+        spec.bind(args, kwargs)
+
+    def _submit(self, args: tuple, kwargs: dict, options: dict) -> Any:
+        if kwargs or not self._arg_lo <= len(args) <= self._arg_hi:
+            self._check_args(args, kwargs)
+        core = context.current
+        if core is None:
+            core = current_or_init()
         if self._pickled is None:
             self._pickled = FunctionManager.pickle(self._function)
         key, data = self._pickled
@@ -84,7 +115,7 @@ class _BoundOptions:
         self._options = options
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
-        return self._fn._remote(args, kwargs, self._options)
+        return self._fn._submit(args, kwargs, self._options)
 
     def options(self, **options: Any) -> _BoundOptions:
         merged = {**self._options, **validate_options(options, TASK_OPTIONS, "remote functions")}

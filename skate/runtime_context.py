@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from skate.core_worker import context
-
 
 class RuntimeContext:
     """A view of the current process's job, node, task and resources."""
@@ -95,7 +93,6 @@ class RuntimeContext:
 
 
 def get_runtime_context() -> RuntimeContext:
-    core = context.current
-    if core is None:
-        raise RuntimeError("skate is not initialized; call skate.init() first")
-    return RuntimeContext(core)
+    from skate._auto_init import current_or_init
+
+    return RuntimeContext(current_or_init())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from skate._serialization import KIND_ERROR, deserialize_inline, serialize
-from skate.exceptions import RaySystemError, RayTaskError
+from skate.exceptions import RayTaskError
 from skate.protocol.messages import INLINE
 
 
@@ -20,21 +20,14 @@ def task_error_entry(function_name: str, exc: BaseException, pid: int, ip: str) 
     """The entry for a task that raised `exc`: a RayTaskError that is sure to unpickle.
 
     An exception that cannot be pickled, or cannot be rebuilt from its pickle (a custom
-    __init__ with other arguments), is replaced by a RaySystemError saying so, so the caller
-    still sees the remote traceback rather than a pickling failure.
+    __init__ with other arguments), is replaced by an error saying it "isn't serializable"
+    and naming its type, so the caller still sees the remote traceback.
     """
     err = RayTaskError.from_exception(function_name, exc, pid, ip)
     try:
         data = serialize(err, KIND_ERROR).to_inline()
         deserialize_inline(data)
         return (INLINE, data)
-    except Exception as pickling_error:
-        cause = err.cause
-        stand_in = None
-        if cause is not None:
-            stand_in = RaySystemError(
-                f"The exception {type(cause).__name__}: {cause} raised by {function_name} isn't "
-                f"serializable ({type(pickling_error).__name__}: {pickling_error}), so it is shown as text."
-            )
-        err = RayTaskError(err.function_name, err.traceback_str, stand_in, pid, ip)
+    except Exception as problem:
+        err = err.with_unserializable_cause(problem)
         return (INLINE, serialize(err, KIND_ERROR).to_inline())

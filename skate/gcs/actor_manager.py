@@ -104,8 +104,8 @@ class ActorManager:
                 if p.get("get_if_exists"):
                     return {"created": False, "info": existing.describe()}
                 raise ValueError(
-                    f"The name '{name}' (namespace='{namespace}') is already taken. Use a different name, or "
-                    f"get the existing actor with get_actor('{name}', namespace='{namespace}')."
+                    f"The name {name} (namespace={namespace}) is already taken. Please use a different "
+                    f"name or get the existing actor using get_actor('{name}', namespace='{namespace}')."
                 )
         info = ActorInfo(
             p["actor_id"],

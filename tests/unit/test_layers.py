@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "skate.protocol": FOUNDATION,
     "skate._procutil": FOUNDATION,
     "skate._options": FOUNDATION,
+    "skate._signature": FOUNDATION,
     "skate._runtime_env": FOUNDATION,
     "skate.object_ref": FOUNDATION,
     "skate.types": FOUNDATION,
@@ -48,6 +49,7 @@ LAYERS: dict[str, int] = {
     "skate.raylet.object_store": STATE_MACHINES,
     "skate.raylet.memory_monitor": STATE_MACHINES,
     "skate.gcs.placement": STATE_MACHINES,
+    "skate.gcs.kv_store": STATE_MACHINES,
     # I/O shells: processes and the core worker
     "skate.core_worker": SHELLS,
     "skate.raylet": SHELLS,
@@ -56,6 +58,7 @@ LAYERS: dict[str, int] = {
     # public API, tools and the command line
     "skate": API,
     "skate._api": API,
+    "skate._auto_init": API,
     "skate.actor": API,
     "skate.remote_function": API,
     "skate.runtime_context": API,
@@ -115,9 +118,11 @@ def _graph() -> dict[str, set[str]]:
 
 
 def layer_of(name: str) -> int | None:
+    if name == "skate":
+        return API
     best = None
     for prefix, layer in LAYERS.items():
-        if (name == prefix or name.startswith(prefix + ".")) and (best is None or len(prefix) > len(best[0])):
+        if prefix != "skate" and (name == prefix or name.startswith(prefix + ".")) and (best is None or len(prefix) > len(best[0])):
             best = (prefix, layer)
     return best[1] if best else None
 

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
+
+from skate._id_types import ActorID, JobID, NodeID, TaskID
+
+
+def _deprecated(name: str, instead: str) -> None:
+    warnings.warn(
+        f"RuntimeContext.{name} is deprecated (it returns an ID object); use {instead}, which returns "
+        "the hex string.",
+        DeprecationWarning,
+        stacklevel=3,
+    )
 
 
 class RuntimeContext:
@@ -44,17 +56,28 @@ class RuntimeContext:
     def get_namespace(self) -> str:
         return self._core.namespace
 
+    # Deprecated in Ray: ID objects instead of hex strings; use the get_*_id() methods.
     @property
-    def job_id(self) -> str:
-        return self.get_job_id()
+    def job_id(self) -> JobID:
+        _deprecated("job_id", "get_job_id()")
+        return JobID.from_hex(self.get_job_id())
 
     @property
-    def node_id(self) -> str:
-        return self.get_node_id()
+    def node_id(self) -> NodeID:
+        _deprecated("node_id", "get_node_id()")
+        return NodeID.from_hex(self.get_node_id())
 
     @property
-    def task_id(self) -> str | None:
-        return self.get_task_id()
+    def task_id(self) -> TaskID | None:
+        _deprecated("task_id", "get_task_id()")
+        task_id = self.get_task_id()
+        return TaskID.from_hex(task_id) if task_id is not None else None
+
+    @property
+    def actor_id(self) -> ActorID | None:
+        _deprecated("actor_id", "get_actor_id()")
+        actor_id = self.get_actor_id()
+        return ActorID.from_hex(actor_id) if actor_id is not None else None
 
     @property
     def was_current_actor_reconstructed(self) -> bool:

@@ -192,8 +192,8 @@ class Objects:
                 )
             rebuilds += 1
             for i in lost:
-                oid, _, owner = items[i]
-                entry = self.core.run(self.recover(oid, owner), timeout=None)
+                oid, old, owner = items[i]
+                entry = self.core.run(self.recover(oid, owner, old[1]), timeout=None)
                 if is_error_entry(entry):
                     raise_error(deserialize_inline(entry[1])[1])
                 if entry[0] == INLINE:
@@ -203,13 +203,13 @@ class Objects:
             todo = [i for i in lost if items[i][1][0] == IN_STORE]
         return values
 
-    async def recover(self, oid: bytes, owner: tuple | list | None) -> tuple:
+    async def recover(self, oid: bytes, owner: tuple | list | None, node_id: str | None = None) -> tuple:
         """I/O thread: the entry of a lost object once it is rebuilt (or an error entry)."""
         if owner is None or tuple(owner) == self.core.owner_address:
-            return await self.core.submitter.rebuild(oid)
+            return await self.core.submitter.rebuild(oid, node_id)
         try:
             conn = await self.core.peer(owner[1])
-            entry = await conn.call("reconstruct_object", {"oid": oid})
+            entry = await conn.call("reconstruct_object", {"oid": oid, "node_id": node_id})
         except RemoteError as exc:
             return error_entry(exc.cause if exc.cause is not None else exc)
         except Exception as exc:
@@ -223,7 +223,7 @@ class Objects:
         return tuple(entry)
 
     async def _h_reconstruct_object(self, conn: Connection, p: dict) -> list:
-        return list(await self.core.submitter.rebuild(p["oid"]))
+        return list(await self.core.submitter.rebuild(p["oid"], p.get("node_id")))
 
     # -- wait ---------------------------------------------------------------------------
     def wait(self, refs: list, num_returns: int, timeout: float | None, fetch_local: bool) -> list[bytes]:

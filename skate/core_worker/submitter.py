@@ -29,7 +29,7 @@ from skate.core_worker.lease_pool import (
 from skate.core_worker.memory_store import Waiter
 from skate.core_worker.object_table import RECORD_CALL_SITES, call_site
 from skate.core_worker.task_manager import Complete, Fail, Retry, TaskEntry, TaskManager
-from skate.exceptions import RaySystemError
+from skate.exceptions import ObjectLostError, RaySystemError
 from skate.object_ref import ObjectRef
 from skate.protocol.messages import TaskReply, TaskSpec
 
@@ -285,13 +285,15 @@ class TaskSubmitter:
             self.core.refs.remove_task_uses(released)
 
     # -- lineage ------------------------------------------------------------------------
-    async def rebuild(self, object_id: bytes) -> tuple:
+    async def rebuild(self, object_id: bytes, node_id: str | None = None) -> tuple:
         """I/O thread: run again the task that made a lost object; its new entry, or an error entry."""
         entry = self.manager.pending.get(_ids.task_id_of(object_id))
         if entry is None:
             try:
                 entry = self.manager.reconstruct(object_id)
             except Exception as exc:
+                if node_id and type(exc) is ObjectLostError:
+                    exc = ObjectLostError(f"{exc} Its last copy was on node {node_id}.", object_id.hex())
                 return error_entry(exc)
             logger.warning("object %s was lost: running %s again to rebuild it", object_id.hex(), entry.name)
             for oid in entry.return_ids:

@@ -19,7 +19,7 @@ FUNCS = [
 def test_not_initialized_is_a_clear_error(fresh):
     assert kv._internal_kv_initialized() is False
     for func, args in FUNCS:
-        with pytest.raises(RuntimeError, match=f"{func.__name__}: skate is not initialized"):
+        with pytest.raises(RuntimeError, match=f"{func.__name__}: .*not been started"):
             func(*args)
 
 

@@ -201,3 +201,28 @@ def test_threaded_actor_calls_keep_their_own_task_ids(cluster):
     for i in range(4):
         os.unlink(f"{base}.{i}")
     assert all(same for same, _ in out) and len({tid for _, tid in out}) == 4
+
+
+@pytest.mark.timeout(60)
+def test_deprecated_runtime_context_properties_return_ids_and_warn(cluster):
+    ctx = skate.get_runtime_context()
+    with pytest.warns(DeprecationWarning, match="get_node_id"):
+        node = ctx.node_id
+    assert node.hex() == ctx.get_node_id()
+    with pytest.warns(DeprecationWarning):
+        assert ctx.job_id.hex() == ctx.get_job_id()
+    with pytest.warns(DeprecationWarning):
+        assert ctx.task_id is None  # the driver runs no task
+
+    @skate.remote
+    class Who:
+        def ids(self):
+            import warnings
+
+            c = skate.get_runtime_context()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return c.actor_id.hex(), c.task_id.hex(), c.get_actor_id(), c.get_task_id()
+
+    actor_hex, task_hex, actor_id, task_id = skate.get(Who.remote().ids.remote(), timeout=30)
+    assert actor_hex == actor_id and task_hex == task_id

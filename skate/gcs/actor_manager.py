@@ -144,7 +144,8 @@ class ActorManager:
             return
         try:
             grant = await node_conn.call(
-                "request_lease", {"rid": next(self._rids), "shape": spec["place"], "hold": spec["res"]}
+                "request_lease",
+                {"rid": next(self._rids), "shape": spec["place"], "hold": spec["res"], "actor": True},
             )
             if grant is None:
                 self._set_dead(info, "its lease request was cancelled")

@@ -464,6 +464,7 @@ class Raylet:
             p.get("hold"),
             spill_ok=not p.get("spilled"),
             spread=p.get("strategy") == "SPREAD",
+            actor=bool(p.get("actor")),
         )
         fut = self.loop.create_future()
         self.lease_futures[req.request_id] = fut

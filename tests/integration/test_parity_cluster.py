@@ -1,0 +1,68 @@
+"""Ray parity of cluster behaviour: actors' resources while blocked, names freed by kill(),
+actor placement by load, restarts away from a node being removed, freeing pulled copies."""
+
+from __future__ import annotations
+
+import pytest
+
+import skate
+from skate.exceptions import GetTimeoutError
+from tests.integration import _cluster_helpers
+
+multinode = _cluster_helpers.multinode  # the fixture
+
+
+@skate.remote(num_cpus=1)
+def needs_cpu():
+    return "ran"
+
+
+@skate.remote(num_cpus=1)
+class BlocksInMethod:
+    def run_nested(self):
+        ref = needs_cpu.remote()
+        try:
+            return skate.get(ref, timeout=2)
+        except GetTimeoutError:
+            return "pending"
+
+
+@skate.remote(num_cpus=1)
+class BlocksInConstructor:
+    def __init__(self):
+        try:
+            self.result = skate.get(needs_cpu.remote(), timeout=2)
+        except GetTimeoutError:
+            self.result = "pending"
+
+    def result_of_init(self):
+        return self.result
+
+
+@skate.remote(num_cpus=1)
+def task_runs_nested():
+    return skate.get(needs_cpu.remote(), timeout=30)
+
+
+# -- 1. an actor keeps its CPU while blocked in get ----------------------------------------
+@pytest.mark.timeout(90)
+def test_actor_blocked_in_get_keeps_its_cpu(fresh):
+    skate = fresh
+    skate.init(num_cpus=1)
+    # A normal task lends its CPU while it waits: the nested task runs.
+    assert skate.get(task_runs_nested.remote(), timeout=60) == "ran"
+    # An actor's method does not: the nested task stays pending on a 1-CPU node.
+    actor = BlocksInMethod.remote()
+    assert skate.get(actor.run_nested.remote(), timeout=60) == "pending"
+    waiting = needs_cpu.remote()
+    assert skate.wait([waiting], timeout=1.0)[0] == []  # the actor still holds the CPU
+    skate.kill(actor)
+    assert skate.get(waiting, timeout=60) == "ran"
+
+
+@pytest.mark.timeout(90)
+def test_actor_constructor_blocked_in_get_keeps_its_cpu(fresh):
+    skate = fresh
+    skate.init(num_cpus=1)
+    actor = BlocksInConstructor.remote()
+    assert skate.get(actor.result_of_init.remote(), timeout=60) == "pending"

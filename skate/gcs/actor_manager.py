@@ -223,9 +223,13 @@ class ActorManager:
             conn._on_close = None
             conn.close("actor dead")
         self._return_lease(info)
+        self._release_name(info)
+        self._wake(info)
+
+    def _release_name(self, info: ActorInfo) -> None:
+        """Free the actor's name for a new actor (once: a newer holder of the name keeps it)."""
         if info.name and self.named.get((info.namespace, info.name)) == info.actor_id:
             del self.named[(info.namespace, info.name)]
-        self._wake(info)
 
     def _wake(self, info: ActorInfo) -> None:
         waiters, info.waiters = info.waiters, []
@@ -285,6 +289,9 @@ class ActorManager:
                 info.death_cause = reason
             else:
                 info.death_cause = "the actor was killed by kill()"
+            # The name is free when kill() returns (Ray's semantics), not when the worker is
+            # gone: the caller may create a new actor of that name right away.
+            self._release_name(info)
         if info.state in (PENDING, RESTARTING) and info.conn is None:
             if info.no_restart:
                 self._set_dead(info, info.death_cause)

@@ -66,3 +66,31 @@ def test_actor_constructor_blocked_in_get_keeps_its_cpu(fresh):
     skate.init(num_cpus=1)
     actor = BlocksInConstructor.remote()
     assert skate.get(actor.result_of_init.remote(), timeout=60) == "pending"
+
+
+# -- 2. kill() of a named actor frees its name before it returns ---------------------------
+@skate.remote
+class Named:
+    def __init__(self, tag):
+        self.tag = tag
+
+    def get_tag(self):
+        return self.tag
+
+
+@pytest.mark.timeout(90)
+def test_kill_frees_the_name_at_once(fresh):
+    skate = fresh
+    skate.init(num_cpus=2)
+    for detached in (False, True):
+        lifetime = "detached" if detached else None
+        old = Named.options(name="svc", lifetime=lifetime).remote("old")
+        assert skate.get(old.get_tag.remote(), timeout=60) == "old"
+        skate.kill(old)
+        # No wait: the name is free as soon as kill() returns.
+        with pytest.raises(ValueError):
+            skate.get_actor("svc")
+        new = Named.options(name="svc", lifetime=lifetime).remote("new")
+        assert skate.get(skate.get_actor("svc").get_tag.remote(), timeout=60) == "new"
+        assert skate.get(new.get_tag.remote(), timeout=60) == "new"
+        skate.kill(new)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from skate.protocol import Connection, connect
+from skate.raylet import resources as res
 
 logger = logging.getLogger("skate.gcs.actors")
 
@@ -43,6 +44,7 @@ class ActorInfo:
     death_cause: str = ""
     conn: Connection | None = None
     lease: tuple | None = None  # (node_id, lease_id)
+    target_node: str | None = None  # where it is placed (set before it is alive: counts as load)
     waiters: list = field(default_factory=list)
 
     def describe(self) -> dict:
@@ -136,17 +138,31 @@ class ActorManager:
     async def _start(self, info: ActorInfo) -> None:
         """Lease a worker for the actor and run its constructor there."""
         spec = info.spec
-        node_id, node_conn = self.gcs.pick_node(spec["place"], spec.get("strategy"))
+        info.target_node = None
+        owner_address = info.owner[1] if info.owner and len(info.owner) > 1 else ""
+        node_id, node_conn = self.gcs.pick_node(
+            spec["place"],
+            spec.get("strategy"),
+            preferred=self.gcs.node_of_address(owner_address or ""),
+            loads=self.node_loads(),
+        )
         if node_conn is None:
             # Like a task, it waits for a node that can host it (one may join).
             logger.warning("actor %s is pending: no alive node has %s", info.actor_id.hex(), spec["place"])
             self.unplaced.append(info)
             return
+        info.target_node = node_id
         try:
-            grant = await node_conn.call(
-                "request_lease",
-                {"rid": next(self._rids), "shape": spec["place"], "hold": spec["res"], "actor": True},
-            )
+            request = {"rid": next(self._rids), "shape": spec["place"], "hold": spec["res"], "actor": True}
+            grant = await node_conn.call("request_lease", request)
+            if grant is not None and "spillback" in grant:
+                # The node had no room after all and named one that has: go there, once.
+                node_id = grant["spillback"]["node_id"]
+                node_conn = self.gcs.node_conns.get(node_id)
+                if node_conn is None or node_conn.closed:
+                    raise ConnectionError(f"node {node_id[:12]} is gone")
+                info.target_node = node_id
+                grant = await node_conn.call("request_lease", dict(request, spilled=True))
             if grant is None:
                 self._set_dead(info, "its lease request was cancelled")
                 return
@@ -240,6 +256,17 @@ class ActorManager:
                 fut.set_result(info.describe())
             else:
                 info.waiters.append((fut, not_incarnation))
+
+    def node_loads(self) -> dict[str, tuple[dict[str, int], dict[str, int]]]:
+        """Per node, the placement shapes and held resources of the live actors sent there."""
+        loads: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
+        for info in self.actors.values():
+            if info.state == DEAD or info.target_node is None or info.spec is None:
+                continue
+            placed, held = loads.setdefault(info.target_node, ({}, {}))
+            res.add(placed, res.to_fixed(info.spec["place"]))
+            res.add(held, res.to_fixed(info.spec["res"]))
+        return loads
 
     # -- queries ----------------------------------------------------------------------
     def h_get_info(self, conn: Connection, p: dict):

@@ -15,6 +15,7 @@ import psutil
 
 from skate._procutil import watch_parent_pipe
 from skate.gcs.actor_manager import ActorManager
+from skate.gcs.placement import NodeLoad, choose_node
 from skate.protocol import Connection, listen
 from skate.raylet import resources as res
 
@@ -131,9 +132,12 @@ class GcsServer:
                 if node["alive"] and now - node.get("last_seen", now) > self.node_timeout:
                     self.mark_node_dead(nid, f"no heartbeat for {self.node_timeout:g} s")
 
-    def pick_node(self, shape: dict[str, float], strategy=None) -> tuple[str | None, Connection | None]:
-        """An alive node whose total resources can hold `shape`, the least loaded first;
-        a node affinity names the node (soft: if it can, else anywhere)."""
+    def pick_node(
+        self, shape: dict[str, float], strategy=None, preferred: str | None = None, loads: dict | None = None
+    ) -> tuple[str | None, Connection | None]:
+        """An alive node for an actor of placement `shape` (see gcs.placement): a node affinity
+        names the node (soft: if it can, else anywhere); otherwise Ray's hybrid policy, starting
+        from `preferred` (the owner's node), with `loads` {node: (placed, held)} of its actors."""
         need = res.to_fixed(shape)
         if isinstance(strategy, dict):
             node = self.nodes.get(strategy["node_id"])
@@ -142,17 +146,34 @@ class GcsServer:
                 return strategy["node_id"], conn
             if not strategy.get("soft"):
                 return None, None
-        best = None
+        views = []
         for node_id, node in self.nodes.items():
             conn = self.node_conns.get(node_id)
             if not node["alive"] or conn is None or conn.closed:
                 continue
-            if not res.fits(need, res.to_fixed(node["resources"])):
-                continue
-            free = res.fits(need, res.to_fixed(node.get("available") or {}))
-            if best is None or (free and not best[0]):
-                best = (free, node_id, conn)
-        return (best[1], best[2]) if best else (None, None)
+            placed, held = (loads or {}).get(node_id, ({}, {}))
+            views.append(
+                NodeLoad(
+                    node_id,
+                    res.to_fixed(node["resources"]),
+                    res.to_fixed(node.get("available") or {}),
+                    placed,
+                    held,
+                )
+            )
+        if strategy == "SPREAD":  # no preference and no packing: the least loaded node
+            chosen = choose_node(need, views, None, threshold=0.0)
+        else:
+            chosen = choose_node(need, views, preferred)
+        return (chosen, self.node_conns[chosen]) if chosen else (None, None)
+
+    def node_of_address(self, address: str) -> str | None:
+        """The alive node whose session directory holds the Unix socket in `address`."""
+        for node_id, node in self.nodes.items():
+            sockets = f"{node.get('session_dir')}/sockets/"
+            if node["alive"] and node.get("session_dir") and sockets in address:
+                return node_id
+        return None
 
     def h_update_resources(self, conn: Connection, p: dict) -> None:
         """A raylet's resources changed, or its heartbeat."""

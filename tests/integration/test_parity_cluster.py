@@ -3,11 +3,15 @@ actor placement by load, restarts away from a node being removed, freeing pulled
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 import skate
 from skate.exceptions import GetTimeoutError
 from tests.integration import _cluster_helpers
+from tests.integration._cluster_helpers import node_args
+from tests.integration._helpers import wait_for
 
 multinode = _cluster_helpers.multinode  # the fixture
 
@@ -94,3 +98,21 @@ def test_kill_frees_the_name_at_once(fresh):
         assert skate.get(skate.get_actor("svc").get_tag.remote(), timeout=60) == "new"
         assert skate.get(new.get_tag.remote(), timeout=60) == "new"
         skate.kill(new)
+
+
+# -- 3. actors spread by load ---------------------------------------------------------------
+@skate.remote
+class Placed:
+    def node(self):
+        return skate.get_runtime_context().get_node_id()
+
+
+@pytest.mark.timeout(120)
+def test_default_actors_spread_over_all_nodes(multinode):
+    nodes = [multinode.head_node] + [multinode.add_node(**node_args(num_cpus=1)) for _ in range(2)]
+    skate.init(address=multinode.address)
+    actors = [Placed.remote() for _ in range(12)]
+    where = Counter(skate.get([a.node.remote() for a in actors], timeout=90))
+    print("actors per node:", {nid[:8]: n for nid, n in where.items()})
+    assert set(where) == {n.node_id for n in nodes}
+    assert max(where.values()) - min(where.values()) <= 1

@@ -180,6 +180,17 @@ class ActorManager:
                 ),
             )
         except Exception as exc:
+            if info.state != DEAD and not self.gcs.node_alive(node_id):
+                # The node went away under the attempt: not the actor's failure, so no restart
+                # is spent; place it again on the nodes that remain.
+                logger.info(
+                    "node %s went away while starting actor %s: placing it again",
+                    node_id[:12],
+                    info.actor_id.hex(),
+                )
+                info.lease = None
+                asyncio.ensure_future(self._start(info))
+                return
             logger.warning("starting actor %s failed: %s", info.actor_id.hex(), exc)
             self._on_worker_lost(info, f"its worker failed while starting: {exc}")
             return

@@ -50,6 +50,7 @@ class GcsServer:
             "kv_del": lambda c, p: self.kv.pop(p["key"], None) is not None,
             "kv_keys": lambda c, p: [k for k in self.kv if k.startswith(p.get("prefix", b""))],
             "publish_logs": self.h_publish_logs,
+            "drain_node": self.h_drain_node,
             "shutdown": lambda c, p: self.loop.call_soon(self.shutdown),
         }
         self.actors = ActorManager(self)
@@ -90,6 +91,17 @@ class GcsServer:
             conn.close(f"node declared dead: {reason}")
         self.actors.node_dead(node_id)
         self._view_changed()
+
+    def h_drain_node(self, conn: Connection, p: dict) -> bool:
+        """A raylet is stopping: the node is dead from now on (after this reply goes out), so
+        its actors restart elsewhere and nothing more is placed there."""
+        self.loop.call_soon(self.mark_node_dead, p["node_id"], "its raylet is shutting down")
+        return True
+
+    def node_alive(self, node_id: str | None) -> bool:
+        node = self.nodes.get(node_id or "")
+        conn = self.node_conns.get(node_id or "")
+        return bool(node and node["alive"] and conn is not None and not conn.closed)
 
     def h_register_node(self, conn: Connection, p: dict) -> bool:
         existing = self.nodes.get(p["node_id"])

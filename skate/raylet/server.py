@@ -39,6 +39,7 @@ logger = logging.getLogger("skate.raylet")
 HEARTBEAT_S = float(os.environ.get("SKATE_HEARTBEAT_S", "1.0"))
 INFEASIBLE_GRACE_S = 0.5
 GCS_RECONNECT_S = float(os.environ.get("SKATE_GCS_RECONNECT_TIMEOUT_S", "30"))
+DRAIN_TIMEOUT_S = 1.0  # how long a stopping raylet waits for the GCS to take note
 
 
 class Raylet:
@@ -69,7 +70,8 @@ class Raylet:
         self._zygote_out = bytearray()
         self._zygote_writer = False
         self._resources_dirty = False
-        self._stopping = False
+        self._stopping = False  # shutdown() was called: no new work, no reconnecting
+        self._stopped = False  # the processes are stopped and the loop told to stop
         self.loop = asyncio.get_event_loop()
         self.objects = ObjectManager(self)
         self._peers: dict[str, Connection] = {}
@@ -230,10 +232,30 @@ class Raylet:
         }
 
     def shutdown(self) -> None:
+        """Stop the node. The GCS hears it first (when reachable): it takes the node out of
+        placement and restarts the actors here elsewhere before their workers are killed, so no
+        restart is spent on a node that is going away."""
         if self._stopping:
             return
         self._stopping = True
         logger.info("raylet shutting down")
+        gcs = self.gcs
+        if gcs is not None and not gcs.closed and self.loop.is_running():
+            asyncio.ensure_future(self._drain_then_stop(gcs))
+        else:
+            self._stop_now()
+
+    async def _drain_then_stop(self, gcs: Connection) -> None:
+        try:
+            await asyncio.wait_for(gcs.call("drain_node", {"node_id": self.node_id}), DRAIN_TIMEOUT_S)
+        except Exception as exc:  # the GCS is gone or slow: stop anyway
+            logger.info("could not tell the GCS this node is stopping: %r", exc)
+        self._stop_now()
+
+    def _stop_now(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         if self.zygote is not None:
             try:
                 self.zygote.stdin.close()
@@ -604,11 +626,12 @@ def main(argv: list[str] | None = None) -> None:
         watch_parent_pipe(loop, args.watch_fd, lambda: (parent_gone.append(True), raylet.shutdown()))
     try:
         loop.run_until_complete(raylet.start())
-        if not raylet._stopping:  # a shutdown while starting already consumed loop.stop()
+        if not raylet._stopped:  # a shutdown while starting may have consumed loop.stop()
             loop.run_forever()
     except BaseException:
         logger.exception("raylet failed")
-        raylet.shutdown()
+        raylet._stopping = True
+        raylet._stop_now()
         raise
     finally:
         try:

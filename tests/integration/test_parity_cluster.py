@@ -9,6 +9,8 @@ import pytest
 
 import skate
 from skate.exceptions import GetTimeoutError
+from skate.util import state
+from skate.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from tests.integration import _cluster_helpers
 from tests.integration._cluster_helpers import node_args
 from tests.integration._helpers import wait_for
@@ -116,3 +118,19 @@ def test_default_actors_spread_over_all_nodes(multinode):
     print("actors per node:", {nid[:8]: n for nid, n in where.items()})
     assert set(where) == {n.node_id for n in nodes}
     assert max(where.values()) - min(where.values()) <= 1
+
+
+# -- 4. restarts are not spent on a node that is going away ---------------------------------
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("max_restarts,graceful", [(1, True), (-1, True), (1, False)])
+def test_restart_is_not_spent_on_a_node_being_removed(multinode, max_restarts, graceful):
+    head = multinode.head_node
+    doomed = multinode.add_node(**node_args(num_cpus=1))
+    skate.init(address=multinode.address)
+    strategy = NodeAffinitySchedulingStrategy(doomed.node_id, soft=True)
+    actor = Placed.options(scheduling_strategy=strategy, max_restarts=max_restarts).remote()
+    assert skate.get(actor.node.remote(), timeout=60) == doomed.node_id
+    multinode.remove_node(doomed, allow_graceful=graceful)
+    assert skate.get(actor.node.options(max_task_retries=-1).remote(), timeout=60) == head.node_id
+    [row] = [a for a in state.list_actors() if a["actor_id"] == actor._actor_id.hex()]
+    assert (row["state"], row["num_restarts"]) == ("ALIVE", 1)

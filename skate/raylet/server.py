@@ -93,7 +93,7 @@ class Raylet:
             "worker_log": self.h_worker_log,
             "list_objects": self.h_list_objects,
             "store_stats": lambda c, p: self.store_stats(),
-            "cluster_view": lambda c, p: self.apply(self.scheduler.set_cluster_view(p)),
+            "cluster_view": self.h_cluster_view,
             "node_info": lambda c, p: self.node_info(),
             "shutdown": lambda c, p: self.loop.call_soon(self.shutdown),
         }
@@ -511,6 +511,12 @@ class Raylet:
         logger.debug("worker %s blocked: %s", p["worker_id"][:8], actions)
         self.apply(actions)
 
+    def h_cluster_view(self, conn: Connection, view: dict) -> None:
+        for node_id, node in view.items():
+            if not node["alive"]:
+                self.objects.node_gone(node_id)
+        self.apply(self.scheduler.set_cluster_view(view))
+
     def h_return_lease(self, conn: Connection, p: dict) -> None:
         self.apply(self.scheduler.return_lease(p["lease_id"], kill=bool(p.get("kill"))))
 
@@ -557,8 +563,8 @@ class Raylet:
             self.spill.release_files(self.store.release(oid, client))
 
     def h_store_free(self, conn: Connection, p: dict) -> None:
-        for oid in p["oids"]:
-            self.spill.release_files(self.store.free(oid))
+        """The owner freed these objects: here, and (through the object manager) everywhere."""
+        self.objects.free(p["oids"])
         self._mark_resources_dirty()
 
     def store_stats(self) -> dict:

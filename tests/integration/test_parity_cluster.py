@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 import pytest
 
 import skate
@@ -134,3 +135,74 @@ def test_restart_is_not_spent_on_a_node_being_removed(multinode, max_restarts, g
     assert skate.get(actor.node.options(max_task_retries=-1).remote(), timeout=60) == head.node_id
     [row] = [a for a in state.list_actors() if a["actor_id"] == actor._actor_id.hex()]
     assert (row["state"], row["num_restarts"]) == ("ALIVE", 1)
+
+
+# -- 5. copies pulled to other nodes go when the owner frees the object ---------------------
+@skate.remote(resources={"b": 1})
+def total_on_b(a):
+    return int(a.sum())
+
+
+@skate.remote(resources={"b": 1})
+class HoldsOnB:
+    def hold(self, a):
+        self.a = a  # a zero-copy view: pins the node's copy
+        return int(a[0])
+
+    def drop(self):
+        self.a = None
+
+
+def _store_objects(node_id: str) -> tuple[int, int]:
+    """(objects, bytes used) in `node_id`'s store."""
+    [stats] = [s for s in state.object_store_stats() if s["node_id"] == node_id]
+    return stats["num_objects"], stats["used_bytes"]
+
+
+@pytest.mark.timeout(120)
+def test_pulled_copy_is_freed_with_the_primary(multinode):
+    b = multinode.add_node(**node_args(num_cpus=1, resources={"b": 1}))
+    skate.init(address=multinode.address)
+    head = multinode.head_node.node_id
+    ref = skate.put(np.ones(3_000_000, dtype=np.int64))  # 24 MB: in the head's store
+    assert skate.get(total_on_b.remote(ref), timeout=60) == 3_000_000
+    assert _store_objects(b.node_id)[0] == 1  # the copy pulled to b
+    del ref
+    assert wait_for(lambda: _store_objects(b.node_id) == (0, 0), timeout=15), _store_objects(b.node_id)
+    assert wait_for(lambda: _store_objects(head) == (0, 0), timeout=15), _store_objects(head)
+
+
+@pytest.mark.timeout(120)
+def test_pinned_copy_is_freed_when_its_reader_lets_go(multinode):
+    b = multinode.add_node(**node_args(num_cpus=1, resources={"b": 1}))
+    skate.init(address=multinode.address)
+    ref = skate.put(np.full(3_000_000, 7, dtype=np.int64))
+    holder = HoldsOnB.remote()
+    assert skate.get(holder.hold.remote(ref), timeout=60) == 7
+    del ref
+    # The owner freed it, but a reader on b still uses the copy: it stays while pinned.
+    assert wait_for(lambda: _store_objects(multinode.head_node.node_id) == (0, 0), timeout=15)
+    assert _store_objects(b.node_id)[0] == 1
+    skate.get(holder.drop.remote(), timeout=60)
+    assert wait_for(lambda: _store_objects(b.node_id) == (0, 0), timeout=15), _store_objects(b.node_id)
+
+
+@skate.remote(resources={"b": 1})
+def make_on_b():
+    return np.ones(3_000_000, dtype=np.int64)
+
+
+@pytest.mark.timeout(120)
+def test_remote_primary_and_its_copies_are_freed(multinode):
+    """The primary is on b (a task's return value) and the driver's node pulled a copy."""
+    b = multinode.add_node(**node_args(num_cpus=1, resources={"b": 1}))
+    skate.init(address=multinode.address)
+    head = multinode.head_node.node_id
+    ref = make_on_b.remote()
+    assert int(skate.get(ref, timeout=60).sum()) == 3_000_000
+    unread = make_on_b.remote()  # never read: only on b
+    skate.wait([unread], timeout=60)
+    assert _store_objects(b.node_id)[0] == 2
+    del ref, unread
+    assert wait_for(lambda: _store_objects(b.node_id) == (0, 0), timeout=15), _store_objects(b.node_id)
+    assert wait_for(lambda: _store_objects(head) == (0, 0), timeout=15), _store_objects(head)

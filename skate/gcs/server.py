@@ -22,15 +22,22 @@ from skate.raylet import resources as res
 logger = logging.getLogger("skate.gcs")
 
 
+class NodeDeclaredDead(Exception):
+    """A raylet the GCS declared dead tried to join again: it must stop instead."""
+
+
 class GcsServer:
-    def __init__(self, session_dir: str, token: bytes, owns_session: bool):
+    def __init__(
+        self, session_dir: str, token: bytes, owns_session: bool, node_timeout_s: float | None = None
+    ):
         self.session_dir = session_dir
         self.token = token
         self.owns_session = owns_session
         self.nodes: dict[str, dict] = {}
         self.node_conns: dict[str, Connection] = {}
         self._view_scheduled = False
-        self.node_timeout = float(os.environ.get("SKATE_NODE_TIMEOUT_S", "10"))
+        # A node silent this long is dead: `_system_config`'s health-check keys, else the env.
+        self.node_timeout = node_timeout_s or float(os.environ.get("SKATE_NODE_TIMEOUT_S", "10"))
         self.jobs: dict[str, dict] = {}
         self._job_counter = 0
         self.kv: dict[bytes, bytes] = {}
@@ -88,6 +95,9 @@ class GcsServer:
         node["death_reason"] = reason
         conn = self.node_conns.pop(node_id, None)
         if conn is not None and not conn.closed:
+            # Fate sharing: a raylet that is only slow (or hung, and resumes) learns it is dead
+            # and stops with its workers, rather than live on beside its restarted actors.
+            conn.notify("node_declared_dead", {"reason": reason})
             conn.close(f"node declared dead: {reason}")
         self.actors.node_dead(node_id)
         self._view_changed()
@@ -107,6 +117,8 @@ class GcsServer:
         existing = self.nodes.get(p["node_id"])
         if existing is not None and existing["alive"]:
             raise ValueError(f"node {p['node_id']} is already registered and alive")
+        if existing is not None:
+            raise NodeDeclaredDead(f"node {p['node_id']} was declared dead: {existing.get('death_reason')}")
         conn.peer_info = {"node_id": p["node_id"]}
         self.nodes[p["node_id"]] = dict(p, alive=True, start_time=time.time(), last_seen=time.monotonic())
         self.node_conns[p["node_id"]] = conn
@@ -259,6 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--address", required=True)
     parser.add_argument("--watch-fd", type=int, default=-1)
     parser.add_argument("--logging-level", type=int, default=logging.INFO)
+    parser.add_argument("--node-timeout-s", type=float, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(
         filename=os.path.join(args.session_dir, "logs", "gcs.log"),
@@ -269,7 +282,9 @@ def main(argv: list[str] | None = None) -> None:
         token = f.read().strip()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    gcs = GcsServer(args.session_dir, token, owns_session=args.watch_fd >= 0)
+    gcs = GcsServer(
+        args.session_dir, token, owns_session=args.watch_fd >= 0, node_timeout_s=args.node_timeout_s
+    )
     parent_gone = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, gcs.shutdown)

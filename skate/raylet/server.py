@@ -20,6 +20,7 @@ from skate import _ids
 from skate._procutil import watch_parent_pipe
 from skate.core_worker.plasma import ArenaMapping, arena_path, create_arena_file
 from skate.protocol import Connection, connect, listen
+from skate.protocol.connection import RemoteError
 from skate.raylet.memory_monitor import CHECK_INTERVAL_S, LeaseView, MemoryMonitor
 from skate.raylet.object_manager import ObjectManager
 from skate.raylet.object_store import ObjectStore
@@ -96,6 +97,7 @@ class Raylet:
             "cluster_view": self.h_cluster_view,
             "node_info": lambda c, p: self.node_info(),
             "shutdown": lambda c, p: self.loop.call_soon(self.shutdown),
+            "node_declared_dead": self.h_node_declared_dead,
         }
         self.handlers.update(self.objects.handlers())
 
@@ -147,9 +149,11 @@ class Raylet:
         return conn
 
     async def _heartbeat(self) -> None:
-        """Report resources at least once a second: the GCS's proof that this node lives."""
+        """Report resources every heartbeat period (1 s by default, shorter when `_system_config`
+        shortens the node timeout): the GCS's proof that this node lives."""
+        period = self.args.heartbeat_s or HEARTBEAT_S
         while not self._stopping:
-            await asyncio.sleep(HEARTBEAT_S)
+            await asyncio.sleep(period)
             self._report_resources()
 
     async def _monitor_memory(self) -> None:
@@ -205,6 +209,11 @@ class Raylet:
                 )
                 conn.peer_info = {"worker_id": "gcs", "mode": "gcs"}
                 await conn.call("register_node", self.node_info())
+            except RemoteError as exc:
+                if exc.kind == "NodeDeclaredDead":
+                    self.h_node_declared_dead(None, {"reason": str(exc)})
+                    return
+                continue
             except Exception:
                 continue
             self.gcs = conn
@@ -213,6 +222,13 @@ class Raylet:
         if not self._stopping:
             logger.error("the GCS did not come back: shutting down")
             self.shutdown()
+
+    def h_node_declared_dead(self, conn: Connection | None, p: dict) -> None:
+        """The GCS declared this node dead (it was silent too long): stop, workers and all, as
+        Ray's raylets do; its actors already restart elsewhere."""
+        logger.error("the GCS declared this node dead (%s): shutting down", p.get("reason"))
+        self.gcs = None  # no drain: the GCS knows
+        self.shutdown()
 
     def node_info(self) -> dict:
         return {
@@ -616,6 +632,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--spill-limit", default="")
     parser.add_argument("--watch-fd", type=int, default=-1)
     parser.add_argument("--logging-level", type=int, default=logging.INFO)
+    parser.add_argument("--heartbeat-s", type=float, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(
         filename=os.path.join(args.session_dir, "logs", "raylet.log"),

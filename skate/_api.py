@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import numbers
 import os
@@ -20,6 +19,7 @@ from skate._config import OBJECT_STORE_MEMORY_FRACTION
 from skate._node import LocalNode
 from skate._options import check_namespace, check_resources
 from skate._runtime_env import validate_runtime_env
+from skate._system_config import apply_system_config
 from skate.core_worker import context
 from skate.core_worker.core import CoreWorker
 from skate.object_ref import ObjectRef
@@ -119,14 +119,12 @@ def init(
         node_resources, store = node_resources_for(
             num_cpus, num_gpus, resources, object_store_memory, head=True
         )
-        spill_dir, spill_limit = _spill_settings(_system_config)
         node = LocalNode(
             resources=node_resources,
             object_store_memory=store,
             logging_level=logging_level,
             temp_dir=_temp_dir,
-            spill_dir=spill_dir,
-            spill_limit=spill_limit,
+            system_config=apply_system_config(_system_config),
         )
         info = {
             "worker_id": _ids.random_id(14).hex(),
@@ -219,39 +217,6 @@ def node_resources_for(
         out["GPU"] = float(gpus)
     out.update({k: float(v) for k, v in custom.items()})
     return out, store
-
-
-def _spill_settings(system_config: dict | None) -> tuple[str | None, int | None]:
-    """Where objects spill and how many bytes may go there.
-
-    From `_system_config` (Ray's `object_spilling_config` JSON with a filesystem
-    `directory_path`, and Skate's `object_spilling_limit_bytes`) or from the environment
-    (SKATE_SPILL_DIR, SKATE_SPILL_LIMIT_BYTES). Default: inside the session directory, until
-    the disk is 95% full.
-    """
-    config = dict(system_config or {})
-    unknown = sorted(set(config) - {"object_spilling_config", "object_spilling_limit_bytes"})
-    if unknown:
-        raise ValueError(f"unknown _system_config key(s) {unknown}")
-    spill_dir = os.environ.get("SKATE_SPILL_DIR") or None
-    limit_text = os.environ.get("SKATE_SPILL_LIMIT_BYTES")
-    limit = int(limit_text) if limit_text else None
-    if "object_spilling_config" in config:
-        raw = config["object_spilling_config"]
-        spec = json.loads(raw) if isinstance(raw, str) else raw
-        if not isinstance(spec, dict) or spec.get("type", "filesystem") != "filesystem":
-            raise ValueError(f"object_spilling_config must be a filesystem config, got {raw!r}")
-        path = (spec.get("params") or {}).get("directory_path")
-        if isinstance(path, list):
-            path = path[0] if path else None
-        if path is not None and not isinstance(path, str):
-            raise ValueError(f"directory_path must be a str, got {path!r}")
-        spill_dir = path or spill_dir
-    if "object_spilling_limit_bytes" in config:
-        limit = config["object_spilling_limit_bytes"]
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise ValueError(f"object_spilling_limit_bytes must be an int >= 0, got {limit!r}")
-    return spill_dir, limit
 
 
 def _address_info() -> dict:

@@ -23,6 +23,7 @@ import tempfile
 import time
 
 from skate._config import STARTUP_TIMEOUT
+from skate._system_config import SystemConfig
 from skate.core_worker.plasma import arena_path
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class LocalNode:
         gcs_port: int = 0,
         shared: bool = False,
         detached: bool = False,
+        system_config: SystemConfig | None = None,
     ):
         root = temp_dir or default_temp_root()
         os.makedirs(root, exist_ok=True)
@@ -86,8 +88,10 @@ class LocalNode:
         self.processes: list[subprocess.Popen] = []
         self.raylet_address = ""
         self.node_id = ""
-        self.spill_dir = spill_dir
-        self.spill_limit = spill_limit
+        # Settings from Ray's `_system_config` (see skate._system_config); explicit arguments win.
+        self.system_config = system_config or SystemConfig()
+        self.spill_dir = spill_dir or self.system_config.spill_dir
+        self.spill_limit = spill_limit if spill_limit is not None else self.system_config.spill_limit
         self._watch_r, self._watch_w = (-1, -1) if detached else os.pipe()
         try:
             self._start(logging_level)
@@ -133,6 +137,7 @@ class LocalNode:
                     else self.gcs_address,
                     "--logging-level",
                     level,
+                    *self._flag("--node-timeout-s", self.system_config.node_timeout_s),
                 ],
             )
         procs["raylet"] = self._spawn(
@@ -157,6 +162,7 @@ class LocalNode:
                 self.node_ip,
                 "--listen-ip",
                 self.listen_ip or "",
+                *self._flag("--heartbeat-s", self.system_config.heartbeat_s),
                 *(["--head"] if self.head else []),
             ],
         )
@@ -173,6 +179,10 @@ class LocalNode:
         }
         with open(os.path.join(self.session_dir, "cluster.json"), "w") as f:
             json.dump(info, f)
+
+    @staticmethod
+    def _flag(name: str, value: float | None) -> list[str]:
+        return [] if value is None else [name, repr(float(value))]
 
     def _read_ready(self, procs: dict[str, subprocess.Popen]) -> dict[str, str]:
         sel = selectors.DefaultSelector()

@@ -8,6 +8,7 @@ from typing import Any
 
 from skate._api import node_resources_for
 from skate._node import LocalNode
+from skate._system_config import apply_system_config, parse
 from skate.protocol import connect
 
 
@@ -27,6 +28,7 @@ class Cluster:
         self.head_node: LocalNode | None = None
         self.worker_nodes: list[LocalNode] = []
         self._removed: set[str] = set()
+        self._system_config: dict | None = None  # the head's, for nodes added without their own
         if initialize_head:
             self.add_node(**(head_node_args or {}))
             if connect:
@@ -48,13 +50,30 @@ class Cluster:
         return self.address
 
     def add_node(self, wait: bool = True, **node_args: Any) -> LocalNode:
-        """Start a node (the head if there is none yet) and return its handle."""
-        known = {"num_cpus", "num_gpus", "resources", "object_store_memory", "node_ip_address", "spill_dir"}
+        """Start a node (the head if there is none yet) and return its handle.
+
+        `_system_config` (Ray's tuning keys, see skate._system_config) given to the head applies
+        to the cluster: later nodes take it unless they are given their own.
+        """
+        known = {
+            "num_cpus",
+            "num_gpus",
+            "resources",
+            "object_store_memory",
+            "node_ip_address",
+            "spill_dir",
+            "_system_config",
+        }
         unknown = sorted(set(node_args) - known)
         if unknown:
             raise ValueError(f"unknown node option(s) {unknown}; known: {sorted(known)}")
         head_node = self.head_node
         head = head_node is None
+        raw_config = node_args.get("_system_config")
+        # The head's config was checked (and warned about) when the head was added.
+        config = apply_system_config(raw_config) if raw_config is not None else parse(self._system_config)
+        if head:
+            self._system_config = raw_config
         node_ip = node_args.get("node_ip_address", "127.0.0.1")
         resources, store = node_resources_for(
             node_args.get("num_cpus"),
@@ -75,6 +94,7 @@ class Cluster:
             node_ip=node_ip,
             shared=True,
             spill_dir=node_args.get("spill_dir"),
+            system_config=config,
         )
         if head:
             self.head_node = node

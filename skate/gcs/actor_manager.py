@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from skate.protocol import Connection, connect
+from skate.raylet import resources as res
 
 logger = logging.getLogger("skate.gcs.actors")
 
@@ -43,6 +44,7 @@ class ActorInfo:
     death_cause: str = ""
     conn: Connection | None = None
     lease: tuple | None = None  # (node_id, lease_id)
+    target_node: str | None = None  # where it is placed (set before it is alive: counts as load)
     waiters: list = field(default_factory=list)
 
     def describe(self) -> dict:
@@ -138,16 +140,31 @@ class ActorManager:
         spec = info.spec
         if spec is None:  # set when the creation call arrives, before this runs
             raise RuntimeError(f"actor {info.actor_id.hex()} has no creation call to run")
-        node_id, node_conn = self.gcs.pick_node(spec["place"], spec.get("strategy"))
+        info.target_node = None
+        owner_address = info.owner[1] if info.owner and len(info.owner) > 1 else ""
+        node_id, node_conn = self.gcs.pick_node(
+            spec["place"],
+            spec.get("strategy"),
+            preferred=self.gcs.node_of_address(owner_address or ""),
+            loads=self.node_loads(),
+        )
         if node_conn is None:
             # Like a task, it waits for a node that can host it (one may join).
             logger.warning("actor %s is pending: no alive node has %s", info.actor_id.hex(), spec["place"])
             self.unplaced.append(info)
             return
+        info.target_node = node_id
         try:
-            grant = await node_conn.call(
-                "request_lease", {"rid": next(self._rids), "shape": spec["place"], "hold": spec["res"]}
-            )
+            request = {"rid": next(self._rids), "shape": spec["place"], "hold": spec["res"], "actor": True}
+            grant = await node_conn.call("request_lease", request)
+            if grant is not None and "spillback" in grant:
+                # The node had no room after all and named one that has: go there, once.
+                node_id = grant["spillback"]["node_id"]
+                node_conn = self.gcs.node_conns.get(node_id)
+                if node_conn is None or node_conn.closed:
+                    raise ConnectionError(f"node {node_id[:12]} is gone")
+                info.target_node = node_id
+                grant = await node_conn.call("request_lease", dict(request, spilled=True))
             if grant is None:
                 self._set_dead(info, "its lease request was cancelled")
                 return
@@ -165,6 +182,17 @@ class ActorManager:
                 ),
             )
         except Exception as exc:
+            if info.state != DEAD and not self.gcs.node_alive(node_id):
+                # The node went away under the attempt: not the actor's failure, so no restart
+                # is spent; place it again on the nodes that remain.
+                logger.info(
+                    "node %s went away while starting actor %s: placing it again",
+                    node_id[:12],
+                    info.actor_id.hex(),
+                )
+                info.lease = None
+                asyncio.ensure_future(self._start(info))
+                return
             logger.warning("starting actor %s failed: %s", info.actor_id.hex(), exc)
             self._on_worker_lost(info, f"its worker failed while starting: {exc}")
             return
@@ -224,9 +252,13 @@ class ActorManager:
             conn._on_close = None
             conn.close("actor dead")
         self._return_lease(info)
+        self._release_name(info)
+        self._wake(info)
+
+    def _release_name(self, info: ActorInfo) -> None:
+        """Free the actor's name for a new actor (once: a newer holder of the name keeps it)."""
         if info.name and self.named.get((info.namespace, info.name)) == info.actor_id:
             del self.named[(info.namespace, info.name)]
-        self._wake(info)
 
     def _wake(self, info: ActorInfo) -> None:
         waiters, info.waiters = info.waiters, []
@@ -237,6 +269,17 @@ class ActorManager:
                 fut.set_result(info.describe())
             else:
                 info.waiters.append((fut, not_incarnation))
+
+    def node_loads(self) -> dict[str, tuple[dict[str, int], dict[str, int]]]:
+        """Per node, the placement shapes and held resources of the live actors sent there."""
+        loads: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
+        for info in self.actors.values():
+            if info.state == DEAD or info.target_node is None or info.spec is None:
+                continue
+            placed, held = loads.setdefault(info.target_node, ({}, {}))
+            res.add(placed, res.to_fixed(info.spec["place"]))
+            res.add(held, res.to_fixed(info.spec["res"]))
+        return loads
 
     # -- queries ----------------------------------------------------------------------
     def h_get_info(self, conn: Connection, p: dict):
@@ -286,6 +329,9 @@ class ActorManager:
                 info.death_cause = reason
             else:
                 info.death_cause = "the actor was killed by kill()"
+            # The name is free when kill() returns (Ray's semantics), not when the worker is
+            # gone: the caller may create a new actor of that name right away.
+            self._release_name(info)
         if info.state in (PENDING, RESTARTING) and info.conn is None:
             if info.no_restart:
                 self._set_dead(info, info.death_cause)

@@ -16,21 +16,29 @@ import psutil
 from skate._procutil import watch_parent_pipe
 from skate.gcs.actor_manager import ActorManager
 from skate.gcs.kv_store import KvStore, Namespace
+from skate.gcs.placement import NodeLoad, choose_node
 from skate.protocol import Connection, listen
 from skate.raylet import resources as res
 
 logger = logging.getLogger("skate.gcs")
 
 
+class NodeDeclaredDead(Exception):
+    """A raylet the GCS declared dead tried to join again: it must stop instead."""
+
+
 class GcsServer:
-    def __init__(self, session_dir: str, token: bytes, owns_session: bool):
+    def __init__(
+        self, session_dir: str, token: bytes, owns_session: bool, node_timeout_s: float | None = None
+    ):
         self.session_dir = session_dir
         self.token = token
         self.owns_session = owns_session
         self.nodes: dict[str, dict] = {}
         self.node_conns: dict[str, Connection] = {}
         self._view_scheduled = False
-        self.node_timeout = float(os.environ.get("SKATE_NODE_TIMEOUT_S", "10"))
+        # A node silent this long is dead: `_system_config`'s health-check keys, else the env.
+        self.node_timeout = node_timeout_s or float(os.environ.get("SKATE_NODE_TIMEOUT_S", "10"))
         self.jobs: dict[str, dict] = {}
         self._job_counter = 0
         self.kv = KvStore()
@@ -53,6 +61,7 @@ class GcsServer:
             "kv_exists": lambda c, p: self.kv.exists(_kv_namespace(p), _kv_bytes(p, "key")),
             "kv_keys": lambda c, p: self.kv.keys(_kv_namespace(p), _kv_bytes(p, "prefix", b"")),
             "publish_logs": self.h_publish_logs,
+            "drain_node": self.h_drain_node,
             "shutdown": lambda c, p: self.loop.call_soon(self.shutdown),
         }
         self.actors = ActorManager(self)
@@ -90,14 +99,30 @@ class GcsServer:
         node["death_reason"] = reason
         conn = self.node_conns.pop(node_id, None)
         if conn is not None and not conn.closed:
+            # Fate sharing: a raylet that is only slow (or hung, and resumes) learns it is dead
+            # and stops with its workers, rather than live on beside its restarted actors.
+            conn.notify("node_declared_dead", {"reason": reason})
             conn.close(f"node declared dead: {reason}")
         self.actors.node_dead(node_id)
         self._view_changed()
+
+    def h_drain_node(self, conn: Connection, p: dict) -> bool:
+        """A raylet is stopping: the node is dead from now on (after this reply goes out), so
+        its actors restart elsewhere and nothing more is placed there."""
+        self.loop.call_soon(self.mark_node_dead, p["node_id"], "its raylet is shutting down")
+        return True
+
+    def node_alive(self, node_id: str | None) -> bool:
+        node = self.nodes.get(node_id or "")
+        conn = self.node_conns.get(node_id or "")
+        return bool(node and node["alive"] and conn is not None and not conn.closed)
 
     def h_register_node(self, conn: Connection, p: dict) -> bool:
         existing = self.nodes.get(p["node_id"])
         if existing is not None and existing["alive"]:
             raise ValueError(f"node {p['node_id']} is already registered and alive")
+        if existing is not None:
+            raise NodeDeclaredDead(f"node {p['node_id']} was declared dead: {existing.get('death_reason')}")
         conn.peer_info = {"node_id": p["node_id"]}
         self.nodes[p["node_id"]] = dict(p, alive=True, start_time=time.time(), last_seen=time.monotonic())
         self.node_conns[p["node_id"]] = conn
@@ -135,9 +160,12 @@ class GcsServer:
                 if node["alive"] and now - node.get("last_seen", now) > self.node_timeout:
                     self.mark_node_dead(nid, f"no heartbeat for {self.node_timeout:g} s")
 
-    def pick_node(self, shape: dict[str, float], strategy=None) -> tuple[str | None, Connection | None]:
-        """An alive node whose total resources can hold `shape`, the least loaded first;
-        a node affinity names the node (soft: if it can, else anywhere)."""
+    def pick_node(
+        self, shape: dict[str, float], strategy=None, preferred: str | None = None, loads: dict | None = None
+    ) -> tuple[str | None, Connection | None]:
+        """An alive node for an actor of placement `shape` (see gcs.placement): a node affinity
+        names the node (soft: if it can, else anywhere); otherwise Ray's hybrid policy, starting
+        from `preferred` (the owner's node), with `loads` {node: (placed, held)} of its actors."""
         need = res.to_fixed(shape)
         if isinstance(strategy, dict):
             node = self.nodes.get(strategy["node_id"])
@@ -146,17 +174,34 @@ class GcsServer:
                 return strategy["node_id"], conn
             if not strategy.get("soft"):
                 return None, None
-        best = None
+        views = []
         for node_id, node in self.nodes.items():
             conn = self.node_conns.get(node_id)
             if not node["alive"] or conn is None or conn.closed:
                 continue
-            if not res.fits(need, res.to_fixed(node["resources"])):
-                continue
-            free = res.fits(need, res.to_fixed(node.get("available") or {}))
-            if best is None or (free and not best[0]):
-                best = (free, node_id, conn)
-        return (best[1], best[2]) if best else (None, None)
+            placed, held = (loads or {}).get(node_id, ({}, {}))
+            views.append(
+                NodeLoad(
+                    node_id,
+                    res.to_fixed(node["resources"]),
+                    res.to_fixed(node.get("available") or {}),
+                    placed,
+                    held,
+                )
+            )
+        if strategy == "SPREAD":  # no preference and no packing: the least loaded node
+            chosen = choose_node(need, views, None, threshold=0.0)
+        else:
+            chosen = choose_node(need, views, preferred)
+        return (chosen, self.node_conns[chosen]) if chosen else (None, None)
+
+    def node_of_address(self, address: str) -> str | None:
+        """The alive node whose session directory holds the Unix socket in `address`."""
+        for node_id, node in self.nodes.items():
+            sockets = f"{node.get('session_dir')}/sockets/"
+            if node["alive"] and node.get("session_dir") and sockets in address:
+                return node_id
+        return None
 
     def h_update_resources(self, conn: Connection, p: dict) -> None:
         """A raylet's resources changed, or its heartbeat."""
@@ -245,6 +290,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--address", required=True)
     parser.add_argument("--watch-fd", type=int, default=-1)
     parser.add_argument("--logging-level", type=int, default=logging.INFO)
+    parser.add_argument("--node-timeout-s", type=float, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(
         filename=os.path.join(args.session_dir, "logs", "gcs.log"),
@@ -255,7 +301,9 @@ def main(argv: list[str] | None = None) -> None:
         token = f.read().strip()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    gcs = GcsServer(args.session_dir, token, owns_session=args.watch_fd >= 0)
+    gcs = GcsServer(
+        args.session_dir, token, owns_session=args.watch_fd >= 0, node_timeout_s=args.node_timeout_s
+    )
     parent_gone: list[bool] = []
 
     def on_parent_gone() -> None:

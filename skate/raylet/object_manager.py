@@ -5,7 +5,8 @@ ticket; the bytes then flow over a plain socket to the holder's data port: the h
 sends straight from its shared memory, the puller receives straight into its own (no
 intermediate copies, no framing), so a transfer runs near the link's speed. Concurrent
 requests for one object share a single transfer. Pulled copies are secondary: the first
-thing evicted under memory pressure, since they can be fetched again.
+thing evicted under memory pressure, since they can be fetched again. When the owner frees
+an object, every copy goes too (see raylet.copies): the free follows the pulls.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from typing import Any
 
 from skate.protocol.transport import choose_address, parse_address
+from skate.raylet.copies import CopyTracker, route_frees
 
 logger = logging.getLogger("skate.raylet.objects")
 
@@ -33,9 +35,10 @@ class ObjectManager:
         self.pulled_bytes = 0
         self.data_addresses: list[str] = []
         self._servers: list = []
+        self.copies = CopyTracker()
 
     def handlers(self) -> dict:
-        return {"transfer_begin": self.h_begin}
+        return {"transfer_begin": self.h_begin, "free_copies": self.h_free_copies}
 
     async def start(self, session_dir: str, bind_ip: str, node_ip: str) -> None:
         """Listen for data connections on a Unix socket and a TCP port."""
@@ -77,6 +80,7 @@ class ObjectManager:
         if loc is None:
             return None
         self._tickets[ticket] = (oid, client, time.monotonic() + TICKET_TTL_S)
+        self.copies.served(oid, p.get("node_id") or "")
         asyncio.get_running_loop().call_later(TICKET_TTL_S, self._expire, ticket)
         return {"size": loc[1], "ticket": ticket, "address": "|".join(self.data_addresses)}
 
@@ -140,7 +144,7 @@ class ObjectManager:
             return False
         try:
             conn = await raylet.peer(address)
-            offer = await conn.call("transfer_begin", {"oid": oid})
+            offer = await conn.call("transfer_begin", {"oid": oid, "node_id": raylet.node_id})
         except Exception as exc:
             logger.warning("cannot pull %s from node %s: %s", oid.hex(), node_id[:12], exc)
             return False
@@ -158,8 +162,47 @@ class ObjectManager:
             raylet.store.discard_unsealed(oid)
             return False
         raylet.store.seal(oid, secondary=True)
+        self.copies.pulled(oid, node_id)
         self.pulled_bytes += size
         return True
+
+    # -- freeing every copy -----------------------------------------------------------
+    def free(self, oids: list[bytes], sender: str | None = None) -> None:
+        """Free objects here and pass the free on to the other nodes with copies of them.
+
+        `sender` is the node that passed the free here; None when the owner freed them.
+        """
+        store = self.raylet.store
+        held = {oid for oid in oids if oid in store.objects}
+        routes = route_frees(self.copies, oids, held, set(self.raylet.scheduler.cluster), sender)
+        for oid in oids:
+            self._free_local(oid)
+        for node_id, batch in routes.items():
+            asyncio.ensure_future(self._send_free(node_id, batch))
+
+    def h_free_copies(self, conn, p: dict) -> None:
+        self.free(p["oids"], sender=p["from"])
+
+    def node_gone(self, node_id: str) -> None:
+        self.copies.node_gone(node_id)
+
+    def _free_local(self, oid: bytes) -> None:
+        pull = self._pulls.get(oid)
+        if pull is not None:  # bytes are arriving into it: free it once they are in
+            pull.add_done_callback(lambda _f: self._free_local(oid))
+            return
+        self.raylet.spill.release_files(self.raylet.store.free(oid))
+        self.copies.freed(oid)  # a pull that finished just now recorded its source: forget it
+
+    async def _send_free(self, node_id: str, oids: list[bytes]) -> None:
+        address = self.raylet.node_address(node_id)
+        if address is None:  # dead: its copies went with it
+            return
+        try:
+            conn = await self.raylet.peer(address)
+            conn.notify("free_copies", {"oids": oids, "from": self.raylet.node_id})
+        except Exception as exc:
+            logger.info("cannot tell node %s to free %d objects: %s", node_id[:12], len(oids), exc)
 
 
 def _receive(address: str, ticket: bytes, dest: memoryview) -> None:

@@ -3,7 +3,8 @@
 A lease gives one owner one worker plus a resource shape until the owner returns it.
 Requests wait in FIFO order for resources and an idle worker; the pool is grown on
 demand; a request that can never fit on this node is reported infeasible once.
-A worker blocked in `get` lends its CPUs back so nested tasks can run.
+A worker blocked in `get` lends its CPUs back so nested tasks can run, unless it hosts an
+actor (or runs an actor's constructor): as in Ray, an actor keeps what it holds while blocked.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class LeaseRequest:
     reported_infeasible: bool = False
     spill_ok: bool = True  # False once the request was redirected here: no ping-pong
     spread: bool = False
+    actor: bool = False  # the lease hosts an actor: it never lends its CPU while blocked
 
 
 @dataclass
@@ -38,6 +40,7 @@ class WorkerSlot:
     blocked: bool = False
     gpus: dict[int, int] = field(default_factory=dict)  # GPU id -> share held (fixed point)
     owns_objects: bool = False
+    actor: bool = False  # leased to host an actor (set per lease)
 
 
 # Actions
@@ -142,7 +145,9 @@ class LocalScheduler:
         *,
         spill_ok: bool = True,
         spread: bool = False,
+        actor: bool = False,
     ) -> tuple[LeaseRequest, list]:
+        """Queue a lease request; `actor` marks a lease that hosts an actor for its lifetime."""
         fixed = res.to_fixed(shape)
         req = LeaseRequest(
             next(self._request_ids),
@@ -151,6 +156,7 @@ class LocalScheduler:
             fixed if hold is None else res.to_fixed(hold),
             spill_ok=spill_ok,
             spread=spread,
+            actor=actor,
         )
         self.queue.append(req)
         return req, self._schedule(new_request=True)
@@ -211,8 +217,10 @@ class LocalScheduler:
             slot.owns_objects = owns
 
     def worker_blocked(self, worker_id: str) -> list:
+        """A task's worker waits in `get`: lend its CPU to others. An actor's worker does not
+        (Ray's semantics: actors hold their resources for life, so lending would oversubscribe)."""
         slot = self.workers.get(worker_id)
-        if slot is None or slot.state != LEASED or slot.blocked:
+        if slot is None or slot.state != LEASED or slot.blocked or slot.actor:
             return []
         slot.blocked = True
         cpu = slot.held.get("CPU", 0)
@@ -243,6 +251,7 @@ class LocalScheduler:
         slot.lease_id = None
         slot.owner = None
         slot.blocked = False
+        slot.actor = False
 
     def _schedule(self, new_request: bool = False) -> list:
         actions: list = []
@@ -287,6 +296,7 @@ class LocalScheduler:
                 lease_id = next(self._lease_ids)
                 slot.state, slot.lease_id, slot.owner = LEASED, lease_id, req.owner
                 slot.held = dict(req.hold)
+                slot.actor = req.actor
                 res.subtract(self.available, req.hold)
                 for gpu, share in gpus.items():
                     self.gpu_free[gpu] -= share

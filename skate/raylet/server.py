@@ -20,6 +20,7 @@ from skate import _ids
 from skate._procutil import watch_parent_pipe
 from skate.core_worker.plasma import ArenaMapping, arena_path, create_arena_file
 from skate.protocol import Connection, connect, listen
+from skate.protocol.connection import RemoteError
 from skate.raylet.memory_monitor import CHECK_INTERVAL_S, LeaseView, MemoryMonitor
 from skate.raylet.object_manager import ObjectManager
 from skate.raylet.object_store import ObjectStore
@@ -39,6 +40,7 @@ logger = logging.getLogger("skate.raylet")
 HEARTBEAT_S = float(os.environ.get("SKATE_HEARTBEAT_S", "1.0"))
 INFEASIBLE_GRACE_S = 0.5
 GCS_RECONNECT_S = float(os.environ.get("SKATE_GCS_RECONNECT_TIMEOUT_S", "30"))
+DRAIN_TIMEOUT_S = 1.0  # how long a stopping raylet waits for the GCS to take note
 
 
 class Raylet:
@@ -71,7 +73,8 @@ class Raylet:
         self._zygote_out = bytearray()
         self._zygote_writer = False
         self._resources_dirty = False
-        self._stopping = False
+        self._stopping = False  # shutdown() was called: no new work, no reconnecting
+        self._stopped = False  # the processes are stopped and the loop told to stop
         self.loop = asyncio.get_event_loop()
         self.objects = ObjectManager(self)
         self._peers: dict[str, Connection] = {}
@@ -93,9 +96,10 @@ class Raylet:
             "worker_log": self.h_worker_log,
             "list_objects": self.h_list_objects,
             "store_stats": lambda c, p: self.store_stats(),
-            "cluster_view": lambda c, p: self.apply(self.scheduler.set_cluster_view(p)),
+            "cluster_view": self.h_cluster_view,
             "node_info": lambda c, p: self.node_info(),
             "shutdown": lambda c, p: self.loop.call_soon(self.shutdown),
+            "node_declared_dead": self.h_node_declared_dead,
         }
         self.handlers.update(self.objects.handlers())
 
@@ -147,9 +151,11 @@ class Raylet:
         return conn
 
     async def _heartbeat(self) -> None:
-        """Report resources at least once a second: the GCS's proof that this node lives."""
+        """Report resources every heartbeat period (1 s by default, shorter when `_system_config`
+        shortens the node timeout): the GCS's proof that this node lives."""
+        period = self.args.heartbeat_s or HEARTBEAT_S
         while not self._stopping:
-            await asyncio.sleep(HEARTBEAT_S)
+            await asyncio.sleep(period)
             self._report_resources()
 
     async def _monitor_memory(self) -> None:
@@ -213,6 +219,11 @@ class Raylet:
                 )
                 conn.peer_info = {"worker_id": "gcs", "mode": "gcs"}
                 await conn.call("register_node", self.node_info())
+            except RemoteError as exc:
+                if exc.kind == "NodeDeclaredDead":
+                    self.h_node_declared_dead(None, {"reason": str(exc)})
+                    return
+                continue
             except Exception:
                 continue
             self.gcs = conn
@@ -221,6 +232,13 @@ class Raylet:
         if not self._stopping:
             logger.error("the GCS did not come back: shutting down")
             self.shutdown()
+
+    def h_node_declared_dead(self, conn: Connection | None, p: dict) -> None:
+        """The GCS declared this node dead (it was silent too long): stop, workers and all, as
+        Ray's raylets do; its actors already restart elsewhere."""
+        logger.error("the GCS declared this node dead (%s): shutting down", p.get("reason"))
+        self.gcs = None  # no drain: the GCS knows
+        self.shutdown()
 
     def node_info(self) -> dict:
         return {
@@ -240,10 +258,30 @@ class Raylet:
         }
 
     def shutdown(self) -> None:
+        """Stop the node. The GCS hears it first (when reachable): it takes the node out of
+        placement and restarts the actors here elsewhere before their workers are killed, so no
+        restart is spent on a node that is going away."""
         if self._stopping:
             return
         self._stopping = True
         logger.info("raylet shutting down")
+        gcs = self.gcs
+        if gcs is not None and not gcs.closed and self.loop.is_running():
+            asyncio.ensure_future(self._drain_then_stop(gcs))
+        else:
+            self._stop_now()
+
+    async def _drain_then_stop(self, gcs: Connection) -> None:
+        try:
+            await asyncio.wait_for(gcs.call("drain_node", {"node_id": self.node_id}), DRAIN_TIMEOUT_S)
+        except Exception as exc:  # the GCS is gone or slow: stop anyway
+            logger.info("could not tell the GCS this node is stopping: %r", exc)
+        self._stop_now()
+
+    def _stop_now(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         if self.zygote is not None:
             if self._zygote_writer:
                 self._zygote_writer = False
@@ -491,6 +529,7 @@ class Raylet:
             p.get("hold"),
             spill_ok=not p.get("spilled"),
             spread=p.get("strategy") == "SPREAD",
+            actor=bool(p.get("actor")),
         )
         fut = self.loop.create_future()
         self.lease_futures[req.request_id] = fut
@@ -516,6 +555,12 @@ class Raylet:
         actions = self.scheduler.worker_blocked(p["worker_id"])
         logger.debug("worker %s blocked: %s", p["worker_id"][:8], actions)
         self.apply(actions)
+
+    def h_cluster_view(self, conn: Connection, view: dict) -> None:
+        for node_id, node in view.items():
+            if not node["alive"]:
+                self.objects.node_gone(node_id)
+        self.apply(self.scheduler.set_cluster_view(view))
 
     def h_return_lease(self, conn: Connection, p: dict) -> None:
         self.apply(self.scheduler.return_lease(p["lease_id"], kill=bool(p.get("kill"))))
@@ -563,8 +608,8 @@ class Raylet:
             self.spill.release_files(self.store.release(oid, client))
 
     def h_store_free(self, conn: Connection, p: dict) -> None:
-        for oid in p["oids"]:
-            self.spill.release_files(self.store.free(oid))
+        """The owner freed these objects: here, and (through the object manager) everywhere."""
+        self.objects.free(p["oids"])
         self._mark_resources_dirty()
 
     def store_stats(self) -> dict:
@@ -616,6 +661,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--spill-limit", default="")
     parser.add_argument("--watch-fd", type=int, default=-1)
     parser.add_argument("--logging-level", type=int, default=logging.INFO)
+    parser.add_argument("--heartbeat-s", type=float, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(
         filename=os.path.join(args.session_dir, "logs", "raylet.log"),
@@ -637,11 +683,12 @@ def main(argv: list[str] | None = None) -> None:
         watch_parent_pipe(loop, args.watch_fd, on_parent_gone)
     try:
         loop.run_until_complete(raylet.start())
-        if not raylet._stopping:  # a shutdown while starting already consumed loop.stop()
+        if not raylet._stopped:  # a shutdown while starting may have consumed loop.stop()
             loop.run_forever()
     except BaseException:
         logger.exception("raylet failed")
-        raylet.shutdown()
+        raylet._stopping = True
+        raylet._stop_now()
         raise
     finally:
         try:

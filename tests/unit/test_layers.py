@@ -48,6 +48,7 @@ LAYERS: dict[str, int] = {
     "skate.raylet.arena": STATE_MACHINES,
     "skate.raylet.object_store": STATE_MACHINES,
     "skate.raylet.memory_monitor": STATE_MACHINES,
+    "skate.raylet.copies": STATE_MACHINES,
     "skate.gcs.placement": STATE_MACHINES,
     "skate.gcs.kv_store": STATE_MACHINES,
     # I/O shells: processes and the core worker

@@ -286,7 +286,7 @@ def method(*args: Any, **kwargs: Any) -> Callable:
     validate_options(kwargs, METHOD_OPTIONS, "actor methods")
 
     def decorator(fn: Callable) -> Callable:
-        fn.__skate_method_options__ = kwargs
+        fn.__skate_method_options__ = kwargs  # type: ignore[attr-defined]
         return fn
 
     if args and callable(args[0]) and not kwargs:
@@ -359,7 +359,8 @@ def wait(
             f"num_returns ({num_returns}) cannot be larger than the number of refs ({len(object_refs)})"
         )
     ready_ids = set(core.objects.wait(list(object_refs), num_returns, timeout, fetch_local))
-    ready, not_ready = [], []
+    ready: list[ObjectRef] = []
+    not_ready: list[ObjectRef] = []
     for ref in object_refs:
         if ref._id in ready_ids and len(ready) < num_returns:
             ready.append(ref)
@@ -376,7 +377,9 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
     if object_ref._owner is None:
         core.post(core.submitter.cancel, object_ref._id, bool(force), bool(recursive))
     else:  # a borrowed ref: its owner submitted the task, and cancels it
-        core.post(core.submitter.forward_cancel, object_ref._owner, object_ref._id, bool(force), bool(recursive))
+        core.post(
+            core.submitter.forward_cancel, object_ref._owner, object_ref._id, bool(force), bool(recursive)
+        )
 
 
 def nodes() -> list[dict]:

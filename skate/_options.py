@@ -21,7 +21,7 @@ def _quantity(name: str) -> Callable[[Any], Any]:
             raise ValueError(f"{name} must be a finite number, got {value}")
         if value < 0:
             raise ValueError(f"{name} must be >= 0, got {value}")
-        if value > 1 and float(value) != int(value):
+        if value > 1 and float(value) != int(value):  # type: ignore[call-overload,operator]
             raise ValueError(f"{name}: quantities above 1 must be whole numbers, got {value}")
         if round(value, 4) != value:
             raise ValueError(f"{name}: at most 4 decimal places are supported, got {value}")

@@ -20,7 +20,7 @@ from typing import Any
 _ANY = sys.maxsize
 _MAX_SHAPES = 32
 _P = inspect.Parameter
-_KIND = {int(kind): kind for kind in type(_P.POSITIONAL_ONLY)}  # the wire's ints back to kinds
+_KIND = {int(kind): kind for kind in type(_P.POSITIONAL_ONLY)}  # type: ignore[attr-defined]  # the wire's ints back to kinds
 _POSITIONAL = (_P.POSITIONAL_ONLY, _P.POSITIONAL_OR_KEYWORD)
 
 
@@ -119,9 +119,9 @@ class ArgSpec:
 def init_spec(cls: type, name: str) -> ArgSpec:
     """What `cls(...)` accepts: its __init__ without `self`; a class that defines neither
     __init__ nor __new__ takes no arguments."""
-    init = cls.__init__
+    init = cls.__init__  # type: ignore[misc]
     if init is object.__init__:
-        if cls.__new__ is object.__new__:
+        if cls.__new__ is object.__new__:  # type: ignore[comparison-overlap]
             return ArgSpec.accepting_nothing(name)
         return ArgSpec.of(cls.__new__, name, drop_first=True)
     if not inspect.isfunction(init):

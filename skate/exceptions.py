@@ -141,7 +141,7 @@ class RayTaskError(SkateError):
                 f"access the user exception. Failure in subclassing: {dual}"
             )
             return self
-        err = dual.__new__(dual)
+        err = dual.__new__(dual)  # type: ignore[call-overload]
         try:
             err.__dict__.update(getattr(cause, "__dict__", {}))
         except Exception:
@@ -162,7 +162,7 @@ def _dual_class(cause_cls: type) -> type | str:
     """The class derived from RayTaskError and `cause_cls`, or why there can be none."""
     if cause_cls in _DUAL_CACHE:
         return _DUAL_CACHE[cause_cls]
-    dual: type[RayTaskError] | None
+    dual: type | str
     try:
         dual = type(
             f"RayTaskError({cause_cls.__name__})",

@@ -30,7 +30,7 @@ class RemoteFunction:
         self._options = {**TASK_DEFAULTS, **validate_options(options, TASK_OPTIONS, "remote functions")}
         self._name = getattr(function, "__name__", "function")
         self._pickled: tuple[bytes, bytes] | None = None
-        self._shape_cache: tuple[dict, dict] | None = None
+        self._shape_cache: dict | None = None
         # The signature is read at the first call that needs it; until then (lo > hi) every
         # call takes the slow path, which reads it.
         self._argspec: ArgSpec | None = None

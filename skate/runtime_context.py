@@ -98,7 +98,11 @@ class RuntimeContext:
 
     def get(self) -> dict[str, Any]:
         """Job, node and namespace; plus the task id inside a task and the actor id inside an actor."""
-        out: dict[str, Any] = {"job_id": self.get_job_id(), "node_id": self.get_node_id(), "namespace": self.namespace}
+        out: dict[str, Any] = {
+            "job_id": self.get_job_id(),
+            "node_id": self.get_node_id(),
+            "namespace": self.namespace,
+        }
         task_id = self.get_task_id()
         if task_id is not None:
             out["task_id"] = task_id

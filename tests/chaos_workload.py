@@ -121,7 +121,13 @@ def run(duration: float = 30.0, kill_interval: float = 0.1, seed: int = 0, batch
             fragiles = [fragile.remote(base + i) for i in range(batch // 4)]
             calls = [actors[i % len(actors)].echo.remote(base + i) for i in range(batch // 4)]
             _check(report, "square", squares, [(base + i) ** 2 for i in range(batch)], allow=())
-            _check(report, "fragile", fragiles, [base + i + 1 for i in range(batch // 4)], allow=(WorkerCrashedError,))
+            _check(
+                report,
+                "fragile",
+                fragiles,
+                [base + i + 1 for i in range(batch // 4)],
+                allow=(WorkerCrashedError,),
+            )
             _check(report, "actor", calls, [-(base + i) for i in range(batch // 4)], allow=())
             report.tasks_run += len(squares) + len(fragiles)
             report.actor_calls += len(calls)

@@ -34,7 +34,6 @@ def test_ruff_check():
     _run("ruff", "check", "skate", "tests", timeout=120)
 
 
-@pytest.mark.skip(reason="applied after the branch merge")
 @pytest.mark.timeout(150)
 def test_ruff_format():
     _run("ruff", "format", "--check", "skate", "tests", timeout=120)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import threading
 from typing import Any
@@ -256,7 +257,7 @@ class ActorSubmitter:
         state.inflight[entry.task_id] = entry
         entry.lease = state
         fut = state.conn.call("push_actor_task", entry.spec)  # type: ignore[union-attr]
-        fut.add_done_callback(lambda f, s=state, e=entry: self._on_reply(s, e, f))
+        fut.add_done_callback(functools.partial(self._on_reply, state, entry))
 
     def _on_reply(self, state: ActorState, entry: TaskEntry, fut: asyncio.Future) -> None:
         state.inflight.pop(entry.task_id, None)

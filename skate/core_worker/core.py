@@ -59,12 +59,13 @@ class CoreWorker:
         self.assigned_resources: dict[str, float] = {}
         self.gpu_ids: list[int] = []
         self.stopped = False
-        self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start()
         self.io_thread: threading.Thread | None = None
         self._posted: collections.deque = collections.deque()
         self._post_scheduled = False
-        self.gcs: Connection | None = None
-        self.raylet: Connection | None = None
+        # Set by start(); None only before it (and on a core worker that failed to start).
+        self.gcs: Connection = None  # type: ignore[assignment]
+        self.raylet: Connection = None  # type: ignore[assignment]
         self._listeners: list = []
         self._peer_conns: dict[str, asyncio.Future] = {}
         self.plasma: ArenaMapping | None = None

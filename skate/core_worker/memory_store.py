@@ -35,7 +35,8 @@ class Waiter:
         self.needed = needed
         self.ready: list[bytes] = []
         self.callback = callback
-        self.event = threading.Event() if callback is None else None
+        # Set when it wakes (waiters without a callback; the blocking get/wait)
+        self.event: threading.Event = threading.Event() if callback is None else None  # type: ignore[assignment]
         self.fail_fast = fail_fast
 
     def _hit(self, object_id: bytes, entry: tuple) -> None:

@@ -57,7 +57,9 @@ def object_table(core) -> list[dict]:
                 "node_id": core.node_id,
                 "pid": os.getpid(),
                 "process": core.mode,
-                "call_site": core.ownership.call_sites.get(oid, "(disabled: set SKATE_RECORD_REF_CREATION_SITES=1)"),
+                "call_site": core.ownership.call_sites.get(
+                    oid, "(disabled: set SKATE_RECORD_REF_CREATION_SITES=1)"
+                ),
             }
         )
     return rows

@@ -10,6 +10,7 @@ This module only carries those decisions out: sockets, timers and the memory sto
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -144,7 +145,7 @@ class TaskSubmitter:
             elif kind == REQUEST:
                 ks, rid = action[1], action[2]
                 task = asyncio.ensure_future(self._request_lease(ks, rid))
-                task.add_done_callback(lambda t, k=ks, r=rid: self._lease_task_done(k, r, t))
+                task.add_done_callback(functools.partial(self._lease_task_done, ks, rid))
             elif kind == IDLE_CHECK:
                 lease = action[1]
                 self.core.loop.call_later(action[2], lambda le=lease: self._run(self.pool.idle_expired(le)))

@@ -92,8 +92,8 @@ class TaskEntry:
         self.retries_left = retries_left
         self.retry_exceptions = retry_exceptions
         self.key = key  # scheduling key of a normal task; None for actor calls
-        self.dep_refs = dep_refs  # (slot, ObjectRef) pairs to resolve before running
-        self.hold = hold  # objects kept alive while the task is pending
+        self.dep_refs: list | None = dep_refs  # (slot, ObjectRef) pairs to resolve before running
+        self.hold: list | None = hold  # objects kept alive while the task is pending
         self.cancelled = False
         self.force = False
         self.lease: Any = None  # where it runs now (a Lease), None while queued
@@ -155,7 +155,7 @@ class TaskManager:
 
     def missing_dependencies(self, entry: TaskEntry, have: Callable[[bytes], bool]) -> list[bytes]:
         """Ids of the call's ref arguments not known yet, each once."""
-        return [oid for oid in dict.fromkeys(ref._id for _, ref in entry.dep_refs) if not have(oid)]
+        return [oid for oid in dict.fromkeys(ref._id for _, ref in entry.dep_refs or ()) if not have(oid)]
 
     def resolve(self, entry: TaskEntry, lookup: Callable[[bytes], tuple | None]) -> Fail | tuple | None:
         """Fill the call's `deps` from its arguments' entries.
@@ -164,7 +164,7 @@ class TaskManager:
         call fails with the same error), or a Fail if an argument vanished.
         """
         deps = []
-        for slot, ref in entry.dep_refs:
+        for slot, ref in entry.dep_refs or ():
             value = lookup(ref._id)
             if value is None:  # cannot happen while the task holds it
                 return Fail(RaySystemError(f"argument {ref.hex()} of {entry.name} vanished"))
@@ -254,7 +254,7 @@ class TaskManager:
         """
         entry.done = True
         self.pending.pop(entry.task_id, None)
-        entry.dep_refs = None  # type: ignore[assignment]
+        entry.dep_refs = None
         if (
             returns is not None
             and entry.retries_left != 0
@@ -264,7 +264,7 @@ class TaskManager:
         ):
             self._keep_lineage(entry)
             return []
-        entry.hold = None  # type: ignore[assignment]
+        entry.hold = None
         return entry.uses
 
     def _keep_lineage(self, entry: TaskEntry) -> None:

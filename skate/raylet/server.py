@@ -187,7 +187,9 @@ class Raylet:
                 # answer), so the task fails as OutOfMemoryError, not as a crash.
                 try:
                     await asyncio.wait_for(
-                        owner.call("oom_killed", {"worker_id": victim.worker_id, "threshold": monitor.threshold}),
+                        owner.call(
+                            "oom_killed", {"worker_id": victim.worker_id, "threshold": monitor.threshold}
+                        ),
                         1.0,
                     )
                 except Exception:

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import skate
-from skate.exceptions import ActorUnavailableError, ActorDiedError, RayActorError, RayTaskError
+from skate.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 from tests.integration._actor_helpers import pid_alive, wait_pid_gone
 from tests.integration._helpers import read_counter, wait_for
 

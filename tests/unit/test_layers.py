@@ -123,7 +123,11 @@ def layer_of(name: str) -> int | None:
         return API
     best = None
     for prefix, layer in LAYERS.items():
-        if prefix != "skate" and (name == prefix or name.startswith(prefix + ".")) and (best is None or len(prefix) > len(best[0])):
+        if (
+            prefix != "skate"
+            and (name == prefix or name.startswith(prefix + "."))
+            and (best is None or len(prefix) > len(best[0]))
+        ):
             best = (prefix, layer)
     return best[1] if best else None
 

@@ -29,7 +29,9 @@ def kinds(actions):
 
 def pool_and_key(**kw):
     clock = Clock()
-    pool = LeasePool(clock=clock, idle_seconds=0.2, max_in_flight=8, short_task_seconds=0.002, max_pending_requests=3, **kw)
+    pool = LeasePool(
+        clock=clock, idle_seconds=0.2, max_in_flight=8, short_task_seconds=0.002, max_pending_requests=3, **kw
+    )
     ks = pool.key_state(("f", (("CPU", 1.0),), None), {"CPU": 1.0}, None)
     return pool, ks, clock
 

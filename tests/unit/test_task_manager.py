@@ -40,7 +40,9 @@ def make_entry(retries=0, retry_exceptions=False, deps=(), key=("fn", (), None),
     tid = bytes(12) + next(_counter).to_bytes(4, "little")
     spec = TaskSpec(tid, "f", nret, OWNER, function=b"k" * 16, args=args)
     return_ids = [tid + (i + 1).to_bytes(4, "little") for i in range(nret)]
-    return TaskEntry(spec, return_ids, [r._id for _, r in deps], retries, retry_exceptions, key, list(deps), [])
+    return TaskEntry(
+        spec, return_ids, [r._id for _, r in deps], retries, retry_exceptions, key, list(deps), []
+    )
 
 
 def value_entry(v):

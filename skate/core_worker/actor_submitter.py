@@ -42,6 +42,7 @@ class ActorState:
         "actor_id",
         "conn",
         "connecting",
+        "restarting",
         "queue",
         "next_seq",
         "inflight",
@@ -55,6 +56,7 @@ class ActorState:
         self.name = name
         self.conn: Connection | None = None
         self.connecting = False
+        self.restarting = False  # the GCS said it restarts: calls without retries fail fast
         self.queue: collections.deque[TaskEntry] = collections.deque()  # in submission order
         self.next_seq = 0
         self.inflight: dict[bytes, TaskEntry] = {}
@@ -244,7 +246,9 @@ class ActorSubmitter:
                 self._fail(queue.popleft(), state.dead_error)
             return
         if state.conn is None or state.conn.closed:
-            if not state.connecting:
+            if state.restarting and state.connecting:  # a long-poll for the restart is running
+                self._fail_unretried(state)
+            if not state.connecting and state.queue:
                 state.connecting = True
                 asyncio.ensure_future(self._locate(state))
             return
@@ -298,11 +302,23 @@ class ActorSubmitter:
         """Ask the GCS where the actor lives (waiting while it starts), then connect."""
         core = self.core
         wait = False
+        stale_until = core.loop.time() + 2.0
         try:
             while True:
                 info = await core.gcs.call(
                     "get_actor_info", {"actor_id": state.actor_id, "wait": wait, "not": state.incarnation}
                 )
+                if (
+                    not wait
+                    and info is not None
+                    and info["state"] == "ALIVE"
+                    and info["incarnation"] == state.incarnation
+                    and core.loop.time() < stale_until
+                ):
+                    # The GCS has not seen the death yet: ask again shortly, so a restart is
+                    # noticed (and calls without retries fail fast) instead of long-polling.
+                    await asyncio.sleep(0.02)
+                    continue
                 if info is None:
                     state.dead_error = ActorDiedError(f"The actor {state.actor_id.hex()} does not exist.")
                     break
@@ -316,12 +332,14 @@ class ActorSubmitter:
                     try:
                         state.conn = await core.peer(info["address"])
                         state.incarnation = info["incarnation"]
+                        state.restarting = False
                         break
                     except OSError:
                         state.incarnation = info["incarnation"]
                         await asyncio.sleep(0.05)
                         continue
                 if info["state"] == RESTARTING:
+                    state.restarting = True
                     self._fail_unretried(state)
                     if not state.queue:
                         break

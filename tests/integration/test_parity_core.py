@@ -226,3 +226,75 @@ def test_deprecated_runtime_context_properties_return_ids_and_warn(cluster):
 
     actor_hex, task_hex, actor_id, task_id = skate.get(Who.remote().ids.remote(), timeout=30)
     assert actor_hex == actor_id and task_hex == task_id
+
+
+@skate.remote(max_restarts=1)
+class SlowRestart:
+    def __init__(self, gate):
+        if skate.get_runtime_context().was_current_actor_reconstructed:
+            deadline = time.monotonic() + 30
+            while not os.path.exists(gate) and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+    def die(self):
+        os._exit(1)
+
+    def ping(self):
+        return "pong"
+
+
+@pytest.mark.timeout(90)
+def test_calls_to_a_restarting_actor_fail_fast_without_retries_and_wait_with_them(cluster, tmp_path):
+    from skate.exceptions import ActorUnavailableError
+
+    gate = str(tmp_path / "gate")
+    a = SlowRestart.remote(gate)
+    assert skate.get(a.ping.remote(), timeout=30) == "pong"
+    with pytest.raises(RayActorError):
+        skate.get(a.die.remote(), timeout=30)
+    waiting = a.ping.options(max_task_retries=-1).remote()  # may be retried: waits for the restart
+    start = time.monotonic()
+    with pytest.raises(ActorUnavailableError):
+        skate.get(a.ping.remote(), timeout=30)  # the restart is held at the gate: fails fast
+    assert time.monotonic() - start < 20
+    ready, _ = skate.wait([waiting], timeout=0)
+    assert not ready
+    open(gate, "w").close()
+    assert skate.get(waiting, timeout=30) == "pong"
+    assert skate.get(a.ping.remote(), timeout=30) == "pong"
+
+
+@pytest.mark.timeout(60)
+def test_a_handle_collected_while_its_count_lock_is_held_does_not_deadlock(cluster):
+    """Regression: ActorHandle.__del__ run by the collector on a thread that held the handle
+    counter's lock re-entered a plain Lock and hung the process."""
+    import gc
+
+    @skate.remote
+    class Tiny:
+        def ping(self):
+            return 1
+
+    core = skate._api._core()
+    count_lock = core.actors._lock if hasattr(core, "actors") else core.refs._lock
+    done = threading.Event()
+
+    def body():
+        class Cycle:
+            pass
+
+        holder = Cycle()
+        holder.self = holder
+        holder.handle = Tiny.remote()
+        del holder
+        gc.disable()
+        try:
+            with count_lock:
+                gc.collect()  # runs ActorHandle.__del__ here, on this thread
+        finally:
+            gc.enable()
+        done.set()
+
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+    assert done.wait(20), "releasing a collected handle deadlocked"

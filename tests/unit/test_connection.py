@@ -585,3 +585,32 @@ def test_tcp_bare_host_port_address():
         srv.listener.close()
 
     run(main())
+
+
+def test_a_write_from_a_foreign_thread_raises_when_checking(monkeypatch):
+    """SKATE_DEBUG_THREADS=1: only the loop's thread may write to a connection."""
+    import threading
+
+    from skate.protocol import connection as connection_module
+
+    monkeypatch.setattr(connection_module, "CHECK_THREADS", True)
+
+    async def main():
+        srv = Server()
+        client = await connect(await srv.start(), TOKEN)
+        errors: list[BaseException] = []
+
+        def from_thread() -> None:
+            try:
+                client.notify("echo", "x")
+            except RuntimeError as exc:
+                errors.append(exc)
+
+        t = threading.Thread(target=from_thread)
+        t.start()
+        t.join(5)
+        assert errors and "not its event loop" in str(errors[0])
+        assert await client.call("echo", "ok") == "ok"  # the loop's own thread may
+        client.close()
+
+    run(main())

@@ -39,9 +39,11 @@ class SkateContext(dict):
 
     @property
     def address(self) -> str:
+        """The cluster's address (the GCS's host:port)."""
         return self.address_info["address"]
 
     def disconnect(self) -> None:
+        """Disconnect from the cluster, as shutdown() does."""
         shutdown()
 
     def __enter__(self) -> SkateContext:
@@ -64,6 +66,7 @@ def _core() -> CoreWorker:
 
 
 def is_initialized() -> bool:
+    """Whether this process is connected to a cluster (init() ran and shutdown() did not)."""
     return context.current is not None
 
 
@@ -265,6 +268,7 @@ def remote(*args: Any, **options: Any) -> Any:
         )
 
     def decorator(fn: Any) -> Any:
+        """Apply the options given to the decorator."""
         return _make_remote(fn, options)
 
     return decorator
@@ -286,6 +290,7 @@ def method(*args: Any, **kwargs: Any) -> Callable:
     validate_options(kwargs, METHOD_OPTIONS, "actor methods")
 
     def decorator(fn: Callable) -> Callable:
+        """Apply the options given to the decorator."""
         fn.__skate_method_options__ = kwargs  # type: ignore[attr-defined]
         return fn
 

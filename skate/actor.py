@@ -86,10 +86,12 @@ class ActorClass:
         return (ActorClass, (self._cls, {k: v for k, v in self._options.items() if k in ACTOR_OPTIONS}))
 
     def options(self, **options: Any) -> _BoundActorOptions:
+        """A copy with some options changed, for one or more `.remote()` calls."""
         merged = {**self._options, **validate_options(options, ACTOR_OPTIONS, "actors")}
         return _BoundActorOptions(self, merged)
 
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        """Create an actor (or call the method) with these arguments; see ActorClass.remote."""
         return self._create(args, kwargs, self._options)
 
     def _remote(self, args: Any = None, kwargs: Any = None, **options: Any) -> ActorHandle:
@@ -120,9 +122,11 @@ class _BoundActorOptions:
         self._options = options
 
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        """Create an actor (or call the method) with these arguments; see ActorClass.remote."""
         return self._cls._create(args, kwargs, self._options)
 
     def options(self, **options: Any) -> _BoundActorOptions:
+        """A copy with some options changed, for one or more `.remote()` calls."""
         return _BoundActorOptions(
             self._cls, {**self._options, **validate_options(options, ACTOR_OPTIONS, "actors")}
         )
@@ -233,10 +237,12 @@ class ActorMethod:
         )
 
     def options(self, **options: Any) -> ActorMethod:
+        """A copy with some options changed, for one or more `.remote()` calls."""
         merged = {**self._options, **validate_options(options, METHOD_OPTIONS, "actor methods")}
         return ActorMethod(self._handle, self._name, merged, self._spec)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """Create an actor (or call the method) with these arguments; see ActorClass.remote."""
         spec = self._spec
         if kwargs or not spec.lo <= len(args) <= spec.hi:
             spec.bind(args, kwargs)

@@ -32,15 +32,19 @@ class ObjectRef:
                 pass
 
     def binary(self) -> bytes:
+        """The object id as bytes."""
         return self._id
 
     def hex(self) -> str:
+        """The object id as a hex string."""
         return self._id.hex()
 
     def task_id(self) -> bytes:
+        """The id of the task that returns (or put) this object."""
         return self._id[:16]
 
     def owner_address(self) -> tuple | None:
+        """(worker id, address) of the process that owns the object."""
         return self._owner if self._owner is not None else (self._core.owner_address if self._core else None)
 
     def __hash__(self) -> int:

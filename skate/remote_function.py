@@ -55,6 +55,7 @@ class RemoteFunction:
         return _BoundOptions(self, merged)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the function as a task with these arguments; returns its ObjectRef(s)."""
         return self._submit(args, kwargs, self._options)
 
     def _remote(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
@@ -115,8 +116,10 @@ class _BoundOptions:
         self._options = options
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the function as a task with these arguments; returns its ObjectRef(s)."""
         return self._fn._submit(args, kwargs, self._options)
 
     def options(self, **options: Any) -> _BoundOptions:
+        """A copy with some options changed, for one or more `.remote()` calls."""
         merged = {**self._options, **validate_options(options, TASK_OPTIONS, "remote functions")}
         return _BoundOptions(self._fn, merged)

@@ -24,12 +24,15 @@ class RuntimeContext:
         self._core = core
 
     def get_job_id(self) -> str:
+        """The current job's id, as a hex string."""
         return self._core.job_id
 
     def get_node_id(self) -> str:
+        """The id of the node this process runs on, as a hex string."""
         return self._core.node_id
 
     def get_worker_id(self) -> str:
+        """This process's worker id, as a hex string."""
         return self._core.worker_id
 
     def get_task_id(self) -> str | None:
@@ -41,50 +44,60 @@ class RuntimeContext:
         return call.task_id.hex() if call is not None else None
 
     def get_actor_id(self) -> str | None:
+        """The id of the actor this code runs in (hex), or None outside actors."""
         return self._core.actor_id
 
     def get_actor_name(self) -> str | None:
+        """The name of the actor this code runs in, or None."""
         return self._core.actor_name
 
     def get_assigned_resources(self) -> dict[str, float]:
+        """The resources assigned to the current task or actor."""
         return dict(self._core.assigned_resources)
 
     @property
     def namespace(self) -> str:
+        """The current job's namespace."""
         return self._core.namespace
 
     def get_namespace(self) -> str:
+        """The current job's namespace."""
         return self._core.namespace
 
     # Deprecated in Ray: ID objects instead of hex strings; use the get_*_id() methods.
     @property
     def job_id(self) -> JobID:
+        """Deprecated: the job's JobID (use get_job_id())."""
         _deprecated("job_id", "get_job_id()")
         return JobID.from_hex(self.get_job_id())
 
     @property
     def node_id(self) -> NodeID:
+        """Deprecated: the node's NodeID (use get_node_id())."""
         _deprecated("node_id", "get_node_id()")
         return NodeID.from_hex(self.get_node_id())
 
     @property
     def task_id(self) -> TaskID | None:
+        """Deprecated: the current task's TaskID, None on the driver (use get_task_id())."""
         _deprecated("task_id", "get_task_id()")
         task_id = self.get_task_id()
         return TaskID.from_hex(task_id) if task_id is not None else None
 
     @property
     def actor_id(self) -> ActorID | None:
+        """Deprecated: the actor's ActorID, None outside actors (use get_actor_id())."""
         _deprecated("actor_id", "get_actor_id()")
         actor_id = self.get_actor_id()
         return ActorID.from_hex(actor_id) if actor_id is not None else None
 
     @property
     def was_current_actor_reconstructed(self) -> bool:
+        """Whether this actor was restarted after a failure (its constructor ran again)."""
         return bool(self._core.actor_reconstructed)
 
     @property
-    def current_actor(self):
+    def current_actor(self) -> Any:
         """A handle to the actor this code runs in."""
         from skate.actor import _handle_from_info
 
@@ -120,6 +133,7 @@ class RuntimeContext:
 
 
 def get_runtime_context() -> RuntimeContext:
+    """Who and where the calling code is: job, node, task, actor, namespace, resources."""
     from skate._auto_init import current_or_init
 
     return RuntimeContext(current_or_init())

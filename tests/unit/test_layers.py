@@ -51,6 +51,7 @@ LAYERS: dict[str, int] = {
     "skate.raylet.copies": STATE_MACHINES,
     "skate.gcs.placement": STATE_MACHINES,
     "skate.gcs.kv_store": STATE_MACHINES,
+    "skate.gcs.pg_scheduler": STATE_MACHINES,
     # I/O shells: processes and the core worker
     "skate.core_worker": SHELLS,
     "skate.raylet": SHELLS,

@@ -24,6 +24,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from skate._bundles import (  # noqa: F401  (re-exported: the names bundles are known by)
+    BUNDLE_MARKER,
+    BUNDLE_SLIVER,
+    group_of_resource,
+    group_resources,
+    rewrite_demand,
+)
 from skate.raylet import resources as res
 
 PACK, SPREAD, STRICT_PACK, STRICT_SPREAD = "PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"
@@ -95,29 +102,6 @@ def feasible_ever(bundles: list[dict[str, int]], strategy: str, nodes: list[Node
     """Could the group be placed on these nodes if nothing else ran there (totals, not free)?"""
     empty = [NodeView(n.node_id, n.total, dict(n.total), n.alive) for n in nodes]
     return schedule(bundles, strategy, empty) is not None
-
-
-def group_resources(pg_id: str, index: int, shape: dict[str, int]) -> dict[str, int]:
-    """What a committed bundle adds to its node: `<name>_group_<pg>` (every bundle of the group
-    on the node adds up there) and `<name>_group_<index>_<pg>`, plus the `bundle` marker a task
-    of the group asks a sliver of, so even a task that needs nothing lands in its bundle."""
-    out: dict[str, int] = {}
-    for name, amount in list(shape.items()) + [("bundle", BUNDLE_MARKER)]:
-        res.add(out, {f"{name}_group_{pg_id}": amount, f"{name}_group_{index}_{pg_id}": amount})
-    return out
-
-
-BUNDLE_MARKER = 1000 * res.UNIT  # each bundle offers 1000 units of `bundle_group_...`
-BUNDLE_SLIVER = 10  # what one task or actor asks of it (0.001)
-
-
-def rewrite_demand(shape: dict[str, float], pg_id: str, index: int) -> dict[str, float]:
-    """A task's demand inside a group: each resource becomes the bundle's (index -1: any bundle
-    of the group), plus a sliver of the bundle marker, as Ray rewrites it."""
-    suffix = f"group_{pg_id}" if index < 0 else f"group_{index}_{pg_id}"
-    out = {f"{name}_{suffix}": amount for name, amount in shape.items() if amount}
-    out[f"bundle_{suffix}"] = BUNDLE_SLIVER / res.UNIT
-    return out
 
 
 def _cpu_caps(

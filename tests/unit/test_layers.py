@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "skate.protocol": FOUNDATION,
     "skate._procutil": FOUNDATION,
     "skate._options": FOUNDATION,
+    "skate._bundles": FOUNDATION,
     "skate._signature": FOUNDATION,
     "skate._runtime_env": FOUNDATION,
     "skate.object_ref": FOUNDATION,

@@ -110,3 +110,9 @@ def test_group_resources_and_demand_rewrite_use_rays_names():
     }
     assert rewrite_demand({"CPU": 1.0}, "ab12", 1) == {"CPU_group_1_ab12": 1.0, "bundle_group_1_ab12": 0.001}
     assert rewrite_demand({}, "ab12", -1) == {"bundle_group_ab12": 0.001}
+
+
+def test_bundle_unit_matches_the_raylets():
+    from skate import _bundles
+
+    assert _bundles.UNIT == res.UNIT

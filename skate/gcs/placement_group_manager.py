@@ -51,10 +51,15 @@ class GroupInfo:
     waiters: list = field(default_factory=list)
     created_at: float = field(default_factory=time.time)
     scheduling_attempts: int = 0
+    creator_conn: Connection | None = None  # told of state changes (see core_worker.placement_groups)
 
     @property
     def fixed(self) -> list[dict[str, int]]:
         return [res.to_fixed(b) for b in self.bundles]
+
+    def resource_names(self) -> set[str]:
+        """The resources placing this group looks at: its bundles' and CPU (for ordering)."""
+        return {"CPU"}.union(*self.bundles)
 
     def describe(self) -> dict:
         """One row of `placement_group_table`, in Ray's format."""
@@ -112,7 +117,7 @@ class PlacementGroupManager:
             p.get("max_cpu_fraction"),
         )
         if info.strategy == "STRICT_PACK":
-            views = self._views(available=False)
+            views = self._views(info.resource_names(), available=False)
             if views and not feasible_ever(info.fixed, info.strategy, views):
                 total: dict[str, float] = {}
                 for b in info.bundles:
@@ -122,6 +127,7 @@ class PlacementGroupManager:
                     f"STRICT_PACK placement group needs {total} on one node, more than any node "
                     "of the cluster has"
                 )
+        info.creator_conn = conn
         self.groups[info.pg_id] = info
         if name:
             self.named[(namespace, name)] = info.pg_id
@@ -168,13 +174,21 @@ class PlacementGroupManager:
         return {pg_id: info.describe() for pg_id, info in self.groups.items()}
 
     # -- placing ------------------------------------------------------------------------
-    def _views(self, available: bool = True) -> list[NodeView]:
+    def _views(self, names: set[str], available: bool = True) -> list[NodeView]:
+        """The alive nodes, with only the resources in `names` (a node holding many groups
+        has many bundle resources; none of them matter to placing another group)."""
         views = []
         for node_id, node in self.gcs.nodes.items():
             if not self.gcs.node_alive(node_id):
                 continue
-            total = res.to_fixed(node["resources"])
-            views.append(NodeView(node_id, total, res.to_fixed(node.get("available") or {})))
+            total, free = node["resources"], node.get("available") or {}
+            views.append(
+                NodeView(
+                    node_id,
+                    res.to_fixed({k: total[k] for k in names if k in total}),
+                    res.to_fixed({k: free[k] for k in names if k in free}),
+                )
+            )
         return views
 
     def _try_place(self, info: GroupInfo) -> None:
@@ -182,7 +196,8 @@ class PlacementGroupManager:
             return
         placed = {i: n for i, n in info.placement.items() if self.gcs.node_alive(n)}
         info.scheduling_attempts += 1
-        assignment = schedule(info.fixed, info.strategy, self._views(), placed, info.max_cpu_fraction)
+        views = self._views(info.resource_names())
+        assignment = schedule(info.fixed, info.strategy, views, placed, info.max_cpu_fraction)
         if assignment is None:
             self.pending[info.pg_id] = None
             return
@@ -262,7 +277,7 @@ class PlacementGroupManager:
         if len(info.placement) < len(info.bundles):  # a node died meanwhile: place the rest
             self._try_place(info)
             return
-        info.state = CREATED
+        self._set_state(info, CREATED)
         for fut in info.waiters:
             if not fut.done():
                 fut.set_result(True)
@@ -295,8 +310,16 @@ class PlacementGroupManager:
         self._schedule_retry()
 
     # -- removal and failures -----------------------------------------------------------
+    def _set_state(self, info: GroupInfo, state: str) -> None:
+        info.state = state
+        conn = info.creator_conn
+        if conn is not None and not conn.closed:
+            conn.notify("pg_state", {"pg_id": info.pg_id, "state": state})
+        if state == REMOVED:
+            info.creator_conn = None
+
     def remove(self, info: GroupInfo) -> None:
-        info.state = REMOVED
+        self._set_state(info, REMOVED)
         self.pending.pop(info.pg_id, None)
         if info.name and self.named.get((info.namespace, info.name)) == info.pg_id:
             del self.named[(info.namespace, info.name)]
@@ -340,7 +363,7 @@ class PlacementGroupManager:
             for i in lost:
                 del info.placement[i]
             if info.state == CREATED:
-                info.state = RESCHEDULING
+                self._set_state(info, RESCHEDULING)
             logger.warning(
                 "node %s held bundles %s of placement group %s: rescheduling them",
                 node_id[:12],

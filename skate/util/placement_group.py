@@ -18,6 +18,7 @@ from skate._id_types import PlacementGroupID
 from skate._serialization import serialize
 from skate.core_worker.call_context import current_call
 from skate.core_worker.errors import error_entry
+from skate.core_worker.placement_groups import GroupTracker
 from skate.exceptions import RaySystemError
 from skate.gcs.pg_scheduler import STRATEGIES
 from skate.object_ref import ObjectRef
@@ -75,20 +76,27 @@ class PlacementGroup:
         value = serialize(self).to_inline()
         pg_hex = self.id.hex()
 
+        def settled(created: bool, why: Any = "it was removed") -> None:
+            if created:
+                entry: tuple = (INLINE, value)
+            else:
+                entry = error_entry(RaySystemError(f"placement group {pg_hex} is not ready: {why}"))
+            core.store.put(oid, entry)
+            if not core.refs.has(oid):
+                core.ownership.on_ref_zero(oid, None)
+
         def on_loop() -> None:
+            if GroupTracker.of(core).on_settled(pg_hex, lambda state: settled(state == "CREATED")):
+                return  # made here: the GCS's news of it fills the ref, no round trip
             fut = core.gcs.call("wait_placement_group", {"pg_id": pg_hex})
 
             def done(f: Any) -> None:
-                if f.cancelled() or f.exception() is not None or not f.result():
-                    why = f.exception() if not f.cancelled() and f.exception() else "it was removed"
-                    entry: tuple = error_entry(
-                        RaySystemError(f"placement group {pg_hex} is not ready: {why}")
-                    )
+                if f.cancelled():
+                    settled(False, "the request was cancelled")
+                elif f.exception() is not None:
+                    settled(False, f.exception())
                 else:
-                    entry = (INLINE, value)
-                core.store.put(oid, entry)
-                if not core.refs.has(oid):
-                    core.ownership.on_ref_zero(oid, None)
+                    settled(bool(f.result()))
 
             fut.add_done_callback(done)
 
@@ -101,6 +109,9 @@ class PlacementGroup:
             raise TypeError(f"timeout_seconds must be a number, got {timeout_seconds!r}")
         core = _core()
         timeout = max(float(timeout_seconds), 0.0)
+        local = GroupTracker.of(core).wait(self.id.hex(), timeout)
+        if local is not None:
+            return local
         return bool(
             core.request(
                 core.gcs, "wait_placement_group", {"pg_id": self.id.hex(), "timeout": timeout}, timeout + 30
@@ -180,26 +191,31 @@ def placement_group(
         raise ValueError(f"_max_cpu_fraction_per_node must be a number in (0, 1], got {fraction!r}")
     core = _core()
     pg_id = PlacementGroupID.from_random()
-    try:
-        core.request(
-            core.gcs,
-            "create_placement_group",
-            {
-                "pg_id": pg_id.hex(),
-                "bundles": checked,
-                "strategy": strategy,
-                "name": name,
-                "namespace": core.namespace,
-                "job": core.job_id,
-                "creator": core.worker_id,
-                "detached": lifetime == "detached",
-                "max_cpu_fraction": None if fraction is None else float(fraction),
-            },
-        )
-    except RemoteError as exc:
-        if exc.kind == "ValueError":
-            raise ValueError(exc.message) from None
-        raise
+    payload = {
+        "pg_id": pg_id.hex(),
+        "bundles": checked,
+        "strategy": strategy,
+        "name": name,
+        "namespace": core.namespace,
+        "job": core.job_id,
+        "creator": core.worker_id,
+        "detached": lifetime == "detached",
+        "max_cpu_fraction": None if fraction is None else float(fraction),
+    }
+    GroupTracker.of(core).track(pg_id.hex())
+    if name or strategy == "STRICT_PACK":
+        # The GCS may refuse these (a taken name, no node big enough): wait for its answer.
+        try:
+            core.request(core.gcs, "create_placement_group", payload)
+        except RemoteError as exc:
+            GroupTracker.of(core).removed(pg_id.hex())
+            if exc.kind == "ValueError":
+                raise ValueError(exc.message) from None
+            raise
+    else:
+        # Nothing the GCS could refuse: no round trip. Later requests about the group travel
+        # on the same connection after this one, so the GCS always sees it first.
+        core.post(core.gcs.notify, "create_placement_group", payload)
     return PlacementGroup(pg_id, checked)
 
 
@@ -210,7 +226,11 @@ def remove_placement_group(placement_group: PlacementGroup) -> None:
             f"remove_placement_group expects a PlacementGroup, got {type(placement_group).__name__}"
         )
     core = _core()
-    core.request(core.gcs, "remove_placement_group", {"pg_id": placement_group.id.hex()})
+    pg_hex = placement_group.id.hex()
+    GroupTracker.of(core).removed(pg_hex)
+    # Ordered after anything sent before on this connection; the GCS frees the bundles, kills
+    # what runs in them, and answers every later request about the group as removed.
+    core.post(core.gcs.notify, "remove_placement_group", {"pg_id": pg_hex})
 
 
 def get_placement_group(placement_group_name: str) -> PlacementGroup:

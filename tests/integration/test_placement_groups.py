@@ -213,3 +213,19 @@ def test_bad_groups_reserve_nothing(fresh):
     remove_placement_group(named)
     assert wait_for(no_leak, timeout=10)
     assert skate.available_resources()["CPU"] == 2
+
+
+@skate.remote(num_cpus=0)
+def wait_elsewhere(pg):
+    return pg.wait(10), skate.get(pg.ready(), timeout=10) == pg, pg.bundle_specs
+
+
+@pytest.mark.timeout(60)
+def test_a_handle_passed_to_another_process_asks_the_gcs(fresh):
+    skate.init(num_cpus=2)
+    pg = placement_group([{"CPU": 1}])
+    assert skate.get(wait_elsewhere.remote(pg), timeout=30) == (True, True, [{"CPU": 1.0}])
+    remove_placement_group(pg)
+    assert not pg.wait(1)
+    with pytest.raises(RayError, match="not ready"):
+        skate.get(pg.ready(), timeout=10)

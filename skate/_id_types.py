@@ -133,4 +133,11 @@ class JobID(BaseID):
         return cls(value.to_bytes(cls._SIZE, "little"))
 
 
-__all__ = ["ActorID", "BaseID", "JobID", "NodeID", "TaskID", "WorkerID"]
+class PlacementGroupID(BaseID):
+    """A placement group (its hex form names its bundle resources, `CPU_group_<hex>`)."""
+
+    __slots__ = ()
+    _SIZE = 18
+
+
+__all__ = ["ActorID", "BaseID", "JobID", "NodeID", "PlacementGroupID", "TaskID", "WorkerID"]

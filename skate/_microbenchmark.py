@@ -266,6 +266,30 @@ def _spill_metrics(pattern: str, rounds: int, results: list) -> None:
         _report(name, rates[name], results)
 
 
+def _placement_group_metrics(kw: dict, num_cpus: int | None) -> None:
+    """Ray's line: 100 one-bundle groups created, waited for, then removed, per round; on a
+    fresh cluster with 100 units of a custom resource, as Ray runs it."""
+    name = "placement group create/removal"
+    if kw["pattern"] and kw["pattern"] not in name:
+        return
+    from skate.util.placement_group import placement_group, remove_placement_group
+
+    num_pgs = 100
+
+    def create_remove() -> None:
+        pgs = [placement_group([{"custom": 0.001}]) for _ in range(num_pgs)]
+        for pg in pgs:
+            pg.wait(timeout_seconds=30)
+        for pg in pgs:
+            remove_placement_group(pg)
+
+    skate.init(num_cpus=num_cpus, resources={"custom": 100})
+    try:
+        timeit(name, create_remove, num_pgs, **kw)
+    finally:
+        skate.shutdown()
+
+
 def _raw_tcp_rate(nbytes: int, rounds: int) -> list[float]:
     """Loopback TCP from one process to another thread, sent from and received into memory
     buffers: what the object transfer between two nodes is measured against."""
@@ -405,6 +429,7 @@ def run(pattern: str = "", seconds: float = 1.0, rounds: int = 3, num_cpus: int 
         _actor_metrics(kw)
     finally:
         skate.shutdown()
+    _placement_group_metrics(kw, num_cpus)
     _spill_metrics(pattern, rounds, results)
     _transfer_metrics(pattern, rounds, results)
     return results

@@ -7,8 +7,15 @@ import numbers
 from collections.abc import Callable
 from typing import Any
 
+from skate._bundles import rewrite_demand
 from skate._runtime_env import validate_runtime_env
-from skate.util.scheduling_strategies import STRATEGY_NAMES, STRATEGY_TYPES, NodeAffinitySchedulingStrategy
+from skate.core_worker.call_context import current_call
+from skate.util.scheduling_strategies import (
+    STRATEGY_NAMES,
+    STRATEGY_TYPES,
+    NodeAffinitySchedulingStrategy,
+    PlacementGroupSchedulingStrategy,
+)
 
 
 def _quantity(name: str) -> Callable[[Any], Any]:
@@ -107,7 +114,7 @@ TASK_OPTIONS: dict[str, Callable[[Any], Any]] = {
     "enable_task_events": _accept,
     "_metadata": _accept,
     "placement_group": _accept,
-    "placement_group_bundle_index": _accept,
+    "placement_group_bundle_index": _int_at_least("placement_group_bundle_index", -1),
     "placement_group_capture_child_tasks": _accept,
 }
 
@@ -234,7 +241,7 @@ ACTOR_OPTIONS: dict[str, Callable[[Any], Any]] = {
     "accelerator_type": _accept,
     "_metadata": _accept,
     "placement_group": _accept,
-    "placement_group_bundle_index": _accept,
+    "placement_group_bundle_index": _int_at_least("placement_group_bundle_index", -1),
     "placement_group_capture_child_tasks": _accept,
 }
 
@@ -285,3 +292,56 @@ def wire_strategy(strategy: Any) -> Any:
     if isinstance(strategy, NodeAffinitySchedulingStrategy):
         return {"node_id": strategy.node_id, "soft": strategy.soft}
     return None
+
+
+def resolve_placement_group(
+    options: dict[str, Any], shapes: list[dict[str, float]]
+) -> tuple[list[dict[str, float]], list | None]:
+    """Where a task or actor of these options runs in a placement group.
+
+    Returns its resource shapes rewritten to its bundle's resources (`CPU` ->
+    `CPU_group_<i>_<pg>`, or `CPU_group_<pg>` for any bundle) and the group as TaskSpec carries
+    it, `[id hex, bundle index, capture child tasks, bundles]`; outside a group, the shapes
+    unchanged and None. The group comes from a PlacementGroupSchedulingStrategy, the legacy
+    `placement_group=` options, or, for a call with no strategy of its own made inside a task
+    that captures its children, from that task. A bad bundle index, or a demand no bundle it
+    may use can hold, is a ValueError here, at submission.
+    """
+    strategy = options.get("scheduling_strategy")
+    legacy = options.get("placement_group", "default")
+    if isinstance(strategy, PlacementGroupSchedulingStrategy):
+        group: Any = strategy.placement_group
+        index = strategy.placement_group_bundle_index
+        capture = bool(strategy.placement_group_capture_child_tasks)
+    elif legacy not in (None, "default"):
+        group = legacy
+        index = options.get("placement_group_bundle_index", -1)
+        capture = bool(options.get("placement_group_capture_child_tasks"))
+    else:
+        call = current_call()
+        current = call.placement_group if call is not None else None
+        if strategy is not None or legacy is None or current is None or not current[2]:
+            return shapes, None
+        pg_hex, _, _, bundles = current
+        return [rewrite_demand(s, pg_hex, -1) for s in shapes], [pg_hex, -1, True, bundles]
+    if group is None:
+        return shapes, None
+    pg_id = getattr(group, "id", None)
+    if pg_id is None or not hasattr(group, "bundle_specs"):
+        raise TypeError(f"placement_group must be a PlacementGroup, got {type(group).__name__} {group!r}")
+    pg_hex = pg_id.hex()
+    bundles = [dict(b) for b in group.bundle_specs]
+    if isinstance(index, bool) or not isinstance(index, int) or not -1 <= index < len(bundles):
+        raise ValueError(
+            f"placement_group_bundle_index {index!r} is out of range: placement group {pg_hex} has "
+            f"{len(bundles)} bundle(s), so the index must be -1 (any bundle) or 0..{len(bundles) - 1}"
+        )
+    usable = bundles if index == -1 else [bundles[index]]
+    for shape in shapes:
+        if not any(all(b.get(k, 0) >= v for k, v in shape.items() if v) for b in usable):
+            where = "any bundle" if index == -1 else f"bundle {index} ({bundles[index]})"
+            raise ValueError(
+                f"the resource request {shape} cannot fit into {where} of placement group {pg_hex} "
+                f"(bundles: {bundles}); ask for less or use a bundle that holds it"
+            )
+    return [rewrite_demand(s, pg_hex, index) for s in shapes], [pg_hex, index, capture, bundles]

@@ -7,9 +7,17 @@ import inspect
 from typing import Any
 
 from skate._auto_init import current_or_init
-from skate._options import TASK_DEFAULTS, TASK_OPTIONS, resource_shape, validate_options, wire_strategy
+from skate._options import (
+    TASK_DEFAULTS,
+    TASK_OPTIONS,
+    resolve_placement_group,
+    resource_shape,
+    validate_options,
+    wire_strategy,
+)
 from skate._signature import ArgSpec
 from skate.core_worker import context
+from skate.core_worker.call_context import current_call
 from skate.core_worker.functions import FunctionManager
 
 
@@ -87,6 +95,13 @@ class RemoteFunction:
             shape = resource_shape(options)
             if options is self._options:
                 self._shape_cache = shape
+        group = None
+        if (
+            options["scheduling_strategy"] is not None
+            or options.get("placement_group") is not None
+            or _in_group()
+        ):
+            (shape,), group = resolve_placement_group(options, [shape])
         num_returns = options["num_returns"]
         refs = core.submitter.submit(
             key,
@@ -100,12 +115,19 @@ class RemoteFunction:
             max_calls=options["max_calls"],
             runtime_env=options.get("runtime_env"),
             strategy=wire_strategy(options.get("scheduling_strategy")),
+            placement_group=group,
         )
         if num_returns == 1:
             return refs[0]
         if num_returns == 0:
             return None
         return refs
+
+
+def _in_group() -> bool:
+    """Is this call made inside a task or actor placed in a placement group?"""
+    call = current_call()
+    return call is not None and call.placement_group is not None
 
 
 class _BoundOptions:

@@ -21,7 +21,7 @@ import threading
 from typing import Any
 
 from skate import _ids
-from skate._options import actor_shapes, wire_strategy
+from skate._options import actor_shapes, resolve_placement_group, wire_strategy
 from skate.core_worker.args import prepare_args
 from skate.core_worker.task_manager import Complete, Fail, TaskEntry
 from skate.exceptions import ActorDiedError, ActorUnavailableError
@@ -87,6 +87,10 @@ class ActorSubmitter:
         if max_concurrency is None:
             max_concurrency = 1000 if is_async else 1
         place, hold = actor_shapes(options)
+        # In a placement group the actor asks only for what it holds, under its bundle's names.
+        (group_hold,), group = resolve_placement_group(options, [hold])
+        if group is not None:
+            place = hold = group_hold
         public = {
             "class_name": class_name,
             "methods": methods,
@@ -128,6 +132,7 @@ class ActorSubmitter:
             runtime_env=options.get("runtime_env"),
             actor_id=actor_id,
         )
+        spec.placement_group = group
         creation = ActorCreation(
             actor_id,
             class_name,
@@ -169,6 +174,7 @@ class ActorSubmitter:
                 "place": place,
                 "res": hold,
                 "strategy": wire_strategy(options.get("scheduling_strategy")),
+                "pg": entry.spec.placement_group[0] if entry.spec.placement_group else None,
                 "task": entry.spec,
                 "creation": creation,
             },

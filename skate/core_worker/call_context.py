@@ -21,6 +21,7 @@ class CallContext:
     actor_call: bool = False  # a method of an actor (or its constructor)
     cancelled: bool = False  # cancel() reached it while it ran
     resources: dict = field(default_factory=dict)
+    placement_group: list | None = None  # TaskSpec.placement_group of the call (or its actor)
 
 
 _current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar("skate_call", default=None)

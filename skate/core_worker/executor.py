@@ -61,6 +61,7 @@ class Executor:
         self._cancelled_early: set[bytes] = set()
         self._calls: collections.Counter = collections.Counter()
         self.actor: Any = None  # the ActorRuntime once this worker hosts an actor
+        self.actor_pg: list | None = None  # the placement group the hosted actor was placed in
         self.instance: Any = None
         self.exiting = False
         self.ip = core.info.get("node_ip") or _node_ip()
@@ -160,7 +161,13 @@ class Executor:
         if spec.method is None:  # a task or an actor's creation: set its GPUs
             core.gpu_ids = list(spec.gpus or ())
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in core.gpu_ids)
-        return CallContext(spec.task_id, spec.name, actor_call=spec.actor_id is not None)
+        if spec.method is None:
+            pg = spec.placement_group
+            if spec.actor_id is not None:  # an actor's constructor: its methods run in its group
+                self.actor_pg = pg
+        else:
+            pg = self.actor_pg
+        return CallContext(spec.task_id, spec.name, actor_call=spec.actor_id is not None, placement_group=pg)
 
     def _prepare(self, spec: TaskSpec, call: CallContext) -> tuple[Any, tuple, dict]:
         """The callable and its arguments."""

@@ -63,6 +63,7 @@ class TaskSubmitter:
         max_calls: int,
         runtime_env: dict | None,
         strategy: Any = None,
+        placement_group: list | None = None,
     ) -> list[ObjectRef]:
         core = self.core
         task_id = core.task_ids.next()
@@ -78,6 +79,7 @@ class TaskSubmitter:
             resources=resources,
             max_calls=max_calls,
             runtime_env=runtime_env,
+            placement_group=placement_group,
         )
         dep_refs, hold, uses = prepare_args(core, spec, args, kwargs)
         key = (function_key, tuple(sorted(resources.items())), _strategy_key(strategy))

@@ -130,6 +130,10 @@ class ActorManager:
         if info is None or info.state == DEAD:
             return None
         info.spec = spec
+        if spec.get("pg") and self.gcs.pgs.is_removed(spec["pg"]):
+            info.no_restart = True
+            self._set_dead(info, f"its placement group {spec['pg']} was removed")
+            return info.describe()
         asyncio.ensure_future(self._start(info))
         fut = asyncio.get_running_loop().create_future()
         info.waiters.append((fut, -1))
@@ -345,6 +349,19 @@ class ActorManager:
             node_conn.notify("kill_worker", {"worker_id": info.worker_id})
         elif info.conn is not None:
             info.conn.close("killed")
+
+    def group_removed(self, pg_id: str) -> None:
+        """A placement group was removed: its actors die (no restart), as in Ray."""
+        for info in list(self.actors.values()):
+            if info.state == DEAD or info.spec is None or info.spec.get("pg") != pg_id:
+                continue
+            info.no_restart = True
+            info.death_cause = f"its placement group {pg_id} was removed"
+            self._release_name(info)
+            if info.conn is None:
+                self._set_dead(info, info.death_cause)
+            else:
+                self._kill_worker(info)
 
     def h_exiting(self, conn: Connection, p: dict) -> None:
         info = self.actors.get(p["actor_id"])

@@ -17,6 +17,7 @@ from skate._procutil import watch_parent_pipe
 from skate.gcs.actor_manager import ActorManager
 from skate.gcs.kv_store import KvStore, Namespace
 from skate.gcs.placement import NodeLoad, choose_node
+from skate.gcs.placement_group_manager import PlacementGroupManager
 from skate.protocol import Connection, listen
 from skate.raylet import resources as res
 
@@ -66,6 +67,9 @@ class GcsServer:
         }
         self.actors = ActorManager(self)
         self.handlers.update(self.actors.handlers())
+        self.pgs = PlacementGroupManager(self)
+        self.handlers.update(self.pgs.handlers())
+        self.handlers["client_died"] = self.h_client_died
 
     async def start(self, address: str) -> str:
         self.listener = await listen(address, self.token, self.handlers, on_close=self.on_closed, name="gcs")
@@ -87,6 +91,7 @@ class GcsServer:
                 job["end_time"] = time.time()
                 job.pop("conn", None)
                 self.actors.owner_gone(worker_id=job["driver_id"], job=info["job_id"])
+                self.pgs.owner_gone(worker_id=job["driver_id"], job=info["job_id"])
         if "node_id" in info:
             self.mark_node_dead(info["node_id"], "its raylet disconnected")
 
@@ -104,7 +109,13 @@ class GcsServer:
             conn.notify("node_declared_dead", {"reason": reason})
             conn.close(f"node declared dead: {reason}")
         self.actors.node_dead(node_id)
+        self.pgs.node_dead(node_id)
         self._view_changed()
+
+    def h_client_died(self, conn: Connection, p: dict) -> None:
+        """A worker or driver is gone: its non-detached actors and placement groups go too."""
+        self.actors.h_client_died(conn, p)
+        self.pgs.owner_gone(worker_id=p["worker_id"])
 
     def h_drain_node(self, conn: Connection, p: dict) -> bool:
         """A raylet is stopping: the node is dead from now on (after this reply goes out), so
@@ -128,6 +139,7 @@ class GcsServer:
         self.node_conns[p["node_id"]] = conn
         self._view_changed()
         self.loop.call_soon(self.actors.retry_unplaced)
+        self.loop.call_soon(self.pgs.retry_pending)
         return True
 
     def _view_changed(self) -> None:
@@ -209,11 +221,15 @@ class GcsServer:
         if node is not None and node["alive"]:
             changed = node.get("available") != p["available"]
             node["available"] = p["available"]
+            if "resources" in p and p["resources"] != node.get("resources"):
+                node["resources"] = p["resources"]
+                changed = True
             node["store_used"] = p.get("store_used", 0)
             node["pending"] = p.get("pending", [])
             node["last_seen"] = time.monotonic()
             if changed:
                 self._view_changed()
+                self.pgs.resources_changed()
 
     def h_register_job(self, conn: Connection, p: dict) -> dict:
         self._job_counter += 1

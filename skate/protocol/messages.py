@@ -49,6 +49,9 @@ class TaskSpec(msgspec.Struct, array_like=True):
     actor_id: bytes | None = None
     concurrency_group: str | None = None
     attempt: int = 0
+    # [group id hex, bundle index, capture child tasks, bundles] for a call placed in a
+    # placement group (what `get_current_placement_group()` answers and children inherit).
+    placement_group: list | None = None
 
     @classmethod
     def from_wire(cls, fields: list) -> TaskSpec:

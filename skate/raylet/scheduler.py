@@ -13,6 +13,7 @@ import itertools
 from collections import deque
 from dataclasses import dataclass, field
 
+from skate.gcs.pg_scheduler import group_of_resource, group_resources
 from skate.raylet import resources as res
 
 STARTING, IDLE, LEASED = "starting", "idle", "leased"
@@ -77,6 +78,14 @@ class Spillback:
 
 
 @dataclass
+class Rejected:
+    """Fail the request: it can never run (it names a placement group that was removed)."""
+
+    request: LeaseRequest
+    reason: str
+
+
+@dataclass
 class Reclaim:
     """Ask these owners to give back leases they hold but do not use."""
 
@@ -100,6 +109,9 @@ class LocalScheduler:
         self._lease_ids = itertools.count(1)
         self._request_ids = itertools.count(1)
         self._starting = 0
+        # Placement-group bundles on this node: (group, index) -> (shape, committed).
+        self.bundles: dict[tuple[str, int], tuple[dict[str, int], bool]] = {}
+        self.removed_groups: dict[str, None] = {}  # recently removed groups (insertion ordered)
 
     # -- queries ----------------------------------------------------------------------
     def num_idle(self) -> int:
@@ -107,6 +119,9 @@ class LocalScheduler:
 
     def available_float(self) -> dict[str, float]:
         return {k: max(v, 0) / res.UNIT for k, v in self.available.items()}
+
+    def total_float(self) -> dict[str, float]:
+        return res.to_float(self.total)
 
     def pending_shapes(self) -> list[dict[str, float]]:
         return [res.to_float(r.shape) for r in list(self.queue) + self.infeasible]
@@ -158,8 +173,83 @@ class LocalScheduler:
             spread=spread,
             actor=actor,
         )
+        group = self._removed_group_of(fixed)
+        if group is not None:
+            return req, [Rejected(req, f"placement group {group} was removed")]
         self.queue.append(req)
         return req, self._schedule(new_request=True)
+
+    # -- placement-group bundles ------------------------------------------------------
+    def prepare_bundles(self, group: str, bundles: list[tuple[int, dict[str, float]]]) -> bool:
+        """Phase one: reserve the bundles' resources, all or none. False if they do not fit
+        (or the group is gone); nothing is reserved then."""
+        if group in self.removed_groups:
+            return False
+        fixed = [(i, res.to_fixed(shape)) for i, shape in bundles if (group, i) not in self.bundles]
+        need: dict[str, int] = {}
+        for _, shape in fixed:
+            res.add(need, shape)
+        if not res.fits(need, self.available):
+            return False
+        for i, shape in fixed:
+            res.subtract(self.available, shape)
+            self.bundles[(group, i)] = (shape, False)
+        return True
+
+    def commit_bundles(self, group: str, indices: list[int]) -> list:
+        """Phase two: the reserved resources become the bundles' own (`CPU_group_<pg>` ...)."""
+        for i in indices:
+            entry = self.bundles.get((group, i))
+            if entry is None or entry[1]:
+                continue
+            shape = entry[0]
+            self.bundles[(group, i)] = (shape, True)
+            added = group_resources(group, i, shape)
+            res.add(self.total, added)
+            res.add(self.available, added)
+        return self._schedule()
+
+    def return_bundles(self, group: str, indices: list[int] | None = None, removed: bool = False) -> list:
+        """Give back bundles (all of the group's here if `indices` is None): prepared ones free
+        their reservation; committed ones lose their bundle resources, and the workers leased
+        with those are killed. With `removed`, later requests naming the group are rejected."""
+        actions: list = []
+        if removed:
+            self.removed_groups[group] = None
+            while len(self.removed_groups) > 10_000:
+                del self.removed_groups[next(iter(self.removed_groups))]
+            for slot in list(self.workers.values()):
+                if slot.lease_id is not None and any(group_of_resource(k) == group for k in slot.held):
+                    self.leases.pop(slot.lease_id, None)
+                    self._release(slot)
+                    del self.workers[slot.worker_id]
+                    actions.append(KillWorker(slot.worker_id))
+            for req in list(self.queue) + self.infeasible:
+                if self._removed_group_of(req.shape) == group:
+                    actions.append(Rejected(req, f"placement group {group} was removed"))
+            self.queue = deque(r for r in self.queue if self._removed_group_of(r.shape) != group)
+            self.infeasible = [r for r in self.infeasible if self._removed_group_of(r.shape) != group]
+        keys = [k for k in self.bundles if k[0] == group and (indices is None or k[1] in indices)]
+        for key in keys:
+            shape, committed = self.bundles.pop(key)
+            if committed:
+                taken = group_resources(group, key[1], shape)
+                res.subtract(self.total, taken)
+                res.subtract(self.available, taken)
+            res.add(self.available, shape)
+        for amounts in (self.total, self.available):
+            for name in [k for k, v in amounts.items() if v == 0 and group_of_resource(k) == group]:
+                del amounts[name]
+        return actions + self._schedule()
+
+    def _removed_group_of(self, shape: dict[str, int]) -> str | None:
+        if not self.removed_groups:
+            return None
+        for name in shape:
+            group = group_of_resource(name)
+            if group is not None and group in self.removed_groups:
+                return group
+        return None
 
     def cancel_request(self, request_id: int) -> list:
         self.queue = deque(r for r in self.queue if r.request_id != request_id)

@@ -30,6 +30,7 @@ from skate.raylet.scheduler import (
     KillWorker,
     LocalScheduler,
     Reclaim,
+    Rejected,
     Spillback,
     StartWorkers,
 )
@@ -100,6 +101,9 @@ class Raylet:
             "node_info": lambda c, p: self.node_info(),
             "shutdown": lambda c, p: self.loop.call_soon(self.shutdown),
             "node_declared_dead": self.h_node_declared_dead,
+            "prepare_bundles": self.h_prepare_bundles,
+            "commit_bundles": self.h_commit_bundles,
+            "return_bundles": self.h_return_bundles,
         }
         self.handlers.update(self.objects.handlers())
 
@@ -247,7 +251,7 @@ class Raylet:
             "node_id": self.node_id,
             "address": self.address,
             "pid": os.getpid(),
-            "resources": self.resources,
+            "resources": self.total_resources(),
             "available": self.scheduler.available_float(),
             "arena_path": self.arena_path,
             "arena_capacity": self.capacity,
@@ -454,6 +458,11 @@ class Raylet:
                 # Told after a grace period: a node that has the resources may have just joined
                 # and the cluster view not reached us yet.
                 self.loop.call_later(INFEASIBLE_GRACE_S, self._report_infeasible, action.request)
+            elif isinstance(action, Rejected):
+                fut = self.lease_futures.pop(action.request.request_id, None)
+                self._forget_request(action.request.request_id)
+                if fut is not None and not fut.done():
+                    fut.set_exception(RuntimeError(action.reason))
             elif isinstance(action, Reclaim):
                 for owner in action.owners:
                     conn = self.clients.get(owner)
@@ -482,12 +491,37 @@ class Raylet:
                 {
                     "node_id": self.node_id,
                     "available": self.scheduler.available_float(),
+                    "resources": self.total_resources(),
                     "store_used": self.store.used_bytes,
                     "spilled_bytes": self.store.spilled_bytes,
                     "restored_bytes": self.store.restored_bytes,
                     "pending": self.scheduler.pending_shapes(),
                 },
             )
+
+    def total_resources(self) -> dict[str, float]:
+        """The node's resources, with the bundle resources of the placement groups it holds."""
+        return {**self.resources, **self.scheduler.total_float()}
+
+    # -- placement-group bundles --------------------------------------------------------
+    def h_prepare_bundles(self, conn: Connection, p: dict) -> bool:
+        """Reserve bundles of a group (all or none); with `commit`, commit them at once (the
+        GCS does that when this node is the only one involved: one round trip)."""
+        group = p["pg_id"]
+        ok = self.scheduler.prepare_bundles(group, [(i, shape) for i, shape in p["bundles"]])
+        if ok and p.get("commit"):
+            self.apply(self.scheduler.commit_bundles(group, [i for i, _ in p["bundles"]]))
+        self._mark_resources_dirty()
+        return ok
+
+    def h_commit_bundles(self, conn: Connection, p: dict) -> bool:
+        self.apply(self.scheduler.commit_bundles(p["pg_id"], p["indices"]))
+        return True
+
+    def h_return_bundles(self, conn: Connection, p: dict) -> bool:
+        """Give back a group's bundles here (rollback or removal): what ran in them is killed."""
+        self.apply(self.scheduler.return_bundles(p["pg_id"], p.get("indices"), bool(p.get("removed"))))
+        return True
 
     # -- handlers ---------------------------------------------------------------------
     def h_register_client(self, conn: Connection, p: dict) -> dict:

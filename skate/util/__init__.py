@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from skate.util import scheduling_strategies
 from skate.util.actor_pool import ActorPool
+from skate.util.placement_group import (
+    PlacementGroup,
+    get_current_placement_group,
+    get_placement_group,
+    placement_group,
+    placement_group_table,
+    remove_placement_group,
+)
 
 
 def list_named_actors(all_namespaces: bool = False) -> list:
@@ -19,4 +27,14 @@ def list_named_actors(all_namespaces: bool = False) -> list:
     )
 
 
-__all__ = ["ActorPool", "list_named_actors", "scheduling_strategies"]
+__all__ = [
+    "ActorPool",
+    "PlacementGroup",
+    "get_current_placement_group",
+    "get_placement_group",
+    "list_named_actors",
+    "placement_group",
+    "placement_group_table",
+    "remove_placement_group",
+    "scheduling_strategies",
+]

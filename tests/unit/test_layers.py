@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "skate.protocol": FOUNDATION,
     "skate._procutil": FOUNDATION,
     "skate._options": FOUNDATION,
+    "skate._bundles": FOUNDATION,
     "skate._signature": FOUNDATION,
     "skate._runtime_env": FOUNDATION,
     "skate.object_ref": FOUNDATION,
@@ -51,6 +52,7 @@ LAYERS: dict[str, int] = {
     "skate.raylet.copies": STATE_MACHINES,
     "skate.gcs.placement": STATE_MACHINES,
     "skate.gcs.kv_store": STATE_MACHINES,
+    "skate.gcs.pg_scheduler": STATE_MACHINES,
     # I/O shells: processes and the core worker
     "skate.core_worker": SHELLS,
     "skate.raylet": SHELLS,

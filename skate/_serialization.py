@@ -17,7 +17,7 @@ import threading
 from typing import Any
 
 import cloudpickle
-import msgpack
+import msgspec
 
 from skate._config import ARENA_ALIGNMENT
 
@@ -26,6 +26,8 @@ KIND_ERROR = 1  # a pickled exception: get raises it
 
 _SIMPLE_TYPES = frozenset({int, float, str, bytes, bool, type(None), complex})
 _U32 = struct.Struct("<I")
+_pack_header = msgspec.msgpack.Encoder().encode
+_unpack_header = msgspec.msgpack.Decoder().decode
 
 _local = threading.local()
 
@@ -84,7 +86,7 @@ def _align(n: int) -> int:
 
 def store_layout(obj: SerializedObject) -> tuple[bytes, list[int], int]:
     """Header bytes, the offset of inband then of each buffer, and the total size."""
-    header = msgpack.packb([obj.kind, len(obj.inband), [b.nbytes for b in obj.buffers]])
+    header = _pack_header([obj.kind, len(obj.inband), [b.nbytes for b in obj.buffers]])
     offsets = []
     pos = _align(_U32.size + len(header))
     offsets.append(pos)
@@ -110,7 +112,7 @@ def write_to_buffer(obj: SerializedObject, dest: memoryview, layout=None) -> Non
 def read_from_buffer(view: memoryview) -> tuple[int, Any]:
     """Unpickle an object laid out by write_to_buffer; buffers stay views onto `view`."""
     (hlen,) = _U32.unpack_from(view, 0)
-    kind, inband_len, buf_lens = msgpack.unpackb(view[_U32.size : _U32.size + hlen])
+    kind, inband_len, buf_lens = _unpack_header(view[_U32.size : _U32.size + hlen])
     pos = _align(_U32.size + hlen)
     inband = view[pos : pos + inband_len]
     pos = _align(pos + inband_len)

@@ -135,7 +135,9 @@ class TaskSubmitter:
     def _enqueue(self, entry: TaskEntry) -> None:
         if entry.done:
             return
-        ks = self.pool.key_state(entry.key, dict(entry.key[1]), entry.strategy)
+        ks = self.pool.keys.get(entry.key)
+        if ks is None:
+            ks = self.pool.key_state(entry.key, dict(entry.key[1]), entry.strategy)
         self._run(self.pool.enqueue(ks, entry))
 
     def _run(self, actions: list[tuple]) -> None:

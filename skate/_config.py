@@ -35,3 +35,9 @@ MAX_PENDING_LEASE_REQUESTS = _env_int("SKATE_MAX_PENDING_LEASE_REQUESTS", 10)
 PRESTART_WORKERS = _env_int("SKATE_PRESTART_WORKERS", 0)
 # Seconds to wait for a process of the cluster to come up.
 STARTUP_TIMEOUT = _env_float("SKATE_STARTUP_TIMEOUT", 30.0)
+# Seconds a new connection has to complete the mutual handshake before it is dropped.
+HANDSHAKE_TIMEOUT = _env_float("SKATE_HANDSHAKE_TIMEOUT", 5.0)
+# The largest frame accepted from a peer that has not authenticated yet (checked before decoding).
+PREAUTH_MAX_FRAME_BYTES = _env_int("SKATE_PREAUTH_MAX_FRAME_BYTES", 4096)
+# Connections one listener holds that have not authenticated yet; more are closed at once.
+MAX_PENDING_CONNECTIONS = _env_int("SKATE_MAX_PENDING_CONNECTIONS", 256)

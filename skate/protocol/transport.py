@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
+from skate import _config
 from skate.protocol.connection import Connection, Handler
+
+logger = logging.getLogger(__name__)
 
 
 def choose_address(address: str) -> str:
@@ -63,8 +68,48 @@ class Listener:
         self._closer()
 
 
+class _Refused(asyncio.Protocol):
+    """Stands in for a Connection the listener will not take: closes the socket at once."""
+
+    def connection_made(self, transport) -> None:
+        transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+
+class PendingLimit:
+    """Counts a listener's connections that have not authenticated yet and refuses more
+    than `cap` of them, so idle or slow peers cannot hold every socket and descriptor."""
+
+    def __init__(self, cap: int, name: str) -> None:
+        self.cap = cap
+        self.name = name
+        self.pending: set[Connection] = set()
+        self.refused = 0
+        self._last_warning = 0.0
+
+    def admit(self, conn: Connection) -> bool:
+        if len(self.pending) >= self.cap:
+            self.refused += 1
+            now = time.monotonic()
+            if now - self._last_warning > 10.0:  # one line per burst, not one per socket
+                self._last_warning = now
+                logger.warning(
+                    "listener %s: %d connections have not authenticated yet (the cap); "
+                    "refusing new ones (%d refused so far)",
+                    self.name,
+                    self.cap,
+                    self.refused,
+                )
+            return False
+        self.pending.add(conn)
+        conn.ready.add_done_callback(lambda _f: self.pending.discard(conn))
+        return True
+
+
 class Backend:
-    async def listen(self, loc: str, factory: Callable[[], Connection]) -> Listener:
+    async def listen(self, loc: str, factory: Callable[[], asyncio.Protocol]) -> Listener:
         raise NotImplementedError
 
     async def connect(self, loc: str, conn: Connection) -> None:
@@ -114,7 +159,7 @@ class _InprocTransport(asyncio.Transport):
         self._peer = peer_protocol_getter
         self._closed = False
         self.other: _InprocTransport | None = None
-        self.protocol: Connection | None = None
+        self.protocol: asyncio.Protocol | None = None
 
     def write(self, data):
         if not self._closed:
@@ -139,7 +184,7 @@ class _InprocTransport(asyncio.Transport):
 class InprocBackend(Backend):
     """In-process pairs, for tests of components without sockets."""
 
-    _listeners: dict[str, Callable[[], Connection]] = {}
+    _listeners: dict[str, Callable[[], asyncio.Protocol]] = {}
     _ids = itertools.count()
 
     async def listen(self, loc, factory):
@@ -184,12 +229,28 @@ async def listen(
     on_connection: Callable[[Connection], None] | None = None,
     on_close: Callable[[Connection], None] | None = None,
     name: str = "",
+    handshake_timeout: float | None = None,
+    max_pending: int | None = None,
 ) -> Listener:
-    """Accept connections at `address`; each must authenticate with `token`."""
-    scheme, loc = parse_address(address)
+    """Accept connections at `address`; each must authenticate with `token`.
 
-    def factory() -> Connection:
-        conn = Connection(token, handlers, server_side=True, on_close=on_close, name=name)
+    At most `max_pending` (default MAX_PENDING_CONNECTIONS) connections may be in the
+    handshake at once; further ones are closed as soon as they are accepted.
+    """
+    scheme, loc = parse_address(address)
+    limit = PendingLimit(_config.MAX_PENDING_CONNECTIONS if max_pending is None else max_pending, name)
+
+    def factory() -> asyncio.Protocol:
+        conn = Connection(
+            token,
+            handlers,
+            server_side=True,
+            on_close=on_close,
+            name=name,
+            handshake_timeout=handshake_timeout,
+        )
+        if not limit.admit(conn):
+            return _Refused()
         if on_connection is not None:
             on_connection(conn)
         return conn
@@ -206,10 +267,18 @@ async def connect(
     name: str = "",
     timeout: float = 10.0,
 ) -> Connection:
-    """Open an authenticated connection to `address` (or the best of 'a|b' alternatives)."""
+    """Open a connection to `address` (or the best of 'a|b' alternatives) once both sides have
+    proved the token; a server that cannot prove it is refused (ConnectionClosed)."""
     address = choose_address(address)
     scheme, loc = parse_address(address)
-    conn = Connection(token, handlers or {}, server_side=False, on_close=on_close, name=name or address)
+    conn = Connection(
+        token,
+        handlers or {},
+        server_side=False,
+        on_close=on_close,
+        name=name or address,
+        handshake_timeout=timeout,
+    )
     await asyncio.wait_for(_backend(scheme).connect(loc, conn), timeout)
     await asyncio.wait_for(conn.ready, timeout)
     return conn

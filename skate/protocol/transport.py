@@ -13,6 +13,7 @@ Connection. New schemes register a Backend in BACKENDS.
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import logging
 import os
@@ -66,6 +67,58 @@ class Listener:
 
     def close(self) -> None:
         self._closer()
+
+
+# Accept errors that mean "out of descriptors or memory for now": wait and try again.
+_TRANSIENT_ACCEPT_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+# Accept errors about one connection (the peer gave up before it was accepted): skip it.
+_SKIP_ACCEPT_ERRORS = {errno.ECONNABORTED, errno.EPROTO, errno.EINTR, errno.EAGAIN}
+
+
+async def accept_forever(
+    server: socket.socket,
+    handle: Callable[[socket.socket], Any],
+    *,
+    name: str = "",
+    backoff: tuple[float, float] = (0.05, 1.0),
+) -> None:
+    """Accept connections on a non-blocking listening socket and hand each to `handle`
+    (which may return a coroutine, run as a task) until the socket is closed.
+
+    Running out of file descriptors (EMFILE, ENFILE) or kernel memory does not end the loop:
+    it logs once per episode, waits (doubling from backoff[0] up to backoff[1] seconds) and
+    tries again, so the server serves again as soon as descriptors are free.
+    """
+    loop = asyncio.get_running_loop()
+    delay = backoff[0]
+    failing = False
+    while True:
+        try:
+            sock, _ = await loop.sock_accept(server)
+        except OSError as exc:
+            if exc.errno in _SKIP_ACCEPT_ERRORS and server.fileno() >= 0:
+                continue
+            if exc.errno not in _TRANSIENT_ACCEPT_ERRORS or server.fileno() < 0:
+                return  # the listening socket was closed (or is broken for good)
+            if not failing:
+                failing = True
+                logger.warning(
+                    "%s: cannot accept connections (%s); retrying until descriptors are free",
+                    name or "listener",
+                    os.strerror(exc.errno or 0),
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, backoff[1])
+            continue
+        except asyncio.CancelledError:
+            raise
+        if failing:
+            failing = False
+            delay = backoff[0]
+            logger.warning("%s: accepting connections again", name or "listener")
+        result = handle(sock)
+        if asyncio.iscoroutine(result):
+            loop.create_task(result)
 
 
 class _Refused(asyncio.Protocol):

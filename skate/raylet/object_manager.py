@@ -18,7 +18,7 @@ import socket
 import time
 from typing import Any
 
-from skate.protocol.transport import choose_address, parse_address
+from skate.protocol.transport import accept_forever, choose_address, parse_address
 from skate.raylet.copies import CopyTracker, route_frees
 
 logger = logging.getLogger("skate.raylet.objects")
@@ -35,6 +35,7 @@ class ObjectManager:
         self.pulled_bytes = 0
         self.data_addresses: list[str] = []
         self._servers: list = []
+        self._accepting: list[asyncio.Task] = []
         self.copies = CopyTracker()
 
     def handlers(self) -> dict:
@@ -53,10 +54,14 @@ class ObjectManager:
             sock.listen(64)
             sock.setblocking(False)
             self._servers.append(sock)
-            loop.create_task(self._accept_loop(sock))
+            self._accepting.append(
+                loop.create_task(accept_forever(sock, self._serve, name="object transfer server"))
+            )
         self.data_addresses = [f"unix://{path}", f"tcp://{node_ip}:{tcp.getsockname()[1]}"]
 
     def close(self) -> None:
+        for task in self._accepting:
+            task.cancel()
         for sock in self._servers:
             sock.close()
         for address in self.data_addresses:
@@ -88,15 +93,6 @@ class ObjectManager:
         entry = self._tickets.pop(ticket, None)
         if entry is not None:
             self.raylet.spill.release_files(self.raylet.store.release(entry[0], entry[1]))
-
-    async def _accept_loop(self, server: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                sock, _ = await loop.sock_accept(server)
-            except OSError:
-                return
-            loop.create_task(self._serve(sock))
 
     async def _serve(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()

@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 
+from skate._secure_files import open_private_append
 from skate.core_worker import call_context
 from skate.core_worker.core import CoreWorker
 from skate.core_worker.executor import Executor
@@ -79,8 +80,9 @@ class LogStream(io.TextIOBase):
 def main(info: dict) -> None:
     logs = os.path.join(info["session_dir"], "logs")
     wid = info["worker_id"][:12]
-    out = open(os.path.join(logs, f"worker-{wid}.out"), "a", buffering=1)
-    err = open(os.path.join(logs, f"worker-{wid}.err"), "a", buffering=1)
+    out = os.fdopen(open_private_append(os.path.join(logs, f"worker-{wid}.out")), "a", buffering=1)
+    err = os.fdopen(open_private_append(os.path.join(logs, f"worker-{wid}.err")), "a", buffering=1)
+    os.close(open_private_append(os.path.join(logs, f"worker-{wid}.log")))  # 0600 before logging opens it
     os.dup2(out.fileno(), 1)
     os.dup2(err.fileno(), 2)
     logging.basicConfig(

@@ -14,6 +14,7 @@ import uuid
 import psutil
 
 from skate._procutil import watch_parent_pipe
+from skate._secure_files import open_private_append, read_token
 from skate.gcs.actor_manager import ActorManager
 from skate.gcs.kv_store import KvStore, Namespace
 from skate.gcs.placement import NodeLoad, choose_node
@@ -292,13 +293,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--logging-level", type=int, default=logging.INFO)
     parser.add_argument("--node-timeout-s", type=float, default=None)
     args = parser.parse_args(argv)
+    os.close(open_private_append(os.path.join(args.session_dir, "logs", "gcs.log")))  # created 0600
     logging.basicConfig(
         filename=os.path.join(args.session_dir, "logs", "gcs.log"),
         level=args.logging_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    with open(os.path.join(args.session_dir, "token"), "rb") as f:
-        token = f.read().strip()
+    token = read_token(args.session_dir)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     gcs = GcsServer(

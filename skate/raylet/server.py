@@ -18,6 +18,7 @@ import sys
 
 from skate import _ids
 from skate._procutil import watch_parent_pipe
+from skate._secure_files import open_private_append, read_token
 from skate.core_worker.plasma import ArenaMapping, arena_path, create_arena_file
 from skate.protocol import Connection, connect, listen
 from skate.protocol.connection import RemoteError
@@ -33,7 +34,7 @@ from skate.raylet.scheduler import (
     Spillback,
     StartWorkers,
 )
-from skate.raylet.spill import SpillManager
+from skate.raylet.spill import SpillManager, make_spill_dir
 
 logger = logging.getLogger("skate.raylet")
 
@@ -48,8 +49,7 @@ class Raylet:
         self.args = args
         self.node_id = args.node_id or _ids.random_id(14).hex()
         self.session_dir = args.session_dir
-        with open(os.path.join(self.session_dir, "token"), "rb") as f:
-            self.token = f.read().strip()
+        self.token = read_token(self.session_dir)
         self.resources: dict[str, float] = json.loads(args.resources)
         self.capacity = int(args.object_store_memory)
         self.arena_path = arena_path(self.session_dir, self.node_id)
@@ -106,8 +106,10 @@ class Raylet:
     # -- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
         create_arena_file(self.arena_path, self.capacity)
-        spill_dir = self.args.spill_dir or os.path.join(self.session_dir, f"spill-{self.node_id[:8]}")
-        os.makedirs(spill_dir, exist_ok=True)
+        if self.args.spill_dir:  # possibly shared with other raylets: a subdirectory of our own
+            spill_dir = make_spill_dir(self.args.spill_dir, f"skate-node-{self.node_id[:16]}")
+        else:
+            spill_dir = make_spill_dir(self.session_dir, f"spill-{self.node_id[:8]}")
         limit = int(self.args.spill_limit) if self.args.spill_limit else None
         self.spill = SpillManager(self.store, ArenaMapping(self.arena_path, self.capacity), spill_dir, limit)
         unix = await listen(
@@ -322,9 +324,15 @@ class Raylet:
             "node_id": self.node_id,
             "logging_level": self.args.logging_level,
         }
-        log = open(os.path.join(self.session_dir, "logs", f"zygote-{self.node_id[:8]}.err"), "ab")
+        log = os.fdopen(
+            open_private_append(os.path.join(self.session_dir, "logs", f"zygote-{self.node_id[:8]}.err")),
+            "ab",
+        )
+        # The session's details go in the environment, not argv (which every user sees in `ps`);
+        # argv keeps only the session directory, by which `skate stop` and tests find processes.
         self.zygote = subprocess.Popen(
-            [sys.executable, "-m", "skate.raylet.zygote", json.dumps(info)],
+            [sys.executable, "-m", "skate.raylet.zygote", "--session-dir", self.session_dir],
+            env={**os.environ, "SKATE_ZYGOTE_INFO": json.dumps(info)},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,
@@ -665,6 +673,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--logging-level", type=int, default=logging.INFO)
     parser.add_argument("--heartbeat-s", type=float, default=None)
     args = parser.parse_args(argv)
+    os.close(open_private_append(os.path.join(args.session_dir, "logs", "raylet.log")))  # created 0600
     logging.basicConfig(
         filename=os.path.join(args.session_dir, "logs", "raylet.log"),
         level=args.logging_level,

@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "skate._serialization": FOUNDATION,
     "skate.protocol": FOUNDATION,
     "skate._procutil": FOUNDATION,
+    "skate._secure_files": FOUNDATION,
     "skate._options": FOUNDATION,
     "skate._signature": FOUNDATION,
     "skate._runtime_env": FOUNDATION,

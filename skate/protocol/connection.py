@@ -153,6 +153,8 @@ class Connection(asyncio.Protocol):
         )
         self._handshake_timer: asyncio.TimerHandle | None = None
         self.authenticated = False
+        self.write_paused = False  # the transport's buffer is over the high-water mark
+        self._reading_paused = False
         self.ready: asyncio.Future = self._loop.create_future()
         self.closed = False
         self.close_reason = ""
@@ -161,6 +163,10 @@ class Connection(asyncio.Protocol):
     # -- asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport) -> None:
         self._transport = transport
+        try:
+            transport.set_write_buffer_limits(_config.WRITE_HIGH_WATER_BYTES, _config.WRITE_LOW_WATER_BYTES)
+        except (AttributeError, NotImplementedError):  # in-process transports have no buffer
+            pass
         if self._handshake_timeout > 0:
             self._handshake_timer = self._loop.call_later(self._handshake_timeout, self._handshake_expired)
         if self._server_side:
@@ -196,6 +202,28 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self._mark_closed(str(exc) if exc else "closed by peer")
+
+    # -- backpressure (called by the transport) -------------------------------------------
+    def pause_writing(self) -> None:
+        """The peer is slower than we write: an accepting side stops reading it (no new
+        requests, so no new replies) until the buffer drains. A connecting side keeps
+        reading, so two processes never both wait for the other to read."""
+        self.write_paused = True
+        if self._server_side and not self._reading_paused:
+            try:
+                self._transport.pause_reading()
+                self._reading_paused = True
+            except (AttributeError, NotImplementedError, RuntimeError):
+                pass
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self._reading_paused:
+            self._reading_paused = False
+            try:
+                self._transport.resume_reading()
+            except (AttributeError, NotImplementedError, RuntimeError):
+                pass
 
     # -- handshake --------------------------------------------------------------------
     def _preauth_received(self, data: bytes) -> bytes:
@@ -405,6 +433,17 @@ class Connection(asyncio.Protocol):
         data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
         self._out.clear()
         self._transport.write(data)
+        if self.write_paused:  # only while the peer lags: no cost on the normal path
+            self._check_write_buffer()
+
+    def _check_write_buffer(self) -> None:
+        size = self._transport.get_write_buffer_size()
+        if size > _config.MAX_WRITE_BUFFER_BYTES:
+            reason = f"the peer is not reading: {size} bytes unsent (limit {_config.MAX_WRITE_BUFFER_BYTES})"
+            logger.warning("closing connection %s: %s", self.name, reason)
+            self._out.clear()
+            self._transport.abort()  # close() would wait to send the backlog
+            self._mark_closed(reason)
 
     def _write_now(self, frame: bytes) -> None:
         if self._transport is not None and not self.closed:

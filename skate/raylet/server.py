@@ -15,10 +15,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
-from skate import _ids
+from skate import _config, _ids
 from skate._procutil import watch_parent_pipe
 from skate._secure_files import open_private_append, read_token
+from skate.core_worker.log_budget import LogBudget, dropped_notice
 from skate.core_worker.plasma import ArenaMapping, arena_path, create_arena_file
 from skate.protocol import Connection, connect, listen
 from skate.protocol.connection import RemoteError
@@ -652,7 +654,24 @@ class Raylet:
         return {"objects": rows, "store": self.store_stats()}
 
     def h_worker_log(self, conn: Connection, p: dict) -> None:
-        if self.gcs is not None:
+        """Forward a worker's output to the GCS, within a per-connection line budget (twice
+        the worker's own, which a well-behaved worker never reaches): a worker that bypasses
+        its LogStream cannot flood the GCS and drivers."""
+        lines = p.get("lines")
+        if self.gcs is None or not isinstance(lines, list):
+            return
+        budget = conn.peer_info.get("log_budget")
+        now = time.monotonic()
+        if budget is None:
+            budget = LogBudget(2 * _config.LOG_LINES_PER_SECOND, 2 * _config.LOG_LINES_BURST, now)
+            conn.peer_info["log_budget"] = budget
+        allowed = budget.admit(len(lines), now)
+        if allowed < len(lines):
+            p = dict(p, lines=lines[:allowed])
+        elif budget.dropped:  # room again: say what was lost before
+            where = f"the worker's log files in {os.path.join(self.session_dir, 'logs')}"
+            p = dict(p, lines=[*lines, dropped_notice(budget.take_dropped(), budget.rate, where)])
+        if p["lines"]:
             self.gcs.notify("publish_logs", p)
 
 

@@ -44,6 +44,7 @@ LAYERS: dict[str, int] = {
     "skate.core_worker.memory_store": STATE_MACHINES,
     "skate.core_worker.task_manager": STATE_MACHINES,
     "skate.core_worker.lease_pool": STATE_MACHINES,
+    "skate.core_worker.log_budget": STATE_MACHINES,
     "skate.raylet.scheduler": STATE_MACHINES,
     "skate.raylet.resources": STATE_MACHINES,
     "skate.raylet.arena": STATE_MACHINES,

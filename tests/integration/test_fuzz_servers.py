@@ -39,8 +39,10 @@ values = st.recursive(
     max_leaves=12,
 )  # fmt: skip
 # Payloads shaped like real ones: dicts with the keys handlers read, values of any type.
-KEYS = ["oid", "oids", "key", "value", "namespace", "node_id", "worker_id", "job", "lines", "size", "owner",
-        "actor_id", "task_id", "address", "resources", "wait", "lease_id", "spec", "name", "from", "client"]  # fmt: skip
+KEYS = (
+    "oid oids key value namespace node_id worker_id job lines size owner actor_id task_id address "
+    "resources wait lease_id spec name from client"
+).split()
 payloads = values | st.dictionaries(st.sampled_from(KEYS), values, max_size=6)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from skate import _config
 from skate.protocol.connection import Connection, Handler
+from skate.protocol.tls import client_context, server_context
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +159,14 @@ class PendingLimit:
             return False
         self.pending.add(conn)
         conn.ready.add_done_callback(lambda _f: self.pending.discard(conn))
+        # A TLS handshake that fails never reaches the Connection (no connection_made, no
+        # connection_lost): forget such an entry once any handshake would have timed out.
+        asyncio.get_running_loop().call_later(2 * _config.HANDSHAKE_TIMEOUT + 1, self._forget_unstarted, conn)
         return True
+
+    def _forget_unstarted(self, conn: Connection) -> None:
+        if conn._transport is None:
+            self.pending.discard(conn)
 
 
 class Backend:
@@ -172,13 +180,24 @@ class Backend:
 class TCPBackend(Backend):
     async def listen(self, loc, factory):
         host, port = _split_host_port(loc)
-        server = await asyncio.get_running_loop().create_server(factory, host, port, reuse_address=True)
+        ctx = server_context()
+        server = await asyncio.get_running_loop().create_server(
+            factory,
+            host,
+            port,
+            reuse_address=True,
+            ssl=ctx,
+            ssl_handshake_timeout=_config.HANDSHAKE_TIMEOUT if ctx is not None else None,
+        )
         real_port = server.sockets[0].getsockname()[1]
         return Listener(f"tcp://{host}:{real_port}", server.close)
 
     async def connect(self, loc, conn):
         host, port = _split_host_port(loc)
-        transport, _ = await asyncio.get_running_loop().create_connection(lambda: conn, host, port)
+        ctx = client_context()
+        transport, _ = await asyncio.get_running_loop().create_connection(
+            lambda: conn, host, port, ssl=ctx, server_hostname=host if ctx is not None else None
+        )
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

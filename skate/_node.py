@@ -1,7 +1,9 @@
 """Starting and stopping the processes of one node: a GCS (head only) and a raylet.
 
 Everything of a node lives in one session directory (logs, sockets, the 0600 cluster
-token, cluster.json). Owned nodes (a private cluster of `init()`, or `cluster_utils`)
+token, cluster.json), 0700 under a per-user root (`<tmp>/skate-<uid>`, 0700); both are
+checked (ours, closed to other users, not a link) every time they are used. Owned nodes
+(a private cluster of `init()`, or `cluster_utils`)
 watch a pipe from the process that started them, so they stop even if it is killed;
 detached nodes (`skate start`) record their pids for `skate stop`. `shutdown` stops the
 processes and removes the session directory and shared memory.
@@ -23,6 +25,7 @@ import tempfile
 import time
 
 from skate._config import STARTUP_TIMEOUT
+from skate._secure_files import check_private, open_private_append, private_dir, write_private
 from skate._system_config import SystemConfig
 from skate.core_worker.plasma import arena_path
 
@@ -30,8 +33,40 @@ logger = logging.getLogger(__name__)
 
 
 def default_temp_root() -> str:
-    """Where session directories go: $SKATE_TEMP_DIR, else <system temp>/skate."""
-    return os.environ.get("SKATE_TEMP_DIR") or os.path.join(tempfile.gettempdir(), "skate")
+    """Where session directories go: $SKATE_TEMP_DIR, else <system temp>/skate-<uid> (one
+    root per user, so no user's sessions sit in a directory another user can write)."""
+    return os.environ.get("SKATE_TEMP_DIR") or os.path.join(tempfile.gettempdir(), f"skate-{os.getuid()}")
+
+
+def prepare_temp_root(root: str | None = None) -> str:
+    """Create (0700) or check the session root: ours and closed to other users. The default
+    root is tightened to 0700 if it was left open; a root named by the user must be ours and
+    not writable by others (it is refused, with the fix in the message, rather than changed)."""
+    root = root or default_temp_root()
+    default = root == os.path.join(tempfile.gettempdir(), f"skate-{os.getuid()}")
+    return private_dir(root, fix_mode=default, allow_group_read=not default)
+
+
+def owned_sessions(root: str | None = None) -> list[str]:
+    """Session directories under the root that this user owns and nobody else can enter;
+    anything else found there (planted by another user, a link, left open) is skipped."""
+    root = root or default_temp_root()
+    try:
+        check_private(root, os.lstat(root), allow_group_read=True)
+    except OSError:
+        return []
+    found = []
+    for name in sorted(os.listdir(root)):
+        if not name.startswith("session_"):
+            continue
+        path = os.path.join(root, name)
+        try:
+            check_private(path, os.lstat(path))
+        except OSError as exc:
+            logger.warning("ignoring session directory %s: %s", path, exc)
+            continue
+        found.append(path)
+    return found
 
 
 def _free_port(host: str = "127.0.0.1") -> int:
@@ -62,17 +97,14 @@ class LocalNode:
         detached: bool = False,
         system_config: SystemConfig | None = None,
     ):
-        root = temp_dir or default_temp_root()
-        os.makedirs(root, exist_ok=True)
+        root = prepare_temp_root(temp_dir)
         stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-        self.session_dir = tempfile.mkdtemp(prefix=f"session_{stamp}_{os.getpid()}_", dir=root)
-        os.makedirs(os.path.join(self.session_dir, "logs"))
-        os.makedirs(os.path.join(self.session_dir, "sockets"))
+        self.session_dir = tempfile.mkdtemp(prefix=f"session_{stamp}_{os.getpid()}_", dir=root)  # 0700
+        os.mkdir(os.path.join(self.session_dir, "logs"), 0o700)
+        os.mkdir(os.path.join(self.session_dir, "sockets"), 0o700)
         self.head = head
         self.token = token or secrets.token_hex(32).encode()
-        fd = os.open(os.path.join(self.session_dir, "token"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(self.token)
+        write_private(os.path.join(self.session_dir, "token"), self.token)
         if head:
             self.gcs_address = f"tcp://{node_ip}:{gcs_port or _free_port(node_ip)}"
         elif gcs_address:
@@ -105,7 +137,7 @@ class LocalNode:
         return self.gcs_address.replace("tcp://", "")
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
-        err = open(os.path.join(self.session_dir, "logs", f"{name}.err"), "ab")
+        err = os.fdopen(open_private_append(os.path.join(self.session_dir, "logs", f"{name}.err")), "ab")
         extra = [] if self.detached else ["--watch-fd", str(self._watch_r)]
         try:
             proc = subprocess.Popen(
@@ -177,8 +209,7 @@ class LocalNode:
             "node_id": self.node_id,
             "pids": [p.pid for p in self.processes],
         }
-        with open(os.path.join(self.session_dir, "cluster.json"), "w") as f:
-            json.dump(info, f)
+        write_private(os.path.join(self.session_dir, "cluster.json"), json.dumps(info).encode())
 
     @staticmethod
     def _flag(name: str, value: float | None) -> list[str]:

@@ -307,3 +307,9 @@ class NotInitializedError(RaySystemError, RuntimeError):
 
 class ProtocolError(SkateError):
     """A peer broke the wire protocol: a bad handshake, an oversized or malformed frame."""
+
+
+class UnsafePathError(SkateError, PermissionError):
+    """A file or directory Skate trusts (session root, session, token, spill directory) is a
+    symbolic link, belongs to another user, or is open to other users: refused rather than used.
+    A PermissionError too, as Python code expects of a path it may not use."""

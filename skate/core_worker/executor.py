@@ -129,7 +129,12 @@ class Executor:
                 return
             if self.exiting:
                 continue  # exit_actor() ran: later calls fail when the connection drops
-            reply = run(spec)
+            try:
+                reply = run(spec)
+            except Exception as exc:  # a call the executor could not even fail properly
+                logger.exception("call %r could not be run", getattr(spec, "name", "?"))
+                core.post(_fail_if_pending, fut, exc)
+                continue
             core.post(set_if_pending, fut, reply)
             if self.exiting:
                 return
@@ -336,3 +341,8 @@ def _ready() -> bool:
 
 def _terminate() -> None:
     raise ActorExit(0)
+
+
+def _fail_if_pending(fut: asyncio.Future, exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)

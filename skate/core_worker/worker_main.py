@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import collections
 import io
 import logging
 import os
 import sys
+import time
+from collections.abc import Callable
+from typing import Any
 
+from skate import _config
+from skate._secure_files import open_private_append
 from skate.core_worker import call_context
 from skate.core_worker.core import CoreWorker
 from skate.core_worker.executor import Executor
+from skate.core_worker.log_budget import LogBudget, dropped_notice
 
 
 class LogStream(io.TextIOBase):
@@ -19,28 +26,41 @@ class LogStream(io.TextIOBase):
 
     `write` runs on any user thread; the lines are queued and the I/O loop sends them (the
     only thread that may write to the raylet's connection), grouped by the call that printed.
+    Forwarding is bounded: at most LOG_LINES_PER_SECOND lines (bursts up to LOG_LINES_BURST),
+    lines cut at MAX_LOG_LINE_CHARS, and a bounded queue; what is not forwarded is counted and
+    the driver told so (the log file keeps everything).
     """
 
-    def __init__(self, core: CoreWorker, stream: str, file):
+    def __init__(self, core: Any, stream: str, file, *, clock: Callable[[], float] = time.monotonic):
         self._core = core
         self._stream = stream
         self._file = file
         self._partial = ""
         self._lines: collections.deque[tuple[str | None, str]] = collections.deque()
         self._scheduled = False
+        self._clock = clock
+        self._budget = LogBudget(_config.LOG_LINES_PER_SECOND, _config.LOG_LINES_BURST, clock())
+        self._queue_dropped = 0  # lines refused because the queue was full
+        self._notice_scheduled = False
 
     def writable(self) -> bool:
         return True
 
     def write(self, text: str) -> int:
         self._file.write(text)
+        cap = _config.MAX_LOG_LINE_CHARS
         data = self._partial + text
         if "\n" not in data:
-            self._partial = data
+            self._partial = data if len(data) <= cap else data[:cap]  # the file has the rest
             return len(text)
-        *lines, self._partial = data.split("\n")
+        *lines, partial = data.split("\n")
+        self._partial = partial[:cap]
         name = call_context.current_task_name()
-        self._lines.extend((name, line) for line in lines)
+        room = max(0, _config.LOG_LINES_BURST - len(self._lines))
+        if len(lines) > room:
+            self._queue_dropped += len(lines) - room
+            lines = lines[:room]
+        self._lines.extend((name, line if len(line) <= cap else line[:cap] + " [line cut]") for line in lines)
         if not self._scheduled:
             self._scheduled = True
             self._core.post(self._send)
@@ -56,31 +76,56 @@ class LogStream(io.TextIOBase):
         if core.raylet is None or core.raylet.closed or not core.job_id:
             self._lines.clear()
             return
+        queued = len(self._lines)
+        allowed = self._budget.admit(queued, self._clock())
         groups: list[tuple[str | None, list[str]]] = []
-        while self._lines:
+        for _ in range(allowed):
             name, line = self._lines.popleft()
             if groups and groups[-1][0] == name:
                 groups[-1][1].append(line)
             else:
                 groups.append((name, [line]))
+        self._lines.clear()  # over the budget: counted in the LogBudget
         for name, lines in groups:
-            core.raylet.notify(
-                "worker_log",
-                {
-                    "job": core.job_id,
-                    "pid": os.getpid(),
-                    "name": name,
-                    "stream": self._stream,
-                    "lines": lines,
-                },
-            )
+            self._notify(name, lines)
+        if (self._budget.dropped or self._queue_dropped) and not self._notice_scheduled:
+            self._notice_scheduled = True
+            asyncio.get_running_loop().call_later(1.0, self._send_notice)
+
+    def _send_notice(self) -> None:
+        """I/O thread: tell the driver how many lines it did not get, once there is budget."""
+        self._notice_scheduled = False
+        core = self._core
+        if core.raylet is None or core.raylet.closed or not core.job_id:
+            return
+        if not self._budget.admit(1, self._clock()):
+            self._notice_scheduled = True
+            asyncio.get_running_loop().call_later(1.0, self._send_notice)
+            return
+        count = self._budget.take_dropped() + self._queue_dropped
+        self._queue_dropped = 0
+        where = getattr(self._file, "name", "the worker's log file")
+        self._notify(None, [dropped_notice(count, self._budget.rate, str(where))])
+
+    def _notify(self, name: str | None, lines: list[str]) -> None:
+        self._core.raylet.notify(
+            "worker_log",
+            {
+                "job": self._core.job_id,
+                "pid": os.getpid(),
+                "name": name,
+                "stream": self._stream,
+                "lines": lines,
+            },
+        )
 
 
 def main(info: dict) -> None:
     logs = os.path.join(info["session_dir"], "logs")
     wid = info["worker_id"][:12]
-    out = open(os.path.join(logs, f"worker-{wid}.out"), "a", buffering=1)
-    err = open(os.path.join(logs, f"worker-{wid}.err"), "a", buffering=1)
+    out = os.fdopen(open_private_append(os.path.join(logs, f"worker-{wid}.out")), "a", buffering=1)
+    err = os.fdopen(open_private_append(os.path.join(logs, f"worker-{wid}.err")), "a", buffering=1)
+    os.close(open_private_append(os.path.join(logs, f"worker-{wid}.log")))  # 0600 before logging opens it
     os.dup2(out.fileno(), 1)
     os.dup2(err.fileno(), 2)
     logging.basicConfig(

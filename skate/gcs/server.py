@@ -13,9 +13,12 @@ import uuid
 
 import psutil
 
+from skate import _config
 from skate._procutil import watch_parent_pipe
+from skate._secure_files import open_private_append, read_token
 from skate.gcs.actor_manager import ActorManager
 from skate.gcs.kv_store import KvStore, Namespace
+from skate.gcs.kv_waiters import KvWaiters
 from skate.gcs.placement import NodeLoad, choose_node
 from skate.gcs.placement_group_manager import PlacementGroupManager
 from skate.protocol import Connection, listen
@@ -43,7 +46,8 @@ class GcsServer:
         self.jobs: dict[str, dict] = {}
         self._job_counter = 0
         self.kv = KvStore()
-        self._kv_waiters: dict[tuple[Namespace, bytes], list[asyncio.Future]] = {}
+        self.logs_dropped = 0  # worker output lines not sent to a driver that lagged behind
+        self.kv_waiters = KvWaiters(_config.MAX_KV_WAITERS, _config.MAX_KV_WAITERS_PER_CONNECTION)
         self._stopping = False
         self.loop = asyncio.get_event_loop()
         self.handlers = {
@@ -83,6 +87,7 @@ class GcsServer:
         self.loop.stop()
 
     def on_closed(self, conn: Connection) -> None:
+        self.kv_waiters.connection_closed(conn)
         info = conn.peer_info
         if "job_id" in info:
             job = self.jobs.get(info["job_id"])
@@ -252,9 +257,7 @@ class GcsServer:
         namespace, key, value = _kv_namespace(p), _kv_bytes(p, "key"), _kv_bytes(p, "value")
         added = self.kv.put(namespace, key, value, overwrite=bool(p.get("overwrite", True)))
         stored = self.kv.get(namespace, key)
-        for fut in self._kv_waiters.pop((namespace, key), []):
-            if not fut.done():
-                fut.set_result(stored)
+        self.kv_waiters.wake((namespace, key), stored)
         return added
 
     def h_kv_get(self, conn: Connection, p: dict):
@@ -264,14 +267,17 @@ class GcsServer:
         wait = p.get("wait")
         if value is not None or not wait:
             return value
-        fut = self.loop.create_future()
-        self._kv_waiters.setdefault((namespace, key), []).append(fut)
-        return asyncio.wait_for(fut, wait)
+        return self.kv_waiters.wait((namespace, key), conn, float(wait))
 
     def h_publish_logs(self, conn: Connection, p: dict) -> None:
         job = self.jobs.get(p.get("job") or "")
-        if job is not None and job.get("conn") is not None:
-            job["conn"].notify("logs", p)
+        if job is None or job.get("conn") is None:
+            return
+        conn = job["conn"]
+        if conn.write_paused:  # the driver is not keeping up: drop rather than buffer without end
+            self.logs_dropped += len(p.get("lines") or ())
+            return
+        conn.notify("logs", p)
 
 
 def _kv_namespace(p: dict) -> Namespace:
@@ -308,13 +314,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--logging-level", type=int, default=logging.INFO)
     parser.add_argument("--node-timeout-s", type=float, default=None)
     args = parser.parse_args(argv)
+    os.close(open_private_append(os.path.join(args.session_dir, "logs", "gcs.log")))  # created 0600
     logging.basicConfig(
         filename=os.path.join(args.session_dir, "logs", "gcs.log"),
         level=args.logging_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    with open(os.path.join(args.session_dir, "token"), "rb") as f:
-        token = f.read().strip()
+    token = read_token(args.session_dir)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     gcs = GcsServer(

@@ -1,8 +1,17 @@
 """One authenticated, framed, bidirectional RPC connection.
 
-Either side may send requests and notifications. The accepting side proves nothing; the
-connecting side must answer a fresh nonce with HMAC-SHA256(token, nonce) before any other
-frame is read. Any protocol violation closes this connection only.
+Either side may send requests and notifications. Both sides prove they hold the cluster token
+before anything else is read or sent (a mutual challenge-response, see `_mac`):
+
+    accepting side  -> [HELLO, server_nonce]
+    connecting side -> [AUTH, client_nonce, mac("client", server_nonce, client_nonce)]
+    accepting side  -> [OK, mac("server", server_nonce, client_nonce)]   or [DENIED, reason]
+
+Each MAC covers both fresh nonces and the sender's role, so an answer replayed from another
+connection or reflected back at its sender fails. Until the handshake is done a frame may be at
+most PREAUTH_MAX_FRAME_BYTES, checked from its header before the body is decoded, and the
+handshake must finish within HANDSHAKE_TIMEOUT seconds. Any protocol violation closes this
+connection only.
 Writes made during one event-loop iteration are coalesced into one socket write.
 
 A connection belongs to the thread running its event loop: every send must happen there.
@@ -25,8 +34,17 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from skate import _config
 from skate.exceptions import ProtocolError, RaySystemError
-from skate.protocol.framing import NOTIFY, REQUEST, RESPONSE, FrameDecoder, pack_frame
+from skate.protocol.framing import (
+    HEADER_SIZE,
+    NOTIFY,
+    REQUEST,
+    RESPONSE,
+    FrameDecoder,
+    pack_frame,
+    unpack_body,
+)
 from skate.protocol.messages import ErrorInfo
 
 logger = logging.getLogger(__name__)
@@ -37,6 +55,8 @@ _HELLO = "skate-hello"
 _AUTH = "skate-auth"
 _OK = "skate-ok"
 _DENIED = "skate-denied"
+NONCE_BYTES = 32
+_MAC_CONTEXT = b"skate-handshake-v2\0"
 
 
 CHECK_THREADS = os.environ.get("SKATE_DEBUG_THREADS", "0") not in ("", "0", "false")
@@ -85,8 +105,18 @@ class ConnectionClosed(RaySystemError):
     """The connection closed before a reply arrived."""
 
 
-def _digest(token: bytes, nonce: bytes) -> bytes:
-    return hmac.new(token, nonce, hashlib.sha256).digest()
+def handshake_mac(token: bytes, role: str, server_nonce: bytes, client_nonce: bytes) -> bytes:
+    """HMAC-SHA256 with the cluster token over the sender's role and both nonces.
+
+    The nonces have a fixed length, so the concatenation is unambiguous; the role keeps a
+    client's proof from being reflected back as a server's (and the reverse).
+    """
+    msg = _MAC_CONTEXT + role.encode() + b"\0" + server_nonce + client_nonce
+    return hmac.new(token, msg, hashlib.sha256).digest()
+
+
+def _is_nonce(value: Any) -> bool:
+    return isinstance(value, bytes) and len(value) == NONCE_BYTES
 
 
 class Connection(asyncio.Protocol):
@@ -100,6 +130,7 @@ class Connection(asyncio.Protocol):
         server_side: bool,
         on_close: Callable[[Connection], None] | None = None,
         name: str = "",
+        handshake_timeout: float | None = None,
     ) -> None:
         self._token = token
         self.handlers = handlers
@@ -114,8 +145,16 @@ class Connection(asyncio.Protocol):
         self._flush_scheduled = False
         self._next_id = 1
         self._pending: dict[int, asyncio.Future] = {}
-        self._nonce = b""
+        self._server_nonce = b""
+        self._client_nonce = b""
+        self._preauth = bytearray()  # bytes received before the handshake finished
+        self._handshake_timeout = (
+            _config.HANDSHAKE_TIMEOUT if handshake_timeout is None else handshake_timeout
+        )
+        self._handshake_timer: asyncio.TimerHandle | None = None
         self.authenticated = False
+        self.write_paused = False  # the transport's buffer is over the high-water mark
+        self._reading_paused = False
         self.ready: asyncio.Future = self._loop.create_future()
         self.closed = False
         self.close_reason = ""
@@ -124,11 +163,21 @@ class Connection(asyncio.Protocol):
     # -- asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport) -> None:
         self._transport = transport
+        try:
+            transport.set_write_buffer_limits(_config.WRITE_HIGH_WATER_BYTES, _config.WRITE_LOW_WATER_BYTES)
+        except (AttributeError, NotImplementedError):  # in-process transports have no buffer
+            pass
+        if self._handshake_timeout > 0:
+            self._handshake_timer = self._loop.call_later(self._handshake_timeout, self._handshake_expired)
         if self._server_side:
-            self._nonce = os.urandom(32)
-            self._write_now(pack_frame([_HELLO, self._nonce]))
+            self._server_nonce = os.urandom(NONCE_BYTES)
+            self._write_now(pack_frame([_HELLO, self._server_nonce]))
 
     def data_received(self, data: bytes) -> None:
+        if not self.authenticated:
+            data = self._preauth_received(data)
+            if not data:
+                return
         try:
             messages = self._decoder.feed(data)
         except ProtocolError as exc:
@@ -137,9 +186,6 @@ class Connection(asyncio.Protocol):
         for msg in messages:
             if self.closed:
                 return
-            if not self.authenticated:
-                self._handshake(msg)
-                continue
             try:
                 kind = msg[0]
                 if kind == RESPONSE:
@@ -157,38 +203,124 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         self._mark_closed(str(exc) if exc else "closed by peer")
 
+    # -- backpressure (called by the transport) -------------------------------------------
+    def pause_writing(self) -> None:
+        """The peer is slower than we write: an accepting side stops reading it (no new
+        requests, so no new replies) until the buffer drains. A connecting side keeps
+        reading, so two processes never both wait for the other to read."""
+        self.write_paused = True
+        if self._server_side and not self._reading_paused:
+            try:
+                self._transport.pause_reading()
+                self._reading_paused = True
+            except (AttributeError, NotImplementedError, RuntimeError):
+                pass
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self._reading_paused:
+            self._reading_paused = False
+            try:
+                self._transport.resume_reading()
+            except (AttributeError, NotImplementedError, RuntimeError):
+                pass
+
     # -- handshake --------------------------------------------------------------------
+    def _preauth_received(self, data: bytes) -> bytes:
+        """Handle handshake frames one at a time; returns the bytes that follow a finished
+        handshake (for the normal decoder), or b"" while it is still going on.
+
+        A frame's length is checked against PREAUTH_MAX_FRAME_BYTES before its body is even
+        buffered in full, so an unauthenticated peer costs at most a few KiB.
+        """
+        buf = self._preauth
+        buf += data
+        limit = _config.PREAUTH_MAX_FRAME_BYTES
+        while not self.closed and not self.authenticated and len(buf) >= HEADER_SIZE:
+            length = int.from_bytes(buf[:HEADER_SIZE], "little")
+            if length > limit:
+                self._violation(f"handshake frame of {length} bytes exceeds the limit of {limit}")
+                return b""
+            if len(buf) < HEADER_SIZE + length:
+                return b""
+            try:
+                msg = unpack_body(bytes(buf[HEADER_SIZE : HEADER_SIZE + length]))
+            except ProtocolError as exc:
+                self._violation(str(exc))
+                return b""
+            del buf[: HEADER_SIZE + length]
+            self._handshake(msg)
+        if self.closed or not self.authenticated:
+            return b""
+        rest = bytes(buf)
+        self._preauth = bytearray()
+        return rest
+
     def _handshake(self, msg) -> None:
-        if not isinstance(msg, list) or len(msg) not in (1, 2):
+        if not isinstance(msg, list) or not msg or not isinstance(msg[0], str):
             self._violation("malformed handshake frame")
             return
         tag = msg[0]
-        arg = msg[1] if len(msg) == 2 else None
         if self._server_side:
-            if (
-                tag == _AUTH
-                and isinstance(arg, bytes)
-                and hmac.compare_digest(arg, _digest(self._token, self._nonce))
-            ):
-                self.authenticated = True
-                self._write_now(pack_frame([_OK]))
-                if not self.ready.done():
-                    self.ready.set_result(True)
-            else:
-                # Tell the peer why before closing: it holds a wrong cluster token.
-                self._write_now(pack_frame([_DENIED, "authentication failed: wrong cluster token"]))
-                self._violation("authentication failed")
+            self._server_handshake(tag, msg)
         else:
-            if tag == _HELLO and isinstance(arg, bytes):
-                self._write_now(pack_frame([_AUTH, _digest(self._token, arg)]))
-            elif tag == _DENIED:
-                self._violation(str(arg))
-            elif tag == _OK:
-                self.authenticated = True
-                if not self.ready.done():
-                    self.ready.set_result(True)
-            else:
-                self._violation("unexpected handshake frame")
+            self._client_handshake(tag, msg)
+
+    def _server_handshake(self, tag: str, msg: list) -> None:
+        if (
+            tag == _AUTH
+            and len(msg) == 3
+            and _is_nonce(msg[1])
+            and isinstance(msg[2], bytes)
+            and hmac.compare_digest(msg[2], handshake_mac(self._token, "client", self._server_nonce, msg[1]))
+        ):
+            self._client_nonce = msg[1]
+            proof = handshake_mac(self._token, "server", self._server_nonce, self._client_nonce)
+            self._write_now(pack_frame([_OK, proof]))
+            self._authenticated()
+            return
+        # Tell the peer why before closing: it holds a wrong cluster token.
+        self._write_now(pack_frame([_DENIED, "authentication failed: wrong cluster token"]))
+        self._violation("authentication failed")
+
+    def _client_handshake(self, tag: str, msg: list) -> None:
+        if tag == _HELLO and len(msg) == 2 and _is_nonce(msg[1]) and not self._client_nonce:
+            self._server_nonce = msg[1]
+            self._client_nonce = os.urandom(NONCE_BYTES)
+            proof = handshake_mac(self._token, "client", self._server_nonce, self._client_nonce)
+            self._write_now(pack_frame([_AUTH, self._client_nonce, proof]))
+        elif tag == _DENIED:
+            self._violation(str(msg[1]) if len(msg) > 1 else "authentication denied")
+        elif (
+            tag == _OK
+            and self._client_nonce
+            and len(msg) == 2
+            and isinstance(msg[1], bytes)
+            and hmac.compare_digest(
+                msg[1], handshake_mac(self._token, "server", self._server_nonce, self._client_nonce)
+            )
+        ):
+            self._authenticated()
+        elif tag == _OK:
+            self._violation("the server failed to prove it holds the cluster token (impostor?)")
+        else:
+            self._violation("unexpected handshake frame")
+
+    def _authenticated(self) -> None:
+        self.authenticated = True
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+        if not self.ready.done():
+            self.ready.set_result(True)
+        if self._out and not self._flush_scheduled:  # frames queued while the handshake ran
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _handshake_expired(self) -> None:
+        self._handshake_timer = None
+        if not self.authenticated:
+            self._violation(f"no handshake within {self._handshake_timeout} s")
 
     def _violation(self, reason: str) -> None:
         peer = None
@@ -296,9 +428,22 @@ class Connection(asyncio.Protocol):
         if self.closed or not self._out:
             self._out.clear()
             return
+        if not self.authenticated:  # nothing reaches a peer that has not proved the token
+            return
         data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
         self._out.clear()
         self._transport.write(data)
+        if self.write_paused:  # only while the peer lags: no cost on the normal path
+            self._check_write_buffer()
+
+    def _check_write_buffer(self) -> None:
+        size = self._transport.get_write_buffer_size()
+        if size > _config.MAX_WRITE_BUFFER_BYTES:
+            reason = f"the peer is not reading: {size} bytes unsent (limit {_config.MAX_WRITE_BUFFER_BYTES})"
+            logger.warning("closing connection %s: %s", self.name, reason)
+            self._out.clear()
+            self._transport.abort()  # close() would wait to send the backlog
+            self._mark_closed(reason)
 
     def _write_now(self, frame: bytes) -> None:
         if self._transport is not None and not self.closed:
@@ -308,7 +453,7 @@ class Connection(asyncio.Protocol):
     def close(self, reason: str = "closed") -> None:
         if self.closed:
             return
-        if self._out:
+        if self._out and self.authenticated:
             self._flush()
         if self._transport is not None:
             self._transport.close()
@@ -319,6 +464,9 @@ class Connection(asyncio.Protocol):
             return
         self.closed = True
         self.close_reason = reason
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
         err = ConnectionClosed(f"connection {self.name} closed: {reason}")
         for fut in self._pending.values():
             if not fut.done():

@@ -35,6 +35,14 @@ def pack_frame(message: object) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
+def unpack_body(body: bytes) -> object:
+    """Decode one frame's body; ProtocolError if it is not valid msgpack."""
+    try:
+        return _unpackb(body)
+    except Exception as exc:
+        raise ProtocolError(f"malformed frame: {exc}") from None
+
+
 class FrameDecoder:
     """Turns a byte stream into messages; raises ProtocolError on a bad frame."""
 

@@ -55,7 +55,10 @@ class TaskSpec(msgspec.Struct, array_like=True):
 
     @classmethod
     def from_wire(cls, fields: list) -> TaskSpec:
-        return cls(*fields)
+        """Rebuild a spec, checking every field's type (msgspec.ValidationError if one is
+        wrong): a malformed spec is refused here, not half-run by the worker's main loop.
+        Costs about 0.3 us more than `cls(*fields)` per task (docs/security.md)."""
+        return msgspec.convert(fields, cls)
 
     @property
     def is_actor_task(self) -> bool:
@@ -75,7 +78,7 @@ class ActorCreation(msgspec.Struct, array_like=True):
 
     @classmethod
     def from_wire(cls, fields: list) -> ActorCreation:
-        return cls(*fields)
+        return msgspec.convert(fields, cls)
 
 
 class TaskReply(msgspec.Struct, array_like=True):

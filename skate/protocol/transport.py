@@ -13,13 +13,20 @@ Connection. New schemes register a Backend in BACKENDS.
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
+import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
+from skate import _config
 from skate.protocol.connection import Connection, Handler
+from skate.protocol.tls import client_context, server_context
+
+logger = logging.getLogger(__name__)
 
 
 def choose_address(address: str) -> str:
@@ -63,8 +70,107 @@ class Listener:
         self._closer()
 
 
+# Accept errors that mean "out of descriptors or memory for now": wait and try again.
+_TRANSIENT_ACCEPT_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+# Accept errors about one connection (the peer gave up before it was accepted): skip it.
+_SKIP_ACCEPT_ERRORS = {errno.ECONNABORTED, errno.EPROTO, errno.EINTR, errno.EAGAIN}
+
+
+async def accept_forever(
+    server: socket.socket,
+    handle: Callable[[socket.socket], Any],
+    *,
+    name: str = "",
+    backoff: tuple[float, float] = (0.05, 1.0),
+) -> None:
+    """Accept connections on a non-blocking listening socket and hand each to `handle`
+    (which may return a coroutine, run as a task) until the socket is closed.
+
+    Running out of file descriptors (EMFILE, ENFILE) or kernel memory does not end the loop:
+    it logs once per episode, waits (doubling from backoff[0] up to backoff[1] seconds) and
+    tries again, so the server serves again as soon as descriptors are free.
+    """
+    loop = asyncio.get_running_loop()
+    delay = backoff[0]
+    failing = False
+    while True:
+        try:
+            sock, _ = await loop.sock_accept(server)
+        except OSError as exc:
+            if exc.errno in _SKIP_ACCEPT_ERRORS and server.fileno() >= 0:
+                continue
+            if exc.errno not in _TRANSIENT_ACCEPT_ERRORS or server.fileno() < 0:
+                return  # the listening socket was closed (or is broken for good)
+            if not failing:
+                failing = True
+                logger.warning(
+                    "%s: cannot accept connections (%s); retrying until descriptors are free",
+                    name or "listener",
+                    os.strerror(exc.errno or 0),
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, backoff[1])
+            continue
+        except asyncio.CancelledError:
+            raise
+        if failing:
+            failing = False
+            delay = backoff[0]
+            logger.warning("%s: accepting connections again", name or "listener")
+        result = handle(sock)
+        if asyncio.iscoroutine(result):
+            loop.create_task(result)
+
+
+class _Refused(asyncio.Protocol):
+    """Stands in for a Connection the listener will not take: closes the socket at once."""
+
+    def connection_made(self, transport) -> None:
+        transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+
+class PendingLimit:
+    """Counts a listener's connections that have not authenticated yet and refuses more
+    than `cap` of them, so idle or slow peers cannot hold every socket and descriptor."""
+
+    def __init__(self, cap: int, name: str) -> None:
+        self.cap = cap
+        self.name = name
+        self.pending: set[Connection] = set()
+        self.refused = 0
+        self._last_warning = 0.0
+
+    def admit(self, conn: Connection) -> bool:
+        if len(self.pending) >= self.cap:
+            self.refused += 1
+            now = time.monotonic()
+            if now - self._last_warning > 10.0:  # one line per burst, not one per socket
+                self._last_warning = now
+                logger.warning(
+                    "listener %s: %d connections have not authenticated yet (the cap); "
+                    "refusing new ones (%d refused so far)",
+                    self.name,
+                    self.cap,
+                    self.refused,
+                )
+            return False
+        self.pending.add(conn)
+        conn.ready.add_done_callback(lambda _f: self.pending.discard(conn))
+        # A TLS handshake that fails never reaches the Connection (no connection_made, no
+        # connection_lost): forget such an entry once any handshake would have timed out.
+        asyncio.get_running_loop().call_later(2 * _config.HANDSHAKE_TIMEOUT + 1, self._forget_unstarted, conn)
+        return True
+
+    def _forget_unstarted(self, conn: Connection) -> None:
+        if conn._transport is None:
+            self.pending.discard(conn)
+
+
 class Backend:
-    async def listen(self, loc: str, factory: Callable[[], Connection]) -> Listener:
+    async def listen(self, loc: str, factory: Callable[[], asyncio.Protocol]) -> Listener:
         raise NotImplementedError
 
     async def connect(self, loc: str, conn: Connection) -> None:
@@ -74,13 +180,24 @@ class Backend:
 class TCPBackend(Backend):
     async def listen(self, loc, factory):
         host, port = _split_host_port(loc)
-        server = await asyncio.get_running_loop().create_server(factory, host, port, reuse_address=True)
+        ctx = server_context()
+        server = await asyncio.get_running_loop().create_server(
+            factory,
+            host,
+            port,
+            reuse_address=True,
+            ssl=ctx,
+            ssl_handshake_timeout=_config.HANDSHAKE_TIMEOUT if ctx is not None else None,
+        )
         real_port = server.sockets[0].getsockname()[1]
         return Listener(f"tcp://{host}:{real_port}", server.close)
 
     async def connect(self, loc, conn):
         host, port = _split_host_port(loc)
-        transport, _ = await asyncio.get_running_loop().create_connection(lambda: conn, host, port)
+        ctx = client_context()
+        transport, _ = await asyncio.get_running_loop().create_connection(
+            lambda: conn, host, port, ssl=ctx, server_hostname=host if ctx is not None else None
+        )
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -114,7 +231,7 @@ class _InprocTransport(asyncio.Transport):
         self._peer = peer_protocol_getter
         self._closed = False
         self.other: _InprocTransport | None = None
-        self.protocol: Connection | None = None
+        self.protocol: asyncio.Protocol | None = None
 
     def write(self, data):
         if not self._closed:
@@ -139,7 +256,7 @@ class _InprocTransport(asyncio.Transport):
 class InprocBackend(Backend):
     """In-process pairs, for tests of components without sockets."""
 
-    _listeners: dict[str, Callable[[], Connection]] = {}
+    _listeners: dict[str, Callable[[], asyncio.Protocol]] = {}
     _ids = itertools.count()
 
     async def listen(self, loc, factory):
@@ -184,12 +301,28 @@ async def listen(
     on_connection: Callable[[Connection], None] | None = None,
     on_close: Callable[[Connection], None] | None = None,
     name: str = "",
+    handshake_timeout: float | None = None,
+    max_pending: int | None = None,
 ) -> Listener:
-    """Accept connections at `address`; each must authenticate with `token`."""
-    scheme, loc = parse_address(address)
+    """Accept connections at `address`; each must authenticate with `token`.
 
-    def factory() -> Connection:
-        conn = Connection(token, handlers, server_side=True, on_close=on_close, name=name)
+    At most `max_pending` (default MAX_PENDING_CONNECTIONS) connections may be in the
+    handshake at once; further ones are closed as soon as they are accepted.
+    """
+    scheme, loc = parse_address(address)
+    limit = PendingLimit(_config.MAX_PENDING_CONNECTIONS if max_pending is None else max_pending, name)
+
+    def factory() -> asyncio.Protocol:
+        conn = Connection(
+            token,
+            handlers,
+            server_side=True,
+            on_close=on_close,
+            name=name,
+            handshake_timeout=handshake_timeout,
+        )
+        if not limit.admit(conn):
+            return _Refused()
         if on_connection is not None:
             on_connection(conn)
         return conn
@@ -206,10 +339,18 @@ async def connect(
     name: str = "",
     timeout: float = 10.0,
 ) -> Connection:
-    """Open an authenticated connection to `address` (or the best of 'a|b' alternatives)."""
+    """Open a connection to `address` (or the best of 'a|b' alternatives) once both sides have
+    proved the token; a server that cannot prove it is refused (ConnectionClosed)."""
     address = choose_address(address)
     scheme, loc = parse_address(address)
-    conn = Connection(token, handlers or {}, server_side=False, on_close=on_close, name=name or address)
+    conn = Connection(
+        token,
+        handlers or {},
+        server_side=False,
+        on_close=on_close,
+        name=name or address,
+        handshake_timeout=timeout,
+    )
     await asyncio.wait_for(_backend(scheme).connect(loc, conn), timeout)
     await asyncio.wait_for(conn.ready, timeout)
     return conn

@@ -18,7 +18,8 @@ import socket
 import time
 from typing import Any
 
-from skate.protocol.transport import choose_address, parse_address
+from skate.protocol.tls import client_context, server_context
+from skate.protocol.transport import accept_forever, choose_address, parse_address
 from skate.raylet.copies import CopyTracker, route_frees
 
 logger = logging.getLogger("skate.raylet.objects")
@@ -35,6 +36,8 @@ class ObjectManager:
         self.pulled_bytes = 0
         self.data_addresses: list[str] = []
         self._servers: list = []
+        self._accepting: list[asyncio.Task] = []
+        self._tls_servers: list[asyncio.Server] = []
         self.copies = CopyTracker()
 
     def handlers(self) -> dict:
@@ -49,14 +52,27 @@ class ObjectManager:
         tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         tcp.bind((bind_ip, 0))
+        tls = server_context()
         for sock in (unix, tcp):
             sock.listen(64)
             sock.setblocking(False)
             self._servers.append(sock)
-            loop.create_task(self._accept_loop(sock))
+            if sock is tcp and tls is not None:  # TLS: asyncio's server does the handshake
+                server = await asyncio.start_server(
+                    self._serve_tls, sock=sock, ssl=tls, ssl_handshake_timeout=10
+                )
+                self._tls_servers.append(server)
+                continue
+            self._accepting.append(
+                loop.create_task(accept_forever(sock, self._serve, name="object transfer server"))
+            )
         self.data_addresses = [f"unix://{path}", f"tcp://{node_ip}:{tcp.getsockname()[1]}"]
 
     def close(self) -> None:
+        for task in self._accepting:
+            task.cancel()
+        for server in self._tls_servers:
+            server.close()
         for sock in self._servers:
             sock.close()
         for address in self.data_addresses:
@@ -89,15 +105,6 @@ class ObjectManager:
         if entry is not None:
             self.raylet.spill.release_files(self.raylet.store.release(entry[0], entry[1]))
 
-    async def _accept_loop(self, server: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                sock, _ = await loop.sock_accept(server)
-            except OSError:
-                return
-            loop.create_task(self._serve(sock))
-
     async def _serve(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         try:
@@ -108,22 +115,39 @@ class ObjectManager:
                 if not chunk:
                     return
                 ticket += chunk
-            entry = self._tickets.pop(ticket, None)
-            if entry is None:
-                logger.warning("data connection with an unknown ticket: closed")
-                return
-            oid, client, _ = entry
-            obj = self.raylet.store.objects.get(oid)
-            try:
-                if obj is not None and obj.offset is not None:
-                    view = self.raylet.spill.mapping.writable(obj.offset, obj.size)
-                    await loop.sock_sendall(sock, view)
-            finally:
-                self.raylet.spill.release_files(self.raylet.store.release(oid, client))
+            await self._send_for_ticket(ticket, lambda view: loop.sock_sendall(sock, view))
         except (OSError, asyncio.TimeoutError) as exc:
             logger.info("data connection failed: %s", exc)
         finally:
             sock.close()
+
+    async def _serve_tls(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """The same as `_serve`, on a TLS stream (each record is encrypted and authenticated)."""
+
+        async def send(view: memoryview) -> None:
+            writer.write(view)
+            await writer.drain()
+
+        try:
+            ticket = await asyncio.wait_for(reader.readexactly(TICKET_BYTES), 10)
+            await self._send_for_ticket(ticket, send)
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
+            logger.info("data connection failed: %s", exc)
+        finally:
+            writer.close()
+
+    async def _send_for_ticket(self, ticket: bytes, send) -> None:
+        entry = self._tickets.pop(ticket, None)
+        if entry is None:
+            logger.warning("data connection with an unknown ticket: closed")
+            return
+        oid, client, _ = entry
+        obj = self.raylet.store.objects.get(oid)
+        try:
+            if obj is not None and obj.offset is not None:
+                await send(self.raylet.spill.mapping.writable(obj.offset, obj.size))
+        finally:
+            self.raylet.spill.release_files(self.raylet.store.release(oid, client))
 
     # -- fetching a copy --------------------------------------------------------------
     async def pull(self, oid: bytes, node_id: str) -> bool:
@@ -215,13 +239,22 @@ def _receive(address: str, ticket: bytes, dest: memoryview) -> None:
         host, _, port = loc.rpartition(":")
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         target = (host.strip("[]"), int(port))
+    tls = client_context() if scheme != "unix" else None
     with sock:
         sock.settimeout(60)
         sock.connect(target)
-        sock.sendall(ticket)
-        pos, size = 0, len(dest)
-        while pos < size:
-            n = sock.recv_into(dest[pos:], min(size - pos, 64 * 1024 * 1024))
-            if n == 0:
-                raise ConnectionError(f"the sender closed after {pos} of {size} bytes")
-            pos += n
+        if tls is not None:  # the SSL socket takes the descriptor over; closing it closes both
+            with tls.wrap_socket(sock, server_hostname=target[0]) as tls_sock:
+                _read_all(tls_sock, ticket, dest)
+        else:
+            _read_all(sock, ticket, dest)
+
+
+def _read_all(sock: socket.socket, ticket: bytes, dest: memoryview) -> None:
+    sock.sendall(ticket)
+    pos, size = 0, len(dest)
+    while pos < size:
+        n = sock.recv_into(dest[pos:], min(size - pos, 64 * 1024 * 1024))
+        if n == 0:
+            raise ConnectionError(f"the sender closed after {pos} of {size} bytes")
+        pos += n

@@ -15,9 +15,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
-from skate import _ids
+from skate import _config, _ids
 from skate._procutil import watch_parent_pipe
+from skate._secure_files import open_private_append, read_token
+from skate.core_worker.log_budget import LogBudget, dropped_notice
 from skate.core_worker.plasma import ArenaMapping, arena_path, create_arena_file
 from skate.protocol import Connection, connect, listen
 from skate.protocol.connection import RemoteError
@@ -34,7 +37,7 @@ from skate.raylet.scheduler import (
     Spillback,
     StartWorkers,
 )
-from skate.raylet.spill import SpillManager
+from skate.raylet.spill import SpillManager, make_spill_dir
 
 logger = logging.getLogger("skate.raylet")
 
@@ -49,8 +52,7 @@ class Raylet:
         self.args = args
         self.node_id = args.node_id or _ids.random_id(14).hex()
         self.session_dir = args.session_dir
-        with open(os.path.join(self.session_dir, "token"), "rb") as f:
-            self.token = f.read().strip()
+        self.token = read_token(self.session_dir)
         self.resources: dict[str, float] = json.loads(args.resources)
         self.capacity = int(args.object_store_memory)
         self.arena_path = arena_path(self.session_dir, self.node_id)
@@ -110,8 +112,10 @@ class Raylet:
     # -- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
         create_arena_file(self.arena_path, self.capacity)
-        spill_dir = self.args.spill_dir or os.path.join(self.session_dir, f"spill-{self.node_id[:8]}")
-        os.makedirs(spill_dir, exist_ok=True)
+        if self.args.spill_dir:  # possibly shared with other raylets: a subdirectory of our own
+            spill_dir = make_spill_dir(self.args.spill_dir, f"skate-node-{self.node_id[:16]}")
+        else:
+            spill_dir = make_spill_dir(self.session_dir, f"spill-{self.node_id[:8]}")
         limit = int(self.args.spill_limit) if self.args.spill_limit else None
         self.spill = SpillManager(self.store, ArenaMapping(self.arena_path, self.capacity), spill_dir, limit)
         unix = await listen(
@@ -326,9 +330,15 @@ class Raylet:
             "node_id": self.node_id,
             "logging_level": self.args.logging_level,
         }
-        log = open(os.path.join(self.session_dir, "logs", f"zygote-{self.node_id[:8]}.err"), "ab")
+        log = os.fdopen(
+            open_private_append(os.path.join(self.session_dir, "logs", f"zygote-{self.node_id[:8]}.err")),
+            "ab",
+        )
+        # The session's details go in the environment, not argv (which every user sees in `ps`);
+        # argv keeps only the session directory, by which `skate stop` and tests find processes.
         self.zygote = subprocess.Popen(
-            [sys.executable, "-m", "skate.raylet.zygote", json.dumps(info)],
+            [sys.executable, "-m", "skate.raylet.zygote", "--session-dir", self.session_dir],
+            env={**os.environ, "SKATE_ZYGOTE_INFO": json.dumps(info)},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,
@@ -678,7 +688,24 @@ class Raylet:
         return {"objects": rows, "store": self.store_stats()}
 
     def h_worker_log(self, conn: Connection, p: dict) -> None:
-        if self.gcs is not None:
+        """Forward a worker's output to the GCS, within a per-connection line budget (twice
+        the worker's own, which a well-behaved worker never reaches): a worker that bypasses
+        its LogStream cannot flood the GCS and drivers."""
+        lines = p.get("lines")
+        if self.gcs is None or not isinstance(lines, list):
+            return
+        budget = conn.peer_info.get("log_budget")
+        now = time.monotonic()
+        if budget is None:
+            budget = LogBudget(2 * _config.LOG_LINES_PER_SECOND, 2 * _config.LOG_LINES_BURST, now)
+            conn.peer_info["log_budget"] = budget
+        allowed = budget.admit(len(lines), now)
+        if allowed < len(lines):
+            p = dict(p, lines=lines[:allowed])
+        elif budget.dropped:  # room again: say what was lost before
+            where = f"the worker's log files in {os.path.join(self.session_dir, 'logs')}"
+            p = dict(p, lines=[*lines, dropped_notice(budget.take_dropped(), budget.rate, where)])
+        if p["lines"]:
             self.gcs.notify("publish_logs", p)
 
 
@@ -699,6 +726,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--logging-level", type=int, default=logging.INFO)
     parser.add_argument("--heartbeat-s", type=float, default=None)
     args = parser.parse_args(argv)
+    os.close(open_private_append(os.path.join(args.session_dir, "logs", "raylet.log")))  # created 0600
     logging.basicConfig(
         filename=os.path.join(args.session_dir, "logs", "raylet.log"),
         level=args.logging_level,

@@ -6,6 +6,11 @@ is given back. A read of a spilled object restores it, spilling others if needed
 I/O runs on one thread so the raylet keeps serving; allocations that need room queue on
 one lock so two of them never fight over the same freed bytes. A spill file is deleted
 when the last object in it is freed.
+
+Each raylet spills into a directory of its own (`make_spill_dir`), created 0700 and
+exclusively, so raylets sharing a configured spill directory never see each other's files;
+files are created 0600 with O_EXCL|O_NOFOLLOW, so a planted file or link is never written
+through, and a spill path that is a symbolic link is refused.
 """
 
 from __future__ import annotations
@@ -15,15 +20,46 @@ import itertools
 import logging
 import os
 import shutil
+import stat
 from concurrent.futures import ThreadPoolExecutor
 
+from skate._secure_files import check_private
 from skate.core_worker.plasma import ArenaMapping
-from skate.exceptions import ObjectStoreFullError
+from skate.exceptions import ObjectStoreFullError, UnsafePathError
 from skate.raylet.object_store import ObjectStore
 
 logger = logging.getLogger("skate.raylet.spill")
 
 MIN_SPILL_BATCH = 64 * 1024 * 1024  # spill at least this much per round: fewer, larger files
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def make_spill_dir(base: str, name: str) -> str:
+    """Create this raylet's own spill directory `base/name` (0700, and it must not exist yet).
+
+    `base` may be shared by several raylets (a configured spill directory); it is created if
+    missing but refused if it is a symbolic link or not a directory.
+    """
+    if os.path.islink(base):
+        raise UnsafePathError(
+            f"the spill directory {base} is a symbolic link; give its real path (Skate does not spill "
+            "through links, which another user could point elsewhere)"
+        )
+    os.makedirs(base, mode=0o700, exist_ok=True)
+    if not stat.S_ISDIR(os.lstat(base).st_mode):
+        raise UnsafePathError(f"the spill directory {base} is not a directory")
+    path = os.path.join(base, name)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        raise UnsafePathError(
+            f"{path} already exists: another raylet (or user) is using this node's spill directory; refusing "
+            "to share it"
+        ) from None
+    check_private(path, os.lstat(path))
+    return path
 
 
 class SpillManager:
@@ -163,14 +199,15 @@ class SpillManager:
                 pass
         self.file_refs.clear()
         try:
-            os.rmdir(self.directory)
+            os.rmdir(self.directory)  # this raylet's own subdirectory; a shared base stays
         except OSError:
             pass
 
 
 def _write_objects(path: str, views: list[memoryview]) -> list[int]:
     offsets = []
-    with open(path, "wb") as f:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as f:
         pos = 0
         for view in views:
             offsets.append(pos)
@@ -180,7 +217,7 @@ def _write_objects(path: str, views: list[memoryview]) -> list[int]:
 
 
 def _read_into(path: str, file_offset: int, view: memoryview) -> None:
-    with open(path, "rb") as f:
+    with os.fdopen(os.open(path, os.O_RDONLY | _NOFOLLOW), "rb") as f:
         f.seek(file_offset)
         got = f.readinto(view)
     if got != len(view):

@@ -15,6 +15,8 @@ import select
 import signal
 import sys
 
+from skate._secure_files import read_token
+
 
 def _set_parent_death_signal() -> None:
     try:
@@ -25,9 +27,10 @@ def _set_parent_death_signal() -> None:
 
 
 def main() -> None:
-    info = json.loads(sys.argv[1])
-    with open(os.path.join(info["session_dir"], "token"), "rb") as f:
-        info["token"] = f.read().strip()
+    # The raylet passes the session's details in the environment (argv is public in `ps`);
+    # forked workers get them as a dict, not from the environment.
+    info = json.loads(os.environ.pop("SKATE_ZYGOTE_INFO"))
+    info["token"] = read_token(info["session_dir"])
     _set_parent_death_signal()
     from skate.core_worker import worker_main  # noqa: F401  (warm the imports)
 

@@ -7,11 +7,11 @@ A cluster on this machine is found through its session directory (cluster.json a
 from __future__ import annotations
 
 import asyncio
-import glob
 import json
 import os
 
-from skate._node import default_temp_root
+from skate._node import default_temp_root, owned_sessions
+from skate._secure_files import read_token
 from skate.protocol import connect
 
 
@@ -20,14 +20,13 @@ def find_sessions(address: str | None = None, shared_only: bool = False) -> list
     `address` if given; only clusters meant to be joined (`skate start`, cluster_utils) if
     shared_only."""
     found = []
-    for path in glob.glob(os.path.join(default_temp_root(), "session_*", "cluster.json")):
-        session = os.path.dirname(path)
+    for session in owned_sessions():  # sessions of other users, or left open, are never trusted
+        path = os.path.join(session, "cluster.json")
         try:
             with open(path) as f:
                 info = json.load(f)
-            with open(os.path.join(session, "token"), "rb") as f:
-                info["token"] = f.read().strip()
-        except OSError:
+            info["token"] = read_token(session)
+        except (OSError, ValueError):
             continue
         info["session_dir"] = session
         if not info.get("head", True) or (shared_only and not info.get("shared")):

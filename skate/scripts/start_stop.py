@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import signal
@@ -13,7 +12,8 @@ from dataclasses import dataclass
 
 import click
 
-from skate._node import LocalNode, default_temp_root, stop_detached
+from skate._node import LocalNode, owned_sessions, stop_detached
+from skate._secure_files import read_private
 from skate.scripts._click import Command
 
 
@@ -32,23 +32,44 @@ class StartOptions:
     object_store_memory: int | None = None
     token: str | None = None
     block: bool = False
+    token_file: str | None = None
 
 
-def _token_for(address: str, explicit: str | None) -> bytes:
-    """The cluster token: --token, SKATE_AUTH_TOKEN, or the head's session on this machine."""
+TOKEN_IN_ARGV_WARNING = (
+    "skate start: warning: --token puts the cluster token on the command line, where every user of "
+    "this machine can read it (ps); prefer SKATE_AUTH_TOKEN or --token-file"
+)
+
+
+def _token_for(address: str, explicit: str | None, token_file: str | None = None) -> bytes:
+    """The cluster token, from the first of: --token-file (a 0600 file of ours), --token (accepted
+    with a warning: argv is public), SKATE_AUTH_TOKEN, the head's session on this machine, or a
+    prompt when stdin is a terminal."""
+    if token_file:
+        try:
+            token = read_private(token_file).strip()
+        except OSError as exc:
+            raise SystemExit(f"skate start: cannot use --token-file {token_file}: {exc}") from None
+        if not token:
+            raise SystemExit(f"skate start: --token-file {token_file} is empty")
+        return token
     if explicit:
+        click.echo(TOKEN_IN_ARGV_WARNING, err=True)
         return explicit.encode()
     if os.environ.get("SKATE_AUTH_TOKEN"):
         return os.environ["SKATE_AUTH_TOKEN"].encode()
     from skate.scripts.attach import find_sessions
 
     sessions = find_sessions(address)
-    if not sessions:
-        raise SystemExit(
-            f"skate start: no cluster token for {address}: on the head's machine it is read from its session "
-            "directory; elsewhere pass --token or set SKATE_AUTH_TOKEN (the head printed where the token is)."
-        )
-    return sessions[0]["token"]
+    if sessions:
+        return sessions[0]["token"]
+    if sys.stdin is not None and sys.stdin.isatty():
+        return str(click.prompt(f"Cluster token for {address}", hide_input=True)).strip().encode()
+    raise SystemExit(
+        f"skate start: no cluster token for {address}: on the head's machine it is read from its session "
+        "directory; elsewhere set SKATE_AUTH_TOKEN or pass --token-file (a 0600 file holding the token; "
+        "the head printed where the token is)."
+    )
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -101,7 +122,7 @@ def start(args: StartOptions) -> int:
             raise SystemExit(
                 "skate start: give --head to start a cluster, or --address HOST:PORT to join one"
             )
-        token = _token_for(args.address, args.token)
+        token = _token_for(args.address, args.token, args.token_file)
         try:
             node = LocalNode(
                 resources=resources,
@@ -134,8 +155,8 @@ def stop(force: bool = False) -> int:
     """Stop every node `skate start` started on this machine; force kills at once, and
     stops drivers' private clusters too."""
     stopped = 0
-    for path in glob.glob(os.path.join(default_temp_root(), "session_*", "cluster.json")):
-        session = os.path.dirname(path)
+    for session in owned_sessions():  # never act on a session another user planted
+        path = os.path.join(session, "cluster.json")
         try:
             with open(path) as f:
                 info = json.load(f)
@@ -179,7 +200,18 @@ def _kill_private(session: str) -> None:
 @click.option("--num-gpus", type=float, default=None)
 @click.option("--resources", default=None, help="custom resources as JSON, e.g. '{\"red\": 2}'")
 @click.option("--object-store-memory", type=int, default=None, help="bytes")
-@click.option("--token", default=None, help="cluster token when joining from another machine")
+@click.option(
+    "--token",
+    default=None,
+    help="cluster token when joining from another machine (visible in ps: prefer SKATE_AUTH_TOKEN "
+    "or --token-file)",
+)
+@click.option(
+    "--token-file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="a file (mode 0600, yours) holding the cluster token",
+)
 @click.option("--block", is_flag=True, help="stay in the foreground; Ctrl-C stops the node")
 def start_command(**flags) -> int:
     options = StartOptions(**flags)

@@ -103,6 +103,9 @@ def test_custom_spill_directory_is_used_and_emptied(fresh, tmp_path):
     assert list(spill_dir.iterdir())
     assert int(skate.get(refs[0], timeout=60)[5]) == 0
     del refs
+    # Files go with their objects; the raylet's own subdirectory goes when it stops.
+    assert wait_for(lambda: not list(spill_dir.rglob("*.bin")))
+    skate.shutdown()
     assert wait_for(lambda: not list(spill_dir.iterdir()))
 
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
+import os
 import struct
 
 import pytest
 
 from skate.exceptions import RaySystemError
 from skate.protocol import transport
-from skate.protocol.connection import Connection, ConnectionClosed, RemoteError
+from skate.protocol.connection import Connection, ConnectionClosed, RemoteError, handshake_mac
 from skate.protocol.framing import NOTIFY, REQUEST, FrameDecoder, pack_frame
 from skate.protocol.transport import connect, listen, parse_address
 
@@ -145,8 +144,10 @@ async def raw_inproc_peer(address: str) -> RawProtocol:
 
 
 def auth_frame(token: bytes, hello) -> bytes:
+    """The connecting side's answer to a hello: a fresh nonce and its proof of the token."""
     assert hello[0] == "skate-hello"
-    return pack_frame(["skate-auth", hmac.new(token, hello[1], hashlib.sha256).digest()])
+    client_nonce = os.urandom(32)
+    return pack_frame(["skate-auth", client_nonce, handshake_mac(token, "client", hello[1], client_nonce)])
 
 
 # -- parse_address and schemes --------------------------------------------------------------
@@ -409,7 +410,7 @@ def test_replayed_digest_for_another_nonce_is_rejected():
         assert not srv.opened[1].authenticated
         first.transport.write(auth_frame(TOKEN, first.frames[0]))
         await wait_until(lambda: len(first.frames) == 2)
-        assert first.frames[1] == ["skate-ok"]
+        assert first.frames[1][0] == "skate-ok"
         assert srv.opened[0].authenticated and not srv.opened[0].closed
 
     run(main())
@@ -440,7 +441,7 @@ def test_authenticated_raw_peer_request_and_notify():
         raw.transport.write(auth_frame(TOKEN, raw.frames[0]))
         raw.transport.write(pack_frame([REQUEST, 5, "echo", "x"]) + pack_frame([NOTIFY, "note", "y"]))
         await wait_until(lambda: len(raw.frames) == 3)
-        assert raw.frames[1] == ["skate-ok"]
+        assert raw.frames[1][0] == "skate-ok"
         assert raw.frames[2] == [1, 5, None, "x"]  # RESPONSE, same id, no error
         assert srv.notes == ["y"]
 
@@ -559,7 +560,8 @@ def test_tcp_oversized_header_closes_only_that_connection():
             [hello] = await _read_frame(reader)
             if authenticate:
                 writer.write(auth_frame(TOKEN, hello))
-                assert await _read_frame(reader) == [["skate-ok"]]
+                [[ok, _proof]] = await _read_frame(reader)
+                assert ok == "skate-ok"
             writer.write(b"\xff\xff\xff\xff" + b"x" * 16)
             await _expect_eof(reader)
             writer.close()

@@ -100,6 +100,7 @@ class Raylet:
             "list_objects": self.h_list_objects,
             "store_stats": lambda c, p: self.store_stats(),
             "cluster_view": self.h_cluster_view,
+            "known_nodes": lambda c, p: self.known_nodes(),
             "node_info": lambda c, p: self.node_info(),
             "shutdown": lambda c, p: self.loop.call_soon(self.shutdown),
             "node_declared_dead": self.h_node_declared_dead,
@@ -607,6 +608,11 @@ class Raylet:
             if not node["alive"]:
                 self.objects.node_gone(node_id)
         self.apply(self.scheduler.set_cluster_view(view))
+
+    def known_nodes(self) -> list[str]:
+        """The nodes this raylet believes alive (itself and its cluster view), read-only: lets
+        callers wait until a node's arrival or death has reached this raylet."""
+        return sorted({self.node_id, *self.scheduler.cluster})
 
     def h_return_lease(self, conn: Connection, p: dict) -> None:
         self.apply(self.scheduler.return_lease(p["lease_id"], kill=bool(p.get("kill"))))

@@ -6,6 +6,7 @@ autouse leftover check there sees any process or file a test forgets.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -17,6 +18,8 @@ import pytest
 
 import skate
 from skate.cluster_utils import Cluster
+from skate.protocol import connect
+from tests.integration._helpers import wait_for
 
 STORE = 200 * 1024 * 1024  # object store bytes per node
 
@@ -51,6 +54,26 @@ def node_is_alive(node_id: str) -> bool | None:
         if n["NodeID"] == node_id:
             return n["Alive"]
     return None
+
+
+async def _known_nodes(node) -> set[str]:
+    conn = await connect(node.raylet_address, node.token, name="known-nodes-probe", timeout=5)
+    try:
+        return set(await conn.call("known_nodes"))
+    finally:
+        conn.close()
+
+
+def raylets_see(cluster: Cluster, timeout: float = 10.0) -> bool:
+    """Wait until every live raylet of `cluster` sees exactly the cluster's live nodes as alive
+    (its spillback view has caught up with nodes added and removed); True if it did in time."""
+    nodes = cluster.list_all_nodes()
+    want = {n.node_id for n in nodes}
+
+    def caught_up() -> bool:
+        return all(asyncio.run(_known_nodes(n)) == want for n in nodes)
+
+    return bool(wait_for(caught_up, timeout=timeout))
 
 
 def free_port() -> int:

@@ -313,10 +313,12 @@ def test_child_actors_die_with_their_owner(cluster):
     assert wait_pid_gone(child_pid, timeout=10), "a child actor outlived its owner"
 
 
-def test_in_flight_call_fails_fast_when_the_actor_is_killed(cluster):
+def test_in_flight_call_fails_fast_when_the_actor_is_killed(cluster, tmp_path):
     @skate.remote
     class Sleeper:
-        def sleep(self, seconds):
+        def sleep(self, seconds, started):
+            with open(started, "w") as f:
+                f.write("x")
             time.sleep(seconds)
             return "woke"
 
@@ -325,9 +327,10 @@ def test_in_flight_call_fails_fast_when_the_actor_is_killed(cluster):
 
     s = Sleeper.remote()
     assert skate.get(s.ready.remote(), timeout=30)
-    ref = s.sleep.remote(20)
+    started = tmp_path / "started"
+    ref = s.sleep.remote(20, str(started))
     queued = s.ready.remote()
-    time.sleep(0.3)
+    assert wait_for(started.exists, timeout=30)  # the call runs; `queued` waits behind it
     t0 = time.monotonic()
     skate.kill(s)
     with pytest.raises(RayActorError):

@@ -20,7 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 DRIVER = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
     import skate
 
     skate.init(num_cpus=2)
@@ -30,8 +30,8 @@ DRIVER = textwrap.dedent(
         return x + 1
 
     assert skate.get(f.remote(41), timeout=30) == 42
-    {pre}
     node = skate._api._node
+    {pre}
     print(node.session_dir, node.node_id, flush=True)
     {tail}
     """
@@ -39,7 +39,15 @@ DRIVER = textwrap.dedent(
 
 
 WAIT_STDIN = "sys.stdin.readline()"
-BUSY = "busy = skate.remote(lambda: time.sleep(600)).remote(); time.sleep(1.0)"
+BUSY = textwrap.dedent(
+    """
+    started = os.path.join(node.session_dir, "busy-started")
+    busy = skate.remote(lambda path: open(path, "w").close() or time.sleep(600)).remote(started)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(started) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    """
+)
 
 
 def _start_driver(tail: str, pre: str = "") -> subprocess.Popen:

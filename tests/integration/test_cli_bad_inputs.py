@@ -181,13 +181,20 @@ def test_duplicate_node_id_is_rejected_and_cluster_keeps_working(multinode):
             mine = next(n for n in nodes if n["node_id"] == worker.node_id)
             with pytest.raises(RemoteError) as info:
                 await conn.call("register_node", dict(mine, address="tcp://127.0.0.1:1"))
+            # Half-close and wait for the GCS to close its side: it does so only after handling
+            # the impostor's disconnection (which must not kill the real node), so the checks
+            # below see its outcome.
+            conn._transport.write_eof()
+            deadline = time.monotonic() + 10
+            while not conn.closed and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert conn.closed, "the GCS never closed the impostor's connection"
             return str(info.value)
         finally:
             conn.close()
 
     message = asyncio.run(register_twice())
     assert "already registered" in message
-    time.sleep(0.3)  # the impostor's connection has closed: that must not kill the real node
     skate.init(address=multinode.address)
     by_id = {n["NodeID"]: n for n in skate.nodes()}
     assert by_id[worker.node_id]["Alive"] is True

@@ -14,6 +14,7 @@ from tests.integration._cluster_helpers import (
     STORE,
     alive_nodes,
     node_args,
+    raylets_see,
 )
 from tests.integration._helpers import wait_for
 
@@ -82,7 +83,7 @@ def test_infeasible_actor_waits_for_a_node_that_fits(multinode):
 def test_spillback_uses_the_second_node(multinode):
     worker = multinode.add_node(**node_args(num_cpus=1))
     skate.init(address=multinode.address)
-    time.sleep(0.3)  # let the head's raylet hear of the new node (see the next test for why)
+    assert raylets_see(multinode)  # else the head's raylet cannot spill to the new node yet
     start = time.monotonic()
     results = skate.get([timed_where.remote(1.0) for _ in range(2)], timeout=60)
     elapsed = time.monotonic() - start
@@ -117,7 +118,7 @@ def test_concurrent_spillbacks_use_every_node(multinode):
     for _ in range(2):
         multinode.add_node(**node_args(num_cpus=1))
     skate.init(address=multinode.address)
-    time.sleep(0.3)  # let the head's raylet hear of the new nodes
+    assert raylets_see(multinode)  # the head's raylet can spill to the new nodes
     results = skate.get([timed_where.remote(0.6) for _ in range(6)], timeout=60)
     assert len({nid for nid, _, _ in results}) == 3, results
     # 3 CPUs in all: 6 tasks of 0.6 s take two waves.
@@ -129,7 +130,7 @@ def test_spread_uses_several_nodes(multinode):
     for _ in range(2):
         multinode.add_node(**node_args(num_cpus=2))
     skate.init(address=multinode.address)
-    time.sleep(0.3)  # let the head's raylet hear of the new nodes
+    assert raylets_see(multinode)  # the head's raylet can spill to the new nodes
     # Small tasks: any one node could run them all at once, so only SPREAD spreads them.
     spread = where.options(scheduling_strategy="SPREAD", num_cpus=0.25)
     nodes = skate.get([spread.remote(0.3) for _ in range(4)], timeout=60)
@@ -171,7 +172,7 @@ def test_node_affinity_soft_to_dead_or_unknown_node_runs_elsewhere(multinode):
     dead_id = doomed.node_id
     multinode.remove_node(doomed)
     assert wait_for(lambda: not any(n["NodeID"] == dead_id and n["Alive"] for n in skate.nodes()), 10)
-    time.sleep(0.3)  # and every raylet heard of it (test_cluster_failure covers the stale view)
+    assert raylets_see(multinode)  # and every raylet heard of it (test_cluster_failure covers a stale view)
     allowed = {multinode.head_node.node_id, other.node_id}
     for node_id in (dead_id, "ab" * 14):
         strategy = NodeAffinitySchedulingStrategy(node_id, soft=True)
@@ -184,7 +185,7 @@ def test_node_affinity_hard_to_unknown_or_dead_node_fails(multinode):
     dead_id = doomed.node_id
     multinode.remove_node(doomed)
     assert wait_for(lambda: not any(n["NodeID"] == dead_id and n["Alive"] for n in skate.nodes()), 10)
-    time.sleep(0.3)  # and every raylet heard of it (test_cluster_failure covers the stale view)
+    assert raylets_see(multinode)  # and every raylet heard of it (test_cluster_failure covers a stale view)
     for node_id in ("cd" * 14, dead_id):
         strategy = NodeAffinitySchedulingStrategy(node_id, soft=False)
         ref = where.options(scheduling_strategy=strategy).remote()

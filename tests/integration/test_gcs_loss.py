@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import time
 
@@ -10,6 +11,7 @@ import skate
 from skate.cluster_utils import Cluster
 from skate.protocol import connect
 from tests.integration import _cluster_helpers
+from tests.integration._helpers import wait_for
 
 MB = 1024 * 1024
 multinode = _cluster_helpers.multinode  # the fixture: a 1-CPU head
@@ -40,7 +42,13 @@ def test_raylet_keeps_serving_and_reregisters(multinode):
     args = [a for a in gcs.args]
     gcs.kill()
     gcs.wait(10)
-    time.sleep(0.5)
+    raylet_log = os.path.join(cluster.head_node.session_dir, "logs", "raylet.log")
+
+    def raylet_lost_the_gcs() -> bool:
+        with open(raylet_log, errors="replace") as f:
+            return "lost the GCS" in f.read()
+
+    assert wait_for(raylet_lost_the_gcs), "the raylet never noticed the GCS is gone"
     # The raylet still leases its one worker, which already knows the function.
     assert skate.get(square.remote(4), timeout=30) == 16
     # A GCS started again at the same address sees the node come back.

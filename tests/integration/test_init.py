@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import re
-import time
 
 import pytest
 
-from tests.integration._helpers import tapped_std_streams
+from tests.integration._helpers import tapped_std_streams, wait_for
 
 ADDRESS = re.compile(r"^[0-9A-Za-z.\-]+:\d{1,5}$")
 
@@ -104,10 +103,20 @@ def test_init_options_accepted(fresh):
             print("should-not-reach-the-driver-7781", flush=True)
             return skate.get_runtime_context().namespace
 
+        # The worker's lines still come to this process; log_to_driver=False means they are not
+        # printed. Record each batch after its handler ran, so the check below follows it.
+        core = skate._api._core()
+        print_logs = core.handlers["logs"]
+        handled: list[str] = []
+
+        def recording(conn, payload):
+            print_logs(conn, payload)
+            handled.extend(payload["lines"])
+
+        core.handlers["logs"] = recording
         with tapped_std_streams() as (out, err):
             assert skate.get(quiet.remote(), timeout=30) == "my-namespace"
-            # log_to_driver=False: nothing of the task's output reaches the driver.
-            time.sleep(1.0)
+            assert wait_for(lambda: any("should-not-reach-the-driver-7781" in ln for ln in handled)), handled
         assert "should-not-reach-the-driver-7781" not in out.getvalue() + err.getvalue()
     finally:
         skate.shutdown()

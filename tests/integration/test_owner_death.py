@@ -8,6 +8,7 @@ import time
 import pytest
 
 import skate
+from tests.integration._actor_helpers import wait_pid_gone
 
 
 @skate.remote
@@ -22,8 +23,9 @@ class Maker:
 def test_owner_died_error_after_the_owner_is_killed(cluster):
     maker = Maker.remote()
     (inner,) = skate.get(maker.make.remote("owned by the actor"), timeout=30)
+    owner_pid = skate.get(maker.pid.remote(), timeout=30)
     skate.kill(maker)
-    time.sleep(0.5)
+    assert wait_pid_gone(owner_pid)
     start = time.monotonic()
     with pytest.raises(skate.exceptions.OwnerDiedError) as info:
         skate.get(inner, timeout=30)
@@ -35,8 +37,9 @@ def test_owner_died_error_after_the_owner_is_killed(cluster):
 def test_task_using_a_ref_of_a_dead_owner_fails_clearly(cluster):
     maker = Maker.remote()
     (inner,) = skate.get(maker.make.remote(41), timeout=30)
+    owner_pid = skate.get(maker.pid.remote(), timeout=30)
     skate.kill(maker)
-    time.sleep(0.5)
+    assert wait_pid_gone(owner_pid)
 
     @skate.remote
     def add_one(x):

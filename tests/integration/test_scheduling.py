@@ -63,7 +63,11 @@ def test_infeasible_task_stays_pending_and_warns_once(cluster, capfd):
         with pytest.raises(skate.exceptions.GetTimeoutError):
             skate.get(a, timeout=0.2)
         assert wait_for(lambda: "custom" in err.getvalue(), timeout=5), err.getvalue()
-        time.sleep(1.0)  # a second for any duplicate warning
+        # A negative check, so a bounded wait: no event marks "no more warnings will come". The
+        # raylet reports each request INFEASIBLE_GRACE_S (0.5 s) after queueing it; a second
+        # lets the report of `b` arrive. The wait orders nothing: too short can only miss a
+        # duplicate, never fail a correct run.
+        time.sleep(1.0)
         text = err.getvalue()
     warnings = [line for line in text.splitlines() if "custom" in line and "arning" in line]
     assert len(warnings) == 1, text

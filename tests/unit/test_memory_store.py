@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 from skate.core_worker.memory_store import IN_STORE, INLINE, MemoryStore, Waiter
 from skate.core_worker.reference_counter import ReferenceCounter
@@ -104,16 +103,18 @@ def test_put_from_another_thread_wakes_a_waiting_thread():
     w = Waiter(2)
     store.watch([A, B], w)
     woke = []
+    waiting = threading.Event()
 
     def waiter_thread():
+        waiting.set()
         woke.append(w.event.wait(2.0))
 
     t = threading.Thread(target=waiter_thread)
     t.start()
-    time.sleep(0.01)
+    assert waiting.wait(2.0)
     store.put(A, ENTRY)
-    time.sleep(0.01)
-    assert woke == []  # one of two is not enough
+    assert not w.event.is_set()  # one of two is not enough (put wakes synchronously)
+    assert woke == []
     threading.Thread(target=store.put, args=(B, ENTRY)).start()
     t.join(2.0)
     assert not t.is_alive()

@@ -3,33 +3,87 @@
 `import skate as ray` and run a Ray-core program unchanged.
 """
 
-from skate import actor, exceptions, util
-from skate._api import (
-    RayContext,
-    SkateContext,
-    available_resources,
-    cancel,
-    cluster_resources,
-    get,
-    get_actor,
-    get_gpu_ids,
-    init,
-    is_initialized,
-    kill,
-    method,
-    nodes,
-    put,
-    remote,
-    shutdown,
-    wait,
-)
-from skate._id_types import ActorID, JobID, NodeID, TaskID, WorkerID
-from skate.actor import ActorClass, ActorHandle
-from skate.object_ref import ObjectRef
-from skate.remote_function import RemoteFunction
-from skate.runtime_context import RuntimeContext, get_runtime_context
+import importlib
+from typing import TYPE_CHECKING, Any
 
-ObjectID = ObjectRef  # Ray's older name for ObjectRef, kept as an alias
+# The public names, loaded on first use (PEP 562): `import skate` stays cheap, and the cluster's
+# own processes (GCS, raylet, workers), which import the package but not its driver API, skip it.
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(
+        [
+            "RayContext",
+            "SkateContext",
+            "available_resources",
+            "cancel",
+            "cluster_resources",
+            "get",
+            "get_actor",
+            "get_gpu_ids",
+            "init",
+            "is_initialized",
+            "kill",
+            "method",
+            "nodes",
+            "put",
+            "remote",
+            "shutdown",
+            "wait",
+        ],
+        "skate._api",
+    ),
+    **dict.fromkeys(["ActorID", "JobID", "NodeID", "TaskID", "WorkerID"], "skate._id_types"),
+    **dict.fromkeys(["ActorClass", "ActorHandle"], "skate.actor"),
+    "ObjectRef": "skate.object_ref",
+    "ObjectID": "skate.object_ref",  # Ray's older name for ObjectRef, kept as an alias
+    "RemoteFunction": "skate.remote_function",
+    **dict.fromkeys(["RuntimeContext", "get_runtime_context"], "skate.runtime_context"),
+}
+_SUBMODULES = ("actor", "exceptions", "util")
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(module), "ObjectRef" if name == "ObjectID" else name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"skate.{name}")
+    else:
+        raise AttributeError(f"module 'skate' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # what type checkers and IDEs see
+    from skate import actor, exceptions, util
+    from skate._api import (
+        RayContext,
+        SkateContext,
+        available_resources,
+        cancel,
+        cluster_resources,
+        get,
+        get_actor,
+        get_gpu_ids,
+        init,
+        is_initialized,
+        kill,
+        method,
+        nodes,
+        put,
+        remote,
+        shutdown,
+        wait,
+    )
+    from skate._id_types import ActorID, JobID, NodeID, TaskID, WorkerID
+    from skate.actor import ActorClass, ActorHandle
+    from skate.object_ref import ObjectRef
+    from skate.object_ref import ObjectRef as ObjectID
+    from skate.remote_function import RemoteFunction
+    from skate.runtime_context import RuntimeContext, get_runtime_context
 
 __version__ = "0.1.0"
 

@@ -306,12 +306,12 @@ def put(value: Any, *, _owner: Any = None) -> ObjectRef:
             "Calling 'put' on an ObjectRef is not allowed. If you really want to do this, "
             "wrap the ObjectRef in a list: put([ref])."
         )
-    return current_or_init().objects.put(value)
+    return (context.current or current_or_init()).objects.put(value)
 
 
 def get(object_refs: Any, *, timeout: float | None = None) -> Any:
     """The value of an ObjectRef, or the values of a list of them, waiting as needed."""
-    core = current_or_init()
+    core = context.current or current_or_init()
     if timeout is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or timeout < 0:
             raise ValueError(f"timeout must be a non-negative number or None, got {timeout!r}")

@@ -42,6 +42,7 @@ class Lease:
         "conn",
         "inflight",
         "idle_since",
+        "idle_timer",
         "key",
         "dead",
         "oom",
@@ -57,6 +58,7 @@ class Lease:
         self.key = key
         self.inflight: dict[bytes, Any] = {}
         self.idle_since: float | None = None
+        self.idle_timer: Any = None  # the shell's timer for the idle check (opaque here)
         self.dead = False
         self.oom: float | None = None  # the memory threshold, once the raylet killed it for memory
         self.raylet: Any = None  # the raylet that granted it (maybe another node's)

@@ -30,6 +30,7 @@ from skate._serialization import (
     store_layout,
     write_to_buffer,
 )
+from skate.core_worker.call_context import current_call
 from skate.core_worker.errors import error_entry, is_error_entry
 from skate.core_worker.memory_store import Waiter
 from skate.core_worker.object_table import RECORD_CALL_SITES, call_site
@@ -60,6 +61,7 @@ class Objects:
     def __init__(self, core: Any):
         self.core = core
         self.store = core.store
+        self.refs = core.refs
         self.put_index = itertools.count(1)
         self.pinned_views: dict[bytes, int] = {}  # objects this process reads zero-copy right now
         self._fetching: set[bytes] = set()
@@ -70,7 +72,9 @@ class Objects:
     def put(self, value: Any) -> ObjectRef:
         core = self.core
         sobj = serialize(value)
-        oid = _ids.object_id_for_put(core.current_task_id(), next(self.put_index))
+        call = current_call()
+        task_id = call.task_id if call is not None else core.driver_task_id
+        oid = _ids.object_id_for_put(task_id, next(self.put_index))
         ref = ObjectRef(oid, None, core)
         if RECORD_CALL_SITES:
             core.ownership.call_sites[oid] = call_site()
@@ -123,7 +127,8 @@ class Objects:
                 finally:
                     if blocked:
                         self.core.unblock()
-                store.unwatch(missing, waiter)
+                if not ok or not waiter.done():  # timed out, or woken early by an error
+                    store.unwatch(missing, waiter)
                 if not ok:
                     raise GetTimeoutError(
                         f"Get timed out: {len(missing) - len(waiter.ready)} of {len(refs)} objects "
@@ -135,7 +140,7 @@ class Objects:
                     if entry is not None and is_error_entry(entry):
                         raise_error(deserialize_inline(entry[1])[1])
         values = self.materialize(refs, entries)
-        if self.core.refs.new_borrowed:
+        if self.refs.new_borrowed:
             self.core.ownership.register_borrows()
         return values
 
@@ -244,7 +249,7 @@ class Objects:
             self.call_raylet("store_pull", {"sources": sources})
 
     def _wait_ready(self, refs: list, num_returns: int, timeout: float | None) -> list[bytes]:
-        objects = self.store
+        objects = self.store._objects  # a plain dict: this runs once per ref
         ready = [r._id for r in refs if r._id in objects]
         if len(ready) >= num_returns or timeout == 0:
             return ready

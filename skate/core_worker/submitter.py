@@ -152,7 +152,9 @@ class TaskSubmitter:
                 task.add_done_callback(functools.partial(self._lease_task_done, ks, rid))
             elif kind == IDLE_CHECK:
                 lease = action[1]
-                self.core.loop.call_later(action[2], lambda le=lease: self._run(self.pool.idle_expired(le)))
+                if lease.idle_timer is not None:
+                    lease.idle_timer.cancel()
+                lease.idle_timer = self.core.loop.call_later(action[2], self._idle_check, lease)
             elif kind == RETURN:
                 lease, kill = action[1], action[2]
                 if not self.core.stopped:
@@ -160,7 +162,14 @@ class TaskSubmitter:
             elif kind == CANCEL_REQUEST:
                 self.core.raylet.notify("cancel_lease_request", {"rid": action[1]})
 
+    def _idle_check(self, lease: Lease) -> None:
+        lease.idle_timer = None
+        self._run(self.pool.idle_expired(lease))
+
     def _push(self, lease: Lease, entry: TaskEntry) -> None:
+        if lease.idle_timer is not None:  # busy again: the idle check would find nothing to do
+            lease.idle_timer.cancel()
+            lease.idle_timer = None
         if lease.conn.closed:  # the worker went away while idle: not this task's failure
             self.pool.push_refused(lease, entry)
             self._run(self.pool.dispatch(lease.key))
@@ -285,7 +294,8 @@ class TaskSubmitter:
 
     def _release(self, entry: TaskEntry, returns: list | None) -> None:
         released = self.manager.finish(entry, returns, self.core.refs.has)
-        released += self.manager.take_unpinned()
+        if self.manager.has_unpinned():
+            released = released + self.manager.take_unpinned()
         if released:
             self.core.refs.remove_task_uses(released)
 

@@ -279,6 +279,9 @@ class TaskManager:
             self.evicted.add(old.task_id)
             self._unpinned.append(old)
 
+    def has_unpinned(self) -> bool:
+        return bool(self._unpinned)
+
     def take_unpinned(self) -> list[bytes]:
         """Object ids whose pin by evicted or dropped lineage ends now."""
         out: list[bytes] = []

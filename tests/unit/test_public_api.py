@@ -111,7 +111,8 @@ NOT_YET = {
 
 
 def _names_bound_in_init() -> set[str]:
-    """Public names skate/__init__.py binds at its top level (imports and assignments)."""
+    """Public names skate/__init__.py binds: at its top level (imports and assignments), and
+    those it loads on first use (its `_LAZY` table and `_SUBMODULES`)."""
     with open(os.path.join(os.path.dirname(skate.__file__), "__init__.py")) as f:
         tree = ast.parse(f.read())
     names: set[str] = set()
@@ -124,6 +125,8 @@ def _names_bound_in_init() -> set[str]:
             names.add(node.target.id)
         elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
             names.add(node.name)
+    names |= set(skate._LAZY) | set(skate._SUBMODULES)
+    names -= {"importlib", "TYPE_CHECKING", "Any"}
     return {n for n in names if not n.startswith("_") or n == "__version__"} - {"__all__"}
 
 

@@ -91,6 +91,9 @@ class _Actor:
 
 
 Actor: Any = skate.remote(_Actor)
+# Not importable by name: cloudpickle sends these classes by value, as it does a user's script's
+# classes, instead of making every new worker import this module (as Ray's benchmark does too).
+del _Actor
 
 
 class _AsyncActor:
@@ -102,6 +105,7 @@ class _AsyncActor:
 
 
 AsyncActor: Any = skate.remote(_AsyncActor)
+del _AsyncActor
 
 
 class _Client:
@@ -123,6 +127,7 @@ class _Client:
 
 
 Client: Any = skate.remote(num_cpus=0)(_Client)
+del _Client
 
 
 def _actor_metrics(kw: dict) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from skate import _config
-from skate._secure_files import open_private_append
+from skate._log_files import RotatingTextFile, log_to_rotating_file
 from skate.core_worker import call_context
 from skate.core_worker.core import CoreWorker
 from skate.core_worker.executor import Executor
@@ -123,16 +123,10 @@ class LogStream(io.TextIOBase):
 def main(info: dict) -> None:
     logs = os.path.join(info["session_dir"], "logs")
     wid = info["worker_id"][:12]
-    out = os.fdopen(open_private_append(os.path.join(logs, f"worker-{wid}.out")), "a", buffering=1)
-    err = os.fdopen(open_private_append(os.path.join(logs, f"worker-{wid}.err")), "a", buffering=1)
-    os.close(open_private_append(os.path.join(logs, f"worker-{wid}.log")))  # 0600 before logging opens it
-    os.dup2(out.fileno(), 1)
-    os.dup2(err.fileno(), 2)
-    logging.basicConfig(
-        filename=os.path.join(logs, f"worker-{wid}.log"),
-        level=info.get("logging_level", logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # Rotated by size (skate._log_files); descriptors 1 and 2 follow each new file.
+    out = RotatingTextFile(os.path.join(logs, f"worker-{wid}.out"), fd_targets=(1,))
+    err = RotatingTextFile(os.path.join(logs, f"worker-{wid}.err"), fd_targets=(2,))
+    log_to_rotating_file(os.path.join(logs, f"worker-{wid}.log"), info.get("logging_level", logging.INFO))
     core = CoreWorker(info, "worker")
     executor = Executor(core)  # its handlers exist before the raylet can lease us out
     core.start()

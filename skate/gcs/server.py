@@ -14,8 +14,9 @@ import uuid
 import psutil
 
 from skate import _config
+from skate._log_files import log_to_rotating_file
 from skate._procutil import watch_parent_pipe
-from skate._secure_files import open_private_append, read_token
+from skate._secure_files import read_token
 from skate.gcs.actor_manager import ActorManager
 from skate.gcs.kv_store import KvStore, Namespace
 from skate.gcs.kv_waiters import KvWaiters
@@ -314,12 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--logging-level", type=int, default=logging.INFO)
     parser.add_argument("--node-timeout-s", type=float, default=None)
     args = parser.parse_args(argv)
-    os.close(open_private_append(os.path.join(args.session_dir, "logs", "gcs.log")))  # created 0600
-    logging.basicConfig(
-        filename=os.path.join(args.session_dir, "logs", "gcs.log"),
-        level=args.logging_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    log_to_rotating_file(os.path.join(args.session_dir, "logs", "gcs.log"), args.logging_level)
     token = read_token(args.session_dir)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)

@@ -18,6 +18,7 @@ import sys
 import time
 
 from skate import _config, _ids
+from skate._log_files import log_to_rotating_file
 from skate._procutil import watch_parent_pipe
 from skate._secure_files import open_private_append, read_token
 from skate.core_worker.log_budget import LogBudget, dropped_notice
@@ -732,12 +733,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--logging-level", type=int, default=logging.INFO)
     parser.add_argument("--heartbeat-s", type=float, default=None)
     args = parser.parse_args(argv)
-    os.close(open_private_append(os.path.join(args.session_dir, "logs", "raylet.log")))  # created 0600
-    logging.basicConfig(
-        filename=os.path.join(args.session_dir, "logs", "raylet.log"),
-        level=args.logging_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    log_to_rotating_file(os.path.join(args.session_dir, "logs", "raylet.log"), args.logging_level)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     raylet = Raylet(args)

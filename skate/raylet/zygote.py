@@ -32,7 +32,13 @@ def main() -> None:
     info = json.loads(os.environ.pop("SKATE_ZYGOTE_INFO"))
     info["token"] = read_token(info["session_dir"])
     _set_parent_death_signal()
+    # The public API too: `skate` loads it on first use, and user code in a worker (and the
+    # classes and functions it unpickles) reaches for it at once; forked workers get it free.
+    import skate
     from skate.core_worker import worker_main  # noqa: F401  (warm the imports)
+
+    for name in ("remote", "ActorClass", "RemoteFunction", "get_runtime_context", "util"):
+        getattr(skate, name)
 
     stdin_fd = sys.stdin.fileno()
     out = os.fdopen(sys.stdout.fileno(), "w", buffering=1)

@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "skate.protocol": FOUNDATION,
     "skate._procutil": FOUNDATION,
     "skate._secure_files": FOUNDATION,
+    "skate._log_files": FOUNDATION,
     "skate._options": FOUNDATION,
     "skate._bundles": FOUNDATION,
     "skate._signature": FOUNDATION,
@@ -72,6 +73,9 @@ LAYERS: dict[str, int] = {
     "skate.cluster_utils": API,
     "skate.scripts": API,
     "skate._microbenchmark": API,
+    # The worker template preloads everything a forked worker may touch, the public API
+    # included: an entry point, at the top like the other programs.
+    "skate.raylet.zygote": API,
 }
 
 

@@ -45,6 +45,13 @@ MAX_LINEAGE_BYTES = 1 << 30
 KIND_ERROR = 1  # the serialization kind of an error value (see skate._serialization)
 
 
+def _any_stored(returns: list) -> bool:
+    for r in returns:  # a loop, not any(genexpr): this runs for every finished task
+        if r[0] == IN_STORE:
+            return True
+    return False
+
+
 def is_put_id(object_id: bytes) -> bool:
     """Whether an object was made by put() rather than returned by a task."""
     return len(object_id) == 20 and bool(object_id[19] & 0x80)
@@ -259,7 +266,7 @@ class TaskManager:
             returns is not None
             and entry.retries_left != 0
             and entry.key is not None
-            and any(r[0] == IN_STORE for r in returns)
+            and _any_stored(returns)
             and any(referenced(oid) for oid in entry.return_ids)
         ):
             self._keep_lineage(entry)

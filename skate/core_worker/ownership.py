@@ -58,7 +58,19 @@ class Ownership:
             if self._registered.get(object_id) is not None:
                 self._queue_unborrow(owner, object_id)
             return
-        core.post(self._release_owned, object_id, entry is not None and entry[0] == IN_STORE)
+        stored = entry is not None and entry[0] == IN_STORE
+        if (
+            stored
+            or object_id in self.owned_actors
+            or object_id in self.remote_contained
+            or core.submitter.manager.lineage
+        ):
+            core.post(self._release_owned, object_id, stored)
+            return
+        # Nothing to tell anyone (the common small result): forget it here, without a hop to
+        # the loop. Dict pops are atomic, so this is safe from __del__ on any thread.
+        self.contained.pop(object_id, None)
+        self.call_sites.pop(object_id, None)
 
     def _release_owned(self, object_id: bytes, stored: bool) -> None:
         """I/O thread: free an owned object (or actor) that nothing refers to any more."""

@@ -3,8 +3,8 @@
 `import skate as ray` and run a Ray-core program unchanged.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+import typing as _typing
 
 # The public names, loaded on first use (PEP 562): `import skate` stays cheap, and the cluster's
 # own processes (GCS, raylet, workers), which import the package but not its driver API, skip it.
@@ -41,12 +41,12 @@ _LAZY: dict[str, str] = {
 _SUBMODULES = ("actor", "exceptions", "util")
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     module = _LAZY.get(name)
     if module is not None:
-        value = getattr(importlib.import_module(module), "ObjectRef" if name == "ObjectID" else name)
+        value = getattr(_importlib.import_module(module), "ObjectRef" if name == "ObjectID" else name)
     elif name in _SUBMODULES:
-        value = importlib.import_module(f"skate.{name}")
+        value = _importlib.import_module(f"skate.{name}")
     else:
         raise AttributeError(f"module 'skate' has no attribute {name!r}")
     globals()[name] = value
@@ -57,7 +57,7 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 
-if TYPE_CHECKING:  # what type checkers and IDEs see
+if _typing.TYPE_CHECKING:  # what type checkers and IDEs see
     from skate import actor, exceptions, util
     from skate._api import (
         RayContext,

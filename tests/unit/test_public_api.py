@@ -126,7 +126,6 @@ def _names_bound_in_init() -> set[str]:
         elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
             names.add(node.name)
     names |= set(skate._LAZY) | set(skate._SUBMODULES)
-    names -= {"importlib", "TYPE_CHECKING", "Any"}
     return {n for n in names if not n.startswith("_") or n == "__version__"} - {"__all__"}
 
 

@@ -246,7 +246,7 @@ class Executor:
         core = self.core
         reply = TaskReply(returns, time.perf_counter() - start, False, self._count_call(spec))
         ownership = core.ownership
-        if ownership.contained or ownership._reported_owns:
+        if ownership.contained or ownership.reported_owns:
             ownership.report_ownership()
             if any(
                 spec.task_id + (i + 1).to_bytes(4, "little") in ownership.contained

@@ -40,7 +40,7 @@ class Ownership:
         self._unborrow_scheduled = False
         self._unborrow_lock = threading.RLock()  # reentrant: a GC-run __del__ may land here
         self._borrowers_by_conn: dict[Connection, collections.Counter] = {}
-        self._reported_owns = False
+        self.reported_owns = False
         self._has_borrowers = False
         handlers = core.handlers
         handlers["add_borrowers"] = self._h_add_borrowers
@@ -225,10 +225,6 @@ class Ownership:
         """Tell the raylet whether this worker owns objects others use (then it is not trimmed)."""
         core = self.core
         owns = bool(self.contained) or self._has_borrowers
-        if core.mode == "worker" and owns != self._reported_owns and core.raylet is not None:
-            self._reported_owns = owns
+        if core.mode == "worker" and owns != self.reported_owns and core.raylet is not None:
+            self.reported_owns = owns
             core.post(core.raylet.notify, "worker_owns_objects", {"worker_id": core.worker_id, "owns": owns})
-
-    @property
-    def reported_owns(self) -> bool:
-        return self._reported_owns

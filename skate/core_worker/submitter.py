@@ -364,8 +364,7 @@ class TaskSubmitter:
         """Cancel every task this process submitted (its own task was cancelled)."""
         for entry in list(self.manager.pending.values()):
             if not entry.done:
-                for oid in entry.return_ids[:1] or [entry.task_id + b"\x00\x00\x00\x00"]:
-                    self.cancel(oid, False, True)
+                self.cancel(entry.task_id, False, True)
 
 
 def _strategy_key(strategy: Any) -> Any:

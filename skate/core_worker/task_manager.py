@@ -356,7 +356,8 @@ class TaskManager:
 
     # -- cancellation -----------------------------------------------------------------
     def cancel(self, object_id: bytes, force: bool) -> TaskEntry | None:
-        """Mark the pending task that makes `object_id` cancelled; None if it is not pending."""
+        """Mark the pending task that makes `object_id` (or whose id it is: an object id starts
+        with its task's id) cancelled; None if it is not pending."""
         entry = self.pending.get(_ids.task_id_of(object_id))
         if entry is None or entry.done:
             return None

@@ -60,10 +60,6 @@ class TaskSpec(msgspec.Struct, array_like=True):
         Costs about 0.3 us more than `cls(*fields)` per task (docs/security.md)."""
         return msgspec.convert(fields, cls)
 
-    @property
-    def is_actor_task(self) -> bool:
-        return self.method is not None
-
 
 class ActorCreation(msgspec.Struct, array_like=True):
     """How an actor's worker runs its calls, sent with the constructor's TaskSpec."""

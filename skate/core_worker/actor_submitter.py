@@ -24,7 +24,7 @@ from skate import _ids
 from skate._options import actor_shapes, resolve_placement_group, wire_strategy
 from skate.core_worker.args import prepare_args
 from skate.core_worker.task_manager import Complete, Fail, TaskEntry
-from skate.exceptions import ActorDiedError, ActorUnavailableError
+from skate.exceptions import ActorDiedError, ActorUnavailableError, RaySystemError
 from skate.object_ref import ObjectRef
 from skate.protocol.connection import Connection, RemoteError
 from skate.protocol.messages import ActorCreation, TaskReply, TaskSpec
@@ -340,7 +340,9 @@ class ActorSubmitter:
                         state.incarnation = info["incarnation"]
                         state.restarting = False
                         break
-                    except OSError:
+                    except (OSError, RaySystemError):
+                        # The worker died as we connected (reset, closed mid-handshake): ask again,
+                        # never give up on the actor for a failed connect.
                         state.incarnation = info["incarnation"]
                         await asyncio.sleep(0.05)
                         continue

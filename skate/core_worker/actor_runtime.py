@@ -12,6 +12,7 @@ module only picks the place.
 from __future__ import annotations
 
 import asyncio
+import collections
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -34,6 +35,11 @@ class ActorRuntime:
         self.pools: dict[str, ThreadPoolExecutor] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.semaphores: dict[str, asyncio.Semaphore] = {}
+        # Calls handed from the I/O thread to the actor's loop: one wake-up per batch, and a
+        # plain Task per call (no concurrent.futures.Future as run_coroutine_threadsafe makes).
+        self._inbox: collections.deque = collections.deque()
+        self._inbox_scheduled = False
+        self._tasks: set[asyncio.Task] = set()  # strong refs: the loop keeps only weak ones
         if self.is_async:
             ready = threading.Event()
             threading.Thread(
@@ -64,11 +70,25 @@ class ActorRuntime:
             )
             return
         if self.is_async:
-            asyncio.run_coroutine_threadsafe(self._run_async(spec, fut, group), self.loop)  # type: ignore[arg-type]
+            self._inbox.append((spec, fut, group))
+            if not self._inbox_scheduled:
+                self._inbox_scheduled = True
+                self.loop.call_soon_threadsafe(self._drain_inbox)  # type: ignore[union-attr]
         elif self.pools:
             self.pools[group].submit(self._run_sync, spec, fut)
         else:
             executor.queue.put((executor.run_call, spec, fut))
+
+    def _drain_inbox(self) -> None:
+        """Actor loop: start a coroutine for every call the I/O thread handed over."""
+        self._inbox_scheduled = False
+        inbox = self._inbox
+        create_task = self.loop.create_task  # type: ignore[union-attr]
+        tasks = self._tasks
+        while inbox:
+            task = create_task(self._run_async(*inbox.popleft()))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
 
     def _run_sync(self, spec: TaskSpec, fut: asyncio.Future) -> None:
         reply = self.executor.run_call(spec)

@@ -59,6 +59,9 @@ def test_init_labels_for_the_local_node(fresh_labels):
         skate.get(where.options(label_selector={"hardware": "mock-gpu"}).remote(), timeout=60)
         == node["NodeID"]
     )
+    labels = skate.remote(lambda: skate.get_runtime_context().get_node_labels())
+    assert skate.get(labels.remote(), timeout=60) == node["Labels"]  # as Ray's doc example reads them
+    assert skate.get_runtime_context().get_node_labels() == node["Labels"]
     ref = where.options(label_selector={"hardware": "h100"}).remote()
     ready, _ = skate.wait([ref], timeout=2)
     assert ready == []  # stays pending, as Ray's documented example shows

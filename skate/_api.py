@@ -16,6 +16,7 @@ import psutil
 from skate import _ids
 from skate._auto_init import current_or_init, not_initialized
 from skate._config import OBJECT_STORE_MEMORY_FRACTION
+from skate._labels import check_node_labels
 from skate._node import LocalNode
 from skate._options import check_namespace, check_resources
 from skate._runtime_env import validate_runtime_env
@@ -92,6 +93,7 @@ def init(
     logging_level: int = logging.INFO,
     _temp_dir: str | None = None,
     _system_config: dict | None = None,
+    labels: dict[str, str] | None = None,
     **kwargs: Any,
 ) -> SkateContext:
     """Start a private local cluster (address=None) and connect this process as its driver."""
@@ -109,10 +111,11 @@ def init(
             )
         check_namespace(namespace)
         validate_runtime_env(runtime_env)
+        node_labels = check_node_labels(labels, "init(labels=...)")
         if address not in (None, "local"):
-            if any(v is not None for v in (num_cpus, num_gpus, resources, object_store_memory)):
+            if any(v is not None for v in (num_cpus, num_gpus, resources, object_store_memory, labels)):
                 raise ValueError(
-                    "When connecting to an existing cluster, num_cpus, num_gpus, resources and "
+                    "When connecting to an existing cluster, num_cpus, num_gpus, resources, labels and "
                     "object_store_memory must not be given: the cluster's nodes already have them."
                 )
             return _connect_driver(address, namespace, log_to_driver)
@@ -128,6 +131,7 @@ def init(
             logging_level=logging_level,
             temp_dir=_temp_dir,
             system_config=apply_system_config(_system_config),
+            labels=node_labels,
         )
         info = {
             "worker_id": _ids.random_id(14).hex(),
@@ -403,6 +407,7 @@ def nodes() -> list[dict]:
                 "RayletSocketName": n["address"],
                 "ObjectStoreSocketName": n.get("arena_path"),
                 "Resources": dict(n["resources"]),
+                "Labels": dict(n.get("labels") or {}),
                 "ObjectStoreUsedBytes": n.get("store_used", 0),
             }
         )

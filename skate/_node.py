@@ -96,7 +96,9 @@ class LocalNode:
         shared: bool = False,
         detached: bool = False,
         system_config: SystemConfig | None = None,
+        labels: dict[str, str] | None = None,
     ):
+        self.labels = dict(labels or {})  # custom labels (checked by the caller, see skate._labels)
         root = prepare_temp_root(temp_dir)
         stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
         self.session_dir = tempfile.mkdtemp(prefix=f"session_{stamp}_{os.getpid()}_", dir=root)  # 0700
@@ -182,6 +184,8 @@ class LocalNode:
                 self.gcs_address,
                 "--resources",
                 json.dumps(self.resources),
+                "--labels",
+                json.dumps(self.labels),
                 "--object-store-memory",
                 str(self.object_store_memory),
                 "--logging-level",

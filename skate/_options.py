@@ -7,6 +7,7 @@ import numbers
 from collections.abc import Callable
 from typing import Any
 
+from skate import _labels
 from skate._bundles import rewrite_demand
 from skate._runtime_env import validate_runtime_env
 from skate.core_worker.call_context import current_call
@@ -14,6 +15,7 @@ from skate.util.scheduling_strategies import (
     STRATEGY_NAMES,
     STRATEGY_TYPES,
     NodeAffinitySchedulingStrategy,
+    NodeLabelSchedulingStrategy,
     PlacementGroupSchedulingStrategy,
 )
 
@@ -82,9 +84,15 @@ def _strategy(value: Any) -> Any:
     if value is None or value in STRATEGY_NAMES or isinstance(value, STRATEGY_TYPES):
         return value
     raise ValueError(
-        f"scheduling_strategy must be one of {STRATEGY_NAMES}, a NodeAffinitySchedulingStrategy or a "
-        f"PlacementGroupSchedulingStrategy; got {value!r}"
+        f"scheduling_strategy must be one of {STRATEGY_NAMES}, a NodeAffinitySchedulingStrategy, a "
+        f"NodeLabelSchedulingStrategy or a PlacementGroupSchedulingStrategy; got {value!r}"
     )
+
+
+def _label_selector(value: Any) -> Any:
+    """Checked at `.options()` / `@remote` time, so a bad selector fails at the call site."""
+    _labels.parse_label_selector(value)
+    return None if value is None else dict(value)
 
 
 def _name(value: Any) -> Any:
@@ -110,7 +118,7 @@ TASK_OPTIONS: dict[str, Callable[[Any], Any]] = {
     "scheduling_strategy": _strategy,
     "runtime_env": validate_runtime_env,
     "accelerator_type": _accept,
-    "label_selector": _accept,
+    "label_selector": _label_selector,
     "enable_task_events": _accept,
     "_metadata": _accept,
     "placement_group": _accept,
@@ -237,7 +245,7 @@ ACTOR_OPTIONS: dict[str, Callable[[Any], Any]] = {
     "max_pending_calls": _int_at_least("max_pending_calls", -1),
     "allow_out_of_order_execution": _accept,
     "enable_task_events": _accept,
-    "label_selector": _accept,
+    "label_selector": _label_selector,
     "accelerator_type": _accept,
     "_metadata": _accept,
     "placement_group": _accept,
@@ -292,6 +300,23 @@ def wire_strategy(strategy: Any) -> Any:
     if isinstance(strategy, NodeAffinitySchedulingStrategy):
         return {"node_id": strategy.node_id, "soft": strategy.soft}
     return None
+
+
+def label_constraint(options: dict[str, Any]) -> _labels.Constraint | None:
+    """Where the node labels let a task or actor run, in wire form (see skate._labels): the
+    `label_selector` option's entries are hard, and so are a NodeLabelSchedulingStrategy's hard
+    expressions; its soft ones only make a node preferred. None when there is no constraint."""
+    selector = options.get("label_selector")
+    strategy = options.get("scheduling_strategy")
+    if not selector and not isinstance(strategy, NodeLabelSchedulingStrategy):
+        return None
+    hard = list(_labels.parse_label_selector(selector))
+    soft: list = []
+    if isinstance(strategy, NodeLabelSchedulingStrategy):
+        strategy_hard, soft_exprs = strategy._constraint()
+        hard += strategy_hard
+        soft += soft_exprs
+    return _labels.constraint(hard, soft)
 
 
 def resolve_placement_group(

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from skate._api import node_resources_for
+from skate._labels import check_node_labels
 from skate._node import LocalNode
 from skate._system_config import apply_system_config, parse
 from skate.protocol import connect
@@ -62,11 +63,13 @@ class Cluster:
             "object_store_memory",
             "node_ip_address",
             "spill_dir",
+            "labels",
             "_system_config",
         }
         unknown = sorted(set(node_args) - known)
         if unknown:
             raise ValueError(f"unknown node option(s) {unknown}; known: {sorted(known)}")
+        labels = check_node_labels(node_args.get("labels"), "add_node(labels=...)")
         head_node = self.head_node
         head = head_node is None
         raw_config = node_args.get("_system_config")
@@ -95,6 +98,7 @@ class Cluster:
             shared=True,
             spill_dir=node_args.get("spill_dir"),
             system_config=config,
+            labels=labels,
         )
         if head:
             self.head_node = node

@@ -10,6 +10,7 @@ from skate._auto_init import current_or_init
 from skate._options import (
     TASK_DEFAULTS,
     TASK_OPTIONS,
+    label_constraint,
     resolve_placement_group,
     resource_shape,
     validate_options,
@@ -116,6 +117,7 @@ class RemoteFunction:
             runtime_env=options.get("runtime_env"),
             strategy=wire_strategy(options.get("scheduling_strategy")),
             placement_group=group,
+            labels=label_constraint(options),
         )
         if num_returns == 1:
             return refs[0]

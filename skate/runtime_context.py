@@ -31,6 +31,17 @@ class RuntimeContext:
         """The id of the node this process runs on, as a hex string."""
         return self._core.node_id
 
+    def get_node_labels(self) -> dict[str, str]:
+        """The labels of the node this process runs on (its custom labels and `ray.io/node-id`),
+        asked of the GCS once per process: a node's labels never change."""
+        core = self._core
+        labels = getattr(core, "_node_labels", None)
+        if labels is None:
+            nodes = core.request(core.gcs, "get_nodes")
+            labels = next((dict(n.get("labels") or {}) for n in nodes if n["node_id"] == core.node_id), {})
+            core._node_labels = labels
+        return dict(labels)
+
     def get_worker_id(self) -> str:
         """This process's worker id, as a hex string."""
         return self._core.worker_id

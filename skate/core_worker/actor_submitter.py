@@ -21,7 +21,7 @@ import threading
 from typing import Any
 
 from skate import _ids
-from skate._options import actor_shapes, resolve_placement_group, wire_strategy
+from skate._options import actor_shapes, label_constraint, resolve_placement_group, wire_strategy
 from skate.core_worker.args import prepare_args
 from skate.core_worker.task_manager import Complete, Fail, TaskEntry
 from skate.exceptions import ActorDiedError, ActorUnavailableError, RaySystemError
@@ -174,6 +174,7 @@ class ActorSubmitter:
                 "place": place,
                 "res": hold,
                 "strategy": wire_strategy(options.get("scheduling_strategy")),
+                "labels": label_constraint(options),
                 "pg": entry.spec.placement_group[0] if entry.spec.placement_group else None,
                 "task": entry.spec,
                 "creation": creation,

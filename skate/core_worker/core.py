@@ -317,10 +317,19 @@ class CoreWorker:
 
     # -- handlers (I/O thread) ----------------------------------------------------------
     def _h_infeasible(self, conn: Connection, payload: dict) -> None:
-        key = tuple(sorted(payload["shape"].items()))
+        key = (tuple(sorted(payload["shape"].items())), payload.get("labels"))
         if key in self._infeasible_reported:
             return
         self._infeasible_reported.add(key)
+        if payload.get("labels"):
+            print(
+                f"(skate) Warning: the request {payload['shape']} with node labels "
+                f"({payload['labels']}) cannot be scheduled: no alive node matches its labels and can "
+                "hold it. It stays pending until such a node joins.",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
         print(
             f"(skate) Warning: the resource request {payload['shape']} cannot be scheduled: "
             f"no node has these resources (cluster total: {payload.get('total')}). "

@@ -68,13 +68,14 @@ class Lease:
 class KeyState:
     """Queue, leases and pending lease requests of one scheduling key."""
 
-    __slots__ = ("queue", "leases", "pending_requests", "duration", "shape", "strategy", "affinity")
+    __slots__ = ("queue", "leases", "pending_requests", "duration", "shape", "strategy", "affinity", "labels")
 
     def __init__(self, shape: dict, strategy: Any = None):
         self.shape = shape
         # "SPREAD", or a node affinity {"node_id", "soft"}; None is the default strategy
         self.strategy = strategy if isinstance(strategy, str) else None
         self.affinity = strategy if isinstance(strategy, dict) else None
+        self.labels: Any = None  # a node-label constraint (skate._labels wire form), or None
         self.queue: deque = deque()
         self.leases: dict[str, Lease] = {}  # by worker id (lease ids are per raylet)
         self.pending_requests: set[int] = set()

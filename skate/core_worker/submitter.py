@@ -64,6 +64,7 @@ class TaskSubmitter:
         runtime_env: dict | None,
         strategy: Any = None,
         placement_group: list | None = None,
+        labels: tuple | None = None,
     ) -> list[ObjectRef]:
         core = self.core
         task_id = core.task_ids.next()
@@ -82,7 +83,7 @@ class TaskSubmitter:
             placement_group=placement_group,
         )
         dep_refs, hold, uses = prepare_args(core, spec, args, kwargs)
-        key = (function_key, tuple(sorted(resources.items())), _strategy_key(strategy))
+        key = (function_key, tuple(sorted(resources.items())), _strategy_key(strategy), labels)
         entry = TaskEntry(spec, return_ids, uses, max_retries, retry_exceptions, key, dep_refs, hold)
         entry.strategy = strategy
         refs = [ObjectRef(oid, None, core) for oid in return_ids]
@@ -138,6 +139,7 @@ class TaskSubmitter:
         ks = self.pool.keys.get(entry.key)
         if ks is None:
             ks = self.pool.key_state(entry.key, dict(entry.key[1]), entry.strategy)
+            ks.labels = entry.key[3]
         self._run(self.pool.enqueue(ks, entry))
 
     def _run(self, actions: list[tuple]) -> None:
@@ -184,6 +186,8 @@ class TaskSubmitter:
         core = self.core
         raylet = core.raylet
         payload = {"rid": rid, "shape": ks.shape, "strategy": ks.strategy}
+        if ks.labels is not None:
+            payload["labels"] = ks.labels
         try:
             affinity = await self._affinity_raylet(ks)
             if affinity is not None:

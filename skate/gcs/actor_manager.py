@@ -14,6 +14,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from skate._labels import describe as describe_labels
+from skate._labels import from_wire
 from skate.protocol import Connection, connect
 from skate.raylet import resources as res
 
@@ -151,15 +153,23 @@ class ActorManager:
             spec.get("strategy"),
             preferred=self.gcs.node_of_address(owner_address or ""),
             loads=self.node_loads(),
+            labels=spec.get("labels"),
         )
         if node_conn is None:
             # Like a task, it waits for a node that can host it (one may join).
-            logger.warning("actor %s is pending: no alive node has %s", info.actor_id.hex(), spec["place"])
+            logger.warning(
+                "actor %s is pending: no alive node has %s (%s)",
+                info.actor_id.hex(),
+                spec["place"],
+                describe_labels(from_wire(spec.get("labels"))),
+            )
             self.unplaced.append(info)
             return
         info.target_node = node_id
         try:
             request = {"rid": next(self._rids), "shape": spec["place"], "hold": spec["res"], "actor": True}
+            if spec.get("labels"):
+                request["labels"] = spec["labels"]
             grant = await node_conn.call("request_lease", request)
             if grant is not None and "spillback" in grant:
                 # The node had no room after all and named one that has: go there, once.

@@ -63,14 +63,37 @@ def choose_node(
     nodes: list[NodeLoad],
     preferred: str | None = None,
     threshold: float = SPREAD_THRESHOLD,
+    soft: set[str] | None = None,
 ) -> str | None:
-    """The node for an actor of placement `shape`, or None if no node can ever hold it."""
+    """The node for an actor of placement `shape`, or None if no node can ever hold it.
+
+    `soft` (node ids matching a label constraint's soft expressions) orders the choice as Ray's
+    label policy does: a soft-matching node with the shape free, then any node with it free,
+    then a soft-matching node that could hold it, then any node that could.
+    """
+    groups = [nodes] if soft is None else [[n for n in nodes if n.node_id in soft], nodes]
+    for require_available in (True, False):
+        for group in groups:
+            choice = _pick(shape, group, preferred, threshold, require_available)
+            if choice is not None:
+                return choice
+    return None
+
+
+def _pick(
+    shape: dict[str, int],
+    nodes: list[NodeLoad],
+    preferred: str | None,
+    threshold: float,
+    require_available: bool,
+) -> str | None:
+    """A request that needs no GPU goes to a node without GPUs when one has room."""
     if not shape.get("GPU"):
         no_gpu = [n for n in nodes if not n.total.get("GPU")]
         choice = _hybrid(shape, no_gpu, preferred, threshold, require_available=True)
         if choice is not None:
             return choice
-    return _hybrid(shape, nodes, preferred, threshold, require_available=False)
+    return _hybrid(shape, nodes, preferred, threshold, require_available)
 
 
 def _hybrid(

@@ -10,10 +10,13 @@ import shutil
 import signal
 import time
 import uuid
+from typing import Any
 
 import psutil
 
 from skate import _config
+from skate._labels import from_wire
+from skate._labels import matches as label_matches
 from skate._log_files import log_to_rotating_file
 from skate._procutil import watch_parent_pipe
 from skate._secure_files import read_token
@@ -162,6 +165,7 @@ class GcsServer:
                 "resources": n["resources"],
                 "available": n.get("available", {}),
                 "alive": n["alive"],
+                "labels": n.get("labels") or {},
             }
             for nid, n in self.nodes.items()
         }
@@ -179,24 +183,45 @@ class GcsServer:
                     self.mark_node_dead(nid, f"no heartbeat for {self.node_timeout:g} s")
 
     def pick_node(
-        self, shape: dict[str, float], strategy=None, preferred: str | None = None, loads: dict | None = None
+        self,
+        shape: dict[str, float],
+        strategy=None,
+        preferred: str | None = None,
+        loads: dict | None = None,
+        labels: Any = None,
     ) -> tuple[str | None, Connection | None]:
         """An alive node for an actor of placement `shape` (see gcs.placement): a node affinity
         names the node (soft: if it can, else anywhere); otherwise Ray's hybrid policy, starting
-        from `preferred` (the owner's node), with `loads` {node: (placed, held)} of its actors."""
+        from `preferred` (the owner's node), with `loads` {node: (placed, held)} of its actors.
+        A label constraint (`labels`, skate._labels wire form) keeps only nodes matching its hard
+        expressions and prefers those matching its soft ones."""
         need = res.to_fixed(shape)
+        con = from_wire(labels)
+        hard, soft = con if con else ((), ())
         if isinstance(strategy, dict):
             node = self.nodes.get(strategy["node_id"])
             conn = self.node_conns.get(strategy["node_id"])
-            if node and node["alive"] and conn and res.fits(need, res.to_fixed(node["resources"])):
+            if (
+                node
+                and node["alive"]
+                and conn
+                and res.fits(need, res.to_fixed(node["resources"]))
+                and label_matches(node.get("labels") or {}, hard)
+            ):
                 return strategy["node_id"], conn
             if not strategy.get("soft"):
                 return None, None
         views = []
+        soft_nodes: set[str] | None = set() if soft else None
         for node_id, node in self.nodes.items():
             conn = self.node_conns.get(node_id)
             if not node["alive"] or conn is None or conn.closed:
                 continue
+            node_labels = node.get("labels") or {}
+            if hard and not label_matches(node_labels, hard):
+                continue
+            if soft_nodes is not None and label_matches(node_labels, soft):
+                soft_nodes.add(node_id)
             placed, held = (loads or {}).get(node_id, ({}, {}))
             views.append(
                 NodeLoad(
@@ -208,9 +233,9 @@ class GcsServer:
                 )
             )
         if strategy == "SPREAD":  # no preference and no packing: the least loaded node
-            chosen = choose_node(need, views, None, threshold=0.0)
+            chosen = choose_node(need, views, None, threshold=0.0, soft=soft_nodes)
         else:
-            chosen = choose_node(need, views, preferred)
+            chosen = choose_node(need, views, preferred, soft=soft_nodes)
         return (chosen, self.node_conns[chosen]) if chosen else (None, None)
 
     def node_of_address(self, address: str) -> str | None:

@@ -5,6 +5,12 @@ Requests wait in FIFO order for resources and an idle worker; the pool is grown 
 demand; a request that can never fit on this node is reported infeasible once.
 A worker blocked in `get` lends its CPUs back so nested tasks can run, unless it hosts an
 actor (or runs an actor's constructor): as in Ray, an actor keeps what it holds while blocked.
+
+A request with a node-label constraint (skate._labels) runs only on a node matching its hard
+expressions; where it goes is decided afresh on every pass, in Ray's order: a node matching its
+soft expressions too with room now, any matching node with room now, a soft-matching node that
+could hold it, any matching node that could. Waiting here counts as going here; with no matching
+node at all it is infeasible (pending until one joins).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import itertools
 from collections import deque
 from dataclasses import dataclass, field
 
+from skate import _labels
 from skate.gcs.pg_scheduler import group_of_resource, group_resources
 from skate.raylet import resources as res
 
@@ -29,6 +36,7 @@ class LeaseRequest:
     spill_ok: bool = True  # False once the request was redirected here: no ping-pong
     spread: bool = False
     actor: bool = False  # the lease hosts an actor: it never lends its CPU while blocked
+    labels: _labels.Constraint | None = None  # node-label constraint (hard, soft), if any
 
 
 @dataclass
@@ -93,9 +101,17 @@ class Reclaim:
 
 
 class LocalScheduler:
-    def __init__(self, total: dict[str, float], soft_limit: int, node_id: str = ""):
+    def __init__(
+        self,
+        total: dict[str, float],
+        soft_limit: int,
+        node_id: str = "",
+        labels: dict[str, str] | None = None,
+    ):
         self.node_id = node_id
+        self.labels = dict(labels or {})  # this node's labels
         self.cluster: dict[str, tuple[dict[str, int], dict[str, int], str]] = {}  # other nodes
+        self.cluster_labels: dict[str, dict[str, str]] = {}
         self._spread_turn = 0
         self.total = res.to_fixed(total)
         # Each GPU id and how much of it is free: whole GPUs go to one lease, fractions share an id.
@@ -134,6 +150,7 @@ class LocalScheduler:
             for nid, n in view.items()
             if n["alive"] and nid != self.node_id
         }
+        self.cluster_labels = {nid: dict(view[nid].get("labels") or {}) for nid in self.cluster}
         return self._schedule() if self.infeasible or self.queue else []
 
     def _pick_remote(self, shape: dict[str, int], now: bool) -> tuple[str, str] | None:
@@ -161,8 +178,10 @@ class LocalScheduler:
         spill_ok: bool = True,
         spread: bool = False,
         actor: bool = False,
+        labels: _labels.Constraint | None = None,
     ) -> tuple[LeaseRequest, list]:
-        """Queue a lease request; `actor` marks a lease that hosts an actor for its lifetime."""
+        """Queue a lease request; `actor` marks a lease that hosts an actor for its lifetime;
+        `labels` is a node-label constraint (skate._labels wire form)."""
         fixed = res.to_fixed(shape)
         req = LeaseRequest(
             next(self._request_ids),
@@ -172,6 +191,7 @@ class LocalScheduler:
             spill_ok=spill_ok,
             spread=spread,
             actor=actor,
+            labels=labels,
         )
         group = self._removed_group_of(fixed)
         if group is not None:
@@ -353,7 +373,18 @@ class LocalScheduler:
         pending = list(self.infeasible) + list(self.queue)
         self.infeasible = []
         for req in pending:
-            if not res.fits(req.shape, self.total):
+            if req.labels is not None:
+                target = self._label_target(req)
+                if target is None:
+                    self.infeasible.append(req)
+                    if not req.reported_infeasible:
+                        req.reported_infeasible = True
+                        actions.append(Infeasible(req))
+                    continue
+                if target != "local":
+                    actions.append(Spillback(req, *target))
+                    continue
+            elif not res.fits(req.shape, self.total):
                 target = self._pick_remote(req.shape, now=False) if req.spill_ok else None
                 if target is not None:
                     actions.append(Spillback(req, *target))
@@ -363,14 +394,16 @@ class LocalScheduler:
                     req.reported_infeasible = True
                     actions.append(Infeasible(req))
                 continue
-            if req.spread and req.spill_ok and self.cluster:
+            if req.spread and req.spill_ok and self.cluster and req.labels is None:
                 req.spread = False  # decided once: a request kept here is not spread again
                 target = self._spread_target(req.shape)
                 if target is not None:
                     actions.append(Spillback(req, *target))
                     continue
             if not res.fits(req.shape, self.available):
-                target = self._pick_remote(req.shape, now=True) if req.spill_ok else None
+                target = (
+                    self._pick_remote(req.shape, now=True) if req.spill_ok and req.labels is None else None
+                )
                 if target is not None:
                     actions.append(Spillback(req, *target))
                     continue
@@ -415,6 +448,46 @@ class LocalScheduler:
             if owners:
                 actions.append(Reclaim(owners))
         return actions
+
+    def _label_target(self, req: LeaseRequest) -> str | tuple[str, str] | None:
+        """Where a labeled request goes now: "local" (run or wait here), (node, address) to
+        spill to, or None when no alive node matches its hard expressions and can hold it.
+        A request redirected here that matches here stays (no ping-pong)."""
+        assert req.labels is not None
+        hard, soft = req.labels
+        shape = req.shape
+        local_ok = _labels.matches(self.labels, hard) and res.fits(shape, self.total)
+        if local_ok and not req.spill_ok:
+            return "local"
+        local_now = local_ok and res.fits(shape, self.available)
+        local_soft = local_ok and _labels.matches(self.labels, soft)
+        remote = [
+            (nid, total, avail, address)
+            for nid, (total, avail, address) in sorted(self.cluster.items())
+            if res.fits(shape, total) and _labels.matches(self.cluster_labels.get(nid, {}), hard)
+        ]
+        remote_soft = [r for r in remote if _labels.matches(self.cluster_labels.get(r[0], {}), soft)]
+        tiers: list[tuple[bool, bool, list]] = [
+            (local_now and local_soft, True, remote_soft),
+            (local_now, True, remote),
+            (local_soft, False, remote_soft),
+            (local_ok, False, remote),
+        ]
+        for local, now, candidates in tiers:
+            if local:
+                return "local"
+            best = None
+            for nid, _, avail, address in candidates:
+                if now and not res.fits(shape, avail):
+                    continue
+                free_cpu = avail.get("CPU", 0)
+                if best is None or free_cpu > best[0]:
+                    best = (free_cpu, nid, address)
+            if best is not None:
+                if now:  # count what we send there, so the next request looks elsewhere
+                    res.subtract(self.cluster[best[1]][1], shape)
+                return best[1], best[2]
+        return None
 
     def _pick_gpus(self, need: int) -> dict[int, int] | None:
         """GPU ids for a lease: whole free GPUs, or one id with room for a fraction."""

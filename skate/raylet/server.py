@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from skate import _config, _ids
+from skate import _config, _ids, _labels
 from skate._log_files import log_to_rotating_file
 from skate._procutil import watch_parent_pipe
 from skate._secure_files import open_private_append, read_token
@@ -59,7 +59,8 @@ class Raylet:
         self.arena_path = arena_path(self.session_dir, self.node_id)
         self.store = ObjectStore(self.capacity)
         soft_limit = max(1, int(self.resources.get("CPU", 1)))
-        self.scheduler = LocalScheduler(self.resources, soft_limit, self.node_id)
+        self.labels = _labels.node_labels(self.node_id, json.loads(args.labels or "{}"))
+        self.scheduler = LocalScheduler(self.resources, soft_limit, self.node_id, self.labels)
         self.node_ip = args.node_ip
         self.address = f"unix://{self.session_dir}/sockets/raylet-{self.node_id[:8]}.sock"
         self.clients: dict[str, Connection] = {}
@@ -267,6 +268,7 @@ class Raylet:
             "restored_bytes": self.store.restored_bytes,
             "node_ip": self.node_ip,
             "is_head": bool(self.args.head),
+            "labels": dict(self.labels),
         }
 
     def shutdown(self) -> None:
@@ -488,7 +490,10 @@ class Raylet:
         conn = self.clients.get(request.owner)
         if conn is not None:
             shape = {k: v / 10_000 for k, v in request.shape.items()}
-            conn.notify("infeasible", {"shape": shape, "total": self.resources})
+            payload: dict = {"shape": shape, "total": self.resources}
+            if request.labels:
+                payload["labels"] = _labels.describe(request.labels)
+            conn.notify("infeasible", payload)
 
     def _mark_resources_dirty(self) -> None:
         if not self._resources_dirty:
@@ -578,6 +583,7 @@ class Raylet:
             spill_ok=not p.get("spilled"),
             spread=p.get("strategy") == "SPREAD",
             actor=bool(p.get("actor")),
+            labels=_labels.from_wire(p.get("labels")),
         )
         fut = self.loop.create_future()
         self.lease_futures[req.request_id] = fut
@@ -721,6 +727,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--session-dir", required=True)
     parser.add_argument("--gcs-address", required=True)
     parser.add_argument("--resources", required=True)
+    parser.add_argument("--labels", default="{}", help="the node's custom labels, as JSON")
     parser.add_argument("--object-store-memory", required=True)
     parser.add_argument("--node-id", default="")
     parser.add_argument("--spill-dir", default="")

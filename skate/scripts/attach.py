@@ -37,10 +37,11 @@ def find_sessions(address: str | None = None, shared_only: bool = False) -> list
     return [info for _, info in sorted(found, key=lambda pair: -pair[0])]
 
 
-async def _query(info: dict, want_objects: bool) -> tuple[list[dict], list[dict]]:
+async def _query(info: dict, want_objects: bool) -> tuple[list[dict], list[dict], dict]:
     gcs = await connect(info["gcs_address"], info["token"], name="cli-gcs", timeout=3)
     try:
         nodes = await gcs.call("get_nodes")
+        groups = {} if want_objects else await gcs.call("placement_group_table", {})
         reports = []
         for node in nodes:
             if not node["alive"]:
@@ -53,13 +54,14 @@ async def _query(info: dict, want_objects: bool) -> tuple[list[dict], list[dict]
                     reports.append({"store": await raylet.call("store_stats", {}), "objects": []})
             finally:
                 raylet.close()
-        return nodes, reports
+        return nodes, reports, groups
     finally:
         gcs.close()
 
 
-def query_cluster(address: str | None, want_objects: bool) -> tuple[list[dict], list[dict]]:
-    """(nodes, per-node reports) of the newest reachable cluster; ConnectionError if none."""
+def query_cluster(address: str | None, want_objects: bool) -> tuple[list[dict], list[dict], dict]:
+    """(nodes, per-node reports, placement-group table by id; empty with want_objects) of the
+    newest reachable cluster; ConnectionError if none."""
     errors = []
     for info in find_sessions(address):
         try:

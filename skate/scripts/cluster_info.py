@@ -16,14 +16,14 @@ def _report(verb: str, address: str | None) -> int:
     from skate.scripts.report import format_memory, format_status
 
     try:
-        nodes, reports = query_cluster(address, want_objects=verb == "memory")
+        nodes, reports, groups = query_cluster(address, want_objects=verb == "memory")
     except ConnectionError as exc:
         print(f"skate {verb}: {exc}", file=sys.stderr)
         return 1
     if verb == "memory":
         print(format_memory(reports))
     else:
-        print(format_status(nodes, {r["store"]["node_id"]: r["store"] for r in reports}))
+        print(format_status(nodes, {r["store"]["node_id"]: r["store"] for r in reports}, groups))
     return 0
 
 

@@ -29,6 +29,7 @@ class StartOptions:
     num_cpus: float | None = None
     num_gpus: float | None = None
     resources: str | None = None
+    labels: str | None = None
     object_store_memory: int | None = None
     token: str | None = None
     block: bool = False
@@ -89,6 +90,12 @@ def start(args: StartOptions) -> int:
         custom = json.loads(args.resources) if args.resources else None
     except ValueError as exc:
         raise SystemExit(f"skate start: --resources must be JSON, e.g. '{{\"gpu_a\": 1}}': {exc}") from None
+    from skate._labels import parse_labels_arg
+
+    try:
+        labels = parse_labels_arg(args.labels) if args.labels else {}
+    except (TypeError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="'--labels'") from None
     ip = args.node_ip_address or "127.0.0.1"
     try:
         resources, store = node_resources_for(
@@ -107,6 +114,7 @@ def start(args: StartOptions) -> int:
             gcs_port=args.port,
             shared=True,
             detached=not args.block,
+            labels=labels,
         )
         print(f"Skate head node started: cluster address {node.address} (node {node.node_id[:12]}).")
         print(f"  Add a node on this machine:  skate start --address {node.address}")
@@ -134,6 +142,7 @@ def start(args: StartOptions) -> int:
                 listen_ip=args.listen_address,
                 shared=True,
                 detached=not args.block,
+                labels=labels,
             )
         except RuntimeError as exc:
             raise SystemExit(f"skate start: could not join the cluster at {args.address}: {exc}") from None
@@ -199,6 +208,11 @@ def _kill_private(session: str) -> None:
 @click.option("--num-cpus", type=float, default=None)
 @click.option("--num-gpus", type=float, default=None)
 @click.option("--resources", default=None, help="custom resources as JSON, e.g. '{\"red\": 2}'")
+@click.option(
+    "--labels",
+    default=None,
+    help="node labels, as 'zone=a,disk=ssd' or JSON '{\"zone\": \"a\"}'",
+)
 @click.option("--object-store-memory", type=int, default=None, help="bytes")
 @click.option(
     "--token",

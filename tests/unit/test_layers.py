@@ -34,6 +34,7 @@ LAYERS: dict[str, int] = {
     "skate._log_files": FOUNDATION,
     "skate._options": FOUNDATION,
     "skate._bundles": FOUNDATION,
+    "skate._labels": FOUNDATION,
     "skate._signature": FOUNDATION,
     "skate._runtime_env": FOUNDATION,
     "skate.object_ref": FOUNDATION,

@@ -24,11 +24,15 @@ def group_resources(pg_id: str, index: int, shape: dict[str, int]) -> dict[str, 
 
 
 def rewrite_demand(shape: dict[str, float], pg_id: str, index: int) -> dict[str, float]:
-    """A demand placed in a group: each resource becomes the bundle's (index -1: any bundle of
-    the group), plus a sliver of the bundle marker."""
-    suffix = f"group_{pg_id}" if index < 0 else f"group_{index}_{pg_id}"
-    out = {f"{name}_{suffix}": amount for name, amount in shape.items() if amount}
-    out[f"bundle_{suffix}"] = BUNDLE_SLIVER / UNIT
+    """A demand placed in a group: each resource becomes the group's (index -1: any bundle of
+    the group), plus a sliver of the bundle marker. A demand for bundle `i` takes from both
+    bundle `i`'s and the group-wide names, so work placed in "any bundle" and work placed in
+    a given bundle share one budget and cannot overcommit the group between them."""
+    suffixes = [f"group_{pg_id}"] if index < 0 else [f"group_{index}_{pg_id}", f"group_{pg_id}"]
+    out: dict[str, float] = {}
+    for suffix in suffixes:
+        out.update({f"{name}_{suffix}": amount for name, amount in shape.items() if amount})
+        out[f"bundle_{suffix}"] = BUNDLE_SLIVER / UNIT
     return out
 
 

@@ -36,17 +36,16 @@ def format_memory(reports: list[dict]) -> str:
 def group_usage(total: dict[str, float], available: dict[str, float]) -> dict[str, tuple[float, float]]:
     """Per base resource of one node, (used, reserved) in placement groups. Each committed
     bundle adds `<name>_group_<pg>` (the group's total here) and `<name>_group_<i>_<pg>` (see
-    skate._bundles); a task placed in any bundle holds the first, one placed in bundle i the
-    second, so what is used is the sum of both kinds of use (at most what is reserved)."""
+    skate._bundles); every placed task holds the group-wide name (one placed in bundle i holds
+    both), so the group-wide names alone say what is reserved and what is used."""
     used: dict[str, float] = {}
     reserved: dict[str, float] = {}
     for key, amount in total.items():
         base, sep, rest = key.partition("_group_")
-        if not sep or base == "bundle":  # not a bundle resource, or the placement marker
+        if not sep or base == "bundle" or "_" in rest:  # not a group-wide bundle resource
             continue
         used[base] = used.get(base, 0.0) + amount - available.get(key, 0.0)
-        if "_" not in rest:  # the group-wide name: the reservation itself
-            reserved[base] = reserved.get(base, 0.0) + amount
+        reserved[base] = reserved.get(base, 0.0) + amount
     return {base: (min(used.get(base, 0.0), r), r) for base, r in reserved.items()}
 
 

@@ -28,9 +28,10 @@ def test_group_usage_counts_group_wide_and_per_bundle_use():
         f"bundle_group_0_{PG}": 1000,
         "GPU": 1,
     }
-    available = dict(total, CPU=2, **{f"CPU_group_0_{PG}": 0, f"CPU_group_{PG}": 1.5})
+    available = dict(total, CPU=2, **{f"CPU_group_0_{PG}": 0, f"CPU_group_{PG}": 0.5})
     available[f"bundle_group_0_{PG}"] = 999.999
-    # bundle 0 fully used by a task placed in it, 0.5 used by a task placed in "any bundle"
+    # bundle 0 fully used by a task placed in it (which also holds the group-wide name), 0.5
+    # used by a task placed in "any bundle"
     assert group_usage(total, available) == {"CPU": (1.5, 2)}
     assert group_usage({"CPU": 4}, {"CPU": 4}) == {}
 

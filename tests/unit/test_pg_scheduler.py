@@ -108,7 +108,12 @@ def test_group_resources_and_demand_rewrite_use_rays_names():
         "bundle_group_ab12": 1000 * res.UNIT,
         "bundle_group_1_ab12": 1000 * res.UNIT,
     }
-    assert rewrite_demand({"CPU": 1.0}, "ab12", 1) == {"CPU_group_1_ab12": 1.0, "bundle_group_1_ab12": 0.001}
+    assert rewrite_demand({"CPU": 1.0}, "ab12", 1) == {
+        "CPU_group_1_ab12": 1.0,
+        "bundle_group_1_ab12": 0.001,
+        "CPU_group_ab12": 1.0,  # a given bundle's work also counts against the group-wide budget
+        "bundle_group_ab12": 0.001,
+    }
     assert rewrite_demand({}, "ab12", -1) == {"bundle_group_ab12": 0.001}
 
 

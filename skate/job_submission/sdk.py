@@ -196,7 +196,7 @@ class JobSubmissionClient:
 
         self.get_job_info(job_id)  # a 404 as a clear error, not a failed websocket handshake
         url = self._address.replace("http", "ws", 1) + f"/api/jobs/{job_id}/logs/tail"
-        ssl: Any = None if self._verify is True else False
+        ssl: Any = self._verify is not False
         async with aiohttp.ClientSession(headers=self._headers) as session:
             async with session.ws_connect(url, ssl=ssl) as ws:
                 async for msg in ws:

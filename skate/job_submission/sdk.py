@@ -14,6 +14,7 @@ SKATE_AUTH_TOKEN, else the session of the head on this machine that runs that da
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import urllib.error
@@ -33,7 +34,7 @@ def _local_sessions() -> list[dict]:
     from skate.scripts.attach import find_sessions
 
     try:
-        return [s for s in find_sessions() if s.get("dashboard_url")]
+        return find_sessions()
     except Exception:
         return []
 
@@ -53,7 +54,8 @@ def resolve_address(address: str | None) -> tuple[str, bytes | None]:
     if not isinstance(address, str) or not address.strip():
         raise ValueError(f"address must be a URL such as 'http://127.0.0.1:8265', got {address!r}")
     address = address.strip().rstrip("/")
-    sessions = _local_sessions()
+    every = _local_sessions()
+    sessions = [s for s in every if s.get("dashboard_url")]
     if address == "auto":
         if not sessions:
             raise ConnectionError(
@@ -64,8 +66,13 @@ def resolve_address(address: str | None) -> tuple[str, bytes | None]:
     if address.startswith(("http://", "https://")):
         url = address
     else:
-        for session in sessions:
+        for session in every:
             if session["gcs_address"].replace("tcp://", "") == address.replace("tcp://", ""):
+                if not session.get("dashboard_url"):
+                    raise ConnectionError(
+                        f"the cluster at {address} runs no dashboard, so no job server "
+                        "(its head was started with --include-dashboard false)"
+                    )
                 return session["dashboard_url"], session["token"]
         url = f"http://{address}"
     wanted = _host_port(url)
@@ -127,6 +134,11 @@ class JobSubmissionClient:
                 )
             raise JobSubmissionError(
                 f"Request failed with status code {exc.code}: {detail}", exc.code
+            ) from None
+        except http.client.HTTPException as exc:
+            raise ConnectionError(
+                f"Failed to connect to the Skate job server at {self._address}: it does not speak HTTP "
+                f"({type(exc).__name__}); is this the cluster's address rather than its dashboard's?"
             ) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)

@@ -99,7 +99,7 @@ def init(
 ) -> SkateContext:
     """Start a private local cluster (address=None) and connect this process as its driver.
 
-    With address=None, SKATE_ADDRESS (or RAY_ADDRESS) names a cluster to join instead, as a
+    With address=None or "auto", SKATE_ADDRESS (or RAY_ADDRESS) names a cluster to join, as a
     submitted job's driver finds its cluster; an http(s) address there is a job server's, and
     is ignored here. A private cluster starts the dashboard only with include_dashboard=True.
     """
@@ -116,8 +116,8 @@ def init(
                 "passing in 'ignore_reinit_error=True' or by calling 'skate.shutdown()' first."
             )
         check_namespace(namespace)
-        if address is None:
-            address = _address_from_env()
+        if address in (None, "auto"):  # as Ray: the environment names the cluster first
+            address = _address_from_env() or address
         if runtime_env is None and os.environ.get("SKATE_JOB_RUNTIME_ENV"):
             runtime_env = json.loads(os.environ["SKATE_JOB_RUNTIME_ENV"])  # a submitted job's
         validate_runtime_env(runtime_env)

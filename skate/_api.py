@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import numbers
 import os
@@ -36,7 +37,7 @@ class SkateContext(dict):
     def __init__(self, address_info: dict):
         super().__init__(address_info)
         self.address_info = address_info
-        self.dashboard_url = None
+        self.dashboard_url = address_info.get("webui_url")
 
     @property
     def address(self) -> str:
@@ -89,6 +90,8 @@ def init(
     runtime_env: dict | None = None,
     ignore_reinit_error: bool = False,
     include_dashboard: bool | None = None,
+    dashboard_host: str = "127.0.0.1",
+    dashboard_port: int | None = None,
     log_to_driver: bool = True,
     logging_level: int = logging.INFO,
     _temp_dir: str | None = None,
@@ -96,7 +99,12 @@ def init(
     labels: dict[str, str] | None = None,
     **kwargs: Any,
 ) -> SkateContext:
-    """Start a private local cluster (address=None) and connect this process as its driver."""
+    """Start a private local cluster (address=None) and connect this process as its driver.
+
+    With address=None or "auto", SKATE_ADDRESS (or RAY_ADDRESS) names a cluster to join, as a
+    submitted job's driver finds its cluster; an http(s) address there is a job server's, and
+    is ignored here. A private cluster starts the dashboard only with include_dashboard=True.
+    """
     global _node
     unknown = sorted(k for k in kwargs if not k.startswith("_"))
     if unknown:
@@ -110,6 +118,10 @@ def init(
                 "passing in 'ignore_reinit_error=True' or by calling 'skate.shutdown()' first."
             )
         check_namespace(namespace)
+        if address in (None, "auto"):  # as Ray: the environment names the cluster first
+            address = _address_from_env() or address
+        if runtime_env is None and os.environ.get("SKATE_JOB_RUNTIME_ENV"):
+            runtime_env = json.loads(os.environ["SKATE_JOB_RUNTIME_ENV"])  # a submitted job's
         validate_runtime_env(runtime_env)
         node_labels = check_node_labels(labels, "init(labels=...)")
         if address not in (None, "local"):
@@ -132,6 +144,9 @@ def init(
             temp_dir=_temp_dir,
             system_config=apply_system_config(_system_config),
             labels=node_labels,
+            include_dashboard=bool(include_dashboard),
+            dashboard_host=dashboard_host,
+            dashboard_port=dashboard_port,
         )
         info = {
             "worker_id": _ids.random_id(14).hex(),
@@ -151,6 +166,15 @@ def init(
             raise
         _node = node
         return SkateContext(_address_info())
+
+
+def _address_from_env() -> str | None:
+    """The cluster SKATE_ADDRESS or RAY_ADDRESS names, unless it is a job server's URL."""
+    for var in ("SKATE_ADDRESS", "RAY_ADDRESS"):
+        value = os.environ.get(var, "").strip()
+        if value and not value.startswith(("http://", "https://")):
+            return value
+    return None
 
 
 def _connect_driver(address: str, namespace: str | None, log_to_driver: bool) -> SkateContext:
@@ -235,6 +259,7 @@ def _address_info() -> dict:
         "session_dir": core.session_dir,
         "raylet_socket_name": core.info["raylet_address"],
         "node_ip_address": "127.0.0.1",
+        "webui_url": _node.dashboard_url.replace("http://", "") if _node and _node.dashboard_url else None,
     }
 
 

@@ -369,6 +369,40 @@ def _transfer_metrics(pattern: str, rounds: int, results: list) -> None:
         _report(name, measured[name], results)
 
 
+JOB_METRIC = "job submit to first log line seconds"
+
+
+def _job_metrics(pattern: str, rounds: int, results: list) -> None:
+    """Seconds from `submit_job` to the job's first log line, on a private cluster with its
+    dashboard (the first submission, which also connects the dashboard to the cluster, is a
+    warm-up and not counted). Compare with Ray's `ray job submit` on the same machine."""
+    import sys
+
+    from skate.job_submission import JobSubmissionClient
+
+    if pattern and pattern not in JOB_METRIC:
+        return
+    ctx = skate.init(num_cpus=1, include_dashboard=True)
+    times: list[float] = []
+    try:
+        client = JobSubmissionClient(f"http://{ctx.dashboard_url}")
+        for i in range(rounds + 1):
+            t0 = time.perf_counter()
+            job_id = client.submit_job(entrypoint=f"{sys.executable} -c \"print('first line')\"")
+            while "first line" not in client.get_job_logs(job_id):
+                if time.perf_counter() - t0 > 60:
+                    raise TimeoutError(f"job {job_id} printed nothing in 60 s")
+                time.sleep(0.005)
+            if i:
+                times.append(time.perf_counter() - t0)
+    finally:
+        skate.shutdown()
+    mean = statistics.mean(times)
+    sd = statistics.stdev(times) if len(times) > 1 else 0.0
+    print(f"{JOB_METRIC} {mean:.3f} +- {sd:.3f}", flush=True)
+    results.append((JOB_METRIC, mean, sd))
+
+
 def run(pattern: str = "", seconds: float = 1.0, rounds: int = 3, num_cpus: int | None = None) -> list:
     """Start a local cluster, print every metric matching `pattern`, return (name, mean, sd)."""
     import numpy as np
@@ -437,4 +471,5 @@ def run(pattern: str = "", seconds: float = 1.0, rounds: int = 3, num_cpus: int 
     _placement_group_metrics(kw, num_cpus)
     _spill_metrics(pattern, rounds, results)
     _transfer_metrics(pattern, rounds, results)
+    _job_metrics(pattern, rounds, results)
     return results

@@ -31,6 +31,8 @@ from skate.core_worker.plasma import arena_path
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_DASHBOARD_PORT = 8265
+
 
 def default_temp_root() -> str:
     """Where session directories go: $SKATE_TEMP_DIR, else <system temp>/skate-<uid> (one
@@ -97,6 +99,9 @@ class LocalNode:
         detached: bool = False,
         system_config: SystemConfig | None = None,
         labels: dict[str, str] | None = None,
+        include_dashboard: bool = False,
+        dashboard_host: str = "127.0.0.1",
+        dashboard_port: int | None = None,
     ):
         self.labels = dict(labels or {})  # custom labels (checked by the caller, see skate._labels)
         root = prepare_temp_root(temp_dir)
@@ -122,6 +127,11 @@ class LocalNode:
         self.processes: list[subprocess.Popen] = []
         self.raylet_address = ""
         self.node_id = ""
+        # The dashboard (head only): port None means 8265 if free, else any free port.
+        self.include_dashboard = include_dashboard and head
+        self.dashboard_host = dashboard_host
+        self.dashboard_port = dashboard_port
+        self.dashboard_url = ""
         # Settings from Ray's `_system_config` (see skate._system_config); explicit arguments win.
         self.system_config = system_config or SystemConfig()
         self.spill_dir = spill_dir or self.system_config.spill_dir
@@ -202,8 +212,27 @@ class LocalNode:
                 *(["--head"] if self.head else []),
             ],
         )
+        if self.include_dashboard:
+            procs["dashboard"] = self._spawn(
+                "dashboard",
+                [
+                    "skate.dashboard.main",
+                    "--session-dir",
+                    self.session_dir,
+                    "--gcs-address",
+                    self.gcs_address,
+                    "--host",
+                    self.dashboard_host,
+                    "--port",
+                    str(self._dashboard_port()),
+                    "--logging-level",
+                    level,
+                ],
+            )
         lines = self._read_ready(procs)
         _, self.raylet_address, self.node_id = lines["raylet"].split()
+        if "dashboard" in lines:
+            self.dashboard_url = lines["dashboard"].split()[1]
         info = {
             "gcs_address": self.gcs_address,
             "driver_pid": os.getpid(),
@@ -212,8 +241,19 @@ class LocalNode:
             "detached": self.detached,
             "node_id": self.node_id,
             "pids": [p.pid for p in self.processes],
+            "dashboard_url": self.dashboard_url,
         }
         write_private(os.path.join(self.session_dir, "cluster.json"), json.dumps(info).encode())
+
+    def _dashboard_port(self) -> int:
+        if self.dashboard_port is not None:
+            return self.dashboard_port
+        with socket.socket() as s:
+            try:
+                s.bind((self.dashboard_host, DEFAULT_DASHBOARD_PORT))
+                return DEFAULT_DASHBOARD_PORT
+            except OSError:
+                return _free_port(self.dashboard_host)
 
     @staticmethod
     def _flag(name: str, value: float | None) -> list[str]:

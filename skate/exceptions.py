@@ -313,3 +313,12 @@ class UnsafePathError(SkateError, PermissionError):
     """A file or directory Skate trusts (session root, session, token, spill directory) is a
     symbolic link, belongs to another user, or is open to other users: refused rather than used.
     A PermissionError too, as Python code expects of a path it may not use."""
+
+
+class JobSubmissionError(SkateError, RuntimeError):
+    """The job server refused or failed a request (`status` is its HTTP status: 400 bad input,
+    401 no or wrong token, 404 no such job). A RuntimeError, as Ray's SDK raises."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status

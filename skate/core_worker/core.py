@@ -157,7 +157,14 @@ class CoreWorker:
         if self.mode == "driver":
             job = await self.gcs.call(
                 "register_job",
-                {"driver_id": self.worker_id, "pid": os.getpid(), "namespace": self.namespace},
+                {
+                    "driver_id": self.worker_id,
+                    "pid": os.getpid(),
+                    "namespace": self.namespace,
+                    # A submitted job's driver names its submission (set by its supervisor).
+                    "submission_id": os.environ.get("SKATE_JOB_SUBMISSION_ID"),
+                    "entrypoint": " ".join(sys.argv),
+                },
             )
             self.job_id = job["job_id"]
             self.namespace = job["namespace"]

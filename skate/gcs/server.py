@@ -272,6 +272,8 @@ class GcsServer:
             "driver_id": p["driver_id"],
             "driver_pid": p["pid"],
             "namespace": namespace,
+            "submission_id": p.get("submission_id"),
+            "entrypoint": p.get("entrypoint") or "",
             "start_time": time.time(),
             "is_dead": False,
             "conn": conn,

@@ -24,6 +24,7 @@ VERB_MODULES = (
     "skate.scripts.start_stop",
     "skate.scripts.cluster_info",
     "skate.scripts.microbenchmark",
+    "skate.scripts.job",
 )
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}

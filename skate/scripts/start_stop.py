@@ -34,6 +34,10 @@ class StartOptions:
     token: str | None = None
     block: bool = False
     token_file: str | None = None
+    include_dashboard: bool = True
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int | None = None
+    ray_client_server_port: int | None = None
 
 
 TOKEN_IN_ARGV_WARNING = (
@@ -115,8 +119,15 @@ def start(args: StartOptions) -> int:
             shared=True,
             detached=not args.block,
             labels=labels,
+            include_dashboard=args.include_dashboard,
+            dashboard_host=args.dashboard_host,
+            dashboard_port=args.dashboard_port,
         )
         print(f"Skate head node started: cluster address {node.address} (node {node.node_id[:12]}).")
+        if node.dashboard_url:
+            print(f"  Dashboard and job API:       {node.dashboard_url}")
+            submit = f"skate job submit --address {node.dashboard_url} -- python app.py"
+            print(f"  Submit a job:                {submit}")
         print(f"  Add a node on this machine:  skate start --address {node.address}")
         print(
             f"  Add a node elsewhere:        SKATE_AUTH_TOKEN=$(cat {node.session_dir}/token) "
@@ -227,6 +238,26 @@ def _kill_private(session: str) -> None:
     help="a file (mode 0600, yours) holding the cluster token",
 )
 @click.option("--block", is_flag=True, help="stay in the foreground; Ctrl-C stops the node")
+@click.option(
+    "--include-dashboard",
+    type=click.BOOL,
+    default=True,
+    show_default=True,
+    help="start the dashboard (the job API) with the head",
+)
+@click.option("--dashboard-host", default="127.0.0.1", show_default=True, help="address the dashboard binds")
+@click.option(
+    "--dashboard-port",
+    type=int,
+    default=None,
+    help="the dashboard's port (default 8265, or a free port if taken)",
+)
+@click.option(
+    "--ray-client-server-port",
+    type=int,
+    default=None,
+    help="port of the client server (accepted; the client server comes with the client issue)",
+)
 def start_command(**flags) -> int:
     options = StartOptions(**flags)
     if options.head and options.address:

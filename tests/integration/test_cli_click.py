@@ -11,7 +11,7 @@ import pytest
 from skate.scripts import cli as cli_module
 from tests.integration._cluster_helpers import run_cli, session_dirs, temp_root
 
-VERBS = {"start", "stop", "status", "memory", "microbenchmark"}
+VERBS = {"start", "stop", "status", "memory", "microbenchmark", "job"}
 
 # Every flag of every verb, with a piece of its help text (None: the flag has no help text).
 FLAGS = {
@@ -29,6 +29,7 @@ FLAGS = {
         "--block": "stay in the foreground",
     },
     "stop": {"--force": "kill at once"},
+    "job": {},  # sub-verbs: tests/integration/test_jobs_cli.py
     "status": {"--address": "GCS address host:port"},
     "memory": {"--address": "GCS address host:port"},
     "microbenchmark": {

@@ -57,11 +57,15 @@ LAYERS: dict[str, int] = {
     "skate.gcs.placement": STATE_MACHINES,
     "skate.gcs.kv_store": STATE_MACHINES,
     "skate.gcs.pg_scheduler": STATE_MACHINES,
+    "skate._job_state": STATE_MACHINES,
     # I/O shells: processes and the core worker
     "skate.core_worker": SHELLS,
     "skate.raylet": SHELLS,
     "skate.gcs": SHELLS,
     "skate._node": SHELLS,
+    # the dashboard is a process of its own, like the GCS and the raylet: its server is a shell;
+    # its entry point and route modules use the public API (the job manager is a driver)
+    "skate.dashboard": SHELLS,
     # public API, tools and the command line
     "skate": API,
     "skate._api": API,
@@ -74,6 +78,9 @@ LAYERS: dict[str, int] = {
     "skate.cluster_utils": API,
     "skate.scripts": API,
     "skate._microbenchmark": API,
+    "skate.job_submission": API,
+    "skate.dashboard.main": API,
+    "skate.dashboard.modules": API,
     # The worker template preloads everything a forked worker may touch, the public API
     # included: an entry point, at the top like the other programs.
     "skate.raylet.zygote": API,

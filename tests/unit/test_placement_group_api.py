@@ -69,7 +69,16 @@ def test_demand_is_rewritten_to_the_bundle_resources():
     pid = pg.id.hex()
     strategy = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=1)
     shapes, wire = resolve_placement_group({"scheduling_strategy": strategy}, [{"CPU": 1, "GPU": 1}])
-    assert shapes == [{f"CPU_group_1_{pid}": 1, f"GPU_group_1_{pid}": 1, f"bundle_group_1_{pid}": 0.001}]
+    assert shapes == [
+        {
+            f"CPU_group_1_{pid}": 1,
+            f"GPU_group_1_{pid}": 1,
+            f"bundle_group_1_{pid}": 0.001,
+            f"CPU_group_{pid}": 1,  # and from the group-wide budget, shared with any-bundle work
+            f"GPU_group_{pid}": 1,
+            f"bundle_group_{pid}": 0.001,
+        }
+    ]
     assert wire == [pid, 1, False, [{"CPU": 2}, {"CPU": 1, "GPU": 1}]]
     shapes, wire = resolve_placement_group({"placement_group": pg}, [{"CPU": 2}])  # legacy options
     assert shapes == [{f"CPU_group_{pid}": 2, f"bundle_group_{pid}": 0.001}]

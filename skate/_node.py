@@ -96,6 +96,7 @@ class LocalNode:
         shared: bool = False,
         detached: bool = False,
         system_config: SystemConfig | None = None,
+        client_server_port: int | None = None,
     ):
         root = prepare_temp_root(temp_dir)
         stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
@@ -118,6 +119,8 @@ class LocalNode:
         self.shared = shared
         self.detached = detached
         self.processes: list[subprocess.Popen] = []
+        self.client_server_port = client_server_port if head else None
+        self.client_server_address = ""  # tcp://host:port of the client server, when it runs
         self.raylet_address = ""
         self.node_id = ""
         # Settings from Ray's `_system_config` (see skate._system_config); explicit arguments win.
@@ -198,8 +201,25 @@ class LocalNode:
                 *(["--head"] if self.head else []),
             ],
         )
+        if self.client_server_port:  # remote drivers' door (skate.client.server)
+            procs["client_server"] = self._spawn(
+                "client_server",
+                [
+                    "skate.client.server",
+                    "--session-dir",
+                    self.session_dir,
+                    "--gcs-address",
+                    self.gcs_address,
+                    "--address",
+                    f"tcp://{self.listen_ip or self.node_ip}:{self.client_server_port}",
+                    "--logging-level",
+                    level,
+                ],
+            )
         lines = self._read_ready(procs)
         _, self.raylet_address, self.node_id = lines["raylet"].split()
+        if "client_server" in lines:
+            self.client_server_address = lines["client_server"].split()[1]
         info = {
             "gcs_address": self.gcs_address,
             "driver_pid": os.getpid(),
@@ -208,6 +228,7 @@ class LocalNode:
             "detached": self.detached,
             "node_id": self.node_id,
             "pids": [p.pid for p in self.processes],
+            "client_server_address": self.client_server_address,
         }
         write_private(os.path.join(self.session_dir, "cluster.json"), json.dumps(info).encode())
 

@@ -313,3 +313,8 @@ class UnsafePathError(SkateError, PermissionError):
     """A file or directory Skate trusts (session root, session, token, spill directory) is a
     symbolic link, belongs to another user, or is open to other users: refused rather than used.
     A PermissionError too, as Python code expects of a path it may not use."""
+
+
+class AuthenticationError(SkateError, ConnectionError):
+    """A server refused this process's cluster token (or could not prove it holds the token):
+    a ConnectionError too, as Python code expects of a connection that could not be made."""

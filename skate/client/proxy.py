@@ -71,6 +71,11 @@ class Proxy:
             "wait": self._wait,
             "gcs": self._gcs,
             "get_named": self._get_named,
+            "stats": lambda p: {
+                "held": len(self.held),
+                "uploads": len(self.uploads),
+                "downloads": len(self.downloads),
+            },
         }
         self.handlers: dict[str, Any] = {}
         for name, fn in ordered.items():

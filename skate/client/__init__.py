@@ -122,7 +122,7 @@ class ClientBuilder:
         address = address or os.environ.get("SKATE_ADDRESS") or os.environ.get("RAY_ADDRESS")
         if not address:
             raise ValueError("skate.client() needs an address such as 'skate://head:10001'")
-        self._address: str = address if is_client_address(address) else "skate://" + address
+        self._address: str = address if "://" in address else "skate://" + address
         parse_client_address(self._address)
         self._namespace: str | None = None
         self._runtime_env: dict | None = None

@@ -192,12 +192,6 @@ class ClientCore:
             return
         if context.current is self:
             context.current = None
-        try:
-            self._send_releases()
-            if self._conn is not None and not self._conn.closed:
-                self.run(self._conn.call("disconnect", None), timeout=5)
-        except Exception:
-            pass
         self.stopped = True
         self._stop_loop()
 
@@ -207,8 +201,11 @@ class ClientCore:
             return
 
         async def close() -> None:
-            if self._conn is not None:
-                self._conn.close("disconnect")
+            conn = self._conn
+            if conn is not None and not conn.closed:
+                # The proxy ends the session at once (no grace period); close() flushes this.
+                conn.notify("fwd_notify", ["disconnect", None])
+                conn.close("disconnect")
             await asyncio.sleep(0)
 
         try:

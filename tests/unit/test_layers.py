@@ -78,6 +78,7 @@ LAYERS: dict[str, int] = {
     "skate.cluster_utils": API,
     "skate.scripts": API,
     "skate._microbenchmark": API,
+    "skate._client_microbenchmark": API,
     "skate.client": API,  # the builder and connect (the package's __init__)
     "skate.client.proxy": API,  # a client session's driver process: uses the public API
     # The worker template preloads everything a forked worker may touch, the public API

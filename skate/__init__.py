@@ -34,11 +34,12 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(["ActorID", "JobID", "NodeID", "TaskID", "WorkerID"], "skate._id_types"),
     **dict.fromkeys(["ActorClass", "ActorHandle"], "skate.actor"),
     "ObjectRef": "skate.object_ref",
+    "ClientBuilder": "skate.client",
     "ObjectID": "skate.object_ref",  # Ray's older name for ObjectRef, kept as an alias
     "RemoteFunction": "skate.remote_function",
     **dict.fromkeys(["RuntimeContext", "get_runtime_context"], "skate.runtime_context"),
 }
-_SUBMODULES = ("actor", "exceptions", "util")
+_SUBMODULES = ("actor", "client", "exceptions", "util")
 
 
 def __getattr__(name: str) -> _typing.Any:
@@ -58,7 +59,7 @@ def __dir__() -> list[str]:
 
 
 if _typing.TYPE_CHECKING:  # what type checkers and IDEs see
-    from skate import actor, exceptions, util
+    from skate import actor, client, exceptions, util
     from skate._api import (
         RayContext,
         SkateContext,
@@ -80,6 +81,7 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs see
     )
     from skate._id_types import ActorID, JobID, NodeID, TaskID, WorkerID
     from skate.actor import ActorClass, ActorHandle
+    from skate.client import ClientBuilder
     from skate.object_ref import ObjectRef
     from skate.object_ref import ObjectRef as ObjectID
     from skate.remote_function import RemoteFunction
@@ -91,6 +93,7 @@ __all__ = [
     "ActorClass",
     "ActorHandle",
     "ActorID",
+    "ClientBuilder",
     "JobID",
     "NodeID",
     "ObjectID",
@@ -105,6 +108,7 @@ __all__ = [
     "actor",
     "available_resources",
     "cancel",
+    "client",
     "cluster_resources",
     "exceptions",
     "get",

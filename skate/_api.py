@@ -22,6 +22,7 @@ from skate._node import LocalNode
 from skate._options import check_namespace, check_resources
 from skate._runtime_env import validate_runtime_env
 from skate._system_config import apply_system_config
+from skate.client.address import is_client_address
 from skate.core_worker import context
 from skate.core_worker.core import CoreWorker
 from skate.object_ref import ObjectRef
@@ -109,6 +110,10 @@ def init(
     unknown = sorted(k for k in kwargs if not k.startswith("_"))
     if unknown:
         raise TypeError(f"init() got unexpected keyword argument(s) {unknown}")
+    if isinstance(address, str) and is_client_address(
+        address
+    ):  # a remote driver through the head's client server
+        return _connect_client(address, namespace, runtime_env, ignore_reinit_error, kwargs)
     with _lock:
         if context.current is not None:
             if ignore_reinit_error:
@@ -177,14 +182,31 @@ def _address_from_env() -> str | None:
     return None
 
 
+def _connect_client(
+    address: str, namespace: str | None, runtime_env: dict | None, ignore_reinit_error: bool, extra: dict
+) -> Any:
+    """`init("skate://host:port")` or `init("ray://host:port")`: see skate.client."""
+    from skate.client import connect_client
+
+    check_namespace(namespace)
+    validate_runtime_env(runtime_env)
+    with _lock:
+        return connect_client(
+            address,
+            namespace=namespace,
+            runtime_env=runtime_env,
+            metadata=extra.get("_metadata"),
+            connect_timeout=extra.get("_connect_timeout"),
+            ignore_reinit_error=ignore_reinit_error,
+        )
+
+
 def _connect_driver(address: str, namespace: str | None, log_to_driver: bool) -> SkateContext:
     """Join a running cluster as a driver: find its token and a raylet on this machine."""
     from skate.scripts.attach import find_sessions, local_raylet
 
     if not isinstance(address, str):
         raise TypeError(f"address must be a str such as 'auto' or 'host:port', got {address!r}")
-    if address.startswith(("ray://", "skate://")):
-        raise ConnectionError(f"client connections ({address}) are not supported yet")
     auto = address == "auto"
     sessions = find_sessions(None if auto else address, shared_only=auto)
     token_env = os.environ.get("SKATE_AUTH_TOKEN")

@@ -102,6 +102,7 @@ class LocalNode:
         include_dashboard: bool = False,
         dashboard_host: str = "127.0.0.1",
         dashboard_port: int | None = None,
+        client_server_port: int | None = None,
     ):
         self.labels = dict(labels or {})  # custom labels (checked by the caller, see skate._labels)
         root = prepare_temp_root(temp_dir)
@@ -125,6 +126,8 @@ class LocalNode:
         self.shared = shared
         self.detached = detached
         self.processes: list[subprocess.Popen] = []
+        self.client_server_port = client_server_port if head else None
+        self.client_server_address = ""  # tcp://host:port of the client server, when it runs
         self.raylet_address = ""
         self.node_id = ""
         # The dashboard (head only): port None means 8265 if free, else any free port.
@@ -229,10 +232,27 @@ class LocalNode:
                     level,
                 ],
             )
+        if self.client_server_port:  # remote drivers' door (skate.client.server)
+            procs["client_server"] = self._spawn(
+                "client_server",
+                [
+                    "skate.client.server",
+                    "--session-dir",
+                    self.session_dir,
+                    "--gcs-address",
+                    self.gcs_address,
+                    "--address",
+                    f"tcp://{self.listen_ip or self.node_ip}:{self.client_server_port}",
+                    "--logging-level",
+                    level,
+                ],
+            )
         lines = self._read_ready(procs)
         _, self.raylet_address, self.node_id = lines["raylet"].split()
         if "dashboard" in lines:
             self.dashboard_url = lines["dashboard"].split()[1]
+        if "client_server" in lines:
+            self.client_server_address = lines["client_server"].split()[1]
         info = {
             "gcs_address": self.gcs_address,
             "driver_pid": os.getpid(),
@@ -242,6 +262,7 @@ class LocalNode:
             "node_id": self.node_id,
             "pids": [p.pid for p in self.processes],
             "dashboard_url": self.dashboard_url,
+            "client_server_address": self.client_server_address,
         }
         write_private(os.path.join(self.session_dir, "cluster.json"), json.dumps(info).encode())
 

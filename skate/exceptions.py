@@ -322,3 +322,8 @@ class JobSubmissionError(SkateError, RuntimeError):
     def __init__(self, message: str, status: int | None = None):
         super().__init__(message)
         self.status = status
+
+
+class AuthenticationError(SkateError, ConnectionError):
+    """A server refused this process's cluster token (or could not prove it holds the token):
+    a ConnectionError too, as Python code expects of a connection that could not be made."""

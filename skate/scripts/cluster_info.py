@@ -24,7 +24,19 @@ def _report(verb: str, address: str | None) -> int:
         print(format_memory(reports))
     else:
         print(format_status(nodes, {r["store"]["node_id"]: r["store"] for r in reports}, groups))
+        print(_client_server_line(address))
     return 0
+
+
+def _client_server_line(address: str | None) -> str:
+    """Where remote drivers connect (skate:// and ray://), as the head's session records it."""
+    from skate.scripts.attach import find_sessions
+
+    for session in find_sessions(address):
+        client = session.get("client_server_address")
+        if client:
+            return f"Client server\n  {client.replace('tcp://', 'skate://')} (ray:// works too)"
+    return "Client server\n  not running"
 
 
 @click.command("memory", cls=Command, help="objects and store use of a running cluster")

@@ -13,9 +13,11 @@ from skate.scripts._click import Command
 @click.option("--rounds", type=int, default=3, help="timed rounds per metric")
 @click.option("--num-cpus", type=int, default=None, help="CPUs of the local cluster")
 def microbenchmark(name_filter: str, seconds: float, rounds: int, num_cpus: int | None) -> int:
-    from skate import _microbenchmark
+    from skate import _client_microbenchmark, _microbenchmark
 
-    _microbenchmark.run(name_filter, seconds, rounds, num_cpus)
+    results = _microbenchmark.run(name_filter, seconds, rounds, num_cpus)
+    kw = dict(seconds=seconds, rounds=rounds, pattern=name_filter, results=results)
+    _client_microbenchmark.run_client_metrics(kw, num_cpus)
     return 0
 
 

@@ -37,7 +37,8 @@ class StartOptions:
     include_dashboard: bool = True
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int | None = None
-    ray_client_server_port: int | None = None
+    client_server_port: int | None = None  # None: the default, 10001, if it is free
+    ray_client_server_port: int | None = None  # Ray's spelling of the same
 
 
 TOKEN_IN_ARGV_WARNING = (
@@ -77,13 +78,34 @@ def _token_for(address: str, explicit: str | None, token_file: str | None = None
     )
 
 
-def _check_port_free(host: str, port: int) -> None:
+def _check_port_free(host: str, port: int, flag: str = "--port") -> None:
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the GCS binds: TIME_WAIT is fine
         try:
             s.bind((host, port))
         except OSError as exc:
-            raise SystemExit(f"skate start: port {port} on {host} is not free ({exc}); use --port") from None
+            raise SystemExit(f"skate start: port {port} on {host} is not free ({exc}); use {flag}") from None
+
+
+def _client_server_port(args: StartOptions, host: str) -> int | None:
+    """The client server's port: the one asked for (which must be free), else 10001 when free
+    (another head on this machine may hold it: then this one runs without a client server)."""
+    from skate.client.address import DEFAULT_CLIENT_PORT
+
+    explicit = args.client_server_port or args.ray_client_server_port
+    if explicit:
+        _check_port_free(host, explicit, "--ray-client-server-port")
+        return explicit
+    try:
+        _check_port_free(host, DEFAULT_CLIENT_PORT, "--ray-client-server-port")
+    except SystemExit:
+        click.echo(
+            f"skate start: warning: port {DEFAULT_CLIENT_PORT} is taken; no client server started "
+            "(give --ray-client-server-port)",
+            err=True,
+        )
+        return None
+    return DEFAULT_CLIENT_PORT
 
 
 def start(args: StartOptions) -> int:
@@ -109,6 +131,7 @@ def start(args: StartOptions) -> int:
         raise SystemExit(f"skate start: {exc}") from None
     if args.head:
         _check_port_free(args.listen_address or ip, args.port)
+        client_port = _client_server_port(args, args.listen_address or ip)
         node = LocalNode(
             resources=resources,
             object_store_memory=store,
@@ -122,6 +145,7 @@ def start(args: StartOptions) -> int:
             include_dashboard=args.include_dashboard,
             dashboard_host=args.dashboard_host,
             dashboard_port=args.dashboard_port,
+            client_server_port=client_port,
         )
         print(f"Skate head node started: cluster address {node.address} (node {node.node_id[:12]}).")
         if node.dashboard_url:
@@ -135,6 +159,9 @@ def start(args: StartOptions) -> int:
         )
         driver = f'skate.init(address="auto")  or  skate.init(address="{node.address}")'
         print(f"  Connect a driver:            {driver}")
+        if node.client_server_address:
+            port = node.client_server_address.rpartition(":")[2]
+            print(f'  Connect from another machine: skate.init("skate://<this host>:{port}")')
         print("  Stop every node here:        skate stop")
     else:
         if not args.address:
@@ -253,11 +280,12 @@ def _kill_private(session: str) -> None:
     help="the dashboard's port (default 8265, or a free port if taken)",
 )
 @click.option(
-    "--ray-client-server-port",
+    "--client-server-port",
     type=int,
     default=None,
-    help="port of the client server (accepted; the client server comes with the client issue)",
+    help="port of the client server for skate:// and ray:// drivers (head only; default 10001)",
 )
+@click.option("--ray-client-server-port", type=int, default=None, help="Ray's name for --client-server-port")
 def start_command(**flags) -> int:
     options = StartOptions(**flags)
     if options.head and options.address:

@@ -42,6 +42,8 @@ LAYERS: dict[str, int] = {
     "skate.util.scheduling_strategies": FOUNDATION,
     "skate.core_worker.context": FOUNDATION,
     "skate.core_worker.call_context": FOUNDATION,
+    "skate.client.address": FOUNDATION,
+    "skate.client.transfer": FOUNDATION,
     # pure state machines: decisions with no I/O
     "skate.core_worker.reference_counter": STATE_MACHINES,
     "skate.core_worker.memory_store": STATE_MACHINES,
@@ -58,6 +60,7 @@ LAYERS: dict[str, int] = {
     "skate.gcs.kv_store": STATE_MACHINES,
     "skate.gcs.pg_scheduler": STATE_MACHINES,
     "skate._job_state": STATE_MACHINES,
+    "skate.client.refs": STATE_MACHINES,
     # I/O shells: processes and the core worker
     "skate.core_worker": SHELLS,
     "skate.raylet": SHELLS,
@@ -66,6 +69,8 @@ LAYERS: dict[str, int] = {
     # the dashboard is a process of its own, like the GCS and the raylet: its server is a shell;
     # its entry point and route modules use the public API (the job manager is a driver)
     "skate.dashboard": SHELLS,
+    "skate.client.core": SHELLS,  # the client process's stand-in for the core worker
+    "skate.client.server": SHELLS,  # the client server process on the head
     # public API, tools and the command line
     "skate": API,
     "skate._api": API,
@@ -81,6 +86,9 @@ LAYERS: dict[str, int] = {
     "skate.job_submission": API,
     "skate.dashboard.main": API,
     "skate.dashboard.modules": API,
+    "skate._client_microbenchmark": API,
+    "skate.client": API,  # the builder and connect (the package's __init__)
+    "skate.client.proxy": API,  # a client session's driver process: uses the public API
     # The worker template preloads everything a forked worker may touch, the public API
     # included: an entry point, at the top like the other programs.
     "skate.raylet.zygote": API,

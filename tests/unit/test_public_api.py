@@ -78,9 +78,6 @@ RAY_ALL = [
 NOT_YET = {
     # Placement groups: issue 13.
     "PlacementGroupID": "placement groups, issue 13",
-    # Remote drivers through the client port: issue 15.
-    "client": "Ray Client (ray://), issue 15",
-    "ClientBuilder": "Ray Client (ray://), issue 15",
     # Observability: issue 17.
     "timeline": "chrome-tracing timeline of tasks, observability issue 17",
     "show_in_dashboard": "dashboard messages, observability issue 17 (there is no dashboard yet)",

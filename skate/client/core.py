@@ -1,0 +1,479 @@
+"""ClientCore: the core worker of a client process, forwarding every call to a proxy driver.
+
+The public API reaches the core worker only through `context.current`; a client sets it to a
+ClientCore, which has the same surface the API uses (submitter, actor_submitter, objects,
+functions, refs, request to the GCS...) and carries each call over one authenticated
+connection to the client server on the head, which hands it to this client's own proxy
+driver there (`skate.client.proxy`). Nothing of the cluster runs in the client's process.
+
+Every call waits for its reply, so what the user sees is ordered as the calls were made.
+Refs the client holds are counted here (`refs.ClientRefTable`); the ones it drops are
+released on the proxy in batches. A connection that drops is opened again, with the same
+session, at the next call; within the server's grace period the session kept everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import pickle
+import threading
+import time
+from typing import Any
+
+from skate._serialization import KIND_ERROR, serialize
+from skate.client.refs import ClientRefTable
+from skate.client.transfer import CHUNK_BYTES, INLINE_BYTES, WINDOW, chunk_plan, inline_form, load, parts_of
+from skate.core_worker import context
+from skate.exceptions import AuthenticationError, RaySystemError
+from skate.object_ref import ObjectRef
+from skate.protocol import ConnectionClosed, RemoteError, connect
+
+logger = logging.getLogger(__name__)
+
+RELEASE_INTERVAL_S = 0.05
+DEFAULT_CONNECT_TIMEOUT_S = float(os.environ.get("SKATE_CLIENT_CONNECT_TIMEOUT_S", "30"))
+
+
+class _GcsStub:
+    """Stands for the GCS connection: `core.request(core.gcs, ...)` goes through the proxy."""
+
+    def __repr__(self) -> str:
+        return "<GCS through the client>"
+
+
+class ClientCore:
+    """The client's stand-in for CoreWorker (see the module docstring)."""
+
+    mode = "client"
+
+    def __init__(
+        self,
+        address: str,
+        tcp_address: str,
+        token: bytes,
+        *,
+        namespace: str | None = None,
+        runtime_env: dict | None = None,
+        metadata: list | None = None,
+        connect_timeout: float | None = None,
+    ):
+        self.client_address = address  # as the user wrote it, for messages
+        self.tcp_address = tcp_address
+        self.token = token
+        self.connect_timeout = DEFAULT_CONNECT_TIMEOUT_S if connect_timeout is None else connect_timeout
+        self._hello = {"namespace": namespace, "runtime_env": runtime_env, "metadata": metadata or []}
+        self.session: str | None = None
+        self.stopped = False
+        self.info: dict = {}
+        self.worker_id = self.node_id = self.job_id = ""
+        self.namespace = namespace
+        self.session_dir = None
+        self.owner_address: tuple = ("", "")
+        self.owner_address_list: list = ["", ""]
+        self.actor_id = self.actor_name = None
+        self.actor_reconstructed = False
+        self.assigned_resources: dict[str, float] = {}
+        self.gpu_ids: list[int] = []
+        self.gcs = _GcsStub()
+        self.refs = ClientRefTable()
+        self.objects = _Objects(self)
+        self.functions = _Functions(self)
+        self.submitter = _Submitter(self)
+        self.actor_submitter = _ActorSubmitter(self)
+        self.ownership = _Ownership()
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self._thread: threading.Thread | None = None
+        self._conn: Any = None
+        self._conn_lock: asyncio.Lock | None = None
+        self._next_transfer = 0
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        """Connect (retrying until the connect timeout) and open this client's session."""
+        ready: concurrent.futures.Future = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=self._run_loop, args=(ready,), name="skate-client", daemon=True
+        )
+        self._thread.start()
+        self.loop = ready.result()
+        try:
+            asyncio.run_coroutine_threadsafe(self._ensure_connected(first=True), self.loop).result()
+        except BaseException:
+            self._stop_loop()
+            raise
+        context.current = self
+
+    def _run_loop(self, ready: concurrent.futures.Future) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._conn_lock = asyncio.Lock()
+        ready.set_result(loop)
+        loop.call_later(RELEASE_INTERVAL_S, self._release_tick)
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    async def _ensure_connected(self, first: bool = False) -> Any:
+        assert self._conn_lock is not None
+        async with self._conn_lock:
+            if self._conn is not None and not self._conn.closed:
+                return self._conn
+            if self.stopped:
+                raise RaySystemError("the client has been disconnected")
+            conn = await self._open(first)
+            payload = dict(self._hello, session=self.session)
+            try:
+                reply = await conn.call("connect", payload)
+            except RemoteError as exc:
+                conn.close("connect refused")
+                raise ConnectionError(
+                    f"the client server at {self.client_address} refused the session: {exc.message}"
+                ) from None
+            self._conn = conn
+            self._adopt(reply)
+            return conn
+
+    async def _open(self, first: bool) -> Any:
+        deadline = time.monotonic() + self.connect_timeout
+        last: BaseException | None = None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                return await connect(
+                    self.tcp_address,
+                    self.token,
+                    {},
+                    name="client",
+                    on_close=self._on_close,
+                    timeout=min(remaining, 10.0),
+                )
+            except ConnectionClosed as exc:
+                if "authentication" in str(exc) or "token" in str(exc):
+                    raise AuthenticationError(
+                        f"the client server at {self.client_address} refused this client's cluster token "
+                        f"({exc}); set SKATE_AUTH_TOKEN to the cluster's token"
+                    ) from None
+                last = exc
+            except (OSError, asyncio.TimeoutError) as exc:
+                last = exc
+            await asyncio.sleep(min(0.5, max(deadline - time.monotonic(), 0)))
+        what = "connect to" if first else "reconnect to"
+        raise ConnectionError(
+            f"could not {what} the Skate client server at {self.client_address} within "
+            f"{self.connect_timeout:g} s: {last!r}"
+        )
+
+    def _adopt(self, reply: dict) -> None:
+        self.session = reply["session"]
+        info = reply["info"]
+        self.info = info
+        self.worker_id = info["worker_id"]
+        self.node_id = info["node_id"]
+        self.job_id = info["job_id"]
+        self.namespace = info["namespace"]
+        self.owner_address = tuple(info["owner_address"])
+        self.owner_address_list = list(self.owner_address)
+
+    def _on_close(self, conn: Any) -> None:
+        if not self.stopped:
+            logger.warning(
+                "lost the connection to the client server at %s: %s", self.client_address, conn.close_reason
+            )
+
+    def stop(self) -> None:
+        """Disconnect: the session ends at once (no grace period), its job with it."""
+        if self.stopped:
+            return
+        if context.current is self:
+            context.current = None
+        self.stopped = True
+        self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        loop = self.loop
+        if loop is None or not loop.is_running():
+            return
+
+        async def close() -> None:
+            conn = self._conn
+            if conn is not None and not conn.closed:
+                # The proxy ends the session at once (no grace period); close() flushes this.
+                conn.notify("fwd_notify", ["disconnect", None])
+                conn.close("disconnect")
+            await asyncio.sleep(0)
+
+        try:
+            asyncio.run_coroutine_threadsafe(close(), loop).result(5)
+        except Exception:
+            pass
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(5)
+
+    # -- calls --------------------------------------------------------------------------
+    def run(self, awaitable: Any, timeout: float | None = None) -> Any:
+        if self.stopped:
+            if asyncio.iscoroutine(awaitable):
+                awaitable.close()
+            raise RaySystemError("the client has been disconnected (skate.shutdown())")
+        return asyncio.run_coroutine_threadsafe(awaitable, self.loop).result(timeout)
+
+    async def acall(self, method: str, payload: Any = None) -> Any:
+        """Call the proxy's `method` (on the loop); raises what the proxy raised."""
+        conn = await self._ensure_connected()
+        self._send_releases()
+        try:
+            ok, value = await conn.call("fwd", [method, payload])
+        except ConnectionClosed as exc:
+            raise ConnectionError(
+                f"the connection to the client server at {self.client_address} was lost during "
+                f"{method}: {exc}"
+            ) from None
+        except RemoteError as exc:
+            raise ConnectionError(
+                f"the client server at {self.client_address} failed {method}: {exc}"
+            ) from None
+        if ok:
+            return value
+        raise _load_error(value)
+
+    def call(self, method: str, payload: Any = None) -> Any:
+        return self.run(self.acall(method, payload))
+
+    def notify(self, method: str, payload: Any = None) -> None:
+        async def send() -> None:
+            conn = await self._ensure_connected()
+            conn.notify("fwd_notify", [method, payload])
+
+        self.run(send())
+
+    def request(self, conn: Any, method: str, payload: Any = None, timeout: float | None = None) -> Any:
+        """A request to the GCS, made by the proxy for this client."""
+        if conn is not self.gcs:
+            raise RaySystemError(f"a client can only reach the cluster through its proxy, not {conn!r}")
+        return self.run(self.acall("gcs", {"m": method, "p": payload}), timeout)
+
+    def post(self, fn: Any, *args: Any) -> None:
+        """The API posts some calls to the core worker's loop; a client just makes them."""
+        fn(*args)
+
+    def flush(self, timeout: float = 2.0) -> None:
+        try:
+            self.run(self._flush(), timeout)
+        except Exception:
+            pass
+
+    async def _flush(self) -> None:
+        self._send_releases()
+
+    # -- releases -----------------------------------------------------------------------
+    def _release_tick(self) -> None:
+        if self.stopped:
+            return
+        try:
+            self._send_releases()
+        finally:
+            self.loop.call_later(RELEASE_INTERVAL_S, self._release_tick)
+
+    def _send_releases(self) -> None:
+        conn = self._conn
+        if conn is None or conn.closed:
+            return  # kept in the table until the connection is back
+        releases = self.refs.take_releases()
+        if releases:
+            conn.notify("fwd_notify", ["release", releases])
+
+    # -- values -------------------------------------------------------------------------
+    async def send_value(self, value: Any) -> dict:
+        """The wire form of a value: inline, or uploaded in chunks first (see transfer)."""
+        parts = parts_of(serialize(value))
+        size = sum(p.nbytes for p in parts)
+        if size <= INLINE_BYTES:
+            return inline_form(parts)
+        self._next_transfer += 1
+        tid = f"u{self._next_transfer}"
+        sizes = [p.nbytes for p in parts]
+        await self.acall("upload_begin", {"t": tid, "s": sizes})
+        plan = chunk_plan(sizes, CHUNK_BYTES)
+        sem = asyncio.Semaphore(WINDOW)
+
+        async def one(part: int, off: int, n: int) -> None:
+            async with sem:
+                await self.acall(
+                    "upload", {"t": tid, "p": part, "o": off, "d": bytes(parts[part][off : off + n])}
+                )
+
+        await asyncio.gather(*(one(*c) for c in plan))
+        return {"t": tid}
+
+    async def receive_value(self, reply: dict) -> Any:
+        """Decode a value the proxy sent (downloading it first if it was streamed)."""
+        shipped = reply.get("r") or []
+        self.refs.arrived(shipped)
+        form = reply["v"]
+        if "t" in form:
+            sizes = form["s"]
+            buffers = [bytearray(n) for n in sizes]
+            sem = asyncio.Semaphore(WINDOW)
+
+            async def one(part: int, off: int, n: int) -> None:
+                async with sem:
+                    data = await self.acall("download", {"t": form["t"], "p": part, "o": off, "n": n})
+                    buffers[part][off : off + n] = data
+
+            try:
+                await asyncio.gather(*(one(*c) for c in chunk_plan(sizes, CHUNK_BYTES)))
+            finally:
+                await self.acall("download_end", {"t": form["t"]})
+            inband, bufs = buffers[0], buffers[1:]
+        else:
+            inband, bufs = form["i"], form["b"]
+        value = load(inband, bufs)
+        self.refs.settle(shipped)
+        if reply.get("k") == KIND_ERROR:
+            raise value if isinstance(value, BaseException) else RaySystemError(repr(value))
+        return value
+
+    def new_refs(self, ids: list[bytes]) -> list[ObjectRef]:
+        """Refs the proxy minted for this client (it holds one for each)."""
+        self.refs.arrived(ids)
+        return [ObjectRef(oid, None, self) for oid in ids]
+
+
+def _load_error(blob: bytes) -> BaseException:
+    try:
+        exc = pickle.loads(blob)
+    except Exception as exc_load:
+        return RaySystemError(f"the proxy failed with an error the client cannot load: {exc_load!r}")
+    return exc if isinstance(exc, BaseException) else RaySystemError(repr(exc))
+
+
+class _Ownership:
+    """A client borrows nothing itself: its proxy registers every borrow."""
+
+    def register_borrows(self) -> None:
+        pass
+
+
+class _Functions:
+    def __init__(self, core: ClientCore):
+        self.core = core
+        self._exported: set[bytes] = set()
+
+    def export(self, key: bytes, data: bytes) -> None:
+        if key in self._exported:
+            return
+        self._exported.add(key)
+        self.core.notify("export", {"key": key, "data": data})
+
+
+class _Objects:
+    def __init__(self, core: ClientCore):
+        self.core = core
+
+    def put(self, value: Any) -> ObjectRef:
+        core = self.core
+
+        async def go() -> bytes:
+            form = await core.send_value(value)
+            return await core.acall("put", {"v": form})
+
+        return core.new_refs([core.run(go())])[0]
+
+    def get(self, refs: list, timeout: float | None = None) -> list:
+        core = self.core
+
+        async def go() -> Any:
+            reply = await core.acall("get", {"ids": [r._id for r in refs], "timeout": timeout})
+            return await core.receive_value(reply)
+
+        return core.run(go())
+
+    def wait(self, refs: list, num_returns: int, timeout: float | None, fetch_local: bool) -> list[bytes]:
+        return self.core.call(
+            "wait", {"ids": [r._id for r in refs], "n": num_returns, "timeout": timeout, "fetch": fetch_local}
+        )
+
+    def future_for(self, ref: ObjectRef) -> concurrent.futures.Future:
+        core = self.core
+
+        async def go() -> Any:
+            reply = await core.acall("get", {"ids": [ref._id], "timeout": None})
+            return (await core.receive_value(reply))[0]
+
+        return asyncio.run_coroutine_threadsafe(go(), core.loop)
+
+
+class _Submitter:
+    def __init__(self, core: ClientCore):
+        self.core = core
+
+    def submit(self, function_key: bytes, name: str, args: tuple, kwargs: dict, **options: Any) -> list:
+        core = self.core
+
+        async def go() -> list:
+            form = await core.send_value((args, kwargs, options))
+            return await core.acall("submit", {"key": function_key, "name": name, "v": form})
+
+        return core.new_refs(core.run(go()))
+
+    def cancel(self, object_id: bytes, force: bool, recursive: bool) -> None:
+        self.core.call("cancel", {"id": object_id, "force": force, "recursive": recursive})
+
+    def forward_cancel(self, owner: tuple, object_id: bytes, force: bool, recursive: bool) -> None:
+        self.cancel(object_id, force, recursive)
+
+
+class _ActorSubmitter:
+    def __init__(self, core: ClientCore):
+        self.core = core
+
+    def create(
+        self, class_name: str, methods: dict, class_key: bytes, args: tuple, kwargs: dict, options: dict
+    ) -> dict:
+        core = self.core
+
+        async def go() -> dict:
+            form = await core.send_value((class_name, methods, class_key, args, kwargs, options))
+            return await core.acall("actor_create", {"v": form})
+
+        return self._arrived(core.run(go()))
+
+    def _arrived(self, info: dict) -> dict:
+        self.core.refs.arrived([info["actor_id"]])
+        owner = info.get("owner")
+        return dict(info, owner=tuple(owner) if owner else None)
+
+    def submit(
+        self,
+        actor_id: bytes,
+        class_name: str,
+        handle: Any,
+        method: str,
+        args: tuple,
+        kwargs: dict,
+        num_returns: int,
+        retries: int,
+        retry_exceptions: Any,
+        group: str | None,
+    ) -> list:
+        core = self.core
+        call = (actor_id, class_name, method, args, kwargs, num_returns, retries, retry_exceptions, group)
+
+        async def go() -> list:
+            form = await core.send_value(call)
+            return await core.acall("actor_submit", {"v": form})
+
+        return core.new_refs(core.run(go()))
+
+    def kill(self, actor_id: bytes, class_name: str, no_restart: bool) -> None:
+        self.core.call("actor_kill", {"id": actor_id, "class_name": class_name, "no_restart": no_restart})
+
+    def get_named(self, name: str, namespace: str | None) -> dict:
+        return self._arrived(self.core.call("get_named", {"name": name, "namespace": namespace}))

@@ -1,0 +1,258 @@
+"""The client server: the head's door for remote drivers (`skate://` and `ray://` addresses).
+
+Started by `skate start --head` (port 10001 unless --ray-client-server-port or
+--client-server-port says otherwise; it binds loopback unless the node's address or
+--listen-address says otherwise). Every client authenticates with the cluster token (inside
+TLS when the cluster uses it), like any other connection.
+
+Each client session gets a proxy driver process of its own (`skate.client.proxy`), which
+connects back here over a Unix socket in the session directory; the server then forwards
+the client's calls to it and its replies back, unread (`fwd` requests and `fwd_notify`
+notifications, in the order they came). When a client's connection drops, its proxy waits
+out the grace period (SKATE_CLIENT_RECONNECT_GRACE_S, or Ray's
+RAY_CLIENT_RECONNECT_GRACE_PERIOD; 30 s) for the client to come back with its session id,
+then ends. A proxy that dies ends only its own session.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from typing import Any
+
+from skate._secure_files import open_private_append, read_token
+from skate.protocol import ConnectionClosed, listen
+
+logger = logging.getLogger("skate.client.server")
+
+PROXY_START_TIMEOUT_S = 60.0
+
+
+def grace_period() -> float:
+    """Seconds a dropped client may take to reconnect before its session ends."""
+    for var in ("SKATE_CLIENT_RECONNECT_GRACE_S", "RAY_CLIENT_RECONNECT_GRACE_PERIOD"):
+        value = os.environ.get(var)
+        if value:
+            return float(value)
+    return 30.0
+
+
+class Session:
+    """One client's session: its proxy process and connection, and the client's connection."""
+
+    def __init__(self, sid: str, proc: subprocess.Popen):
+        self.sid = sid
+        self.proc = proc
+        self.proxy: Any = None
+        self.client: Any = None
+        self.info: dict = {}
+        self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.ended = False
+
+
+class ClientServer:
+    def __init__(self, session_dir: str, gcs_address: str, grace: float):
+        self.session_dir = session_dir
+        self.gcs_address = gcs_address
+        self.grace = grace
+        self.token = read_token(session_dir)
+        self.sessions: dict[str, Session] = {}
+        self.by_client: dict[Any, Session] = {}
+        self.by_proxy: dict[Any, Session] = {}
+        self.proxy_address = os.path.join(session_dir, "sockets", "client_server.sock")
+
+    async def start(self, address: str) -> str:
+        client_handlers: dict[str, Any] = {
+            "connect": self._h_connect,
+            "fwd": self._h_fwd,
+            "fwd_notify": self._h_fwd_notify,
+        }
+        proxy_handlers: dict[str, Any] = {"proxy_ready": self._h_proxy_ready}
+        self.client_listener = await listen(
+            address, self.token, client_handlers, on_close=self._client_closed, name="client-server"
+        )
+        self.proxy_listener = await listen(
+            f"unix://{self.proxy_address}",
+            self.token,
+            proxy_handlers,
+            on_close=self._proxy_closed,
+            name="client-server-proxies",
+        )
+        return self.client_listener.address
+
+    # -- clients ------------------------------------------------------------------------
+    async def _h_connect(self, conn: Any, p: dict) -> dict:
+        sid = p.get("session")
+        if sid:
+            session = self.sessions.get(sid)
+            if session is None or session.ended:
+                raise ConnectionError(
+                    f"client session {sid} has ended (the reconnect grace period of {self.grace:g} s "
+                    "passed, or its proxy driver exited)"
+                )
+            old = session.client
+            if old is not None and old is not conn:
+                self.by_client.pop(old, None)
+                old.close("replaced by a reconnection")
+            session.client = conn
+            self.by_client[conn] = session
+            session.proxy.notify("attached")
+            return {"session": sid, "info": session.info}
+        session = self._spawn(p)
+        try:
+            await asyncio.wait_for(asyncio.shield(session.ready), PROXY_START_TIMEOUT_S)
+        except (asyncio.TimeoutError, Exception) as exc:
+            self._end(session, f"the proxy driver did not start: {exc!r}")
+            raise RuntimeError(
+                f"the client's proxy driver did not start ({exc!r}); see "
+                f"{os.path.join(self.session_dir, 'logs', f'client_proxy_{session.sid}.err')}"
+            ) from None
+        if conn.closed:  # the client gave up meanwhile: it may still come back within the grace
+            session.proxy.notify("detached")
+        session.client = conn
+        self.by_client[conn] = session
+        return {"session": session.sid, "info": session.info}
+
+    def _spawn(self, p: dict) -> Session:
+        sid = secrets.token_hex(8)
+        config = {k: p.get(k) for k in ("namespace", "runtime_env", "metadata")}
+        log = os.fdopen(
+            open_private_append(os.path.join(self.session_dir, "logs", f"client_proxy_{sid}.err")), "ab"
+        )
+        try:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "skate.client.proxy",
+                    "--server",
+                    f"unix://{self.proxy_address}",
+                    "--session-dir",
+                    self.session_dir,
+                    "--session",
+                    sid,
+                    "--gcs-address",
+                    self.gcs_address,
+                    "--grace",
+                    repr(self.grace),
+                    "--config",
+                    json.dumps(config),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        session = Session(sid, proc)
+        self.sessions[sid] = session
+        asyncio.get_running_loop().create_task(self._watch(session))
+        logger.info("session %s: proxy driver pid %s", sid, proc.pid)
+        return session
+
+    async def _watch(self, session: Session) -> None:
+        """End the session when its proxy process exits (crashed before connecting, too)."""
+        while session.proc.poll() is None:
+            await asyncio.sleep(0.5)
+        self._end(session, f"the proxy driver exited with status {session.proc.returncode}")
+
+    def _h_fwd(self, conn: Any, p: list) -> Any:
+        session = self.by_client.get(conn)
+        if session is None or session.proxy is None or session.proxy.closed:
+            raise ConnectionClosed("this connection has no live client session")
+        return session.proxy.call(p[0], p[1])  # sent now, in arrival order; the reply goes back unread
+
+    def _h_fwd_notify(self, conn: Any, p: list) -> None:
+        session = self.by_client.get(conn)
+        if session is not None and session.proxy is not None:
+            session.proxy.notify(p[0], p[1])
+
+    def _client_closed(self, conn: Any) -> None:
+        session = self.by_client.pop(conn, None)
+        if session is None or session.client is not conn:
+            return
+        session.client = None
+        if not session.ended and session.proxy is not None:
+            session.proxy.notify("detached")
+
+    # -- proxies ------------------------------------------------------------------------
+    def _h_proxy_ready(self, conn: Any, p: dict) -> None:
+        session = self.sessions.get(p["session"])
+        if session is None or session.ended:
+            conn.close("unknown session")
+            return
+        session.proxy = conn
+        session.info = p["info"]
+        self.by_proxy[conn] = session
+        if not session.ready.done():
+            session.ready.set_result(True)
+
+    def _proxy_closed(self, conn: Any) -> None:
+        session = self.by_proxy.pop(conn, None)
+        if session is not None:
+            self._end(session, "the proxy driver's connection closed")
+
+    def _end(self, session: Session, why: str) -> None:
+        if session.ended:
+            return
+        session.ended = True
+        logger.info("session %s ends: %s", session.sid, why)
+        if not session.ready.done():
+            session.ready.set_exception(RuntimeError(why))
+            session.ready.exception()
+        if session.client is not None:
+            self.by_client.pop(session.client, None)
+            session.client.close(f"client session ended: {why}")
+        self.sessions.pop(session.sid, None)
+
+    def stop(self) -> None:
+        """Stop every proxy (their jobs end) and the listeners."""
+        for session in list(self.sessions.values()):
+            if session.proc.poll() is None:
+                session.proc.terminate()
+        for session in list(self.sessions.values()):
+            try:
+                session.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                session.proc.kill()
+        self.client_listener.close()
+        self.proxy_listener.close()
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    server = ClientServer(args.session_dir, args.gcs_address, grace_period())
+    address = await server.start(args.address)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if args.watch_fd is not None:
+        loop.add_reader(args.watch_fd, stop.set)  # the node's starter went away
+    print(f"READY {address}", flush=True)
+    await stop.wait()
+    server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Skate's client server")
+    parser.add_argument("--session-dir", required=True)
+    parser.add_argument("--gcs-address", required=True)
+    parser.add_argument("--address", required=True, help="tcp://host:port to accept clients on")
+    parser.add_argument("--logging-level", type=int, default=logging.INFO)
+    parser.add_argument("--watch-fd", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.logging_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    asyncio.run(_serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

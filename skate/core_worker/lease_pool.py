@@ -68,7 +68,16 @@ class Lease:
 class KeyState:
     """Queue, leases and pending lease requests of one scheduling key."""
 
-    __slots__ = ("queue", "leases", "pending_requests", "duration", "shape", "strategy", "affinity")
+    __slots__ = (
+        "queue",
+        "leases",
+        "pending_requests",
+        "duration",
+        "shape",
+        "strategy",
+        "affinity",
+        "runtime_env",
+    )
 
     def __init__(self, shape: dict, strategy: Any = None):
         self.shape = shape
@@ -79,6 +88,7 @@ class KeyState:
         self.leases: dict[str, Lease] = {}  # by worker id (lease ids are per raylet)
         self.pending_requests: set[int] = set()
         self.duration: float | None = None  # moving average of run time
+        self.runtime_env: dict | None = None  # the resolved env its workers run in (opaque here)
 
 
 class LeasePool:

@@ -30,7 +30,7 @@ from skate.core_worker.lease_pool import (
 from skate.core_worker.memory_store import Waiter
 from skate.core_worker.object_table import RECORD_CALL_SITES, call_site
 from skate.core_worker.task_manager import Complete, Fail, Retry, TaskEntry, TaskManager
-from skate.exceptions import ObjectLostError, RaySystemError
+from skate.exceptions import ObjectLostError, RaySystemError, RuntimeEnvSetupError
 from skate.object_ref import ObjectRef
 from skate.protocol.messages import TaskReply, TaskSpec
 
@@ -66,6 +66,7 @@ class TaskSubmitter:
         placement_group: list | None = None,
     ) -> list[ObjectRef]:
         core = self.core
+        env, env_key = core.runtime_envs.resolve(runtime_env)
         task_id = core.task_ids.next()
         return_ids = [_ids.object_id_for_return(task_id, i + 1) for i in range(num_returns)]
         spec = TaskSpec(
@@ -78,11 +79,11 @@ class TaskSubmitter:
             function_key,
             resources=resources,
             max_calls=max_calls,
-            runtime_env=runtime_env,
+            runtime_env=env,
             placement_group=placement_group,
         )
         dep_refs, hold, uses = prepare_args(core, spec, args, kwargs)
-        key = (function_key, tuple(sorted(resources.items())), _strategy_key(strategy))
+        key = (function_key, tuple(sorted(resources.items())), _strategy_key(strategy), env_key)
         entry = TaskEntry(spec, return_ids, uses, max_retries, retry_exceptions, key, dep_refs, hold)
         entry.strategy = strategy
         refs = [ObjectRef(oid, None, core) for oid in return_ids]
@@ -138,6 +139,7 @@ class TaskSubmitter:
         ks = self.pool.keys.get(entry.key)
         if ks is None:
             ks = self.pool.key_state(entry.key, dict(entry.key[1]), entry.strategy)
+            ks.runtime_env = entry.spec.runtime_env
         self._run(self.pool.enqueue(ks, entry))
 
     def _run(self, actions: list[tuple]) -> None:
@@ -184,6 +186,8 @@ class TaskSubmitter:
         core = self.core
         raylet = core.raylet
         payload = {"rid": rid, "shape": ks.shape, "strategy": ks.strategy}
+        if ks.runtime_env:
+            payload["runtime_env"] = ks.runtime_env
         try:
             affinity = await self._affinity_raylet(ks)
             if affinity is not None:
@@ -202,8 +206,9 @@ class TaskSubmitter:
         except Exception as exc:
             actions, failed = self.pool.request_failed(ks, rid)
             self._run(actions)
+            error = _lease_error(exc)
             for entry in failed:
-                self.finish_with_error(entry, RaySystemError(f"could not lease a worker: {exc}"))
+                self.finish_with_error(entry, error)
             return
         if grant is None or "spillback" in grant:  # still redirected: ask again on the next dispatch
             self._run(self.pool.granted(ks, rid, None))
@@ -371,3 +376,14 @@ def _strategy_key(strategy: Any) -> Any:
     if isinstance(strategy, dict):
         return (strategy["node_id"], strategy["soft"])
     return strategy
+
+
+def _lease_error(exc: BaseException) -> BaseException:
+    """What the tasks of a refused lease request fail with: the runtime env's setup error as
+    itself (its message carries the installer's last lines), anything else as a system error."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, RuntimeEnvSetupError):
+        return cause
+    if isinstance(exc, RuntimeEnvSetupError):
+        return exc
+    return RaySystemError(f"could not lease a worker: {exc}")

@@ -5,6 +5,8 @@ Requests wait in FIFO order for resources and an idle worker; the pool is grown 
 demand; a request that can never fit on this node is reported infeasible once.
 A worker blocked in `get` lends its CPUs back so nested tasks can run, unless it hosts an
 actor (or runs an actor's constructor): as in Ray, an actor keeps what it holds while blocked.
+Workers are pooled by runtime env (its hash; "" is the default env): a request is granted
+only a worker started for its env, and idle workers of other envs are trimmed first.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class LeaseRequest:
     spill_ok: bool = True  # False once the request was redirected here: no ping-pong
     spread: bool = False
     actor: bool = False  # the lease hosts an actor: it never lends its CPU while blocked
+    env: str = ""  # the runtime env's hash ("" for none): only a worker of that env serves it
 
 
 @dataclass
@@ -42,6 +45,7 @@ class WorkerSlot:
     gpus: dict[int, int] = field(default_factory=dict)  # GPU id -> share held (fixed point)
     owns_objects: bool = False
     actor: bool = False  # leased to host an actor (set per lease)
+    env: str = ""  # the runtime env this worker was started in, for good
 
 
 # Actions
@@ -56,6 +60,7 @@ class Grant:
 @dataclass
 class StartWorkers:
     count: int
+    env: str = ""  # start them in this runtime env (set up first if needed)
 
 
 @dataclass
@@ -83,6 +88,7 @@ class Rejected:
 
     request: LeaseRequest
     reason: str
+    runtime_env_failed: bool = False  # the reason is its runtime env's setup failure
 
 
 @dataclass
@@ -161,8 +167,10 @@ class LocalScheduler:
         spill_ok: bool = True,
         spread: bool = False,
         actor: bool = False,
+        env: str = "",
     ) -> tuple[LeaseRequest, list]:
-        """Queue a lease request; `actor` marks a lease that hosts an actor for its lifetime."""
+        """Queue a lease request; `actor` marks a lease that hosts an actor for its lifetime,
+        `env` the runtime env (hash) its worker must run in."""
         fixed = res.to_fixed(shape)
         req = LeaseRequest(
             next(self._request_ids),
@@ -172,6 +180,7 @@ class LocalScheduler:
             spill_ok=spill_ok,
             spread=spread,
             actor=actor,
+            env=env,
         )
         group = self._removed_group_of(fixed)
         if group is not None:
@@ -256,8 +265,23 @@ class LocalScheduler:
         self.infeasible = [r for r in self.infeasible if r.request_id != request_id]
         return []
 
-    def worker_starting(self, worker_id: str) -> None:
-        self.workers[worker_id] = WorkerSlot(worker_id)
+    def worker_starting(self, worker_id: str, env: str = "") -> None:
+        self.workers[worker_id] = WorkerSlot(worker_id, env=env)
+
+    def env_failed(self, env: str, reason: str) -> list:
+        """Setting up runtime env `env` failed: its requests fail with the reason, and its
+        workers that were waiting for it to start are forgotten (they were never started).
+        Later requests for the env try the setup again."""
+        actions: list = []
+        for req in list(self.queue) + self.infeasible:
+            if req.env == env:
+                actions.append(Rejected(req, reason, runtime_env_failed=True))
+        self.queue = deque(r for r in self.queue if r.env != env)
+        self.infeasible = [r for r in self.infeasible if r.env != env]
+        for slot in list(self.workers.values()):
+            if slot.env == env and slot.state == STARTING:
+                del self.workers[slot.worker_id]
+        return actions + self._schedule()
 
     def worker_registered(self, worker_id: str) -> list:
         slot = self.workers.setdefault(worker_id, WorkerSlot(worker_id))
@@ -346,7 +370,10 @@ class LocalScheduler:
     def _schedule(self, new_request: bool = False) -> list:
         actions: list = []
         idle = [w for w in self.workers.values() if w.state == IDLE]
-        waiting_for_worker = 0
+        idle_by_env: dict[str, list[WorkerSlot]] = {}
+        for w in idle:
+            idle_by_env.setdefault(w.env, []).append(w)
+        waiting_by_env: dict[str, int] = {}
         blocked_by_resources = False
         still_queued: deque[LeaseRequest] = deque()
         # Infeasible requests are looked at again: a node that can run them may have joined.
@@ -381,8 +408,10 @@ class LocalScheduler:
             if gpus is None:  # enough GPU in sum, but no id has the fraction asked for
                 still_queued.append(req)
                 continue
-            if idle:
-                slot = idle.pop()
+            env_idle = idle_by_env.get(req.env)
+            if env_idle:
+                slot = env_idle.pop()
+                idle.remove(slot)
                 lease_id = next(self._lease_ids)
                 slot.state, slot.lease_id, slot.owner = LEASED, lease_id, req.owner
                 slot.held = dict(req.hold)
@@ -394,20 +423,32 @@ class LocalScheduler:
                 self.leases[lease_id] = slot.worker_id
                 actions.append(Grant(req, slot.worker_id, lease_id, sorted(gpus)))
             else:
-                waiting_for_worker += 1
+                waiting_by_env[req.env] = waiting_by_env.get(req.env, 0) + 1
                 still_queued.append(req)
         self.queue = still_queued
-        starting = sum(1 for w in self.workers.values() if w.state == STARTING)
+        starting: dict[str, int] = {}
+        for w in self.workers.values():
+            if w.state == STARTING:
+                starting[w.env] = starting.get(w.env, 0) + 1
         # Start what the queue needs, but never more than soft_limit at once (no fork storms).
-        want = min(waiting_for_worker, self.soft_limit) - starting
-        if want > 0:
-            actions.append(StartWorkers(want))
-        # Trim idle workers beyond the soft limit once nothing waits for one.
+        for env, waiting in waiting_by_env.items():
+            want = min(waiting, self.soft_limit) - starting.get(env, 0)
+            if want > 0:
+                actions.append(StartWorkers(want, env) if env else StartWorkers(want))
+        # A worker that owns objects others still use is kept: its death would lose them.
+        # Workers of other runtime envs go first (the default env's are the ones most reused).
+        spare = sorted((w for w in idle if not w.owns_objects), key=lambda w: w.env == "")
         if not self.queue:
-            # A worker that owns objects others still use is kept: its death would lose them.
-            spare = [w for w in idle if not w.owns_objects]
+            # Trim idle workers beyond the soft limit once nothing waits for one.
             extra = len(idle) - max(self.soft_limit - self._busy(), 0)
             for slot in spare[: max(extra, 0)]:
+                del self.workers[slot.worker_id]
+                actions.append(KillWorker(slot.worker_id))
+        elif waiting_by_env:
+            # Requests wait for workers of their env while idle workers of other envs sit
+            # here: over the limit, those make room (the pool does not grow without bound).
+            extra = len(self.workers) - self.soft_limit
+            for slot in [w for w in spare if w.env not in waiting_by_env][: max(extra, 0)]:
                 del self.workers[slot.worker_id]
                 actions.append(KillWorker(slot.worker_id))
         if blocked_by_resources and new_request:

@@ -1,7 +1,8 @@
 """The worker template: imports what workers need once, then forks a worker per request.
 
 Talks to its raylet by lines on stdin/stdout:
-    in:  "fork WORKER_ID" | "kill PID"
+    in:  "fork WORKER_ID [LAYOUT]" | "kill PID"
+         (LAYOUT: a runtime env's layout, urlsafe-base64 JSON, applied by the child first)
     out: "forked WORKER_ID PID" | "exit PID CODE"
 End of stdin (the raylet is gone) kills every worker and ends the zygote.
 """
@@ -77,7 +78,7 @@ def main() -> None:
             if parts[0] == "fork":
                 pid = os.fork()
                 if pid == 0:
-                    _child(info, parts[1], me)
+                    _child(info, parts[1], me, parts[2] if len(parts) > 2 else None)
                 children[pid] = parts[1]
                 out.write(f"forked {parts[1]} {pid}\n")
             elif parts[0] == "kill":
@@ -98,7 +99,26 @@ def main() -> None:
     os._exit(0)
 
 
-def _child(info: dict, worker_id: str, zygote_pid: int) -> None:
+def _apply_runtime_env(info: dict, encoded: str) -> dict:
+    """Enter a runtime env (this worker serves only it): env vars, sys.path entries in front
+    (also in PYTHONPATH, for the processes it starts), the working directory."""
+    import base64
+    import importlib
+
+    layout = json.loads(base64.urlsafe_b64decode(encoded))
+    os.environ.update(layout.get("env_vars") or {})
+    paths = list(layout.get("paths") or ())
+    if paths:
+        sys.path[0:0] = paths
+        old = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join(paths + ([old] if old else []))
+        importlib.invalidate_caches()
+    if layout.get("cwd"):
+        os.chdir(layout["cwd"])
+    return dict(info, runtime_env=layout.get("env"))
+
+
+def _child(info: dict, worker_id: str, zygote_pid: int, runtime_env: str | None = None) -> None:
     code = 0
     try:
         devnull = os.open(os.devnull, os.O_RDWR)
@@ -112,6 +132,9 @@ def _child(info: dict, worker_id: str, zygote_pid: int) -> None:
             os._exit(1)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         from skate.core_worker import worker_main
+
+        if runtime_env is not None:
+            info = _apply_runtime_env(info, runtime_env)
 
         info = dict(info, worker_id=worker_id)
         worker_main.main(info)

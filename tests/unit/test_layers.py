@@ -36,6 +36,7 @@ LAYERS: dict[str, int] = {
     "skate._bundles": FOUNDATION,
     "skate._signature": FOUNDATION,
     "skate._runtime_env": FOUNDATION,
+    "skate.runtime_env": FOUNDATION,
     "skate.object_ref": FOUNDATION,
     "skate.types": FOUNDATION,
     "skate.util.scheduling_strategies": FOUNDATION,
@@ -56,6 +57,7 @@ LAYERS: dict[str, int] = {
     "skate.gcs.placement": STATE_MACHINES,
     "skate.gcs.kv_store": STATE_MACHINES,
     "skate.gcs.pg_scheduler": STATE_MACHINES,
+    "skate.raylet.runtime_env_cache": STATE_MACHINES,
     # I/O shells: processes and the core worker
     "skate.core_worker": SHELLS,
     "skate.raylet": SHELLS,

@@ -172,10 +172,12 @@ class LeasePool:
             ks.leases[lease.worker_id] = lease
         return self.dispatch(ks)
 
-    def request_failed(self, ks: KeyState, rid: int) -> tuple[list[tuple], list]:
-        """A lease request failed for good. Returns (actions, tasks to fail)."""
+    def request_failed(self, ks: KeyState, rid: int, fatal: bool = False) -> tuple[list[tuple], list]:
+        """A lease request failed for good. Returns (actions, tasks to fail). `fatal`: the
+        failure holds for every task of the key (its runtime env cannot be set up), so the
+        queued ones fail now rather than ask again."""
         ks.pending_requests.discard(rid)
-        if ks.pending_requests or ks.leases:
+        if (ks.pending_requests or ks.leases) and not fatal:
             return self.dispatch(ks), []  # other requests may still succeed
         failed = [e for e in ks.queue if not e.done]
         ks.queue.clear()

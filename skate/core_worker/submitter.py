@@ -204,9 +204,9 @@ class TaskSubmitter:
                     await asyncio.sleep(0.1)
                     grant = None
         except Exception as exc:
-            actions, failed = self.pool.request_failed(ks, rid)
-            self._run(actions)
             error = _lease_error(exc)
+            actions, failed = self.pool.request_failed(ks, rid, isinstance(error, RuntimeEnvSetupError))
+            self._run(actions)
             for entry in failed:
                 self.finish_with_error(entry, error)
             return

@@ -125,6 +125,7 @@ class Raylet:
             "prepare_bundles": self.h_prepare_bundles,
             "commit_bundles": self.h_commit_bundles,
             "return_bundles": self.h_return_bundles,
+            "runtime_env_stats": lambda c, p: self.runtime_env_stats(),
         }
         self.handlers.update(self.objects.handlers())
 
@@ -483,6 +484,20 @@ class Raylet:
             self._zygote_send(f"fork {wid} {encoded}")
         if not self.env_users.get(env):  # every waiting worker was dropped meanwhile
             self._env_unused(env)
+
+    def runtime_env_stats(self) -> dict:
+        """What the node's env cache holds (for `skate` tools and tests): installs started,
+        each resource's state, holders and size, and the envs with live workers."""
+        cache = self.runtime_envs.cache
+        return {
+            "installs": cache.installs,
+            "used_bytes": cache.used_bytes(),
+            "resources": {
+                k: {"state": r.state, "refs": r.refs, "size": r.size, "path": self.runtime_envs.path_of(k)}
+                for k, r in cache.resources.items()
+            },
+            "env_workers": dict(self.env_users),
+        }
 
     def _env_worker_gone(self, worker_id: str) -> None:
         env = self.worker_envs.pop(worker_id, None)

@@ -83,6 +83,10 @@ class RuntimeEnvManager:
             for key in keys:
                 if key.startswith(tool + ":"):
                     layout["paths"].append(paths[key])
+        # Scripts the packages installed (pip --target puts them in bin/) go on PATH.
+        layout["bin"] = [
+            os.path.join(p, "bin") for p in layout["paths"] if os.path.isdir(os.path.join(p, "bin"))
+        ]
         return layout
 
     def release(self, env: dict) -> None:

@@ -12,7 +12,9 @@ only a worker started for its env, and idle workers of other envs are trimmed fi
 from __future__ import annotations
 
 import itertools
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from skate.gcs.pg_scheduler import group_of_resource, group_resources
@@ -46,6 +48,7 @@ class WorkerSlot:
     owns_objects: bool = False
     actor: bool = False  # leased to host an actor (set per lease)
     env: str = ""  # the runtime env this worker was started in, for good
+    idle_since: float = 0.0  # when it last became idle (the scheduler's clock)
 
 
 # Actions
@@ -99,8 +102,15 @@ class Reclaim:
 
 
 class LocalScheduler:
-    def __init__(self, total: dict[str, float], soft_limit: int, node_id: str = ""):
+    def __init__(
+        self,
+        total: dict[str, float],
+        soft_limit: int,
+        node_id: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.node_id = node_id
+        self.clock = clock
         self.cluster: dict[str, tuple[dict[str, int], dict[str, int], str]] = {}  # other nodes
         self._spread_turn = 0
         self.total = res.to_fixed(total)
@@ -268,6 +278,23 @@ class LocalScheduler:
     def worker_starting(self, worker_id: str, env: str = "") -> None:
         self.workers[worker_id] = WorkerSlot(worker_id, env=env)
 
+    def reap_idle_env_workers(self, max_idle: float) -> list:
+        """Workers of runtime envs idle for `max_idle` seconds go, even within the pool's
+        limit (default-env workers stay): an env nobody uses holds no process, and its files
+        may then be collected."""
+        now = self.clock()
+        actions: list = []
+        for slot in list(self.workers.values()):
+            if (
+                slot.env
+                and slot.state == IDLE
+                and not slot.owns_objects
+                and now - slot.idle_since >= max_idle
+            ):
+                del self.workers[slot.worker_id]
+                actions.append(KillWorker(slot.worker_id))
+        return actions
+
     def env_failed(self, env: str, reason: str) -> list:
         """Setting up runtime env `env` failed: its requests fail with the reason, and its
         workers that were waiting for it to start are forgotten (they were never started).
@@ -283,10 +310,13 @@ class LocalScheduler:
                 del self.workers[slot.worker_id]
         return actions + self._schedule()
 
-    def worker_registered(self, worker_id: str) -> list:
-        slot = self.workers.setdefault(worker_id, WorkerSlot(worker_id))
+    def worker_registered(self, worker_id: str, env: str = "") -> list:
+        """A worker connected (`env`: the runtime env it was started in, which a slot dropped
+        while it started no longer records)."""
+        slot = self.workers.setdefault(worker_id, WorkerSlot(worker_id, env=env))
         if slot.state == STARTING:
             slot.state = IDLE
+            slot.idle_since = self.clock()
         return self._schedule()
 
     def return_lease(self, lease_id: int, kill: bool = False) -> list:
@@ -302,6 +332,7 @@ class LocalScheduler:
                 del self.workers[worker_id]
             else:
                 slot.state = IDLE
+                slot.idle_since = self.clock()
         return actions + self._schedule()
 
     def worker_died(self, worker_id: str) -> list:
@@ -445,10 +476,11 @@ class LocalScheduler:
                 del self.workers[slot.worker_id]
                 actions.append(KillWorker(slot.worker_id))
         elif waiting_by_env:
-            # Requests wait for workers of their env while idle workers of other envs sit
-            # here: over the limit, those make room (the pool does not grow without bound).
+            # Requests wait for workers of their env while idle workers of other (non-default)
+            # envs sit here: over the limit, those make room, so the pool does not grow with
+            # every env used. Default workers wait for the queue to empty, as above.
             extra = len(self.workers) - self.soft_limit
-            for slot in [w for w in spare if w.env not in waiting_by_env][: max(extra, 0)]:
+            for slot in [w for w in spare if w.env and w.env not in waiting_by_env][: max(extra, 0)]:
                 del self.workers[slot.worker_id]
                 actions.append(KillWorker(slot.worker_id))
         if blocked_by_resources and new_request:

@@ -47,6 +47,8 @@ from skate.runtime_env.spec import env_hash
 logger = logging.getLogger("skate.raylet")
 
 HEARTBEAT_S = float(os.environ.get("SKATE_HEARTBEAT_S", "1.0"))
+# Workers of a runtime env idle this long are stopped (default-env workers are kept).
+ENV_WORKER_IDLE_S = float(os.environ.get("SKATE_RUNTIME_ENV_WORKER_IDLE_S", "10"))
 INFEASIBLE_GRACE_S = 0.5
 GCS_RECONNECT_S = float(os.environ.get("SKATE_GCS_RECONNECT_TIMEOUT_S", "30"))
 DRAIN_TIMEOUT_S = 1.0  # how long a stopping raylet waits for the GCS to take note
@@ -99,6 +101,7 @@ class Raylet:
         self.env_waiting: dict[str, list[str]] = {}  # hash -> workers to fork once it is ready
         self.env_users: dict[str, int] = {}
         self.worker_envs: dict[str, str] = {}  # worker id -> its env's hash (env workers only)
+        self.env_setting_up: set[str] = set()
         self.handlers = {
             "register_client": self.h_register_client,
             "request_lease": self.h_request_lease,
@@ -185,6 +188,8 @@ class Raylet:
         while not self._stopping:
             await asyncio.sleep(period)
             self._report_resources()
+            if self.worker_envs:
+                self.apply(self.scheduler.reap_idle_env_workers(ENV_WORKER_IDLE_S))
 
     async def _monitor_memory(self) -> None:
         """Kill the newest task's worker when the node runs out of memory (see memory_monitor)."""
@@ -441,9 +446,9 @@ class Raylet:
             if layout is not None:
                 self._zygote_send(f"fork {wid} {layout}")
                 continue
-            waiting = self.env_waiting.setdefault(env, [])
-            waiting.append(wid)
-            if len(waiting) == 1:
+            self.env_waiting.setdefault(env, []).append(wid)
+            if env not in self.env_setting_up:
+                self.env_setting_up.add(env)
                 asyncio.ensure_future(self._set_up_env(env))
 
     # -- runtime envs -------------------------------------------------------------------
@@ -468,6 +473,7 @@ class Raylet:
         try:
             layout = await self.runtime_envs.setup(spec)
         except Exception as exc:
+            self.env_setting_up.discard(env)
             error = exc if isinstance(exc, RuntimeEnvSetupError) else RuntimeEnvSetupError(repr(exc))
             logger.warning("runtime env %s failed to set up: %s", env, error)
             for wid in self.env_waiting.pop(env, []):
@@ -477,6 +483,7 @@ class Raylet:
                 self.env_users.pop(env, None)
             self.apply(self.scheduler.env_failed(env, str(error)))
             return
+        self.env_setting_up.discard(env)
         encoded = base64.urlsafe_b64encode(json.dumps(layout).encode()).decode()
         self.env_layouts[env] = encoded
         waiting = self.env_waiting.pop(env, [])
@@ -650,7 +657,7 @@ class Raylet:
         self.clients[wid] = conn
         if p.get("mode") == "worker":
             self.worker_addresses[wid] = p["address"]
-            self.apply(self.scheduler.worker_registered(wid))
+            self.apply(self.scheduler.worker_registered(wid, self.worker_envs.get(wid, "")))
         return {"arena_path": self.arena_path, "arena_capacity": self.capacity, "node_id": self.node_id}
 
     def on_client_closed(self, conn: Connection) -> None:

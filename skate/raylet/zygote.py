@@ -113,6 +113,8 @@ def _apply_runtime_env(info: dict, encoded: str) -> dict:
         old = os.environ.get("PYTHONPATH")
         os.environ["PYTHONPATH"] = os.pathsep.join(paths + ([old] if old else []))
         importlib.invalidate_caches()
+    if layout.get("bin"):
+        os.environ["PATH"] = os.pathsep.join([*layout["bin"], os.environ.get("PATH", "")])
     if layout.get("cwd"):
         os.chdir(layout["cwd"])
     return dict(info, runtime_env=layout.get("env"))

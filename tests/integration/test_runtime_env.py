@@ -242,6 +242,7 @@ def test_bad_job_env_fails_init_and_starts_nothing(fresh, tmp_path):
 @pytest.mark.timeout(120)
 def test_unused_envs_are_collected_past_the_disk_budget(fresh, tmp_path, monkeypatch):
     monkeypatch.setenv("SKATE_RUNTIME_ENV_CACHE_BYTES", "1")  # every unused env is over budget
+    monkeypatch.setenv("SKATE_RUNTIME_ENV_WORKER_IDLE_S", "0.5")  # idle env workers go soon
     proj = tmp_path / "proj"
     proj.mkdir()
     (proj / "f.txt").write_text("x" * 1000)
@@ -257,7 +258,7 @@ def test_unused_envs_are_collected_past_the_disk_budget(fresh, tmp_path, monkeyp
     assert len(pkgs) == 1
     path = next(iter(pkgs.values()))["path"]
     assert os.path.isdir(path)
-    # Its worker is idle beyond the pool's limit, so it is trimmed; the env's files then go.
+    # Its worker, idle, is stopped; the env is then unused and its files go.
     wait_for(lambda: not _installs_of("pkg:"), timeout=30)
     wait_for(lambda: not os.path.exists(path), timeout=10)
     # Used again: installed again, and it works.

@@ -47,12 +47,47 @@ def test_idle_env_workers_are_trimmed_first():
 
 
 def test_waiting_env_request_makes_room_by_trimming_other_envs():
-    s = _pool(idle=2)
+    s = _pool(idle=1)
+    s.worker_starting("a1", "envA")
+    s.worker_registered("a1")  # idle: one default and one envA worker, the limit
     _, actions = s.request_lease("owner", {"CPU": 1}, env="envB")
     assert StartWorkers(1, "envB") in actions
     s.worker_starting("b1", "envB")
-    actions = s._schedule()  # two idle default workers + one starting: over the limit of 2
-    assert [a for a in actions if isinstance(a, KillWorker)] == [KillWorker("w0")]
+    actions = s._schedule()  # over the limit of 2 while envB waits: the idle envA worker goes
+    assert [a for a in actions if isinstance(a, KillWorker)] == [KillWorker("a1")]
+    assert sorted(s.workers) == ["b1", "w0"]
+
+
+def test_default_workers_are_not_trimmed_while_an_env_request_waits():
+    s = _pool(idle=2)
+    s.request_lease("owner", {"CPU": 1}, env="envB")
+    s.worker_starting("b1", "envB")
+    actions = s._schedule()
+    assert not [a for a in actions if isinstance(a, KillWorker)]
+    grants = [a for a in s.worker_registered("b1") if isinstance(a, Grant)]
+    assert [g.worker_id for g in grants] == ["b1"]
+    assert "w0" not in s.workers  # within the limit while b1 works: an idle default one went
+    assert not [a for a in s.return_lease(grants[0].lease_id) if isinstance(a, KillWorker)]
+
+
+def test_idle_env_workers_are_reaped_after_a_while():
+    now = [0.0]
+    s = LocalScheduler({"CPU": 2}, 2, "node", clock=lambda: now[0])
+    s.worker_starting("w0")
+    s.worker_registered("w0")
+    s.worker_starting("a1", "envA")
+    s.worker_registered("a1")
+    now[0] = 5.0
+    assert s.reap_idle_env_workers(10.0) == []
+    grant = [a for a in s.request_lease("o", {"CPU": 1}, env="envA")[1] if isinstance(a, Grant)][0]
+    now[0] = 20.0
+    assert s.reap_idle_env_workers(10.0) == []  # leased: never reaped
+    s.return_lease(grant.lease_id)
+    now[0] = 29.0
+    assert s.reap_idle_env_workers(10.0) == []
+    now[0] = 30.0
+    assert s.reap_idle_env_workers(10.0) == [KillWorker("a1")]
+    assert list(s.workers) == ["w0"]  # default workers stay
 
 
 def test_default_only_pools_are_unchanged():
@@ -78,3 +113,13 @@ def test_env_failure_rejects_its_requests_and_drops_its_starting_workers():
     # A later request for the failed env tries again (a new worker is started for it).
     _, actions = s.request_lease("owner", {"CPU": 1}, env="bad")
     assert StartWorkers(1, "bad") in actions
+
+
+def test_a_dropped_env_worker_that_registers_keeps_its_env():
+    s = _pool(idle=0)
+    s.worker_starting("a1", "envA")
+    s.workers.pop("a1")  # trimmed while it was starting
+    s.worker_registered("a1", "envA")
+    assert s.workers["a1"].env == "envA"
+    _, actions = s.request_lease("owner", {"CPU": 1})
+    assert not any(isinstance(a, Grant) for a in actions)

@@ -72,7 +72,7 @@ class RuntimeEnvManager:
             if isinstance(err, RuntimeEnvSetupError):
                 raise err
             raise RuntimeEnvSetupError(f"setting up the runtime env failed: {err!r}") from err
-        paths = dict(zip(keys, results))
+        paths = {key: str(result) for key, result in zip(keys, results)}
         layout: dict = {"env": env, "env_vars": dict(env.get("env_vars") or {}), "cwd": None, "paths": []}
         if env.get("working_dir"):
             layout["cwd"] = paths["pkg:" + env["working_dir"]]
@@ -83,6 +83,10 @@ class RuntimeEnvManager:
             for key in keys:
                 if key.startswith(tool + ":"):
                     layout["paths"].append(paths[key])
+        # The top-level modules of installed packages: a worker whose template already
+        # imported one of them starts from a fresh interpreter (see raylet.zygote).
+        installed = [paths[k] for k in keys if k.startswith(("pip:", "uv:")) or k.endswith(".whl")]
+        layout["modules"] = sorted({m for p in installed for m in _top_level_modules(p)})
         # Scripts the packages installed (pip --target puts them in bin/) go on PATH.
         layout["bin"] = [
             os.path.join(p, "bin") for p in layout["paths"] if os.path.isdir(os.path.join(p, "bin"))
@@ -257,6 +261,26 @@ def _unzip(data: bytes, dest: str, uri: str) -> None:
                     os.chmod(os.path.join(dest, name), mode)
     except zipfile.BadZipFile as exc:
         raise RuntimeEnvSetupError(f"the package {uri} is not a valid zip: {exc}") from None
+
+
+def _top_level_modules(path: str) -> list[str]:
+    """The importable top-level names in a site directory (packages, modules, extensions)."""
+    names = []
+    try:
+        entries = os.listdir(path)
+    except OSError:
+        return []
+    for entry in entries:
+        full = os.path.join(path, entry)
+        if entry.endswith((".dist-info", ".egg-info", ".pth")) or entry in ("bin", "__pycache__"):
+            continue
+        if os.path.isdir(full):
+            names.append(entry)
+        elif entry.endswith(".py"):
+            names.append(entry[:-3])
+        elif entry.endswith(".so"):
+            names.append(entry.split(".", 1)[0])
+    return names
 
 
 def _tree_size(path: str) -> int:

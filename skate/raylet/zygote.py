@@ -5,6 +5,11 @@ Talks to its raylet by lines on stdin/stdout:
          (LAYOUT: a runtime env's layout, urlsafe-base64 JSON, applied by the child first)
     out: "forked WORKER_ID PID" | "exit PID CODE"
 End of stdin (the raylet is gone) kills every worker and ends the zygote.
+
+A worker of a pip/uv env whose packages this template has already imported (numpy in another
+version, say) cannot use the template's copies: that child execs a fresh interpreter
+(`--worker`, same pid, so the zygote still reaps it), where the env's site directory comes
+first. SKATE_RUNTIME_ENV_FRESH_WORKERS=1 makes every pip/uv env worker start fresh.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import os
 import select
 import signal
 import sys
+from typing import Any
 
 from skate._secure_files import read_token
 
@@ -27,7 +33,12 @@ def _set_parent_death_signal() -> None:
         pass
 
 
+FRESH_WORKERS_VAR = "SKATE_RUNTIME_ENV_FRESH_WORKERS"
+
+
 def main() -> None:
+    if "--worker" in sys.argv[1:]:
+        _fresh_worker()
     # The raylet passes the session's details in the environment (argv is public in `ps`);
     # forked workers get them as a dict, not from the environment.
     info = json.loads(os.environ.pop("SKATE_ZYGOTE_INFO"))
@@ -99,7 +110,47 @@ def main() -> None:
     os._exit(0)
 
 
-def _apply_runtime_env(info: dict, encoded: str) -> dict:
+def needs_fresh_interpreter(layout: dict, loaded: Any, force: bool = False) -> bool:
+    """Whether an env's workers must start from a fresh interpreter: its pip/uv packages
+    include a module already imported here (`loaded`), or `force` for any pip/uv env."""
+    modules = layout.get("modules") or ()
+    return bool(modules) and (force or any(name in loaded for name in modules))
+
+
+def _exec_fresh(info: dict) -> None:
+    """Replace this forked child by a fresh interpreter running the worker (same pid)."""
+    import skate
+
+    home = os.path.dirname(os.path.dirname(os.path.abspath(skate.__file__)))
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(([old] if old else []) + [home])  # skate, wherever cwd is
+    os.environ["SKATE_WORKER_INFO"] = json.dumps({k: v for k, v in info.items() if k != "token"})
+    argv = [sys.executable, "-m", "skate.raylet.zygote", "--worker", "--session-dir", info["session_dir"]]
+    os.execv(sys.executable, argv)
+
+
+def _fresh_worker() -> None:
+    """The entry point of a worker exec'ed by `_exec_fresh`."""
+    code = 0
+    try:
+        info = json.loads(os.environ.pop("SKATE_WORKER_INFO"))
+        info["token"] = read_token(info["session_dir"])
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        from skate.core_worker import worker_main
+
+        worker_main.main(info)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _apply_runtime_env(info: dict, encoded: str) -> tuple[dict, dict]:
     """Enter a runtime env (this worker serves only it): env vars, sys.path entries in front
     (also in PYTHONPATH, for the processes it starts), the working directory."""
     import base64
@@ -117,7 +168,7 @@ def _apply_runtime_env(info: dict, encoded: str) -> dict:
         os.environ["PATH"] = os.pathsep.join([*layout["bin"], os.environ.get("PATH", "")])
     if layout.get("cwd"):
         os.chdir(layout["cwd"])
-    return dict(info, runtime_env=layout.get("env"))
+    return dict(info, runtime_env=layout.get("env")), layout
 
 
 def _child(info: dict, worker_id: str, zygote_pid: int, runtime_env: str | None = None) -> None:
@@ -135,10 +186,12 @@ def _child(info: dict, worker_id: str, zygote_pid: int, runtime_env: str | None 
         signal.signal(signal.SIGINT, signal.default_int_handler)
         from skate.core_worker import worker_main
 
-        if runtime_env is not None:
-            info = _apply_runtime_env(info, runtime_env)
-
         info = dict(info, worker_id=worker_id)
+        if runtime_env is not None:
+            info, layout = _apply_runtime_env(info, runtime_env)
+            if needs_fresh_interpreter(layout, sys.modules, os.environ.get(FRESH_WORKERS_VAR) == "1"):
+                _exec_fresh(info)
+
         worker_main.main(info)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1

@@ -307,3 +307,31 @@ def test_env_setup_runs_in_the_background(fresh, tmp_path):
         skate.get(slow, timeout=60)
     except skate.exceptions.RuntimeEnvSetupError:
         pass  # without setuptools here the build fails; what matters is that it did not block
+
+
+@pytest.mark.timeout(150)
+def test_pip_env_worker_from_a_fresh_interpreter(fresh, tmp_path, monkeypatch):
+    """A pip env whose packages the worker template already loaded runs in a fresh interpreter
+    (forced here for any pip env), where the env's packages come first."""
+    monkeypatch.setenv("SKATE_RUNTIME_ENV_FRESH_WORKERS", "1")
+    wheel = _wheel(tmp_path, "renv_fresh_pkg", "fresh")
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "renv_wd_mod.py").write_text("X = 7\n")
+    skate.init(num_cpus=2)
+
+    @skate.remote
+    def use():
+        import renv_fresh_pkg
+        import renv_wd_mod
+
+        return renv_fresh_pkg.VALUE, renv_wd_mod.X, "--worker" in sys.argv, os.environ.get("E")
+
+    env = {"pip": [wheel], "working_dir": str(proj), "env_vars": {"E": "1"}}
+    assert skate.get(use.options(runtime_env=env).remote(), timeout=120) == ("fresh", 7, True, "1")
+
+    @skate.remote
+    def plain():
+        return "--worker" in sys.argv
+
+    assert skate.get(plain.remote()) is False  # default workers still fork from the template

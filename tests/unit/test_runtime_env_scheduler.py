@@ -123,3 +123,14 @@ def test_a_dropped_env_worker_that_registers_keeps_its_env():
     assert s.workers["a1"].env == "envA"
     _, actions = s.request_lease("owner", {"CPU": 1})
     assert not any(isinstance(a, Grant) for a in actions)
+
+
+def test_fresh_interpreter_only_when_a_package_is_already_loaded_or_forced():
+    from skate.raylet.zygote import needs_fresh_interpreter
+
+    loaded = {"numpy": object(), "json": object()}
+    assert not needs_fresh_interpreter({"modules": []}, loaded)
+    assert not needs_fresh_interpreter({}, loaded, force=True)  # no pip/uv packages: fork is right
+    assert not needs_fresh_interpreter({"modules": ["tiny_pkg"]}, loaded)
+    assert needs_fresh_interpreter({"modules": ["tiny_pkg", "numpy"]}, loaded)
+    assert needs_fresh_interpreter({"modules": ["tiny_pkg"]}, loaded, force=True)

@@ -135,7 +135,9 @@ def init(
                     "When connecting to an existing cluster, num_cpus, num_gpus, resources, labels and "
                     "object_store_memory must not be given: the cluster's nodes already have them."
                 )
-            return _connect_driver(address, namespace, log_to_driver)
+            ctx = _connect_driver(address, namespace, log_to_driver)
+            _set_job_env(runtime_env)
+            return ctx
         _check_count("num_cpus", num_cpus)
         _check_count("num_gpus", num_gpus)
         _check_count("object_store_memory", object_store_memory)
@@ -170,6 +172,7 @@ def init(
             node.shutdown()
             raise
         _node = node
+        _set_job_env(runtime_env)
         return SkateContext(_address_info())
 
 
@@ -199,6 +202,19 @@ def _connect_client(
             connect_timeout=extra.get("_connect_timeout"),
             ignore_reinit_error=ignore_reinit_error,
         )
+
+
+def _set_job_env(runtime_env: dict | None) -> None:
+    """Resolve the job-level env (packing and uploading its local paths): every call of this
+    driver inherits it. A bad env (a missing working_dir) stops what init started and raises."""
+    core = context.current
+    if not runtime_env or core is None:
+        return
+    try:
+        core.runtime_envs.set_job_env(runtime_env)
+    except BaseException:
+        shutdown()
+        raise
 
 
 def _connect_driver(address: str, namespace: str | None, log_to_driver: bool) -> SkateContext:

@@ -271,6 +271,78 @@ def _spill_metrics(pattern: str, rounds: int, results: list) -> None:
         _report(name, rates[name], results)
 
 
+def _tiny_wheel(directory: str, name: str) -> str:
+    """A minimal pure-Python wheel written by hand: pip installs it by path, no network."""
+    import base64
+    import hashlib
+    import os
+    import zipfile
+
+    dist = f"{name}-0.1.dist-info"
+    files = {
+        f"{name}/__init__.py": "VALUE = 1\n",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: hand\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    files[f"{dist}/RECORD"] = "\n".join([*record, f"{dist}/RECORD,,"]) + "\n"
+    out = os.path.join(directory, f"{name}-0.1-py3-none-any.whl")
+    with zipfile.ZipFile(out, "w") as zf:
+        for path, text in files.items():
+            zf.writestr(path, text)
+    return out
+
+
+@skate.remote
+def _import_value(module: str):
+    import importlib
+
+    return importlib.import_module(module).VALUE
+
+
+def _runtime_env_metrics(kw: dict) -> None:
+    """Tasks in runtime envs: a new env_vars env per task (a worker started for each), the same
+    one again (warm), and a pip env from a local wheel, cold (installed then) and warm."""
+    import itertools
+    import tempfile
+
+    pattern = kw["pattern"]
+    names = [
+        "task in a new env_vars env (first)",
+        "task in an env_vars env (warm)",
+        "task in a pip env (local wheel), cold",
+        "task in a pip env (local wheel), warm",
+    ]
+    if pattern and not any(pattern in n for n in names):
+        return
+    counter = itertools.count()
+
+    def new_env() -> None:
+        skate.get(small_value.options(runtime_env={"env_vars": {"SKATE_BENCH": str(next(counter))}}).remote())
+
+    timeit(names[0], new_env, **kw)
+    warm = small_value.options(runtime_env={"env_vars": {"SKATE_BENCH": "warm"}})
+    timeit(names[1], lambda: skate.get(warm.remote()), **kw)
+    if pattern and not any(pattern in n for n in names[2:]):
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        tag = f"{time.time_ns():x}"
+        rates = []
+        for i in range(kw["rounds"]):
+            module = f"skate_bench_{tag}_{i}"
+            env = {"pip": {"packages": [_tiny_wheel(tmp, module)], "pip_install_options": ["--no-index"]}}
+            t0 = time.perf_counter()
+            skate.get(_import_value.options(runtime_env=env).remote(module))
+            rates.append(1 / (time.perf_counter() - t0))
+        if not pattern or pattern in names[2]:
+            _report(names[2], rates, kw["results"])
+        warm_pip = _import_value.options(runtime_env=env)
+        timeit(names[3], lambda: skate.get(warm_pip.remote(module)), **kw)
+
+
 def _placement_group_metrics(kw: dict, num_cpus: int | None) -> None:
     """Ray's line: 100 one-bundle groups created, waited for, then removed, per round; on a
     fresh cluster with 100 units of a custom resource, as Ray runs it."""
@@ -466,6 +538,7 @@ def run(pattern: str = "", seconds: float = 1.0, rounds: int = 3, num_cpus: int 
             **kw,
         )
         _actor_metrics(kw)
+        _runtime_env_metrics(kw)
     finally:
         skate.shutdown()
     _placement_group_metrics(kw, num_cpus)

@@ -1,4 +1,9 @@
-"""Validating runtime environments (applying them comes with the runtime-env issue)."""
+"""Validating runtime environments: field names and types, checked where they are given.
+
+Only the shape is checked here (cheap, no file system): that a `working_dir` exists, or a
+requirements file, is checked when the environment is resolved for submission
+(`skate.core_worker.runtime_envs`), at `.remote()` or `init()`.
+"""
 
 from __future__ import annotations
 
@@ -65,6 +70,35 @@ def validate_runtime_env(env: Any) -> dict | None:
     present = [k for k in ("pip", "uv", "conda") if k in env]
     if len(present) > 1:
         raise ValueError(f"runtime_env may specify only one of pip, uv and conda; got {present}")
-    if "config" in env and not isinstance(env["config"], dict):
-        raise TypeError("runtime_env['config'] must be a dict")
+    if "config" in env:
+        _check_config(env["config"])
+    for key, allowed in (("pip", _PIP_KEYS), ("uv", _UV_KEYS)):
+        value = env.get(key)
+        if isinstance(value, dict):
+            extra = sorted(set(value) - allowed)
+            if extra:
+                raise ValueError(
+                    f"runtime_env[{key!r}] has unknown field(s) {extra}; known: {sorted(allowed)}"
+                )
     return out
+
+
+_PIP_KEYS = {"packages", "pip_check", "pip_version", "pip_install_options"}
+_UV_KEYS = {"packages", "uv_check", "uv_version", "uv_pip_install_options"}
+
+
+def _check_config(config: Any) -> None:
+    if not isinstance(config, dict):
+        raise TypeError("runtime_env['config'] must be a dict")
+    extra = sorted(set(config) - {"setup_timeout_seconds", "eager_install"})
+    if extra:
+        raise ValueError(
+            f"runtime_env['config'] has unknown field(s) {extra}; known: eager_install, setup_timeout_seconds"
+        )
+    timeout = config.get("setup_timeout_seconds", 600)
+    if not isinstance(timeout, int) or isinstance(timeout, bool) or (timeout <= 0 and timeout != -1):
+        raise TypeError(
+            f"runtime_env['config']['setup_timeout_seconds'] must be a positive int or -1, got {timeout!r}"
+        )
+    if not isinstance(config.get("eager_install", True), bool):
+        raise TypeError("runtime_env['config']['eager_install'] must be a bool")

@@ -103,6 +103,23 @@ class RuntimeContext:
         return ActorID.from_hex(actor_id) if actor_id is not None else None
 
     @property
+    def runtime_env(self) -> Any:
+        """The effective runtime env of this code (a `RuntimeEnv`): the job's merged with the
+        task's or actor's own, packages named by their uploaded URIs."""
+        from skate.runtime_env import RuntimeEnv
+
+        env = self._core.runtime_envs.parent or {}
+        out = RuntimeEnv()
+        out.update(env)
+        return out
+
+    def get_runtime_env_string(self) -> str:
+        """The effective runtime env as a JSON string."""
+        import json
+
+        return json.dumps(self._core.runtime_envs.parent or {}, sort_keys=True)
+
+    @property
     def was_current_actor_reconstructed(self) -> bool:
         """Whether this actor was restarted after a failure (its constructor ran again)."""
         return bool(self._core.actor_reconstructed)

@@ -24,7 +24,7 @@ from skate import _ids
 from skate._options import actor_shapes, label_constraint, resolve_placement_group, wire_strategy
 from skate.core_worker.args import prepare_args
 from skate.core_worker.task_manager import Complete, Fail, TaskEntry
-from skate.exceptions import ActorDiedError, ActorUnavailableError, RaySystemError
+from skate.exceptions import ActorDiedError, ActorUnavailableError, RaySystemError, RuntimeEnvSetupError
 from skate.object_ref import ObjectRef
 from skate.protocol.connection import Connection, RemoteError
 from skate.protocol.messages import ActorCreation, TaskReply, TaskSpec
@@ -86,6 +86,7 @@ class ActorSubmitter:
         is_async = any(m.get("is_async") for m in methods.values())
         if max_concurrency is None:
             max_concurrency = 1000 if is_async else 1
+        env, _ = core.runtime_envs.resolve(options.get("runtime_env"))  # a bad path fails here
         place, hold = actor_shapes(options)
         # In a placement group the actor asks only for what it holds, under its bundle's names.
         (group_hold,), group = resolve_placement_group(options, [hold])
@@ -129,7 +130,7 @@ class ActorSubmitter:
             namespace,
             class_key,
             resources=hold,
-            runtime_env=options.get("runtime_env"),
+            runtime_env=env,
             actor_id=actor_id,
         )
         spec.placement_group = group
@@ -178,6 +179,7 @@ class ActorSubmitter:
                 "pg": entry.spec.placement_group[0] if entry.spec.placement_group else None,
                 "task": entry.spec,
                 "creation": creation,
+                "runtime_env": entry.spec.runtime_env,
             },
         )
         # The constructor's arguments stay alive while the actor may need them (a restart).
@@ -328,6 +330,12 @@ class ActorSubmitter:
                     continue
                 if info is None:
                     state.dead_error = ActorDiedError(f"The actor {state.actor_id.hex()} does not exist.")
+                    break
+                if info["state"] == DEAD and info.get("runtime_env_failed"):
+                    state.dead_error = RuntimeEnvSetupError(
+                        f"The actor {state.name} ({state.actor_id.hex()}) could not start: "
+                        f"{info['death_cause']}"
+                    )
                     break
                 if info["state"] == DEAD:
                     state.dead_error = ActorDiedError(

@@ -34,6 +34,7 @@ from skate.core_worker.objects import Objects
 from skate.core_worker.ownership import Ownership
 from skate.core_worker.plasma import ArenaMapping
 from skate.core_worker.reference_counter import ReferenceCounter
+from skate.core_worker.runtime_envs import RuntimeEnvResolver
 from skate.core_worker.submitter import TaskSubmitter
 from skate.exceptions import RaySystemError
 from skate.protocol import Connection, connect, listen
@@ -84,6 +85,9 @@ class CoreWorker:
         self.objects = Objects(self)
         self.functions = FunctionManager(self)
         self.submitter = TaskSubmitter(self)
+        # The env this process's calls inherit: a worker's own (it serves one env), the job's
+        # for a driver (set by init).
+        self.runtime_envs = RuntimeEnvResolver(self, info.get("runtime_env"))
         self.actor_submitter = ActorSubmitter(self)
 
     def current_task_id(self) -> bytes:

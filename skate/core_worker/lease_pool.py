@@ -68,7 +68,17 @@ class Lease:
 class KeyState:
     """Queue, leases and pending lease requests of one scheduling key."""
 
-    __slots__ = ("queue", "leases", "pending_requests", "duration", "shape", "strategy", "affinity", "labels")
+    __slots__ = (
+        "queue",
+        "leases",
+        "pending_requests",
+        "duration",
+        "shape",
+        "strategy",
+        "affinity",
+        "labels",
+        "runtime_env",
+    )
 
     def __init__(self, shape: dict, strategy: Any = None):
         self.shape = shape
@@ -80,6 +90,7 @@ class KeyState:
         self.leases: dict[str, Lease] = {}  # by worker id (lease ids are per raylet)
         self.pending_requests: set[int] = set()
         self.duration: float | None = None  # moving average of run time
+        self.runtime_env: dict | None = None  # the resolved env its workers run in (opaque here)
 
 
 class LeasePool:
@@ -163,10 +174,12 @@ class LeasePool:
             ks.leases[lease.worker_id] = lease
         return self.dispatch(ks)
 
-    def request_failed(self, ks: KeyState, rid: int) -> tuple[list[tuple], list]:
-        """A lease request failed for good. Returns (actions, tasks to fail)."""
+    def request_failed(self, ks: KeyState, rid: int, fatal: bool = False) -> tuple[list[tuple], list]:
+        """A lease request failed for good. Returns (actions, tasks to fail). `fatal`: the
+        failure holds for every task of the key (its runtime env cannot be set up), so the
+        queued ones fail now rather than ask again."""
         ks.pending_requests.discard(rid)
-        if ks.pending_requests or ks.leases:
+        if (ks.pending_requests or ks.leases) and not fatal:
             return self.dispatch(ks), []  # other requests may still succeed
         failed = [e for e in ks.queue if not e.done]
         ks.queue.clear()

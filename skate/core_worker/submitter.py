@@ -30,7 +30,7 @@ from skate.core_worker.lease_pool import (
 from skate.core_worker.memory_store import Waiter
 from skate.core_worker.object_table import RECORD_CALL_SITES, call_site
 from skate.core_worker.task_manager import Complete, Fail, Retry, TaskEntry, TaskManager
-from skate.exceptions import ObjectLostError, RaySystemError
+from skate.exceptions import ObjectLostError, RaySystemError, RuntimeEnvSetupError
 from skate.object_ref import ObjectRef
 from skate.protocol.messages import TaskReply, TaskSpec
 
@@ -67,6 +67,7 @@ class TaskSubmitter:
         labels: tuple | None = None,
     ) -> list[ObjectRef]:
         core = self.core
+        env, env_key = core.runtime_envs.resolve(runtime_env)
         task_id = core.task_ids.next()
         return_ids = [_ids.object_id_for_return(task_id, i + 1) for i in range(num_returns)]
         spec = TaskSpec(
@@ -79,11 +80,11 @@ class TaskSubmitter:
             function_key,
             resources=resources,
             max_calls=max_calls,
-            runtime_env=runtime_env,
+            runtime_env=env,
             placement_group=placement_group,
         )
         dep_refs, hold, uses = prepare_args(core, spec, args, kwargs)
-        key = (function_key, tuple(sorted(resources.items())), _strategy_key(strategy), labels)
+        key = (function_key, tuple(sorted(resources.items())), _strategy_key(strategy), labels, env_key)
         entry = TaskEntry(spec, return_ids, uses, max_retries, retry_exceptions, key, dep_refs, hold)
         entry.strategy = strategy
         refs = [ObjectRef(oid, None, core) for oid in return_ids]
@@ -140,6 +141,7 @@ class TaskSubmitter:
         if ks is None:
             ks = self.pool.key_state(entry.key, dict(entry.key[1]), entry.strategy)
             ks.labels = entry.key[3]
+            ks.runtime_env = entry.spec.runtime_env
         self._run(self.pool.enqueue(ks, entry))
 
     def _run(self, actions: list[tuple]) -> None:
@@ -188,6 +190,8 @@ class TaskSubmitter:
         payload = {"rid": rid, "shape": ks.shape, "strategy": ks.strategy}
         if ks.labels is not None:
             payload["labels"] = ks.labels
+        if ks.runtime_env:
+            payload["runtime_env"] = ks.runtime_env
         try:
             affinity = await self._affinity_raylet(ks)
             if affinity is not None:
@@ -204,10 +208,11 @@ class TaskSubmitter:
                     await asyncio.sleep(0.1)
                     grant = None
         except Exception as exc:
-            actions, failed = self.pool.request_failed(ks, rid)
+            error = _lease_error(exc)
+            actions, failed = self.pool.request_failed(ks, rid, isinstance(error, RuntimeEnvSetupError))
             self._run(actions)
             for entry in failed:
-                self.finish_with_error(entry, RaySystemError(f"could not lease a worker: {exc}"))
+                self.finish_with_error(entry, error)
             return
         if grant is None or "spillback" in grant:  # still redirected: ask again on the next dispatch
             self._run(self.pool.granted(ks, rid, None))
@@ -375,3 +380,14 @@ def _strategy_key(strategy: Any) -> Any:
     if isinstance(strategy, dict):
         return (strategy["node_id"], strategy["soft"])
     return strategy
+
+
+def _lease_error(exc: BaseException) -> BaseException:
+    """What the tasks of a refused lease request fail with: the runtime env's setup error as
+    itself (its message carries the installer's last lines), anything else as a system error."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, RuntimeEnvSetupError):
+        return cause
+    if isinstance(exc, RuntimeEnvSetupError):
+        return exc
+    return RaySystemError(f"could not lease a worker: {exc}")

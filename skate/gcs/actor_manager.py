@@ -17,6 +17,7 @@ from typing import Any
 from skate._labels import describe as describe_labels
 from skate._labels import from_wire
 from skate.protocol import Connection, connect
+from skate.protocol.connection import RemoteError
 from skate.raylet import resources as res
 
 logger = logging.getLogger("skate.gcs.actors")
@@ -44,6 +45,7 @@ class ActorInfo:
     num_restarts: int = 0
     no_restart: bool = False
     death_cause: str = ""
+    runtime_env_failed: bool = False  # it died because its runtime env could not be set up
     conn: Connection | None = None
     lease: tuple | None = None  # (node_id, lease_id)
     target_node: str | None = None  # where it is placed (set before it is alive: counts as load)
@@ -62,6 +64,7 @@ class ActorInfo:
             "incarnation": self.incarnation,
             "num_restarts": self.num_restarts,
             "death_cause": self.death_cause,
+            "runtime_env_failed": self.runtime_env_failed,
             "detached": self.detached,
             "owner": self.owner,
             "job": self.job,
@@ -170,6 +173,8 @@ class ActorManager:
             request = {"rid": next(self._rids), "shape": spec["place"], "hold": spec["res"], "actor": True}
             if spec.get("labels"):
                 request["labels"] = spec["labels"]
+            if spec.get("runtime_env"):
+                request["runtime_env"] = spec["runtime_env"]
             grant = await node_conn.call("request_lease", request)
             if grant is not None and "spillback" in grant:
                 # The node had no room after all and named one that has: go there, once.
@@ -196,6 +201,12 @@ class ActorManager:
                 ),
             )
         except Exception as exc:
+            if isinstance(exc, RemoteError) and exc.kind == "RuntimeEnvSetupError":
+                # Its env cannot be built: no restart would help (as Ray, it dies at once).
+                info.no_restart = True
+                info.runtime_env_failed = True
+                self._set_dead(info, f"its runtime env failed to set up: {exc.message}")
+                return
             if info.state != DEAD and not self.gcs.node_alive(node_id):
                 # The node went away under the attempt: not the actor's failure, so no restart
                 # is spent; place it again on the nodes that remain.

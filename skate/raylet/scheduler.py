@@ -11,12 +11,17 @@ expressions; where it goes is decided afresh on every pass, in Ray's order: a no
 soft expressions too with room now, any matching node with room now, a soft-matching node that
 could hold it, any matching node that could. Waiting here counts as going here; with no matching
 node at all it is infeasible (pending until one joins).
+
+Workers are pooled by runtime env (its hash; "" is the default env): a request is granted
+only a worker started for its env, and idle workers of other envs are trimmed first.
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from skate import _labels
@@ -37,6 +42,7 @@ class LeaseRequest:
     spread: bool = False
     actor: bool = False  # the lease hosts an actor: it never lends its CPU while blocked
     labels: _labels.Constraint | None = None  # node-label constraint (hard, soft), if any
+    env: str = ""  # the runtime env's hash ("" for none): only a worker of that env serves it
 
 
 @dataclass
@@ -50,6 +56,8 @@ class WorkerSlot:
     gpus: dict[int, int] = field(default_factory=dict)  # GPU id -> share held (fixed point)
     owns_objects: bool = False
     actor: bool = False  # leased to host an actor (set per lease)
+    env: str = ""  # the runtime env this worker was started in, for good
+    idle_since: float = 0.0  # when it last became idle (the scheduler's clock)
 
 
 # Actions
@@ -64,6 +72,7 @@ class Grant:
 @dataclass
 class StartWorkers:
     count: int
+    env: str = ""  # start them in this runtime env (set up first if needed)
 
 
 @dataclass
@@ -91,6 +100,7 @@ class Rejected:
 
     request: LeaseRequest
     reason: str
+    runtime_env_failed: bool = False  # the reason is its runtime env's setup failure
 
 
 @dataclass
@@ -107,9 +117,11 @@ class LocalScheduler:
         soft_limit: int,
         node_id: str = "",
         labels: dict[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.node_id = node_id
         self.labels = dict(labels or {})  # this node's labels
+        self.clock = clock
         self.cluster: dict[str, tuple[dict[str, int], dict[str, int], str]] = {}  # other nodes
         self.cluster_labels: dict[str, dict[str, str]] = {}
         self._spread_turn = 0
@@ -179,9 +191,11 @@ class LocalScheduler:
         spread: bool = False,
         actor: bool = False,
         labels: _labels.Constraint | None = None,
+        env: str = "",
     ) -> tuple[LeaseRequest, list]:
         """Queue a lease request; `actor` marks a lease that hosts an actor for its lifetime;
-        `labels` is a node-label constraint (skate._labels wire form)."""
+        `labels` is a node-label constraint (skate._labels wire form), `env` the runtime env
+        (hash) its worker must run in."""
         fixed = res.to_fixed(shape)
         req = LeaseRequest(
             next(self._request_ids),
@@ -192,6 +206,7 @@ class LocalScheduler:
             spread=spread,
             actor=actor,
             labels=labels,
+            env=env,
         )
         group = self._removed_group_of(fixed)
         if group is not None:
@@ -276,13 +291,48 @@ class LocalScheduler:
         self.infeasible = [r for r in self.infeasible if r.request_id != request_id]
         return []
 
-    def worker_starting(self, worker_id: str) -> None:
-        self.workers[worker_id] = WorkerSlot(worker_id)
+    def worker_starting(self, worker_id: str, env: str = "") -> None:
+        self.workers[worker_id] = WorkerSlot(worker_id, env=env)
 
-    def worker_registered(self, worker_id: str) -> list:
-        slot = self.workers.setdefault(worker_id, WorkerSlot(worker_id))
+    def reap_idle_env_workers(self, max_idle: float) -> list:
+        """Workers of runtime envs idle for `max_idle` seconds go, even within the pool's
+        limit (default-env workers stay): an env nobody uses holds no process, and its files
+        may then be collected."""
+        now = self.clock()
+        actions: list = []
+        for slot in list(self.workers.values()):
+            if (
+                slot.env
+                and slot.state == IDLE
+                and not slot.owns_objects
+                and now - slot.idle_since >= max_idle
+            ):
+                del self.workers[slot.worker_id]
+                actions.append(KillWorker(slot.worker_id))
+        return actions
+
+    def env_failed(self, env: str, reason: str) -> list:
+        """Setting up runtime env `env` failed: its requests fail with the reason, and its
+        workers that were waiting for it to start are forgotten (they were never started).
+        Later requests for the env try the setup again."""
+        actions: list = []
+        for req in list(self.queue) + self.infeasible:
+            if req.env == env:
+                actions.append(Rejected(req, reason, runtime_env_failed=True))
+        self.queue = deque(r for r in self.queue if r.env != env)
+        self.infeasible = [r for r in self.infeasible if r.env != env]
+        for slot in list(self.workers.values()):
+            if slot.env == env and slot.state == STARTING:
+                del self.workers[slot.worker_id]
+        return actions + self._schedule()
+
+    def worker_registered(self, worker_id: str, env: str = "") -> list:
+        """A worker connected (`env`: the runtime env it was started in, which a slot dropped
+        while it started no longer records)."""
+        slot = self.workers.setdefault(worker_id, WorkerSlot(worker_id, env=env))
         if slot.state == STARTING:
             slot.state = IDLE
+            slot.idle_since = self.clock()
         return self._schedule()
 
     def return_lease(self, lease_id: int, kill: bool = False) -> list:
@@ -298,6 +348,7 @@ class LocalScheduler:
                 del self.workers[worker_id]
             else:
                 slot.state = IDLE
+                slot.idle_since = self.clock()
         return actions + self._schedule()
 
     def worker_died(self, worker_id: str) -> list:
@@ -366,7 +417,10 @@ class LocalScheduler:
     def _schedule(self, new_request: bool = False) -> list:
         actions: list = []
         idle = [w for w in self.workers.values() if w.state == IDLE]
-        waiting_for_worker = 0
+        idle_by_env: dict[str, list[WorkerSlot]] = {}
+        for w in idle:
+            idle_by_env.setdefault(w.env, []).append(w)
+        waiting_by_env: dict[str, int] = {}
         blocked_by_resources = False
         still_queued: deque[LeaseRequest] = deque()
         # Infeasible requests are looked at again: a node that can run them may have joined.
@@ -414,8 +468,10 @@ class LocalScheduler:
             if gpus is None:  # enough GPU in sum, but no id has the fraction asked for
                 still_queued.append(req)
                 continue
-            if idle:
-                slot = idle.pop()
+            env_idle = idle_by_env.get(req.env)
+            if env_idle:
+                slot = env_idle.pop()
+                idle.remove(slot)
                 lease_id = next(self._lease_ids)
                 slot.state, slot.lease_id, slot.owner = LEASED, lease_id, req.owner
                 slot.held = dict(req.hold)
@@ -427,20 +483,33 @@ class LocalScheduler:
                 self.leases[lease_id] = slot.worker_id
                 actions.append(Grant(req, slot.worker_id, lease_id, sorted(gpus)))
             else:
-                waiting_for_worker += 1
+                waiting_by_env[req.env] = waiting_by_env.get(req.env, 0) + 1
                 still_queued.append(req)
         self.queue = still_queued
-        starting = sum(1 for w in self.workers.values() if w.state == STARTING)
+        starting: dict[str, int] = {}
+        for w in self.workers.values():
+            if w.state == STARTING:
+                starting[w.env] = starting.get(w.env, 0) + 1
         # Start what the queue needs, but never more than soft_limit at once (no fork storms).
-        want = min(waiting_for_worker, self.soft_limit) - starting
-        if want > 0:
-            actions.append(StartWorkers(want))
-        # Trim idle workers beyond the soft limit once nothing waits for one.
+        for env, waiting in waiting_by_env.items():
+            want = min(waiting, self.soft_limit) - starting.get(env, 0)
+            if want > 0:
+                actions.append(StartWorkers(want, env) if env else StartWorkers(want))
+        # A worker that owns objects others still use is kept: its death would lose them.
+        # Workers of other runtime envs go first (the default env's are the ones most reused).
+        spare = sorted((w for w in idle if not w.owns_objects), key=lambda w: w.env == "")
         if not self.queue:
-            # A worker that owns objects others still use is kept: its death would lose them.
-            spare = [w for w in idle if not w.owns_objects]
+            # Trim idle workers beyond the soft limit once nothing waits for one.
             extra = len(idle) - max(self.soft_limit - self._busy(), 0)
             for slot in spare[: max(extra, 0)]:
+                del self.workers[slot.worker_id]
+                actions.append(KillWorker(slot.worker_id))
+        elif waiting_by_env:
+            # Requests wait for workers of their env while idle workers of other (non-default)
+            # envs sit here: over the limit, those make room, so the pool does not grow with
+            # every env used. Default workers wait for the queue to empty, as above.
+            extra = len(self.workers) - self.soft_limit
+            for slot in [w for w in spare if w.env and w.env not in waiting_by_env][: max(extra, 0)]:
                 del self.workers[slot.worker_id]
                 actions.append(KillWorker(slot.worker_id))
         if blocked_by_resources and new_request:

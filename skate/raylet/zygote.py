@@ -1,9 +1,15 @@
 """The worker template: imports what workers need once, then forks a worker per request.
 
 Talks to its raylet by lines on stdin/stdout:
-    in:  "fork WORKER_ID" | "kill PID"
+    in:  "fork WORKER_ID [LAYOUT]" | "kill PID"
+         (LAYOUT: a runtime env's layout, urlsafe-base64 JSON, applied by the child first)
     out: "forked WORKER_ID PID" | "exit PID CODE"
 End of stdin (the raylet is gone) kills every worker and ends the zygote.
+
+A worker of a pip/uv env whose packages this template has already imported (numpy in another
+version, say) cannot use the template's copies: that child execs a fresh interpreter
+(`--worker`, same pid, so the zygote still reaps it), where the env's site directory comes
+first. SKATE_RUNTIME_ENV_FRESH_WORKERS=1 makes every pip/uv env worker start fresh.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import os
 import select
 import signal
 import sys
+from typing import Any
 
 from skate._secure_files import read_token
 
@@ -26,7 +33,12 @@ def _set_parent_death_signal() -> None:
         pass
 
 
+FRESH_WORKERS_VAR = "SKATE_RUNTIME_ENV_FRESH_WORKERS"
+
+
 def main() -> None:
+    if "--worker" in sys.argv[1:]:
+        _fresh_worker()
     # The raylet passes the session's details in the environment (argv is public in `ps`);
     # forked workers get them as a dict, not from the environment.
     info = json.loads(os.environ.pop("SKATE_ZYGOTE_INFO"))
@@ -77,7 +89,7 @@ def main() -> None:
             if parts[0] == "fork":
                 pid = os.fork()
                 if pid == 0:
-                    _child(info, parts[1], me)
+                    _child(info, parts[1], me, parts[2] if len(parts) > 2 else None)
                 children[pid] = parts[1]
                 out.write(f"forked {parts[1]} {pid}\n")
             elif parts[0] == "kill":
@@ -98,7 +110,68 @@ def main() -> None:
     os._exit(0)
 
 
-def _child(info: dict, worker_id: str, zygote_pid: int) -> None:
+def needs_fresh_interpreter(layout: dict, loaded: Any, force: bool = False) -> bool:
+    """Whether an env's workers must start from a fresh interpreter: its pip/uv packages
+    include a module already imported here (`loaded`), or `force` for any pip/uv env."""
+    modules = layout.get("modules") or ()
+    return bool(modules) and (force or any(name in loaded for name in modules))
+
+
+def _exec_fresh(info: dict) -> None:
+    """Replace this forked child by a fresh interpreter running the worker (same pid)."""
+    import skate
+
+    home = os.path.dirname(os.path.dirname(os.path.abspath(skate.__file__)))
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(([old] if old else []) + [home])  # skate, wherever cwd is
+    os.environ["SKATE_WORKER_INFO"] = json.dumps({k: v for k, v in info.items() if k != "token"})
+    argv = [sys.executable, "-m", "skate.raylet.zygote", "--worker", "--session-dir", info["session_dir"]]
+    os.execv(sys.executable, argv)
+
+
+def _fresh_worker() -> None:
+    """The entry point of a worker exec'ed by `_exec_fresh`."""
+    code = 0
+    try:
+        info = json.loads(os.environ.pop("SKATE_WORKER_INFO"))
+        info["token"] = read_token(info["session_dir"])
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        from skate.core_worker import worker_main
+
+        worker_main.main(info)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _apply_runtime_env(info: dict, encoded: str) -> tuple[dict, dict]:
+    """Enter a runtime env (this worker serves only it): env vars, sys.path entries in front
+    (also in PYTHONPATH, for the processes it starts), the working directory."""
+    import base64
+    import importlib
+
+    layout = json.loads(base64.urlsafe_b64decode(encoded))
+    os.environ.update(layout.get("env_vars") or {})
+    paths = list(layout.get("paths") or ())
+    if paths:
+        sys.path[0:0] = paths
+        old = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join(paths + ([old] if old else []))
+        importlib.invalidate_caches()
+    if layout.get("bin"):
+        os.environ["PATH"] = os.pathsep.join([*layout["bin"], os.environ.get("PATH", "")])
+    if layout.get("cwd"):
+        os.chdir(layout["cwd"])
+    return dict(info, runtime_env=layout.get("env")), layout
+
+
+def _child(info: dict, worker_id: str, zygote_pid: int, runtime_env: str | None = None) -> None:
     code = 0
     try:
         devnull = os.open(os.devnull, os.O_RDWR)
@@ -114,6 +187,11 @@ def _child(info: dict, worker_id: str, zygote_pid: int) -> None:
         from skate.core_worker import worker_main
 
         info = dict(info, worker_id=worker_id)
+        if runtime_env is not None:
+            info, layout = _apply_runtime_env(info, runtime_env)
+            if needs_fresh_interpreter(layout, sys.modules, os.environ.get(FRESH_WORKERS_VAR) == "1"):
+                _exec_fresh(info)
+
         worker_main.main(info)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1

@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "skate._labels": FOUNDATION,
     "skate._signature": FOUNDATION,
     "skate._runtime_env": FOUNDATION,
+    "skate.runtime_env": FOUNDATION,
     "skate.object_ref": FOUNDATION,
     "skate.types": FOUNDATION,
     "skate.util.scheduling_strategies": FOUNDATION,
@@ -61,6 +62,7 @@ LAYERS: dict[str, int] = {
     "skate.gcs.pg_scheduler": STATE_MACHINES,
     "skate._job_state": STATE_MACHINES,
     "skate.client.refs": STATE_MACHINES,
+    "skate.raylet.runtime_env_cache": STATE_MACHINES,
     # I/O shells: processes and the core worker
     "skate.core_worker": SHELLS,
     "skate.raylet": SHELLS,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import logging
 import os
@@ -27,10 +26,10 @@ from skate.core_worker.plasma import ArenaMapping, arena_path, create_arena_file
 from skate.exceptions import RuntimeEnvSetupError
 from skate.protocol import Connection, connect, listen
 from skate.protocol.connection import RemoteError
+from skate.raylet.env_workers import EnvWorkers
 from skate.raylet.memory_monitor import CHECK_INTERVAL_S, LeaseView, MemoryMonitor
 from skate.raylet.object_manager import ObjectManager
 from skate.raylet.object_store import ObjectStore
-from skate.raylet.runtime_env_manager import RuntimeEnvManager
 from skate.raylet.scheduler import (
     Grant,
     Infeasible,
@@ -42,7 +41,6 @@ from skate.raylet.scheduler import (
     StartWorkers,
 )
 from skate.raylet.spill import SpillManager, make_spill_dir
-from skate.runtime_env.spec import env_hash
 
 logger = logging.getLogger("skate.raylet")
 
@@ -89,20 +87,7 @@ class Raylet:
         self.loop = asyncio.get_event_loop()
         self.objects = ObjectManager(self)
         self._peers: dict[str, Connection] = {}
-        # Runtime envs: their specs by hash, the layouts of those set up, the workers waiting
-        # for a setup to finish, and how many workers (started or starting) each env has.
-        self.runtime_envs = RuntimeEnvManager(
-            os.path.join(self.session_dir, "runtime_resources", self.node_id[:12]),
-            os.path.join(self.session_dir, "logs"),
-            self.node_id,
-            self._fetch_kv,
-        )
-        self.env_specs: dict[str, dict] = {}
-        self.env_layouts: dict[str, str] = {}  # hash -> the layout, encoded for the zygote
-        self.env_waiting: dict[str, list[str]] = {}  # hash -> workers to fork once it is ready
-        self.env_users: dict[str, int] = {}
-        self.worker_envs: dict[str, str] = {}  # worker id -> its env's hash (env workers only)
-        self.env_setting_up: set[str] = set()
+        self.envs = EnvWorkers(self)  # runtime envs: setup, and which workers run in which
         self.handlers = {
             "register_client": self.h_register_client,
             "request_lease": self.h_request_lease,
@@ -129,7 +114,7 @@ class Raylet:
             "prepare_bundles": self.h_prepare_bundles,
             "commit_bundles": self.h_commit_bundles,
             "return_bundles": self.h_return_bundles,
-            "runtime_env_stats": lambda c, p: self.runtime_env_stats(),
+            "runtime_env_stats": lambda c, p: self.envs.stats(),
         }
         self.handlers.update(self.objects.handlers())
 
@@ -189,7 +174,7 @@ class Raylet:
         while not self._stopping:
             await asyncio.sleep(period)
             self._report_resources()
-            if self.worker_envs:
+            if self.envs.worker_envs:
                 self.apply(self.scheduler.reap_idle_env_workers(ENV_WORKER_IDLE_S))
 
     async def _monitor_memory(self) -> None:
@@ -431,7 +416,7 @@ class Raylet:
                 logger.info("worker %s (pid %s) exited with code %s", (wid or "?")[:8], parts[1], parts[2])
                 if wid is not None:
                     self.worker_pids.pop(wid, None)
-                    self._env_worker_gone(wid)
+                    self.envs.worker_gone(wid)
                     if wid not in self.clients:  # died before or without its connection closing
                         self.apply(self.scheduler.worker_died(wid))
 
@@ -439,99 +424,15 @@ class Raylet:
         for _ in range(count):
             wid = _ids.random_id(14).hex()
             self.scheduler.worker_starting(wid, env)
-            if not env:
+            if env:
+                self.envs.start_worker(wid, env)
+            else:
                 self._zygote_send(f"fork {wid}")
-                continue
-            self.worker_envs[wid] = env
-            self.env_users[env] = self.env_users.get(env, 0) + 1
-            layout = self.env_layouts.get(env)
-            if layout is not None:
-                self._zygote_send(f"fork {wid} {layout}")
-                continue
-            self.env_waiting.setdefault(env, []).append(wid)
-            if env not in self.env_setting_up:
-                self.env_setting_up.add(env)
-                asyncio.ensure_future(self._set_up_env(env))
-
-    # -- runtime envs -------------------------------------------------------------------
-    def _env_of(self, env: dict | None) -> str:
-        """The hash of a lease request's runtime env (recording the env for its setup)."""
-        if not env:
-            return ""
-        h = env_hash(env)
-        if h:
-            self.env_specs.setdefault(h, env)
-        return h
-
-    async def _fetch_kv(self, key: bytes) -> bytes | None:
-        if self.gcs is None or self.gcs.closed:
-            raise RuntimeEnvSetupError("the GCS is unreachable, so the env's packages cannot be fetched")
-        return await self.gcs.call("kv_get", {"key": key})
-
-    async def _set_up_env(self, env: str) -> None:
-        """Set an env up in the background, then fork the workers that wait for it; on failure,
-        its lease requests fail with the error and the waiting workers are dropped."""
-        spec = self.env_specs[env]
-        try:
-            layout = await self.runtime_envs.setup(spec)
-        except Exception as exc:
-            self.env_setting_up.discard(env)
-            error = exc if isinstance(exc, RuntimeEnvSetupError) else RuntimeEnvSetupError(repr(exc))
-            logger.warning("runtime env %s failed to set up: %s", env, error)
-            for wid in self.env_waiting.pop(env, []):
-                self.worker_envs.pop(wid, None)
-                self.env_users[env] -= 1
-            if not self.env_users.get(env):
-                self.env_users.pop(env, None)
-            self.apply(self.scheduler.env_failed(env, str(error)))
-            return
-        self.env_setting_up.discard(env)
-        encoded = base64.urlsafe_b64encode(json.dumps(layout).encode()).decode()
-        self.env_layouts[env] = encoded
-        waiting = self.env_waiting.pop(env, [])
-        for wid in waiting:
-            self._zygote_send(f"fork {wid} {encoded}")
-        if not self.env_users.get(env):  # every waiting worker was dropped meanwhile
-            self._env_unused(env)
-
-    def runtime_env_stats(self) -> dict:
-        """What the node's env cache holds (for `skate` tools and tests): installs started,
-        each resource's state, holders and size, and the envs with live workers."""
-        cache = self.runtime_envs.cache
-        return {
-            "installs": cache.installs,
-            "used_bytes": cache.used_bytes(),
-            "resources": {
-                k: {"state": r.state, "refs": r.refs, "size": r.size, "path": self.runtime_envs.path_of(k)}
-                for k, r in cache.resources.items()
-            },
-            "env_workers": dict(self.env_users),
-        }
-
-    def _env_worker_gone(self, worker_id: str) -> None:
-        env = self.worker_envs.pop(worker_id, None)
-        if env is None:
-            return
-        waiting = self.env_waiting.get(env)
-        if waiting and worker_id in waiting:
-            waiting.remove(worker_id)
-        self.env_users[env] = self.env_users.get(env, 1) - 1
-        if self.env_users[env] <= 0 and env in self.env_layouts:
-            self._env_unused(env)
-
-    def _env_unused(self, env: str) -> None:
-        """An env's last worker is gone: release what it holds (it may be collected)."""
-        self.env_users.pop(env, None)
-        if self.env_layouts.pop(env, None) is not None:
-            self.runtime_envs.release(self.env_specs[env])
 
     def kill_worker(self, worker_id: str) -> None:
         pid = self.worker_pids.get(worker_id)
-        if pid is None and worker_id in self.worker_envs and worker_id not in self.clients:
-            waiting = self.env_waiting.get(self.worker_envs[worker_id])
-            if waiting and worker_id in waiting:  # never forked: nothing to kill
-                self._env_worker_gone(worker_id)
-                return
+        if pid is None and worker_id not in self.clients and self.envs.drop_unforked(worker_id):
+            return  # never forked: nothing to kill
         logger.debug("kill worker %s pid %s", worker_id[:8], pid)
         if pid is not None:
             self._zygote_send(f"kill {pid}")
@@ -662,7 +563,7 @@ class Raylet:
         self.clients[wid] = conn
         if p.get("mode") == "worker":
             self.worker_addresses[wid] = p["address"]
-            self.apply(self.scheduler.worker_registered(wid, self.worker_envs.get(wid, "")))
+            self.apply(self.scheduler.worker_registered(wid, self.envs.worker_envs.get(wid, "")))
         return {"arena_path": self.arena_path, "arena_capacity": self.capacity, "node_id": self.node_id}
 
     def on_client_closed(self, conn: Connection) -> None:
@@ -698,7 +599,7 @@ class Raylet:
             spread=p.get("strategy") == "SPREAD",
             actor=bool(p.get("actor")),
             labels=_labels.from_wire(p.get("labels")),
-            env=self._env_of(p.get("runtime_env")),
+            env=self.envs.env_of(p.get("runtime_env")),
         )
         fut = self.loop.create_future()
         self.lease_futures[req.request_id] = fut

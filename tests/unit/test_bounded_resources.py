@@ -145,9 +145,11 @@ def test_server_stops_reading_a_peer_that_does_not_read_its_replies(monkeypatch)
 
     async def main():
         handled = []
+        conns = []
 
         def big(conn, payload):
             handled.append(payload)
+            conns.append(conn)
             return reply
 
         listener = await listen("tcp://127.0.0.1:0", TOKEN, {"big": big})
@@ -160,9 +162,12 @@ def test_server_stops_reading_a_peer_that_does_not_read_its_replies(monkeypatch)
         n = 300
         for i in range(n):  # 300 MiB of replies asked for, none read yet
             writer.write(pack_frame([REQUEST, i + 1, "big", i]))
-        await asyncio.sleep(0.5)
+        deadline = asyncio.get_running_loop().time() + 20
+        while not (conns and conns[0]._reading_paused):  # the server stops taking requests ...
+            assert asyncio.get_running_loop().time() < deadline, "the server never paused reading"
+            await asyncio.sleep(0.01)
         stalled = len(handled)
-        assert stalled < n / 3, stalled  # the server stopped taking requests ...
+        assert stalled < n / 3, stalled  # ... long before it has taken them all ...
         await asyncio.sleep(0.3)
         assert len(handled) == stalled  # ... and stays stopped while we do not read
         for _ in range(n):  # reading lets it go on, to the end

@@ -313,3 +313,9 @@ class UnsafePathError(SkateError, PermissionError):
     """A file or directory Skate trusts (session root, session, token, spill directory) is a
     symbolic link, belongs to another user, or is open to other users: refused rather than used.
     A PermissionError too, as Python code expects of a path it may not use."""
+
+
+class GcsStorageError(RaySystemError):
+    """The GCS's storage (`--storage`: SQLite file, Redis) cannot be used: unreachable, a bad
+    password, a corrupt or foreign file, tables of another cluster. Raised at start, before
+    anything is written, so nothing is overwritten."""

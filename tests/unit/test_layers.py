@@ -61,6 +61,7 @@ LAYERS: dict[str, int] = {
     "skate.core_worker": SHELLS,
     "skate.raylet": SHELLS,
     "skate.gcs": SHELLS,
+    "skate.gcs.storage": SHELLS,  # GCS tables in memory, an SQLite file or Redis (file and network I/O)
     "skate._node": SHELLS,
     # public API, tools and the command line
     "skate": API,

@@ -44,7 +44,7 @@ logger = logging.getLogger("skate.raylet")
 
 HEARTBEAT_S = float(os.environ.get("SKATE_HEARTBEAT_S", "1.0"))
 INFEASIBLE_GRACE_S = 0.5
-GCS_RECONNECT_S = float(os.environ.get("SKATE_GCS_RECONNECT_TIMEOUT_S", "30"))
+GCS_RECONNECT_S = _config.GCS_RECONNECT_TIMEOUT_S
 DRAIN_TIMEOUT_S = 1.0  # how long a stopping raylet waits for the GCS to take note
 
 

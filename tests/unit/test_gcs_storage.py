@@ -251,3 +251,15 @@ def test_parse_spec_rejects(text):
 
 def test_spec_never_shows_a_password():
     assert str(parse_spec("redis://:hunter2@h:1/0")) == "redis://***@h:1/0"
+
+
+def test_gcs_reconnect_timeout_system_config_key():
+    from skate._system_config import parse
+
+    assert parse({"gcs_rpc_server_reconnect_timeout_s": 5}).gcs_reconnect_timeout_s == 5.0
+    assert (
+        "gcs_rpc_server_reconnect_timeout_s" not in parse({"gcs_rpc_server_reconnect_timeout_s": 5}).no_effect
+    )
+    assert parse({}).gcs_reconnect_timeout_s is None
+    with pytest.raises(ValueError, match="gcs_rpc_server_reconnect_timeout_s"):
+        parse({"gcs_rpc_server_reconnect_timeout_s": -1})

@@ -57,3 +57,6 @@ MAX_LOG_LINE_CHARS = _env_int("SKATE_MAX_LOG_LINE_CHARS", 16 * 1024)
 # Callers waiting in the GCS for an internal-KV key to appear: in all, and per connection.
 MAX_KV_WAITERS = _env_int("SKATE_MAX_KV_WAITERS", 10000)
 MAX_KV_WAITERS_PER_CONNECTION = _env_int("SKATE_MAX_KV_WAITERS_PER_CONNECTION", 1000)
+# Seconds a raylet, driver or worker keeps trying to reach a GCS that went away (it may be
+# restarting, see skate.gcs.recovery); Ray's `gcs_rpc_server_reconnect_timeout_s`.
+GCS_RECONNECT_TIMEOUT_S = _env_float("SKATE_GCS_RECONNECT_TIMEOUT_S", 60.0)

@@ -546,3 +546,42 @@ def run(pattern: str = "", seconds: float = 1.0, rounds: int = 3, num_cpus: int 
     _transfer_metrics(pattern, rounds, results)
     _job_metrics(pattern, rounds, results)
     return results
+
+
+class _NamedClass:
+    def ping(self) -> int:
+        return 1
+
+
+_Named: Any = skate.remote(num_cpus=0)(_NamedClass)
+
+
+def gcs_storage_metrics(
+    storages: tuple[str, ...] = ("memory", "sqlite"), seconds: float = 1.0, rounds: int = 3
+) -> list:
+    """Actor creation and named-actor lookups with each GCS storage (memory, sqlite, or a
+    redis://HOST:PORT URL), side by side: what durability costs. Each storage gets its own
+    one-node cluster (`cluster_utils.Cluster`); returns (name, mean, sd) rows."""
+    from skate.cluster_utils import Cluster
+
+    results: list = []
+    kw: dict[str, Any] = dict(seconds=seconds, rounds=rounds, results=results)
+    for storage in storages:
+        label = storage.split("://")[0] if "://" in storage else storage
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 4, "storage": storage})
+        try:
+            skate.init(address=cluster.address, namespace="gcs-storage-bench")
+
+            def create_actor() -> None:
+                actor = _Named.remote()
+                skate.get(actor.ping.remote())
+                skate.kill(actor)
+
+            timeit(f"actor creation with {label} storage", create_actor, **kw)
+            keeper = _Named.options(name="bench-named").remote()
+            skate.get(keeper.ping.remote())
+            timeit(f"named actor lookups with {label} storage", lambda: skate.get_actor("bench-named"), **kw)
+        finally:
+            skate.shutdown()
+            cluster.shutdown()
+    return results

@@ -103,7 +103,13 @@ class LocalNode:
         dashboard_host: str = "127.0.0.1",
         dashboard_port: int | None = None,
         client_server_port: int | None = None,
+        storage: str = "memory",
+        redis_password: str | None = None,
     ):
+        # Where the GCS keeps its tables (skate.gcs.storage): memory for private clusters.
+        self.storage = storage
+        self._redis_password = redis_password
+        self._gcs_args: list[str] = []
         self.labels = dict(labels or {})  # custom labels (checked by the caller, see skate._labels)
         root = prepare_temp_root(temp_dir)
         stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
@@ -151,7 +157,7 @@ class LocalNode:
         """The cluster's address, host:port of the GCS."""
         return self.gcs_address.replace("tcp://", "")
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         err = os.fdopen(open_private_append(os.path.join(self.session_dir, "logs", f"{name}.err")), "ab")
         extra = [] if self.detached else ["--watch-fd", str(self._watch_r)]
         try:
@@ -162,6 +168,7 @@ class LocalNode:
                 stderr=err,
                 pass_fds=() if self.detached else (self._watch_r,),
                 start_new_session=True,  # Ctrl-C at the driver's terminal is the driver's to handle
+                env=env,
             )
         finally:
             err.close()
@@ -172,21 +179,21 @@ class LocalNode:
         level = str(logging_level)
         procs = {}
         if self.head:
-            procs["gcs"] = self._spawn(
-                "gcs",
-                [
-                    "skate.gcs.server",
-                    "--session-dir",
-                    self.session_dir,
-                    "--address",
-                    f"tcp://{self.listen_ip}:{self.gcs_address.rpartition(':')[2]}"
-                    if self.listen_ip
-                    else self.gcs_address,
-                    "--logging-level",
-                    level,
-                    *self._flag("--node-timeout-s", self.system_config.node_timeout_s),
-                ],
-            )
+            self._gcs_args = [
+                "skate.gcs.server",
+                "--session-dir",
+                self.session_dir,
+                "--address",
+                f"tcp://{self.listen_ip}:{self.gcs_address.rpartition(':')[2]}"
+                if self.listen_ip
+                else self.gcs_address,
+                "--logging-level",
+                level,
+                *self._flag("--node-timeout-s", self.system_config.node_timeout_s),
+                "--storage",
+                self.storage,
+            ]
+            procs["gcs"] = self._spawn("gcs", self._gcs_args, self._gcs_env())
         procs["raylet"] = self._spawn(
             "raylet",
             [
@@ -214,6 +221,7 @@ class LocalNode:
                 *self._flag("--heartbeat-s", self.system_config.heartbeat_s),
                 *(["--head"] if self.head else []),
             ],
+            self._raylet_env(),
         )
         if self.include_dashboard:
             procs["dashboard"] = self._spawn(
@@ -325,6 +333,43 @@ class LocalNode:
                 return f.read()[-2000:]
         except OSError:
             return ""
+
+    def _gcs_env(self) -> dict[str, str] | None:
+        """The GCS's environment: the Redis password travels here, never in argv (ps shows argv)."""
+        if not self._redis_password:
+            return None
+        return {**os.environ, "SKATE_GCS_REDIS_PASSWORD": self._redis_password}
+
+    def _raylet_env(self) -> dict[str, str] | None:
+        """`gcs_rpc_server_reconnect_timeout_s` reaches the raylet and, through it, its workers."""
+        timeout = self.system_config.gcs_reconnect_timeout_s
+        return None if timeout is None else {**os.environ, "SKATE_GCS_RECONNECT_TIMEOUT_S": repr(timeout)}
+
+    def gcs_process(self) -> subprocess.Popen | None:
+        return next((p for p in self.processes if "skate.gcs.server" in _cmdline(p)), None)
+
+    def kill_gcs(self) -> None:
+        """SIGKILL this head's GCS, as a crash would (for tests and drills)."""
+        proc = self.gcs_process()
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+    def restart_gcs(self) -> None:
+        """Start the GCS again at the same address, with the same storage (as a supervisor
+        would): it reloads its tables (skate.gcs.recovery). RuntimeError, with the GCS's own
+        message, if it cannot (e.g. its storage was `memory`)."""
+        if not self.head:
+            raise RuntimeError("only a head node runs a GCS")
+        old = self.gcs_process()
+        if old is not None:
+            if old.poll() is None:
+                raise RuntimeError(f"the GCS (pid {old.pid}) is still running")
+            self.processes.remove(old)
+        proc = self._spawn("gcs", self._gcs_args, self._gcs_env())
+        self.processes.remove(proc)
+        self.processes.insert(0, proc)  # stopped last, as at first start
+        self._read_ready({"gcs": proc})
 
     def kill_raylet(self) -> None:
         """Kill this node's raylet abruptly, as a crashed machine would be (for tests)."""

@@ -149,7 +149,8 @@ KNOWN_KEYS = RAY_KEYS | SKATE_KEYS
 SPILL_KEYS = ("object_spilling_config", "object_spilling_directory", "object_spilling_limit_bytes")
 HEALTH_KEYS = ("health_check_initial_delay_ms", "health_check_period_ms", "health_check_failure_threshold")
 HEARTBEAT_KEYS = ("num_heartbeats_timeout", "raylet_heartbeat_period_milliseconds")
-APPLIED_KEYS = frozenset(SPILL_KEYS + HEALTH_KEYS + HEARTBEAT_KEYS)
+GCS_RECONNECT_KEY = "gcs_rpc_server_reconnect_timeout_s"
+APPLIED_KEYS = frozenset(SPILL_KEYS + HEALTH_KEYS + HEARTBEAT_KEYS + (GCS_RECONNECT_KEY,))
 # Ray's defaults, for the keys of a group that a program leaves out.
 RAY_DEFAULTS = {
     "health_check_initial_delay_ms": 5000,
@@ -169,6 +170,7 @@ class SystemConfig:
     spill_limit: int | None = None
     node_timeout_s: float | None = None  # the GCS: a node silent this long is dead
     heartbeat_s: float | None = None  # a raylet: how often it reports to the GCS
+    gcs_reconnect_timeout_s: float | None = None  # raylets and workers: how long a lost GCS is awaited
     no_effect: tuple[str, ...] = ()  # Ray keys accepted that change nothing here
 
 
@@ -188,7 +190,19 @@ def parse(system_config: dict | None) -> SystemConfig:
     spill_dir, spill_limit = _spill_settings(system_config)
     node_timeout_s, heartbeat_s = _node_death(system_config)
     no_effect = tuple(sorted(k for k in system_config if k not in APPLIED_KEYS))
-    return SystemConfig(spill_dir, spill_limit, node_timeout_s, heartbeat_s, no_effect)
+    reconnect = system_config.get(GCS_RECONNECT_KEY)
+    if reconnect is not None and (
+        isinstance(reconnect, bool) or not isinstance(reconnect, (int, float)) or reconnect < 0
+    ):
+        raise ValueError(f"_system_config[{GCS_RECONNECT_KEY!r}] must be a number >= 0, got {reconnect!r}")
+    return SystemConfig(
+        spill_dir,
+        spill_limit,
+        node_timeout_s,
+        heartbeat_s,
+        gcs_reconnect_timeout_s=None if reconnect is None else float(reconnect),
+        no_effect=no_effect,
+    )
 
 
 def apply_system_config(system_config: dict | None) -> SystemConfig:

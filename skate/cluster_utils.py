@@ -65,6 +65,7 @@ class Cluster:
             "spill_dir",
             "labels",
             "_system_config",
+            "storage",
         }
         unknown = sorted(set(node_args) - known)
         if unknown:
@@ -99,6 +100,7 @@ class Cluster:
             spill_dir=node_args.get("spill_dir"),
             system_config=config,
             labels=labels,
+            storage=node_args.get("storage") or "memory",  # the head GCS's tables (skate.gcs.storage)
         )
         if head:
             self.head_node = node

@@ -327,3 +327,9 @@ class JobSubmissionError(SkateError, RuntimeError):
 class AuthenticationError(SkateError, ConnectionError):
     """A server refused this process's cluster token (or could not prove it holds the token):
     a ConnectionError too, as Python code expects of a connection that could not be made."""
+
+
+class GcsStorageError(RaySystemError):
+    """The GCS's storage (`--storage`: SQLite file, Redis) cannot be used: unreachable, a bad
+    password, a corrupt or foreign file, tables of another cluster. Raised at start, before
+    anything is written, so nothing is overwritten."""

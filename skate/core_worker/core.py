@@ -24,7 +24,7 @@ import sys
 import threading
 from typing import Any
 
-from skate import _ids
+from skate import _config, _ids
 from skate.core_worker import call_context, context
 from skate.core_worker.actor_submitter import ActorSubmitter
 from skate.core_worker.functions import FunctionManager
@@ -183,9 +183,59 @@ class CoreWorker:
                 os._exit(1)
 
     def _on_gcs_lost(self, conn: Connection) -> None:
-        # Tasks keep running: a worker ends with its raylet, not with the GCS.
+        # Tasks and actor calls keep running (they do not go through the GCS); a worker ends
+        # with its raylet, not with the GCS. Reconnect: the GCS may be restarting.
+        if self.stopped or conn is not self.gcs:
+            return
+        logger.warning("lost the connection to the GCS: %s; reconnecting", conn.close_reason)
+        asyncio.ensure_future(self._reconnect_gcs())
+
+    async def _reconnect_gcs(self) -> None:
+        """Try the GCS's address with backoff for `gcs_rpc_server_reconnect_timeout_s`; a driver
+        re-attaches to its job. Until then calls to the GCS fail with ConnectionError."""
+        timeout = _config.GCS_RECONNECT_TIMEOUT_S
+        deadline = self.loop.time() + timeout
+        delay = 0.05
+        while not self.stopped and self.loop.time() < deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            try:
+                conn = await connect(
+                    self.info["gcs_address"],
+                    self.token,
+                    self.handlers,
+                    name="gcs",
+                    on_close=self._on_gcs_lost,
+                    timeout=2,
+                )
+            except Exception:
+                continue
+            try:
+                if self.mode == "driver":
+                    await conn.call(
+                        "register_job",
+                        {
+                            "driver_id": self.worker_id,
+                            "pid": os.getpid(),
+                            "namespace": self.namespace,
+                            "job_id": self.job_id,
+                        },
+                    )
+            except Exception as exc:
+                conn._on_close = None
+                conn.close("re-attach failed")
+                if isinstance(exc, ConnectionError):
+                    continue
+                logger.error("the restarted GCS refused this driver's job %s: %s", self.job_id, exc)
+                return
+            self.gcs = conn
+            self.functions.reexport()
+            logger.info("reconnected to the GCS")
+            return
         if not self.stopped:
-            logger.warning("lost the connection to the GCS: %s", conn.close_reason)
+            logger.error(
+                "the GCS did not come back within %g s (gcs_rpc_server_reconnect_timeout_s)", timeout
+            )
 
     def stop(self) -> None:
         if self.stopped:

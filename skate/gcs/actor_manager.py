@@ -124,6 +124,7 @@ class ActorManager:
             p.get("job") or "",
             p.get("public") or {},
         )
+        self.gcs.tables.save_actor(info)  # durable before the reply (gcs.persistence)
         self.actors[info.actor_id] = info
         if name:
             self.named[(namespace, name)] = info.actor_id
@@ -135,6 +136,7 @@ class ActorManager:
         if info is None or info.state == DEAD:
             return None
         info.spec = spec
+        self.gcs.tables.save_actor(info)
         if spec.get("pg") and self.gcs.pgs.is_removed(spec["pg"]):
             info.no_restart = True
             self._set_dead(info, f"its placement group {spec['pg']} was removed")
@@ -240,6 +242,7 @@ class ActorManager:
         info.pid = reply.get("pid")
         info.incarnation += 1
         info.state = ALIVE
+        self.gcs.tables.save_actor(info)
         conn._on_close = lambda c, i=info: self._on_worker_lost(i, "the actor's worker process died")
         self._wake(info)
 
@@ -255,6 +258,7 @@ class ActorManager:
         if can_restart and info.spec is not None:
             info.num_restarts += 1
             info.state = RESTARTING
+            self.gcs.tables.save_actor(info)
             logger.info("restarting actor %s (%d so far)", info.actor_id.hex(), info.num_restarts)
             asyncio.ensure_future(self._start(info))
             return
@@ -278,6 +282,7 @@ class ActorManager:
             conn.close("actor dead")
         self._return_lease(info)
         self._release_name(info)
+        self.gcs.tables.save_actor(info)
         self._wake(info)
 
     def _release_name(self, info: ActorInfo) -> None:
@@ -357,6 +362,7 @@ class ActorManager:
             # The name is free when kill() returns (Ray's semantics), not when the worker is
             # gone: the caller may create a new actor of that name right away.
             self._release_name(info)
+            self.gcs.tables.save_actor(info)
         if info.state in (PENDING, RESTARTING) and info.conn is None:
             if info.no_restart:
                 self._set_dead(info, info.death_cause)
@@ -389,6 +395,7 @@ class ActorManager:
         if info is not None:
             info.no_restart = True
             info.death_cause = "the actor exited by calling exit_actor()"
+            self.gcs.tables.save_actor(info)
 
     def node_dead(self, node_id: str) -> None:
         """Actors on a dead node restart elsewhere (or die) even if no connection noticed yet."""

@@ -3,17 +3,31 @@
 Skate's own entries (exported functions, under `fn:` keys) live in the system table, whose
 namespace is None; every user namespace (`skate.experimental.internal_kv`, where namespace
 None means b"") is a bytes value, so user calls can neither see nor touch system keys.
-Pure data structure: no I/O, no waiting (the server adds waiting for a key to appear).
+Pure data structure: no I/O, no waiting (the server adds waiting for a key to appear). An
+optional journal callback hears of every change ("put"/"del"), so the GCS can make it durable.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 Namespace = bytes | None  # None: the system's own table
+Journal = Callable[..., None]  # journal(op, namespace, key[, value])
 
 
 class KvStore:
-    def __init__(self) -> None:
+    def __init__(self, journal: Journal | None = None) -> None:
         self._tables: dict[Namespace, dict[bytes, bytes]] = {}
+        self.journal = journal
+
+    def load(self, namespace: Namespace, key: bytes, value: bytes) -> None:
+        """Put back an entry read from storage (not journaled: it is already there)."""
+        self._tables.setdefault(namespace, {})[key] = value
+
+    def sizes(self) -> tuple[int, int]:
+        """(entries, bytes of keys and values) over every namespace."""
+        entries = [(k, v) for table in self._tables.values() for k, v in table.items()]
+        return len(entries), sum(len(k) + len(v) for k, v in entries)
 
     def get(self, namespace: Namespace, key: bytes) -> bytes | None:
         return self._tables.get(namespace, {}).get(key)
@@ -26,6 +40,8 @@ class KvStore:
         table = self._tables.setdefault(namespace, {})
         existed = key in table
         if not existed or overwrite:
+            if self.journal is not None:
+                self.journal("put", namespace, key, value)
             table[key] = value
         return not existed
 
@@ -34,10 +50,10 @@ class KvStore:
         table = self._tables.get(namespace)
         if not table:
             return 0
-        if not by_prefix:
-            return 1 if table.pop(key, None) is not None else 0
-        doomed = [k for k in table if k.startswith(key)]
+        doomed = [k for k in table if k.startswith(key)] if by_prefix else [key] if key in table else []
         for k in doomed:
+            if self.journal is not None:
+                self.journal("del", namespace, k)
             del table[k]
         return len(doomed)
 

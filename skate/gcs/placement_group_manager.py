@@ -128,6 +128,7 @@ class PlacementGroupManager:
                     "of the cluster has"
                 )
         info.creator_conn = conn
+        self.gcs.tables.save_group(info)  # durable before the reply (gcs.persistence)
         self.groups[info.pg_id] = info
         if name:
             self.named[(namespace, name)] = info.pg_id
@@ -312,6 +313,7 @@ class PlacementGroupManager:
     # -- removal and failures -----------------------------------------------------------
     def _set_state(self, info: GroupInfo, state: str) -> None:
         info.state = state
+        self.gcs.tables.save_group(info)
         conn = info.creator_conn
         if conn is not None and not conn.closed:
             conn.notify("pg_state", {"pg_id": info.pg_id, "state": state})
@@ -349,10 +351,13 @@ class PlacementGroupManager:
                 for k in [k for k in amounts if k.endswith("_" + info.pg_id) and "_group_" in k]:
                     del amounts[k]
         info.placement = {}
+        self.gcs.tables.save_group(info)
         self._schedule_retry()
         if len(self.groups) > 10_000:  # forget the oldest removed groups
-            for pg_id in [g for g, i in self.groups.items() if i.state == REMOVED][:1000]:
+            forgotten = [g for g, i in self.groups.items() if i.state == REMOVED][:1000]
+            for pg_id in forgotten:
                 del self.groups[pg_id]
+            self.gcs.tables.drop_groups(forgotten)
 
     def node_dead(self, node_id: str) -> None:
         """Bundles on a dead node are placed again (the group is RESCHEDULING meanwhile)."""
@@ -364,6 +369,8 @@ class PlacementGroupManager:
                 del info.placement[i]
             if info.state == CREATED:
                 self._set_state(info, RESCHEDULING)
+            else:
+                self.gcs.tables.save_group(info)
             logger.warning(
                 "node %s held bundles %s of placement group %s: rescheduling them",
                 node_id[:12],

@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import time
 import uuid
 from typing import Any
@@ -20,11 +21,15 @@ from skate._labels import matches as label_matches
 from skate._log_files import log_to_rotating_file
 from skate._procutil import watch_parent_pipe
 from skate._secure_files import read_token
+from skate.exceptions import GcsStorageError
 from skate.gcs.actor_manager import ActorManager
 from skate.gcs.kv_store import KvStore, Namespace
 from skate.gcs.kv_waiters import KvWaiters
+from skate.gcs.persistence import GcsTables
 from skate.gcs.placement import NodeLoad, choose_node
 from skate.gcs.placement_group_manager import PlacementGroupManager
+from skate.gcs.recovery import gcs_info, open_tables, reattach_job, recover
+from skate.gcs.storage import GcsStorage, MemoryStorage
 from skate.protocol import Connection, listen
 from skate.raylet import resources as res
 
@@ -37,7 +42,12 @@ class NodeDeclaredDead(Exception):
 
 class GcsServer:
     def __init__(
-        self, session_dir: str, token: bytes, owns_session: bool, node_timeout_s: float | None = None
+        self,
+        session_dir: str,
+        token: bytes,
+        owns_session: bool,
+        node_timeout_s: float | None = None,
+        storage: GcsStorage | None = None,
     ):
         self.session_dir = session_dir
         self.token = token
@@ -49,7 +59,10 @@ class GcsServer:
         self.node_timeout = node_timeout_s or float(os.environ.get("SKATE_NODE_TIMEOUT_S", "10"))
         self.jobs: dict[str, dict] = {}
         self._job_counter = 0
-        self.kv = KvStore()
+        # Durable tables (see gcs.persistence); with memory storage nothing is written.
+        self.tables = GcsTables(storage or MemoryStorage())
+        self.start_info: dict = {}  # start history (restarts), see gcs.recovery
+        self.kv = KvStore(journal=self.tables.kv_changed if self.tables.durable else None)
         self.logs_dropped = 0  # worker output lines not sent to a driver that lagged behind
         self.kv_waiters = KvWaiters(_config.MAX_KV_WAITERS, _config.MAX_KV_WAITERS_PER_CONNECTION)
         self._stopping = False
@@ -72,6 +85,7 @@ class GcsServer:
             "publish_logs": self.h_publish_logs,
             "drain_node": self.h_drain_node,
             "shutdown": lambda c, p: self.loop.call_soon(self.shutdown),
+            "gcs_info": lambda c, p: gcs_info(self),
         }
         self.actors = ActorManager(self)
         self.handlers.update(self.actors.handlers())
@@ -99,6 +113,7 @@ class GcsServer:
                 job["is_dead"] = True
                 job["end_time"] = time.time()
                 job.pop("conn", None)
+                self.tables.save_job(job)
                 self.actors.owner_gone(worker_id=job["driver_id"], job=info["job_id"])
                 self.pgs.owner_gone(worker_id=job["driver_id"], job=info["job_id"])
         if "node_id" in info:
@@ -263,6 +278,8 @@ class GcsServer:
                 self.pgs.resources_changed()
 
     def h_register_job(self, conn: Connection, p: dict) -> dict:
+        if p.get("job_id"):  # a driver back after a GCS restart (gcs.recovery)
+            return reattach_job(self, conn, p)
         self._job_counter += 1
         job_id = self._job_counter.to_bytes(4, "little").hex()
         namespace = p.get("namespace") or str(uuid.uuid4())
@@ -278,6 +295,8 @@ class GcsServer:
             "is_dead": False,
             "conn": conn,
         }
+        self.tables.save_meta("job_counter", self._job_counter)
+        self.tables.save_job(self.jobs[job_id])
         return {"job_id": job_id, "namespace": namespace}
 
     def h_kv_put(self, conn: Connection, p: dict) -> bool:
@@ -341,14 +360,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--watch-fd", type=int, default=-1)
     parser.add_argument("--logging-level", type=int, default=logging.INFO)
     parser.add_argument("--node-timeout-s", type=float, default=None)
+    parser.add_argument("--storage", default="memory", help="memory, sqlite[:PATH] or redis://HOST:PORT[/DB]")
     args = parser.parse_args(argv)
     log_to_rotating_file(os.path.join(args.session_dir, "logs", "gcs.log"), args.logging_level)
     token = read_token(args.session_dir)
+    try:  # a storage that cannot be used stops the GCS here, before anything is written
+        storage, snapshot = open_tables(args.session_dir, args.storage)
+    except (GcsStorageError, ValueError) as exc:
+        print(f"skate GCS: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     gcs = GcsServer(
-        args.session_dir, token, owns_session=args.watch_fd >= 0, node_timeout_s=args.node_timeout_s
+        args.session_dir,
+        token,
+        owns_session=args.watch_fd >= 0,
+        node_timeout_s=args.node_timeout_s,
+        storage=storage,
     )
+    recover(gcs, snapshot)
     parent_gone: list[bool] = []
 
     def on_parent_gone() -> None:

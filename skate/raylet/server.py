@@ -48,7 +48,7 @@ HEARTBEAT_S = float(os.environ.get("SKATE_HEARTBEAT_S", "1.0"))
 # Workers of a runtime env idle this long are stopped (default-env workers are kept).
 ENV_WORKER_IDLE_S = float(os.environ.get("SKATE_RUNTIME_ENV_WORKER_IDLE_S", "10"))
 INFEASIBLE_GRACE_S = 0.5
-GCS_RECONNECT_S = float(os.environ.get("SKATE_GCS_RECONNECT_TIMEOUT_S", "30"))
+GCS_RECONNECT_S = _config.GCS_RECONNECT_TIMEOUT_S
 DRAIN_TIMEOUT_S = 1.0  # how long a stopping raylet waits for the GCS to take note
 
 

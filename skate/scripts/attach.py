@@ -59,6 +59,24 @@ async def _query(info: dict, want_objects: bool) -> tuple[list[dict], list[dict]
         gcs.close()
 
 
+async def _gcs_info(info: dict) -> dict:
+    gcs = await connect(info["gcs_address"], info["token"], name="cli-gcs", timeout=3)
+    try:
+        return await gcs.call("gcs_info", {})
+    finally:
+        gcs.close()
+
+
+def query_gcs_info(address: str | None) -> dict | None:
+    """The newest reachable cluster's GCS: storage, start history, table sizes (None if none answers)."""
+    for info in find_sessions(address):
+        try:
+            return asyncio.run(_gcs_info(info))
+        except Exception:
+            continue
+    return None
+
+
 def query_cluster(address: str | None, want_objects: bool) -> tuple[list[dict], list[dict], dict]:
     """(nodes, per-node reports, placement-group table by id; empty with want_objects) of the
     newest reachable cluster; ConnectionError if none."""

@@ -11,19 +11,22 @@ from skate.scripts._click import Command
 _ADDRESS_HELP = "GCS address host:port (default: newest on this machine)"
 
 
-def _report(verb: str, address: str | None) -> int:
-    from skate.scripts.attach import query_cluster
-    from skate.scripts.report import format_memory, format_status
+def _report(verb: str, address: str | None, stats: bool = False) -> int:
+    from skate.scripts.attach import query_cluster, query_gcs_info
+    from skate.scripts.report import format_gcs, format_memory, format_status
 
     try:
-        nodes, reports, groups = query_cluster(address, want_objects=verb == "memory")
+        nodes, reports, groups = query_cluster(address, want_objects=verb == "memory" and not stats)
     except ConnectionError as exc:
         print(f"skate {verb}: {exc}", file=sys.stderr)
         return 1
-    if verb == "memory":
+    gcs = "\n".join(format_gcs(query_gcs_info(address), tables=stats))
+    if verb == "memory" and stats:  # store totals per node and the GCS's tables, no object rows
+        print(format_memory(reports).split("\n\n")[0] + "\n" + gcs)
+    elif verb == "memory":
         print(format_memory(reports))
     else:
-        print(format_status(nodes, {r["store"]["node_id"]: r["store"] for r in reports}, groups))
+        print(format_status(nodes, {r["store"]["node_id"]: r["store"] for r in reports}, groups) + "\n" + gcs)
         print(_client_server_line(address))
     return 0
 
@@ -41,8 +44,9 @@ def _client_server_line(address: str | None) -> str:
 
 @click.command("memory", cls=Command, help="objects and store use of a running cluster")
 @click.option("--address", default=None, help=_ADDRESS_HELP)
-def memory(address: str | None) -> int:
-    return _report("memory", address)
+@click.option("--stats", is_flag=True, help="only the totals: store use per node and the GCS's table sizes")
+def memory(address: str | None, stats: bool) -> int:
+    return _report("memory", address, stats)
 
 
 @click.command("status", cls=Command, help="nodes, resources used and total, pending work")

@@ -132,3 +132,33 @@ def format_groups(groups: dict, limit: int = 20) -> list[str]:
     if len(live) > limit:
         lines.append(f"  ... and {len(live) - limit} more")
     return lines
+
+
+def format_gcs(info: dict | None, tables: bool = False) -> list[str]:
+    """The GCS's lines of `skate status` (storage, when it started and restarted) and, with
+    `tables`, its table sizes (`skate memory --stats`)."""
+    import time
+
+    if not info:
+        return []
+    start = info.get("start") or {}
+    lines = [
+        "",
+        "GCS",
+        f"  storage: {info.get('storage')} ({'durable' if info.get('durable') else 'in memory'})",
+    ]
+    if start.get("restarts"):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(start["last_start"]))
+        lines.append(f"  restarted {start['restarts']} time(s), last at {when}; tables reloaded from storage")
+    elif start.get("first_start"):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(start["first_start"]))
+        lines.append(f"  running since {when} (never restarted)")
+    if tables:
+        t = info.get("tables") or {}
+        lines.append(
+            f"  tables: {t.get('nodes', 0)} nodes, {t.get('jobs', 0)} jobs, {t.get('actors', 0)} actors "
+            f"({t.get('named_actors', 0)} named), {t.get('placement_groups', 0)} placement groups, "
+            f"{t.get('kv_entries', 0)} KV entries ({_mb(t.get('kv_bytes', 0))}); "
+            f"{info.get('storage_writes', 0)} storage writes"
+        )
+    return lines

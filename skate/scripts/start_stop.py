@@ -39,6 +39,8 @@ class StartOptions:
     dashboard_port: int | None = None
     client_server_port: int | None = None  # None: the default, 10001, if it is free
     ray_client_server_port: int | None = None  # Ray's spelling of the same
+    storage: str | None = None
+    redis_password: str | None = None
 
 
 TOKEN_IN_ARGV_WARNING = (
@@ -108,6 +110,20 @@ def _client_server_port(args: StartOptions, host: str) -> int | None:
     return DEFAULT_CLIENT_PORT
 
 
+def head_storage(args: StartOptions) -> str:
+    """The head GCS's storage: --storage, else SKATE_GCS_STORAGE, else Ray's RAY_REDIS_ADDRESS
+    (host:port), else an SQLite file in the session directory. Checked here (ValueError)."""
+    from skate.gcs.storage import parse_spec
+
+    spec = args.storage or os.environ.get("SKATE_GCS_STORAGE") or ""
+    if not spec and os.environ.get("RAY_REDIS_ADDRESS"):
+        address = os.environ["RAY_REDIS_ADDRESS"]
+        spec = address if "://" in address else f"redis://{address}"
+    spec = spec or "sqlite"
+    parse_spec(spec)
+    return spec
+
+
 def start(args: StartOptions) -> int:
     """Start a head node (--head) or join the cluster at --address; detached unless --block."""
     from skate._api import node_resources_for
@@ -130,23 +146,33 @@ def start(args: StartOptions) -> int:
     except (TypeError, ValueError) as exc:
         raise SystemExit(f"skate start: {exc}") from None
     if args.head:
+        try:
+            storage = head_storage(args)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--storage'") from None
+        password = args.redis_password or os.environ.get("RAY_REDIS_PASSWORD") or None
         _check_port_free(args.listen_address or ip, args.port)
         client_port = _client_server_port(args, args.listen_address or ip)
-        node = LocalNode(
-            resources=resources,
-            object_store_memory=store,
-            head=True,
-            node_ip=ip,
-            listen_ip=args.listen_address,
-            gcs_port=args.port,
-            shared=True,
-            detached=not args.block,
-            labels=labels,
-            include_dashboard=args.include_dashboard,
-            dashboard_host=args.dashboard_host,
-            dashboard_port=args.dashboard_port,
-            client_server_port=client_port,
-        )
+        try:
+            node = LocalNode(
+                resources=resources,
+                object_store_memory=store,
+                head=True,
+                node_ip=ip,
+                listen_ip=args.listen_address,
+                gcs_port=args.port,
+                shared=True,
+                detached=not args.block,
+                labels=labels,
+                include_dashboard=args.include_dashboard,
+                dashboard_host=args.dashboard_host,
+                dashboard_port=args.dashboard_port,
+                client_server_port=client_port,
+                storage=storage,
+                redis_password=password,
+            )
+        except RuntimeError as exc:
+            raise SystemExit(f"skate start: the head node did not start: {exc}") from None
         print(f"Skate head node started: cluster address {node.address} (node {node.node_id[:12]}).")
         if node.dashboard_url:
             print(f"  Dashboard and job API:       {node.dashboard_url}")
@@ -263,6 +289,15 @@ def _kill_private(session: str) -> None:
     default=None,
     type=click.Path(dir_okay=False),
     help="a file (mode 0600, yours) holding the cluster token",
+)
+@click.option(
+    "--storage",
+    default=None,
+    help="where the GCS keeps its tables: memory, sqlite[:PATH] (default: a file in the session), "
+    "or redis://HOST:PORT[/DB] (also SKATE_GCS_STORAGE, RAY_REDIS_ADDRESS)",
+)
+@click.option(
+    "--redis-password", default=None, help="password of the Redis storage (also RAY_REDIS_PASSWORD)"
 )
 @click.option("--block", is_flag=True, help="stay in the foreground; Ctrl-C stops the node")
 @click.option(

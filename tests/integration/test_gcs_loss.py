@@ -30,7 +30,12 @@ async def _alive_nodes(address: str, token: bytes) -> int:
 
 
 def test_raylet_keeps_serving_and_reregisters(multinode):
-    cluster = multinode
+    # A GCS can come back only from durable storage (a `memory` one refuses to restart).
+    multinode.shutdown()
+    cluster = Cluster(
+        initialize_head=True, head_node_args=_cluster_helpers.node_args(num_cpus=1, storage="sqlite")
+    )
+    multinode.head_node = cluster.head_node
     skate.init(address=cluster.address)
 
     @skate.remote

@@ -67,6 +67,7 @@ LAYERS: dict[str, int] = {
     "skate.core_worker": SHELLS,
     "skate.raylet": SHELLS,
     "skate.gcs": SHELLS,
+    "skate.gcs.storage": SHELLS,  # GCS tables in memory, an SQLite file or Redis (file and network I/O)
     "skate._node": SHELLS,
     # the dashboard is a process of its own, like the GCS and the raylet: its server is a shell;
     # its entry point and route modules use the public API (the job manager is a driver)

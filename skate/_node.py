@@ -159,6 +159,7 @@ class LocalNode:
                 stderr=err,
                 pass_fds=() if self.detached else (self._watch_r,),
                 start_new_session=True,  # Ctrl-C at the driver's terminal is the driver's to handle
+                env={**os.environ, **dict(self.system_config.env)} if self.system_config.env else None,
             )
         finally:
             err.close()

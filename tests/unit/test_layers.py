@@ -42,6 +42,8 @@ LAYERS: dict[str, int] = {
     "skate.util.scheduling_strategies": FOUNDATION,
     "skate.core_worker.context": FOUNDATION,
     "skate.core_worker.call_context": FOUNDATION,
+    "skate._state_query": FOUNDATION,
+    "skate._task_states": FOUNDATION,
     # pure state machines: decisions with no I/O
     "skate.core_worker.reference_counter": STATE_MACHINES,
     "skate.core_worker.memory_store": STATE_MACHINES,
@@ -58,6 +60,8 @@ LAYERS: dict[str, int] = {
     "skate.gcs.kv_store": STATE_MACHINES,
     "skate.gcs.pg_scheduler": STATE_MACHINES,
     "skate._job_state": STATE_MACHINES,
+    "skate.core_worker.task_events": STATE_MACHINES,
+    "skate.gcs.task_event_store": STATE_MACHINES,
     # I/O shells: processes and the core worker
     "skate.core_worker": SHELLS,
     "skate.raylet": SHELLS,

@@ -37,6 +37,7 @@ _LAZY: dict[str, str] = {
     "ObjectID": "skate.object_ref",  # Ray's older name for ObjectRef, kept as an alias
     "RemoteFunction": "skate.remote_function",
     **dict.fromkeys(["RuntimeContext", "get_runtime_context"], "skate.runtime_context"),
+    "timeline": "skate.util.state.timeline",
 }
 _SUBMODULES = ("actor", "exceptions", "util")
 
@@ -84,6 +85,7 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs see
     from skate.object_ref import ObjectRef as ObjectID
     from skate.remote_function import RemoteFunction
     from skate.runtime_context import RuntimeContext, get_runtime_context
+    from skate.util.state.timeline import timeline
 
 __version__ = "0.1.0"
 
@@ -119,6 +121,7 @@ __all__ = [
     "put",
     "remote",
     "shutdown",
+    "timeline",
     "util",
     "wait",
 ]

@@ -82,7 +82,6 @@ NOT_YET = {
     "client": "Ray Client (ray://), issue 15",
     "ClientBuilder": "Ray Client (ray://), issue 15",
     # Observability: issue 17.
-    "timeline": "chrome-tracing timeline of tasks, observability issue 17",
     "show_in_dashboard": "dashboard messages, observability issue 17 (there is no dashboard yet)",
     "LoggingConfig": "init(logging_config=...), observability issue 17",
     # Streaming and dynamic generator tasks (num_returns="streaming"/"dynamic"): no issue yet.

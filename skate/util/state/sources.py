@@ -280,3 +280,38 @@ async def summarize(src: Sources, resource: str) -> dict:
             "total_size_mb": sum(e["total_size_mb"] for e in by_site.values()),
         }
     raise ValueError(f"cannot summarize {resource!r}: choose tasks, actors or objects")
+
+
+class ConnectedSources(Sources):
+    """Sources over connections of their own (the CLI, the dashboard): one to the GCS, one
+    per raylet as needed; `close()` when done."""
+
+    def __init__(self, gcs_address: str, token: bytes, name: str = "state"):
+        self._address, self._token, self._name = gcs_address, token, name
+        self._gcs: Any = None
+        self._raylets: dict[str, Any] = {}
+        self._lock = asyncio.Lock()
+        super().__init__(self._gcs_call, self._raylet)
+
+    async def _gcs_call(self, method: str, payload: Any) -> Any:
+        from skate.protocol import connect
+
+        async with self._lock:
+            if self._gcs is None or self._gcs.closed:
+                self._gcs = await connect(self._address, self._token, name=f"{self._name}-gcs", timeout=5)
+        return await self._gcs.call(method, payload)
+
+    async def _raylet(self, node: dict) -> Any:
+        from skate.protocol import connect
+
+        conn = self._raylets.get(node["node_id"])
+        if conn is None or conn.closed:
+            conn = await connect(node["address"], self._token, name=f"{self._name}-raylet", timeout=5)
+            self._raylets[node["node_id"]] = conn
+        return conn
+
+    def close(self) -> None:
+        for conn in [self._gcs, *self._raylets.values()]:
+            if conn is not None:
+                conn.close("done")
+        self._gcs, self._raylets = None, {}

@@ -85,7 +85,6 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs see
     from skate.object_ref import ObjectRef as ObjectID
     from skate.remote_function import RemoteFunction
     from skate.runtime_context import RuntimeContext, get_runtime_context
-    from skate.util.state.timeline import timeline
 
 __version__ = "0.1.0"
 

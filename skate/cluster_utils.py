@@ -65,6 +65,7 @@ class Cluster:
             "spill_dir",
             "labels",
             "_system_config",
+            "include_dashboard",
         }
         unknown = sorted(set(node_args) - known)
         if unknown:
@@ -99,6 +100,7 @@ class Cluster:
             spill_dir=node_args.get("spill_dir"),
             system_config=config,
             labels=labels,
+            include_dashboard=head and bool(node_args.get("include_dashboard")),
         )
         if head:
             self.head_node = node

@@ -38,6 +38,7 @@ _LAZY: dict[str, str] = {
     "ObjectID": "skate.object_ref",  # Ray's older name for ObjectRef, kept as an alias
     "RemoteFunction": "skate.remote_function",
     **dict.fromkeys(["RuntimeContext", "get_runtime_context"], "skate.runtime_context"),
+    "timeline": "skate.util.state.timeline",
 }
 _SUBMODULES = ("actor", "client", "exceptions", "util")
 
@@ -123,6 +124,7 @@ __all__ = [
     "put",
     "remote",
     "shutdown",
+    "timeline",
     "util",
     "wait",
 ]

@@ -164,6 +164,7 @@ def init(
             "raylet_address": node.raylet_address,
             "namespace": namespace,
             "log_to_driver": log_to_driver,
+            "task_events": node.system_config.task_events,
         }
         core = CoreWorker(info, "driver")
         try:

@@ -168,7 +168,9 @@ class LocalNode:
                 stderr=err,
                 pass_fds=() if self.detached else (self._watch_r,),
                 start_new_session=True,  # Ctrl-C at the driver's terminal is the driver's to handle
-                env=env,
+                env={**(env if env is not None else os.environ), **dict(self.system_config.env)}
+                if self.system_config.env
+                else env,
             )
         finally:
             err.close()

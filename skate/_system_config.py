@@ -142,7 +142,7 @@ _RAY_OLDER_KEYS = """
     isolate_workers_across_resource_types isolate_workers_across_task_types actor_register_async
     worker_killing_policy
 """
-SKATE_KEYS = frozenset({"object_spilling_limit_bytes"})
+SKATE_KEYS = frozenset({"object_spilling_limit_bytes", "enable_task_events"})
 RAY_KEYS = frozenset(_RAY_KEYS.split()) | frozenset(_RAY_OLDER_KEYS.split())
 KNOWN_KEYS = RAY_KEYS | SKATE_KEYS
 
@@ -150,7 +150,8 @@ SPILL_KEYS = ("object_spilling_config", "object_spilling_directory", "object_spi
 HEALTH_KEYS = ("health_check_initial_delay_ms", "health_check_period_ms", "health_check_failure_threshold")
 HEARTBEAT_KEYS = ("num_heartbeats_timeout", "raylet_heartbeat_period_milliseconds")
 GCS_RECONNECT_KEY = "gcs_rpc_server_reconnect_timeout_s"
-APPLIED_KEYS = frozenset(SPILL_KEYS + HEALTH_KEYS + HEARTBEAT_KEYS + (GCS_RECONNECT_KEY,))
+TASK_EVENT_KEYS = ("enable_task_events", "task_events_max_num_task_in_gcs", "task_events_report_interval_ms")
+APPLIED_KEYS = frozenset(SPILL_KEYS + HEALTH_KEYS + HEARTBEAT_KEYS + TASK_EVENT_KEYS + (GCS_RECONNECT_KEY,))
 # Ray's defaults, for the keys of a group that a program leaves out.
 RAY_DEFAULTS = {
     "health_check_initial_delay_ms": 5000,
@@ -172,6 +173,13 @@ class SystemConfig:
     heartbeat_s: float | None = None  # a raylet: how often it reports to the GCS
     gcs_reconnect_timeout_s: float | None = None  # raylets and workers: how long a lost GCS is awaited
     no_effect: tuple[str, ...] = ()  # Ray keys accepted that change nothing here
+    # Environment variables the node's processes get (task events: SKATE_TASK_EVENTS...).
+    env: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def task_events(self) -> bool:
+        """Whether the node's processes record task events."""
+        return dict(self.env).get("SKATE_TASK_EVENTS", "1") != "0"
 
 
 def parse(system_config: dict | None) -> SystemConfig:
@@ -202,7 +210,38 @@ def parse(system_config: dict | None) -> SystemConfig:
         heartbeat_s,
         gcs_reconnect_timeout_s=None if reconnect is None else float(reconnect),
         no_effect=no_effect,
+        env=_task_event_env(system_config),
     )
+
+
+def _task_event_env(config: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The task-event settings as environment variables for the node's processes.
+
+    `enable_task_events` (Skate's switch; Ray turns them off with
+    `task_events_report_interval_ms=0`), `task_events_max_num_task_in_gcs` (the GCS's window)
+    and `task_events_report_interval_ms` (how often each process sends its events).
+    """
+    env: dict[str, str] = {}
+    if "enable_task_events" in config:
+        value = config["enable_task_events"]
+        if not isinstance(value, bool):
+            raise ValueError(f"_system_config['enable_task_events'] must be a bool, got {value!r}")
+        env["SKATE_TASK_EVENTS"] = "1" if value else "0"
+    for key, var in (
+        ("task_events_max_num_task_in_gcs", "SKATE_TASK_EVENTS_MAX_NUM_TASK_IN_GCS"),
+        ("task_events_report_interval_ms", "SKATE_TASK_EVENTS_REPORT_INTERVAL_MS"),
+    ):
+        if key in config:
+            value = config[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"_system_config[{key!r}] must be an int >= 0, got {value!r}")
+            env[var] = str(value)
+    if env.get("SKATE_TASK_EVENTS_REPORT_INTERVAL_MS") == "0":
+        env["SKATE_TASK_EVENTS"] = "0"
+        del env["SKATE_TASK_EVENTS_REPORT_INTERVAL_MS"]
+    if env.get("SKATE_TASK_EVENTS_MAX_NUM_TASK_IN_GCS") == "0":
+        raise ValueError("_system_config['task_events_max_num_task_in_gcs'] must be >= 1")
+    return tuple(sorted(env.items()))
 
 
 def apply_system_config(system_config: dict | None) -> SystemConfig:

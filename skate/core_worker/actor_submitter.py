@@ -22,6 +22,7 @@ from typing import Any
 
 from skate import _ids
 from skate._options import actor_shapes, label_constraint, resolve_placement_group, wire_strategy
+from skate._task_states import SUBMITTED_TO_WORKER
 from skate.core_worker.args import prepare_args
 from skate.core_worker.task_manager import Complete, Fail, TaskEntry
 from skate.exceptions import ActorDiedError, ActorUnavailableError, RaySystemError, RuntimeEnvSetupError
@@ -269,6 +270,9 @@ class ActorSubmitter:
     def _push(self, state: ActorState, entry: TaskEntry) -> None:
         state.inflight[entry.task_id] = entry
         entry.lease = state
+        events = self.core.task_events
+        if events is not None:
+            events.state(entry.spec, SUBMITTED_TO_WORKER)
         fut = state.conn.call("push_actor_task", entry.spec)  # type: ignore[union-attr]
         fut.add_done_callback(functools.partial(self._on_reply, state, entry))
 

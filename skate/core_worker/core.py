@@ -36,6 +36,7 @@ from skate.core_worker.plasma import ArenaMapping
 from skate.core_worker.reference_counter import ReferenceCounter
 from skate.core_worker.runtime_envs import RuntimeEnvResolver
 from skate.core_worker.submitter import TaskSubmitter
+from skate.core_worker.task_events import TaskEventBuffer, enabled, interval_s
 from skate.exceptions import RaySystemError
 from skate.protocol import Connection, connect, listen
 
@@ -84,6 +85,10 @@ class CoreWorker:
         self.refs = ReferenceCounter(self.ownership.on_ref_zero)
         self.objects = Objects(self)
         self.functions = FunctionManager(self)
+        # Task state transitions for the state API (None: off; see core_worker.task_events).
+        self.task_events: TaskEventBuffer | None = (
+            TaskEventBuffer() if enabled() and info.get("task_events", True) else None
+        )
         self.submitter = TaskSubmitter(self)
         # The env this process's calls inherit: a worker's own (it serves one env), the job's
         # for a driver (set by init).
@@ -113,6 +118,17 @@ class CoreWorker:
             self.stop()
             raise
         context.current = self
+        if self.task_events is not None:
+            self.loop.call_soon_threadsafe(self._send_task_events, True)
+
+    def _send_task_events(self, again: bool = False) -> None:
+        """I/O loop: send what the task event buffer holds as one message; with again, every
+        interval from now on."""
+        batch = self.task_events.batch(self.node_id, self.worker_id, os.getpid())  # type: ignore[union-attr]
+        if batch is not None and self.gcs is not None and not self.gcs.closed:
+            self.gcs.notify("add_task_events", batch)
+        if again and not self.stopped:
+            self.loop.call_later(interval_s(), self._send_task_events, True)
 
     def _run_loop(self, ready: concurrent.futures.Future) -> None:
         loop = asyncio.new_event_loop()
@@ -247,6 +263,8 @@ class CoreWorker:
         if loop is not None and loop.is_running():
 
             async def close_all():
+                if self.task_events is not None:
+                    self._send_task_events()  # the last events go before the connection closes
                 for conn in (self.gcs, self.raylet):
                     if conn is not None:
                         conn.close("shutdown")

@@ -29,6 +29,7 @@ import threading
 import time
 from typing import Any
 
+from skate import _task_states as ts
 from skate._config import MAX_INLINE_BYTES
 from skate._serialization import serialize
 from skate.core_worker import call_context
@@ -200,6 +201,9 @@ class Executor:
         call = self._begin(spec)
         token = call_context.enter(call)
         self.running[spec.task_id] = (call, threading.get_ident())
+        events = self.core.task_events
+        if events is not None:
+            events.state(spec, ts.RUNNING)
         start = time.perf_counter()
         try:
             try:
@@ -209,8 +213,13 @@ class Executor:
                 if creation:
                     self.instance, result = result, None
             except BaseException as exc:
+                if events is not None:
+                    _record_failure(events, spec, call, exc)
                 return self._failed(spec, call, exc, start)
-            return self._succeeded(spec, result, start)
+            reply = self._succeeded(spec, result, start)
+            if events is not None:
+                _record_end(events, spec, reply)
+            return reply
         finally:
             self.running.pop(spec.task_id, None)
             call_context.leave(token)
@@ -220,6 +229,9 @@ class Executor:
         call = self._begin(spec)
         token = call_context.enter(call)
         self.running[spec.task_id] = (call, asyncio.current_task())
+        events = self.core.task_events
+        if events is not None:
+            events.state(spec, ts.RUNNING)
         start = time.perf_counter()
         try:
             try:
@@ -230,10 +242,17 @@ class Executor:
                     result = await result
             except asyncio.CancelledError as exc:
                 call.cancelled = True
+                if events is not None:
+                    _record_failure(events, spec, call, exc)
                 return self._failed(spec, call, exc, start)
             except BaseException as exc:
+                if events is not None:
+                    _record_failure(events, spec, call, exc)
                 return self._failed(spec, call, exc, start)
-            return self._succeeded(spec, result, start)
+            reply = self._succeeded(spec, result, start)
+            if events is not None:
+                _record_end(events, spec, reply)
+            return reply
         finally:
             self.running.pop(spec.task_id, None)
             call_context.leave(token)
@@ -346,3 +365,20 @@ def _terminate() -> None:
 def _fail_if_pending(fut: asyncio.Future, exc: BaseException) -> None:
     if not fut.done():
         fut.set_exception(exc)
+
+
+def _record_failure(events: Any, spec: TaskSpec, call: CallContext, exc: BaseException) -> None:
+    """A task event for a call that raised: why, in Ray's error types."""
+    if call.cancelled and isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
+        events.failed(spec, "TASK_CANCELLED", f"Task {spec.name} was cancelled.")
+    elif isinstance(exc, SystemExit) and spec.actor_id is not None:
+        events.failed(spec, "ACTOR_DIED", f"exit_actor() was called in {spec.name}")
+    else:
+        events.failed(spec, ts.TASK_EXECUTION_EXCEPTION, f"{type(exc).__name__}: {exc}")
+
+
+def _record_end(events: Any, spec: TaskSpec, reply: TaskReply) -> None:
+    if reply.app_error:  # the result could not be stored
+        events.failed(spec, ts.TASK_EXECUTION_EXCEPTION, "its result could not be stored")
+    else:
+        events.state(spec, ts.FINISHED)

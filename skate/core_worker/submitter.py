@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from skate import _ids
+from skate import _task_states as ts
 from skate.core_worker.args import prepare_args
 from skate.core_worker.errors import error_entry
 from skate.core_worker.lease_pool import (
@@ -29,10 +30,10 @@ from skate.core_worker.lease_pool import (
 )
 from skate.core_worker.memory_store import Waiter
 from skate.core_worker.object_table import RECORD_CALL_SITES, call_site
-from skate.core_worker.task_manager import Complete, Fail, Retry, TaskEntry, TaskManager
+from skate.core_worker.task_manager import KIND_ERROR, Complete, Fail, Retry, TaskEntry, TaskManager
 from skate.exceptions import ObjectLostError, RaySystemError, RuntimeEnvSetupError
 from skate.object_ref import ObjectRef
-from skate.protocol.messages import TaskReply, TaskSpec
+from skate.protocol.messages import INLINE, TaskReply, TaskSpec
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +104,9 @@ class TaskSubmitter:
     def resolve_dependencies(self, entry: TaskEntry) -> None:
         """Fill the call's deps once every dependency is ready, then hand it on (to its
         on_ready if set, else to the lease queue); a failed dependency fails it."""
+        events = self.core.task_events
+        if events is not None:
+            events.submitted(entry.spec)
         if not entry.dep_refs:
             self._resolved(entry)
             return
@@ -124,10 +128,16 @@ class TaskSubmitter:
         elif isinstance(failed, Fail):
             self.finish_with_error(entry, failed.error)
         else:
+            events = self.core.task_events
+            if events is not None:
+                events.failed(entry.spec, ts.DEPENDENCY_RESOLUTION_FAILED, "a dependency of this task failed")
             self.finish_with_entry(entry, failed)  # a dependency failed: so does this task
 
     def _resolved(self, entry: TaskEntry) -> None:
         entry.resolved = True
+        events = self.core.task_events
+        if events is not None:
+            events.state(entry.spec, ts.PENDING_NODE_ASSIGNMENT)
         if entry.on_ready is not None:
             entry.on_ready(entry)
         else:
@@ -180,6 +190,9 @@ class TaskSubmitter:
             return
         if lease.gpu_ids:
             entry.spec.gpus = lease.gpu_ids
+        events = self.core.task_events
+        if events is not None:
+            events.state(entry.spec, ts.SUBMITTED_TO_WORKER)
         fut = lease.conn.call("push_task", entry.spec)
         fut.add_done_callback(lambda f, le=lease, en=entry: self._on_reply(le, en, f))
 
@@ -279,6 +292,12 @@ class TaskSubmitter:
 
     def complete(self, entry: TaskEntry, returns: list, holder: str | None = None) -> None:
         core = self.core
+        events = core.task_events
+        if events is not None:
+            if returns and returns[0][0] == INLINE and returns[0][1][0] == KIND_ERROR:
+                events.failed(entry.spec, None)  # the worker's event says why
+            else:
+                events.state(entry.spec, ts.FINISHED)
         refs = core.refs
         for oid, ret in zip(entry.return_ids, returns):
             ret = tuple(ret)
@@ -299,6 +318,9 @@ class TaskSubmitter:
             entry.on_ready(entry)  # lets an actor's ordered queue move past a call that failed early
 
     def finish_with_error(self, entry: TaskEntry, exc: BaseException) -> None:
+        events = self.core.task_events
+        if events is not None:
+            events.failed(entry.spec, ts.error_type_of(exc), f"{type(exc).__name__}: {exc}")
         self.finish_with_entry(entry, error_entry(exc))
 
     def _release(self, entry: TaskEntry, returns: list | None) -> None:

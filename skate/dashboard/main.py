@@ -25,6 +25,7 @@ from skate.dashboard.server import DashboardContext, GcsClient, make_app, serve
 ROUTE_MODULES = (
     "skate.dashboard.modules.version",
     "skate.dashboard.modules.job",
+    "skate.dashboard.modules.state",
 )
 SESSION_CHECK_S = 2.0
 

@@ -30,6 +30,8 @@ from skate.gcs.placement import NodeLoad, choose_node
 from skate.gcs.placement_group_manager import PlacementGroupManager
 from skate.gcs.recovery import gcs_info, open_tables, reattach_job, recover
 from skate.gcs.storage import GcsStorage, MemoryStorage
+from skate.gcs.task_event_store import TaskEventStore
+from skate.gcs.task_event_store import answer as task_events_answer
 from skate.protocol import Connection, listen
 from skate.raylet import resources as res
 
@@ -92,6 +94,12 @@ class GcsServer:
         self.pgs = PlacementGroupManager(self)
         self.handlers.update(self.pgs.handlers())
         self.handlers["client_died"] = self.h_client_died
+        # Task events (gcs.task_event_store): a bounded window of task attempts for the state API.
+        self.task_events = TaskEventStore(
+            int(os.environ.get("SKATE_TASK_EVENTS_MAX_NUM_TASK_IN_GCS", "100000"))
+        )
+        self.handlers["add_task_events"] = lambda c, p: self.task_events.add_batch(p)
+        self.handlers["get_task_events"] = lambda c, p: task_events_answer(self.task_events, p)
 
     async def start(self, address: str) -> str:
         self.listener = await listen(address, self.token, self.handlers, on_close=self.on_closed, name="gcs")

@@ -105,6 +105,11 @@ class Raylet:
             "store_free": self.h_store_free,
             "worker_log": self.h_worker_log,
             "list_objects": self.h_list_objects,
+            "list_workers": lambda c, p: [  # for the state API's list_workers
+                {k: x.peer_info.get(k) for k in ("worker_id", "pid", "mode", "job_id", "address")}
+                for x in self.clients.values()
+                if not x.closed
+            ],
             "store_stats": lambda c, p: self.store_stats(),
             "cluster_view": self.h_cluster_view,
             "known_nodes": lambda c, p: self.known_nodes(),

@@ -25,6 +25,7 @@ VERB_MODULES = (
     "skate.scripts.cluster_info",
     "skate.scripts.microbenchmark",
     "skate.scripts.job",
+    "skate.scripts.state_cli",
 )
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}

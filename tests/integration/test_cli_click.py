@@ -11,7 +11,7 @@ import pytest
 from skate.scripts import cli as cli_module
 from tests.integration._cluster_helpers import run_cli, session_dirs, temp_root
 
-VERBS = {"start", "stop", "status", "memory", "microbenchmark", "job"}
+VERBS = {"start", "stop", "status", "memory", "microbenchmark", "job", "list", "get", "summary", "timeline"}
 
 # Every flag of every verb, with a piece of its help text (None: the flag has no help text).
 FLAGS = {
@@ -32,6 +32,10 @@ FLAGS = {
     "job": {},  # sub-verbs: tests/integration/test_jobs_cli.py
     "status": {"--address": "GCS address host:port"},
     "memory": {"--address": "GCS address host:port"},
+    "list": {"--filter": "key=value or key!=value", "--limit": None, "--detail": None, "--format": None},
+    "get": {"--format": None, "--address": "GCS address host:port"},
+    "summary": {"--format": None, "--address": "GCS address host:port"},
+    "timeline": {"--output": "file to write", "--address": "GCS address host:port"},
     "microbenchmark": {
         "--filter": "only metrics whose name contains",
         "--seconds": "length of one timed round",

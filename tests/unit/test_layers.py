@@ -45,6 +45,8 @@ LAYERS: dict[str, int] = {
     "skate.core_worker.call_context": FOUNDATION,
     "skate.client.address": FOUNDATION,
     "skate.client.transfer": FOUNDATION,
+    "skate._state_query": FOUNDATION,
+    "skate._task_states": FOUNDATION,
     # pure state machines: decisions with no I/O
     "skate.core_worker.reference_counter": STATE_MACHINES,
     "skate.core_worker.memory_store": STATE_MACHINES,
@@ -63,6 +65,8 @@ LAYERS: dict[str, int] = {
     "skate._job_state": STATE_MACHINES,
     "skate.client.refs": STATE_MACHINES,
     "skate.raylet.runtime_env_cache": STATE_MACHINES,
+    "skate.core_worker.task_events": STATE_MACHINES,
+    "skate.gcs.task_event_store": STATE_MACHINES,
     # I/O shells: processes and the core worker
     "skate.core_worker": SHELLS,
     "skate.raylet": SHELLS,

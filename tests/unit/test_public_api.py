@@ -79,7 +79,6 @@ NOT_YET = {
     # Placement groups: issue 13.
     "PlacementGroupID": "placement groups, issue 13",
     # Observability: issue 17.
-    "timeline": "chrome-tracing timeline of tasks, observability issue 17",
     "show_in_dashboard": "dashboard messages, observability issue 17 (there is no dashboard yet)",
     "LoggingConfig": "init(logging_config=...), observability issue 17",
     # Streaming and dynamic generator tasks (num_returns="streaming"/"dynamic"): no issue yet.

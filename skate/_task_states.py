@@ -1,0 +1,57 @@
+"""Task states as task events carry them: small ints on the wire, Ray's names for people.
+
+The order is the order of a task attempt's life, so the furthest state seen is its state
+(FINISHED and FAILED are both terminal; FAILED wins if both are reported).
+"""
+
+from __future__ import annotations
+
+PENDING_ARGS_AVAIL = 0
+PENDING_NODE_ASSIGNMENT = 1
+SUBMITTED_TO_WORKER = 2
+RUNNING = 3
+FINISHED = 4
+FAILED = 5
+
+NAMES = (
+    "PENDING_ARGS_AVAIL",
+    "PENDING_NODE_ASSIGNMENT",
+    "SUBMITTED_TO_WORKER",
+    "RUNNING",
+    "FINISHED",
+    "FAILED",
+)
+TERMINAL = frozenset({FINISHED, FAILED})
+
+# Ray's task types.
+NORMAL_TASK = "NORMAL_TASK"
+ACTOR_CREATION_TASK = "ACTOR_CREATION_TASK"
+ACTOR_TASK = "ACTOR_TASK"
+
+# Ray's error types (the `error_type` of a failed task), by the exception class name that
+# causes them; anything else a task raised is TASK_EXECUTION_EXCEPTION.
+ERROR_TYPES = {
+    "WorkerCrashedError": "WORKER_DIED",
+    "ActorDiedError": "ACTOR_DIED",
+    "ActorUnavailableError": "ACTOR_UNAVAILABLE",
+    "TaskCancelledError": "TASK_CANCELLED",
+    "OutOfMemoryError": "OUT_OF_MEMORY",
+    "ObjectLostError": "OBJECT_LOST",
+    "OwnerDiedError": "OWNER_DIED",
+    "ObjectReconstructionFailedLineageEvictedError": "OBJECT_UNRECONSTRUCTABLE_LINEAGE_EVICTED",
+    "ObjectReconstructionFailedMaxAttemptsExceededError": "OBJECT_UNRECONSTRUCTABLE_MAX_ATTEMPTS_EXCEEDED",
+    "NodeDiedError": "NODE_DIED",
+    "RuntimeEnvSetupError": "RUNTIME_ENV_SETUP_FAILED",
+    "RaySystemError": "TASK_UNSCHEDULABLE_ERROR",
+}
+TASK_EXECUTION_EXCEPTION = "TASK_EXECUTION_EXCEPTION"
+DEPENDENCY_RESOLUTION_FAILED = "DEPENDENCY_RESOLUTION_FAILED"
+
+
+def error_type_of(exc: BaseException) -> str:
+    """Ray's error type for an exception that failed a task."""
+    for cls in type(exc).__mro__:
+        found = ERROR_TYPES.get(cls.__name__)
+        if found is not None:
+            return found
+    return TASK_EXECUTION_EXCEPTION

@@ -1,0 +1,186 @@
+"""The GCS's window of task attempts, built from batches of task events. No I/O.
+
+Each task attempt (task id, attempt number) is one `TaskRecord`, merged from the events its
+owner and the worker that ran it sent: static info, the first time each state was seen,
+where it ran, and why it failed. At most `max_tasks` attempts are kept
+(`task_events_max_num_task_in_gcs`, Ray's default 100,000): past it the oldest finished
+attempt goes first, then the oldest still running or pending. Every eviction is counted
+(overall and per job), and so are the events processes report they dropped, so a listing
+can say it is incomplete. Memory stays flat however many tasks run.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterator
+from typing import Any
+
+from skate import _task_states as ts
+
+DEFAULT_MAX_TASKS = 100_000
+
+
+class TaskRecord:
+    """One attempt of one task, as far as its events tell."""
+
+    __slots__ = ("task_id", "attempt", "info", "times", "node_id", "worker_id", "pid", "error")
+
+    def __init__(self, task_id: bytes, attempt: int):
+        self.task_id = task_id
+        self.attempt = attempt
+        self.info: dict | None = None
+        self.times: dict[int, float] = {}  # state -> first time it was reported
+        self.node_id: str | None = None
+        self.worker_id: str | None = None
+        self.pid: int | None = None
+        self.error: tuple[str, str] | None = None  # (error_type, message)
+
+    @property
+    def state(self) -> int:
+        times = self.times
+        if ts.FAILED in times:
+            return ts.FAILED
+        return max(times) if times else ts.PENDING_ARGS_AVAIL
+
+    @property
+    def job_id(self) -> str | None:
+        return self.info.get("job_id") if self.info else None
+
+    def row(self) -> dict:
+        """The attempt in Ray's TaskState fields (times in milliseconds since the epoch)."""
+        info = self.info or {}
+        times = self.times
+        start = times.get(ts.RUNNING)
+        end = times.get(ts.FAILED, times.get(ts.FINISHED))
+        created = times.get(ts.PENDING_ARGS_AVAIL)
+        if created is None and times:
+            created = min(times.values())
+        return {
+            "task_id": self.task_id.hex(),
+            "attempt_number": self.attempt,
+            "name": info.get("name"),
+            "state": ts.NAMES[self.state],
+            "job_id": info.get("job_id"),
+            "actor_id": info.get("actor_id"),
+            "type": info.get("type"),
+            "func_or_class_name": info.get("func_or_class_name"),
+            "parent_task_id": info.get("parent_task_id"),
+            "node_id": self.node_id,
+            "worker_id": self.worker_id,
+            "worker_pid": self.pid,
+            "error_type": self.error[0] if self.error else None,
+            "error_message": self.error[1] if self.error else None,
+            "language": "PYTHON",
+            "required_resources": info.get("required_resources"),
+            "runtime_env_info": info.get("runtime_env"),
+            "placement_group_id": info.get("placement_group_id"),
+            "events": [{"state": ts.NAMES[s], "created_ms": _ms(t)} for s, t in sorted(times.items())],
+            "creation_time_ms": _ms(created),
+            "start_time_ms": _ms(start),
+            "end_time_ms": _ms(end),
+        }
+
+
+def _ms(t: float | None) -> int | None:
+    return None if t is None else int(t * 1000)
+
+
+class TaskEventStore:
+    """A bounded window of task attempts, fed by `add_batch`."""
+
+    def __init__(self, max_tasks: int = DEFAULT_MAX_TASKS):
+        if max_tasks < 1:
+            raise ValueError(f"task_events_max_num_task_in_gcs must be >= 1, got {max_tasks}")
+        self.max_tasks = max_tasks
+        self._live: collections.OrderedDict[tuple, TaskRecord] = collections.OrderedDict()
+        self._done: collections.OrderedDict[tuple, TaskRecord] = collections.OrderedDict()
+        self.evicted = 0  # attempts dropped to stay within max_tasks
+        self.evicted_by_job: collections.Counter = collections.Counter()
+        self.reported_dropped = 0  # events processes dropped before sending (their buffer was full)
+        self.events_received = 0
+
+    def __len__(self) -> int:
+        return len(self._live) + len(self._done)
+
+    def add_batch(self, batch: dict) -> None:
+        """Merge one `add_task_events` message: {node_id, worker_id, pid, events, dropped}."""
+        self.reported_dropped += int(batch.get("dropped") or 0)
+        node_id, worker_id, pid = batch.get("node_id"), batch.get("worker_id"), batch.get("pid")
+        live, done = self._live, self._done
+        for tid, attempt, state, when, extra in batch["events"]:
+            self.events_received += 1
+            key = (tid, attempt)
+            rec = live.get(key)
+            if rec is None:
+                rec = done.get(key)
+                if rec is None:
+                    rec = self._new(key)
+            if state not in rec.times:
+                rec.times[state] = when
+            if state == ts.PENDING_ARGS_AVAIL:
+                if extra is not None:
+                    rec.info = extra
+            elif state == ts.RUNNING:  # the executing side says where it runs
+                rec.node_id, rec.worker_id, rec.pid = node_id, worker_id, pid
+            elif state == ts.FAILED:
+                if extra is not None and (rec.error is None or rec.error[0] == ts.TASK_EXECUTION_EXCEPTION):
+                    rec.error = (extra[0], extra[1])
+            if state in ts.TERMINAL and key in live:
+                del live[key]
+                done[key] = rec
+
+    def _new(self, key: tuple) -> TaskRecord:
+        while len(self._live) + len(self._done) >= self.max_tasks:
+            pool = self._done if self._done else self._live
+            _, old = pool.popitem(last=False)
+            self.evicted += 1
+            self.evicted_by_job[old.job_id] += 1
+        rec = TaskRecord(key[0], key[1])
+        self._live[key] = rec
+        return rec
+
+    def records(self) -> Iterator[TaskRecord]:
+        """Every kept attempt, finished ones first, each group oldest first."""
+        yield from self._done.values()
+        yield from self._live.values()
+
+    def get(self, task_id: bytes) -> list[TaskRecord]:
+        """Every kept attempt of one task, by attempt number."""
+        found = [r for key, r in list(self._live.items()) + list(self._done.items()) if key[0] == task_id]
+        return sorted(found, key=lambda r: r.attempt)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "num_tasks": len(self),
+            "max_tasks": self.max_tasks,
+            "num_evicted": self.evicted,
+            "num_evicted_by_job": {k or "": v for k, v in self.evicted_by_job.items()},
+            "num_dropped_at_source": self.reported_dropped,
+            "num_events_received": self.events_received,
+        }
+
+
+def answer(store: TaskEventStore, p: dict) -> dict:
+    """The GCS's `get_task_events` request: {filters, limit, task_id, summary} in, rows out.
+
+    With summary, the counts of every kept attempt by function (or class) name and state.
+    """
+    from skate._state_query import query  # foundation; local to keep this module's imports lean
+
+    records: Any = store.records()
+    if p.get("task_id"):
+        records = store.get(bytes.fromhex(p["task_id"]))
+    stats = store.stats()
+    if p.get("summary"):
+        summary: dict[str, dict] = {}
+        for rec in records:
+            info = rec.info or {}
+            name = info.get("func_or_class_name") or "<unknown>"
+            entry = summary.setdefault(
+                name, {"func_or_class_name": name, "type": info.get("type"), "state_counts": {}}
+            )
+            state = ts.NAMES[rec.state]
+            entry["state_counts"][state] = entry["state_counts"].get(state, 0) + 1
+        return {"summary": summary, "stats": stats}
+    rows, total = query((r.row() for r in records), p.get("filters"), p.get("limit") or 100)
+    return {"rows": [dict(r) for r in rows], "total": total, "stats": stats}

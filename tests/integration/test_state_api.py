@@ -1,0 +1,191 @@
+"""The state API (`skate.util.state`) on a two-node cluster: every list, get and summarize
+call, with filters, checked against what the workload really did."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import skate
+from skate.cluster_utils import Cluster
+from skate.util import state
+from skate.util.placement_group import placement_group, remove_placement_group
+from tests.integration._cluster_helpers import node_args
+from tests.integration._helpers import wait_for
+
+
+@skate.remote
+def add_one(x):
+    return x + 1
+
+
+@skate.remote
+def explode():
+    raise ValueError("boom in explode")
+
+
+@skate.remote(resources={"b": 1})
+def where_b():
+    return skate.get_runtime_context().get_node_id()
+
+
+@skate.remote(resources={"b": 1})
+class Counter:
+    def __init__(self):
+        self.n = 0
+
+    def incr(self):
+        self.n += 1
+        return self.n
+
+    def pid(self):
+        return os.getpid()
+
+
+@pytest.fixture(scope="module")
+def observed():
+    """A head (1 CPU) and a second node with resource b, and a workload that left traces."""
+    if skate.is_initialized():
+        skate.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args=node_args(num_cpus=1))
+    try:
+        other = cluster.add_node(**node_args(num_cpus=2, resources={"b": 2}))
+        skate.init(address=cluster.address)
+        assert skate.get([add_one.remote(i) for i in range(5)]) == [1, 2, 3, 4, 5]
+        with pytest.raises(ValueError):
+            skate.get(explode.remote())
+        assert skate.get(where_b.remote()) == other.node_id
+        counter = Counter.options(name="the_counter").remote()
+        assert skate.get(counter.incr.remote()) == 1
+        actor_pid = skate.get(counter.pid.remote())
+        pg = placement_group([{"CPU": 1}], name="the_group")
+        assert pg.wait(30)
+        kept = skate.put(b"x" * 1000)
+        yield {
+            "cluster": cluster,
+            "other": other,
+            "counter": counter,
+            "actor_pid": actor_pid,
+            "pg": pg,
+            "kept": kept,
+        }
+        remove_placement_group(pg)
+    finally:
+        if skate.is_initialized():
+            skate.shutdown()
+        cluster.shutdown()
+
+
+def _tasks_settled(**filters) -> list:
+    """Task rows once the events of their owner and of the workers that ran them reached the
+    GCS (each process sends them once a second)."""
+    flt = [(k, "=", v) for k, v in filters.items()]
+
+    def settled():
+        rows = state.list_tasks(filters=flt, detail=True)
+        return rows if rows and all(r["worker_pid"] and r["end_time_ms"] for r in rows) else None
+
+    return wait_for(settled, timeout=15) or []
+
+
+@pytest.mark.timeout(60)
+def test_list_nodes_and_get_node(observed):
+    nodes = state.list_nodes()
+    assert {n["node_id"] for n in nodes} == {observed["cluster"].head_node.node_id, observed["other"].node_id}
+    assert all(n["state"] == "ALIVE" for n in nodes)
+    [head] = state.list_nodes(filters=[("is_head_node", "=", True)])
+    assert head["node_id"] == observed["cluster"].head_node.node_id
+    other = state.get_node(observed["other"].node_id)
+    assert other is not None and other.resources_total["b"] == 2.0 and other.state == "ALIVE"
+    assert state.get_node("00" * 20) is None
+
+
+@pytest.mark.timeout(60)
+def test_list_actors_shows_node_and_state(observed):
+    [row] = state.list_actors(filters=[("class_name", "=", "Counter")])
+    assert row["state"] == "ALIVE" and row["name"] == "the_counter"
+    assert row["node_id"] == observed["other"].node_id and row["pid"] == observed["actor_pid"]
+    assert row.actor_id == observed["counter"]._actor_id.hex()
+    assert state.list_actors(filters=[("state", "!=", "ALIVE"), ("class_name", "=", "Counter")]) == []
+    got = state.get_actor(row["actor_id"])
+    assert got is not None and got["class_name"] == "Counter" and "methods" in got  # detail
+
+
+@pytest.mark.timeout(60)
+def test_list_tasks_with_states_errors_and_placement(observed):
+    finished = _tasks_settled(func_or_class_name="add_one", state="FINISHED")
+    assert len(finished) == 5
+    assert all(t["type"] == "NORMAL_TASK" and t["worker_pid"] for t in finished)
+    [failed] = _tasks_settled(name="explode")
+    assert failed["state"] == "FAILED" and failed["error_type"] == "TASK_EXECUTION_EXCEPTION"
+    assert "boom in explode" in failed["error_message"]
+    assert [e["state"] for e in failed["events"]][-2:] == ["RUNNING", "FAILED"]
+    [on_b] = _tasks_settled(name="where_b")
+    assert on_b["node_id"] == observed["other"].node_id and on_b["required_resources"] == {
+        "CPU": 1.0,
+        "b": 1.0,
+    }
+    calls = _tasks_settled(name="Counter.incr")
+    assert calls and calls[0]["type"] == "ACTOR_TASK"
+    assert calls[0]["actor_id"] == observed["counter"]._actor_id.hex()
+    assert len(state.list_tasks(filters=[("name", "=", "add_one")], limit=2)) == 2
+    assert "events" not in state.list_tasks(limit=1)[0]  # without detail
+
+
+@pytest.mark.timeout(60)
+def test_get_task_by_id_and_by_ref(observed):
+    ref = add_one.remote(41)
+    assert skate.get(ref) == 42
+    row = wait_for(
+        lambda: (t := state.get_task(ref)) is not None and t["state"] == "FINISHED" and t, timeout=15
+    )
+    assert row and row["name"] == "add_one" and row["attempt_number"] == 0
+    assert state.get_task(row["task_id"])["task_id"] == row["task_id"]
+
+
+@pytest.mark.timeout(60)
+def test_summaries(observed):
+    tasks = wait_for(lambda: (s := state.summarize_tasks())["summary"].get("explode") and s, timeout=15)
+    assert tasks["summary"]["explode"]["state_counts"] == {"FAILED": 1}
+    assert tasks["summary"]["add_one"]["state_counts"]["FINISHED"] >= 5
+    actors = state.summarize_actors()
+    assert actors["summary"]["Counter"]["state_counts"] == {"ALIVE": 1}
+    objects = state.summarize_objects()
+    assert objects["total_objects"] >= 1 and objects["total_size_mb"] > 0
+
+
+@pytest.mark.timeout(60)
+def test_list_objects_and_get_objects(observed):
+    oid = observed["kept"].hex()
+    rows = state.list_objects(filters=[("object_id", "=", oid)])
+    assert rows and rows[0]["reference_type"] == "LOCAL_REFERENCE" and rows[0]["type"] == "DRIVER"
+    assert rows[0]["object_size"] >= 1000
+    assert state.get_objects(oid)[0]["object_id"] == oid
+
+
+@pytest.mark.timeout(60)
+def test_list_jobs_placement_groups_and_workers(observed):
+    jobs = state.list_jobs()
+    mine = skate.get_runtime_context().get_job_id()
+    assert [j for j in jobs if j["job_id"] == mine and j["status"] == "RUNNING"]
+    assert state.get_job(mine)["type"] == "DRIVER"
+    [pg] = state.list_placement_groups(filters=[("name", "=", "the_group")])
+    assert pg["state"] == "CREATED" and pg["bundles"][0]["unit_resources"] == {"CPU": 1.0}
+    assert state.get_placement_group(pg["placement_group_id"])["name"] == "the_group"
+    workers = state.list_workers(filters=[("pid", "=", observed["actor_pid"])])
+    assert len(workers) == 1 and workers[0]["node_id"] == observed["other"].node_id
+    assert workers[0]["worker_type"] == "WORKER"
+    drivers = state.list_workers(filters=[("worker_type", "=", "DRIVER"), ("pid", "=", os.getpid())])
+    assert len(drivers) == 1
+    assert state.get_worker(workers[0]["worker_id"])["pid"] == observed["actor_pid"]
+
+
+@pytest.mark.timeout(30)
+def test_bad_queries_name_the_culprit(observed):
+    with pytest.raises(ValueError, match="operator"):
+        state.list_actors(filters=[("state", ">", "x")])
+    with pytest.raises(ValueError, match="limit"):
+        state.list_nodes(limit=0)
+    with pytest.raises(ValueError, match="unknown resource"):
+        state._list("gizmos", None, 10, 10, False)

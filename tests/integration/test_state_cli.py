@@ -44,9 +44,17 @@ def observed():
         keeper = Keeper.remote()
         assert skate.get(keeper.ping.remote()) == "pong"
 
-        def settled() -> bool:
+        def settled() -> bool:  # both sides' events (owner and worker) have reached the GCS
             rows = state.list_tasks(filters=[("name", "=", "fails")])
-            return bool(rows) and rows[0]["error_type"] is not None and rows[0]["worker_pid"] is not None
+            pings = state.list_tasks(filters=[("name", "=", "Keeper.ping")])
+            return (
+                bool(rows)
+                and rows[0]["error_type"] is not None
+                and rows[0]["worker_pid"] is not None
+                and bool(pings)
+                and pings[0]["state"] == "FINISHED"
+                and pings[0]["worker_pid"] is not None
+            )
 
         assert wait_for(settled, timeout=15)
         yield {"cluster": cluster, "other": other, "keeper": keeper}

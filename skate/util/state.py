@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from skate.util.memory_stats import get_memory_stats  # memory accounting (docs/memory.md)
+
 
 def _core():
     from skate._api import _core as get_core
@@ -67,4 +69,11 @@ def memory_summary() -> str:
     return format_memory(reports)
 
 
-__all__ = ["list_actors", "list_nodes", "list_objects", "memory_summary", "object_store_stats"]
+__all__ = [
+    "get_memory_stats",
+    "list_actors",
+    "list_nodes",
+    "list_objects",
+    "memory_summary",
+    "object_store_stats",
+]

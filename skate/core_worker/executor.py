@@ -64,6 +64,7 @@ class Executor:
         self.actor: Any = None  # the ActorRuntime once this worker hosts an actor
         self.actor_pg: list | None = None  # the placement group the hosted actor was placed in
         self.instance: Any = None
+        self.last_call: str | None = None  # the name of the latest call begun (for the memory report)
         self.exiting = False
         self.ip = core.info.get("node_ip") or _node_ip()
         handlers = core.handlers
@@ -71,8 +72,20 @@ class Executor:
         handlers["cancel_task"] = self._h_cancel
         handlers["create_actor"] = self._h_create_actor
         handlers["push_actor_task"] = self._h_push_actor_task
+        handlers["process_info"] = lambda conn, p: self.process_info()
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, self._on_sigint)
+
+    def process_info(self) -> dict:
+        """What this worker runs, for the raylet's memory report: its actor's class, or the
+        calls running now (else the latest one)."""
+        running = [call.name for call, _ in list(self.running.values())]
+        return {
+            "actor_class": None if self.instance is None else type(self.instance).__name__,
+            "actor_id": self.core.actor_id,
+            "running": running,
+            "last_call": self.last_call,
+        }
 
     # -- I/O thread ---------------------------------------------------------------------
     def _h_push(self, conn: Any, fields: list) -> asyncio.Future:
@@ -160,6 +173,7 @@ class Executor:
     # -- one call -----------------------------------------------------------------------
     def _begin(self, spec: TaskSpec) -> CallContext:
         core = self.core
+        self.last_call = spec.name
         core.job_id = spec.job_id
         core.namespace = spec.namespace
         if spec.resources is not None:

@@ -25,6 +25,7 @@ from skate._secure_files import read_private, write_private
 from skate.exceptions import GcsStorageError
 from skate.gcs import actor_manager as am
 from skate.gcs import placement_group_manager as pgm
+from skate.gcs.memory_info import gcs_memory
 from skate.gcs.persistence import ACTOR_FIELDS, GROUP_FIELDS, GcsTables, Snapshot, restart_record
 from skate.gcs.storage import GcsStorage, bind_cluster, open_storage, parse_spec
 from skate.protocol import Connection, connect
@@ -195,4 +196,5 @@ def gcs_info(gcs: Any) -> dict:
             "kv_entries": kv_entries,
             "kv_bytes": kv_bytes,
         },
+        "memory": gcs_memory(gcs),  # its process and its tables in count and bytes
     }

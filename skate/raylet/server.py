@@ -26,6 +26,7 @@ from skate.core_worker.plasma import ArenaMapping, arena_path, create_arena_file
 from skate.exceptions import RuntimeEnvSetupError
 from skate.protocol import Connection, connect, listen
 from skate.protocol.connection import RemoteError
+from skate.raylet import memory_report
 from skate.raylet.env_workers import EnvWorkers
 from skate.raylet.memory_monitor import CHECK_INTERVAL_S, LeaseView, MemoryMonitor
 from skate.raylet.object_manager import ObjectManager
@@ -121,7 +122,7 @@ class Raylet:
             "return_bundles": self.h_return_bundles,
             "runtime_env_stats": lambda c, p: self.envs.stats(),
         }
-        self.handlers.update(self.objects.handlers())
+        self.handlers.update(self.objects.handlers() | memory_report.handlers(self))
 
     # -- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:

@@ -77,6 +77,36 @@ def query_gcs_info(address: str | None) -> dict | None:
     return None
 
 
+async def _memory(info: dict) -> dict:
+    from skate.util.memory_stats import gather
+
+    gcs = await connect(info["gcs_address"], info["token"], name="cli-gcs", timeout=3)
+
+    async def connect_node(node: dict):
+        raylet = await connect(node["address"], info["token"], name="cli-raylet", timeout=3)
+        return raylet, raylet.close
+
+    try:
+        return await gather(gcs, connect_node)
+    finally:
+        gcs.close()
+
+
+def query_memory(address: str | None) -> dict:
+    """The memory report (skate.util.memory_stats) of the newest reachable cluster;
+    ConnectionError if none."""
+    errors = []
+    for info in find_sessions(address):
+        try:
+            return asyncio.run(_memory(info))
+        except Exception as exc:
+            errors.append(f"{info['session_dir']}: {exc}")
+    where = f"at {address}" if address else f"under {default_temp_root()}"
+    raise ConnectionError(
+        f"no running Skate cluster found {where} ({'; '.join(errors) or 'no session directory found'})"
+    )
+
+
 def query_cluster(address: str | None, want_objects: bool) -> tuple[list[dict], list[dict], dict]:
     """(nodes, per-node reports, placement-group table by id; empty with want_objects) of the
     newest reachable cluster; ConnectionError if none."""

@@ -7,29 +7,122 @@ def _mb(n: int | float | None) -> str:
     return "?" if n is None else f"{n / 2**20:,.1f} MiB"
 
 
-def format_memory(reports: list[dict]) -> str:
-    lines = []
-    for report in reports:
-        st = report["store"]
-        lines.append(
-            f"Node {st['node_id'][:12]}: store {_mb(st['used_bytes'])} of {_mb(st['capacity_bytes'])} used, "
-            f"{st['num_objects']} objects ({st['num_spilled']} only on disk); "
-            f"spilled {_mb(st['spilled_bytes'])}, restored {_mb(st['restored_bytes'])}, "
-            f"on disk now {_mb(st['spill_disk_bytes'])}"
-        )
-    rows = [row for report in reports for row in report["objects"]]
-    lines.append("")
-    lines.append(
-        f"{'object id':<42} {'size':>12} {'where':<18} {'pid':>7} {'process':<7} reference kinds / call site"
+GROUP_BY = ("NODE_ADDRESS", "STACK_TRACE")
+SORT_BY = ("PID", "OBJECT_SIZE", "REFERENCE_TYPE")
+ROW_TAIL = "reference kinds / call site"
+
+
+def store_line(st: dict) -> str:
+    """A node's store totals in one line."""
+    return (
+        f"Node {st['node_id'][:12]}: store {_mb(st['used_bytes'])} of {_mb(st['capacity_bytes'])} used, "
+        f"{st['num_objects']} objects ({st['num_spilled']} only on disk); "
+        f"spilled {_mb(st['spilled_bytes'])}, restored {_mb(st['restored_bytes'])}, "
+        f"on disk now {_mb(st['spill_disk_bytes'])}"
     )
-    for r in sorted(rows, key=lambda r: -(r["size"] or 0)):
-        kinds = ",".join(r["reference_kinds"]) or "-"
-        lines.append(
-            f"{r['object_id']:<42} {_mb(r['size']):>12} {r['where']:<18} {r['pid']:>7} {r['process']:<7} "
-            f"{kinds}  {r['call_site']}"
+
+
+def _sort_key(sort_by: str):
+    if sort_by == "PID":
+        return lambda r: (r["pid"], -(r["size"] or 0))
+    if sort_by == "REFERENCE_TYPE":
+        return lambda r: (",".join(r["reference_kinds"]), -(r["size"] or 0))
+    return lambda r: -(r["size"] or 0)
+
+
+def format_memory(
+    reports: list[dict],
+    group_by: str = "NODE_ADDRESS",
+    sort_by: str = "OBJECT_SIZE",
+    units: str = "MB",
+    num_entries: int | None = None,
+) -> str:
+    """Store totals per node, then the object rows in groups (by node, or by the call site that
+    created them: STACK_TRACE), each group sorted and cut to `num_entries` rows, as `ray memory`."""
+    from skate._memory_accounting import in_units
+
+    if group_by not in GROUP_BY or sort_by not in SORT_BY:
+        raise ValueError(f"group_by must be one of {GROUP_BY} and sort_by one of {SORT_BY}")
+    lines = [store_line(report["store"]) for report in reports]
+    groups: dict[str, list[dict]] = {}
+    for report in reports:
+        for row in report["objects"]:
+            key = row["node_id"] if group_by == "NODE_ADDRESS" else row["call_site"]
+            groups.setdefault(key, []).append(row)
+    total_rows, total_owned = 0, 0
+    for key, rows in groups.items():
+        title = f"node {key[:12]}" if group_by == "NODE_ADDRESS" else f"call site {key}"
+        size = sum(r["size"] or 0 for r in rows if r["owned_here"])
+        kinds: dict[str, int] = {}
+        for r in rows:
+            for kind in r["reference_kinds"] or ["-"]:
+                kinds[kind] = kinds.get(kind, 0) + 1
+        lines += ["", f"--- {title}: {len(rows)} references, {in_units(size, units)} owned ---"]
+        lines.append("  " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
+        lines.append(f"{'object id':<42} {'size':>14} {'where':<18} {'pid':>7} {'process':<7} {ROW_TAIL}")
+        shown = sorted(rows, key=_sort_key(sort_by))
+        for r in shown if num_entries is None else shown[:num_entries]:
+            kind_text = ",".join(r["reference_kinds"]) or "-"
+            lines.append(
+                f"{r['object_id']:<42} {in_units(r['size'], units):>14} {r['where']:<18} {r['pid']:>7} "
+                f"{r['process']:<7} {kind_text}  {r['call_site']}"
+            )
+        if num_entries is not None and len(rows) > num_entries:
+            lines.append(f"  ... {len(rows) - num_entries} more (--num-entries)")
+        total_rows += len(rows)
+        total_owned += size
+    lines.append(
+        f"--- {total_rows} references, {in_units(total_owned, units)} in objects owned by their process"
+    )
+    return "\n".join(lines)
+
+
+def format_memory_stats(report: dict, units: str = "MB") -> str:
+    """The memory report (skate._memory_accounting.cluster_report) for people: the GCS, each
+    node's processes and store, and totals that count shared pages once."""
+    from skate._memory_accounting import in_units
+
+    def u(n: int | None) -> str:
+        return in_units(n, units)
+
+    def proc_line(p: dict) -> str:
+        return (
+            f"  {p['pid']:>7} {p['role']:<7} {u(p['rss']):>12} {u(p['shared']):>12} {u(p['heap']):>12} "
+            f"{u(p['store_mapped']):>12}  {p.get('name') or ''}"
         )
-    total = sum(r["size"] or 0 for r in rows if r["owned_here"])
-    lines.append(f"--- {len(rows)} references, {_mb(total)} in objects owned by their process")
+
+    header = f"  {'pid':>7} {'role':<7} {'rss':>12} {'shared':>12} {'heap':>12} {'store mapped':>12}  runs"
+    t = report["totals"]
+    lines = ["Memory summary (heap = rss - shared; store pages mapped are shared, not heap)"]
+    gcs = report.get("gcs") or {}
+    if gcs.get("process"):
+        lines += ["GCS", header, proc_line(gcs["process"])]
+        tables = gcs.get("tables") or {}
+        lines.append(
+            "  GCS tables: "
+            + ", ".join(f"{name} {fig['count']} ({u(fig['bytes'])})" for name, fig in tables.items())
+        )
+    for node in report["nodes"]:
+        st = node["store"]
+        lines += [
+            f"Node {node['node_id'][:12]} ({node.get('node_ip') or '?'})",
+            f"  store: {u(st['used_bytes'])} used of {u(st['capacity_bytes'])}; primary copies "
+            f"{u(st['primary_bytes'])}, secondary copies {u(st['secondary_bytes'])}, being created "
+            f"{u(st['being_created_bytes'])}, freed but still read {u(st['freed_held_by_reads_bytes'])}; "
+            f"reads in progress pin {u(st['reading_bytes'])}",
+            f"  spilled {u(st['spilled_bytes'])}, restored {u(st['restored_bytes'])}, "
+            f"on disk now {u(st['spill_disk_bytes'])}",
+            header,
+            proc_line(node["raylet"]),
+            *(proc_line(p) for p in node["processes"]),
+            f"  node total: heaps {u(node['totals']['heap_bytes'])} + store used "
+            f"{u(node['totals']['store_used_bytes'])} = {u(node['totals']['total_bytes'])}",
+        ]
+    lines.append(
+        f"Cluster total: heaps {u(t['heap_bytes'])} (system {u(t['system_heap_bytes'])}, application "
+        f"{u(t['application_heap_bytes'])}) + store used {u(t['store_used_bytes'])} = {u(t['total_bytes'])}"
+    )
+    lines.append(f"  ({t['note']})")
     return "\n".join(lines)
 
 

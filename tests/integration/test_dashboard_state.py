@@ -144,5 +144,11 @@ def test_metrics_show_cluster_series_and_user_metrics(dash):
         'skate_resources_used{Name="CPU"',
         'skate_workers{NodeId="',
         "skate_test_level 7.5",
+        # the memory report (docs/memory.md)
+        "skate_gcs_rss_bytes ",
+        'skate_gcs_table_entries{Table="actors"}',
+        'skate_process_heap_bytes{NodeId="',
+        'Role="raylet"',
+        "skate_object_store_primary_bytes{",
     ):
         assert series in text, series

@@ -34,6 +34,7 @@ LAYERS: dict[str, int] = {
     "skate._log_files": FOUNDATION,
     "skate._options": FOUNDATION,
     "skate._bundles": FOUNDATION,
+    "skate._process_memory": FOUNDATION,  # reads a process's memory from the OS (psutil)
     "skate._labels": FOUNDATION,
     "skate._signature": FOUNDATION,
     "skate._runtime_env": FOUNDATION,
@@ -63,6 +64,7 @@ LAYERS: dict[str, int] = {
     "skate.gcs.kv_store": STATE_MACHINES,
     "skate.gcs.pg_scheduler": STATE_MACHINES,
     "skate._job_state": STATE_MACHINES,
+    "skate._memory_accounting": STATE_MACHINES,  # the memory report's arithmetic
     "skate.client.refs": STATE_MACHINES,
     "skate.raylet.runtime_env_cache": STATE_MACHINES,
     "skate.core_worker.task_events": STATE_MACHINES,

@@ -153,6 +153,7 @@ async def metrics_text(src: Sources) -> bytes:
         for kind, n in sorted(kinds.items()):
             workers.add_metric([node["node_id"], kind], n)
     families += [*store.values(), workers]
+    families += await memory_families(src, GaugeMetricFamily)
     families += await user_metric_families(src, GaugeMetricFamily, CounterMetricFamily, HistogramMetricFamily)
 
     class Snapshot:
@@ -162,6 +163,26 @@ async def metrics_text(src: Sources) -> bytes:
     registry = CollectorRegistry()
     registry.register(Snapshot())
     return generate_latest(registry)
+
+
+async def memory_families(src: Sources, gauge: Any) -> list[Any]:
+    """The memory report (docs/memory.md) as gauges: per process, store and GCS table."""
+    from skate import _memory_accounting as acct
+
+    info = await src.call("gcs_info", {})
+    reports = []
+    for node, report in await src.per_node("memory_report"):
+        report["node_ip"] = node.get("node_ip")
+        reports.append(report)
+    families: dict[str, Any] = {}
+    for name, help_text, labels, value in acct.gauges(
+        acct.cluster_report((info or {}).get("memory"), reports)
+    ):
+        fam = families.get(name)
+        if fam is None:
+            fam = families[name] = gauge(name, help_text, labels=sorted(labels))
+        fam.add_metric([labels[k] for k in sorted(labels)], value)
+    return list(families.values())
 
 
 async def user_metric_families(src: Sources, gauge: Any, counter: Any, histogram: Any) -> list[Any]:

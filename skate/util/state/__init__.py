@@ -15,6 +15,7 @@ from typing import Any
 
 from skate._state_query import StateRow
 from skate.exceptions import GetTimeoutError
+from skate.util.memory_stats import get_memory_stats
 from skate.util.state.sources import ID_FIELDS, Sources, check_resource, list_resource, summarize
 
 logger = logging.getLogger(__name__)
@@ -195,6 +196,7 @@ def memory_summary() -> str:
 __all__ = [
     "get_actor",
     "get_job",
+    "get_memory_stats",
     "get_node",
     "get_objects",
     "get_placement_group",

@@ -28,9 +28,9 @@ from skate.protocol import Connection, connect, listen
 from skate.protocol.connection import RemoteError
 from skate.raylet import memory_report
 from skate.raylet.env_workers import EnvWorkers
-from skate.raylet.memory_monitor import CHECK_INTERVAL_S, LeaseView, MemoryMonitor
 from skate.raylet.object_manager import ObjectManager
 from skate.raylet.object_store import ObjectStore
+from skate.raylet.oom_killer import monitor_memory
 from skate.raylet.scheduler import (
     Grant,
     Infeasible,
@@ -151,7 +151,7 @@ class Raylet:
         self._start_zygote()
         self.start_workers(self.scheduler.soft_limit)
         self.gcs = await self._connect_gcs()
-        self._monitor_task = asyncio.ensure_future(self._monitor_memory())
+        self._monitor_task = asyncio.ensure_future(monitor_memory(self))
         self._heartbeat_task = asyncio.ensure_future(self._heartbeat())
         print(f"READY {self.address} {self.node_id}", flush=True)
 
@@ -182,44 +182,6 @@ class Raylet:
             self._report_resources()
             if self.envs.worker_envs:
                 self.apply(self.scheduler.reap_idle_env_workers(ENV_WORKER_IDLE_S))
-
-    async def _monitor_memory(self) -> None:
-        """Kill the newest task's worker when the node runs out of memory (see memory_monitor)."""
-        monitor = MemoryMonitor()
-        while not self._stopping:
-            await asyncio.sleep(CHECK_INTERVAL_S)
-            leases = [
-                LeaseView(w.lease_id, w.worker_id, w.owner, w.owner == "gcs")
-                for w in self.scheduler.workers.values()
-                if w.lease_id is not None and w.owner
-            ]
-            try:
-                victim = monitor.choose_victim(leases)
-            except Exception:
-                logger.exception("memory monitor failed")
-                continue
-            if victim is None:
-                continue
-            logger.warning(
-                "memory usage above %.0f%%: killing worker %s (newest task lease %d)",
-                monitor.threshold * 100,
-                victim.worker_id[:8],
-                victim.lease_id,
-            )
-            owner = self.clients.get(victim.owner)
-            if owner is not None:
-                # The owner learns why before the worker's connection breaks (it waits for the
-                # answer), so the task fails as OutOfMemoryError, not as a crash.
-                try:
-                    await asyncio.wait_for(
-                        owner.call(
-                            "oom_killed", {"worker_id": victim.worker_id, "threshold": monitor.threshold}
-                        ),
-                        1.0,
-                    )
-                except Exception:
-                    pass
-            self.kill_worker(victim.worker_id)
 
     def _on_gcs_lost(self, conn: Connection) -> None:
         """Keep serving leases and objects, and try to reach the GCS again for a while."""

@@ -6,16 +6,25 @@ functions, refs, request to the GCS...) and carries each call over one authentic
 connection to the client server on the head, which hands it to this client's own proxy
 driver there (`skate.client.proxy`). Nothing of the cluster runs in the client's process.
 
-Every call waits for its reply, so what the user sees is ordered as the calls were made.
+Submissions, actor calls and puts are one-way messages: the client mints their ids itself
+(the core worker's formats, `skate._ids`), so `.remote()` and `put` return refs at once, and
+the proxy submits under those ids. Messages and calls leave in the order they were made, on
+one connection, batched into few writes (`send`); the proxy applies them in that order, so a
+ref can be used in the next call at once. Whatever fails on the cluster side for a one-way
+message becomes the value of its refs: it is raised at `get`, as with Ray's client. Calls
+that answer something (get, wait, actor creation...) wait for their reply.
 Refs the client holds are counted here (`refs.ClientRefTable`); the ones it drops are
 released on the proxy in batches. A connection that drops is opened again, with the same
-session, at the next call; within the server's grace period the session kept everything.
+session, at the next call; within the server's grace period the session kept everything
+(one-way messages still on the wire when it dropped are lost: their refs fail at `get`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
+import itertools
 import logging
 import os
 import pickle
@@ -23,9 +32,10 @@ import threading
 import time
 from typing import Any
 
+from skate import _ids
 from skate._serialization import KIND_ERROR, serialize
 from skate.client.refs import ClientRefTable
-from skate.client.transfer import CHUNK_BYTES, INLINE_BYTES, WINDOW, chunk_plan, inline_form, load, parts_of
+from skate.client.transfer import CHUNK_BYTES, INLINE_BYTES, WINDOW, chunk_plan, load, parts_of
 from skate.core_worker import context
 from skate.exceptions import AuthenticationError, RaySystemError
 from skate.object_ref import ObjectRef
@@ -89,6 +99,13 @@ class ClientCore:
         self._conn: Any = None
         self._conn_lock: asyncio.Lock | None = None
         self._next_transfer = 0
+        self.task_ids = _ids.TaskIdFactory()
+        self._put_task = self.task_ids.next()  # the task id the client's puts derive from
+        self._put_index = itertools.count(1)
+        self._outbox: collections.deque = collections.deque()  # one-way messages not sent yet
+        self._outbox_lock = threading.Lock()
+        self._pump_scheduled = False
+        self._reconnecting: asyncio.Task | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -203,6 +220,7 @@ class ClientCore:
         async def close() -> None:
             conn = self._conn
             if conn is not None and not conn.closed:
+                self._drain(conn)
                 # The proxy ends the session at once (no grace period); close() flushes this.
                 conn.notify("fwd_notify", ["disconnect", None])
                 conn.close("disconnect")
@@ -227,7 +245,7 @@ class ClientCore:
     async def acall(self, method: str, payload: Any = None) -> Any:
         """Call the proxy's `method` (on the loop); raises what the proxy raised."""
         conn = await self._ensure_connected()
-        self._send_releases()
+        self._send_releases()  # sends the one-way messages made before this call first
         try:
             ok, value = await conn.call("fwd", [method, payload])
         except ConnectionClosed as exc:
@@ -246,12 +264,45 @@ class ClientCore:
     def call(self, method: str, payload: Any = None) -> Any:
         return self.run(self.acall(method, payload))
 
-    def notify(self, method: str, payload: Any = None) -> None:
-        async def send() -> None:
-            conn = await self._ensure_connected()
-            conn.notify("fwd_notify", [method, payload])
+    def send(self, method: str, payload: Any = None) -> None:
+        """A one-way message to the proxy, sent after every message and call made before it.
 
-        self.run(send())
+        Any thread may call it; it never waits. Messages queue here and the loop sends all
+        that are queued in one go (one wakeup and one write for a burst of `.remote()`s).
+        """
+        if self.stopped:
+            raise RaySystemError("the client has been disconnected (skate.shutdown())")
+        self._outbox.append((method, payload))
+        with self._outbox_lock:
+            if self._pump_scheduled:
+                return
+            self._pump_scheduled = True
+        self.loop.call_soon_threadsafe(self._pump)
+
+    def _pump(self) -> None:
+        with self._outbox_lock:
+            self._pump_scheduled = False
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            self._drain(conn)
+        elif self._outbox and self._reconnecting is None and not self.stopped:
+            self._reconnecting = self.loop.create_task(self._pump_after_reconnect())
+
+    async def _pump_after_reconnect(self) -> None:
+        try:
+            conn = await self._ensure_connected()
+            self._drain(conn)
+        except Exception as exc:  # the next call that waits for a reply reports it
+            logger.warning("could not send to the client server at %s: %s", self.client_address, exc)
+        finally:
+            self._reconnecting = None
+
+    def _drain(self, conn: Any) -> None:
+        """Send every queued one-way message, oldest first (the connection batches the writes)."""
+        out = self._outbox
+        while out:
+            method, payload = out.popleft()
+            conn.notify("fwd_notify", [method, payload])
 
     def request(self, conn: Any, method: str, payload: Any = None, timeout: float | None = None) -> Any:
         """A request to the GCS, made by the proxy for this client."""
@@ -285,17 +336,23 @@ class ClientCore:
         conn = self._conn
         if conn is None or conn.closed:
             return  # kept in the table until the connection is back
+        self._drain(conn)  # a ref's release never overtakes the message that made it
         releases = self.refs.take_releases()
         if releases:
             conn.notify("fwd_notify", ["release", releases])
 
     # -- values -------------------------------------------------------------------------
-    async def send_value(self, value: Any) -> dict:
-        """The wire form of a value: inline, or uploaded in chunks first (see transfer)."""
+    def value_form(self, value: Any) -> dict:
+        """The wire form of a value (user thread): pickled here, so an unserializable value
+        fails in the caller; inline, or uploaded in chunks first (see transfer)."""
         parts = parts_of(serialize(value))
-        size = sum(p.nbytes for p in parts)
-        if size <= INLINE_BYTES:
-            return inline_form(parts)
+        if sum(p.nbytes for p in parts) <= INLINE_BYTES:
+            # The pickle is fresh memory, sent as is; out-of-band buffers may be views of the
+            # caller's arrays, copied now so a later change to them is not what arrives.
+            return {"i": parts[0], "b": [bytes(p) for p in parts[1:]]}
+        return self.run(self._upload(parts))
+
+    async def _upload(self, parts: list[memoryview]) -> dict:
         self._next_transfer += 1
         tid = f"u{self._next_transfer}"
         sizes = [p.nbytes for p in parts]
@@ -305,9 +362,7 @@ class ClientCore:
 
         async def one(part: int, off: int, n: int) -> None:
             async with sem:
-                await self.acall(
-                    "upload", {"t": tid, "p": part, "o": off, "d": bytes(parts[part][off : off + n])}
-                )
+                await self.acall("upload", {"t": tid, "p": part, "o": off, "d": parts[part][off : off + n]})
 
         await asyncio.gather(*(one(*c) for c in plan))
         return {"t": tid}
@@ -340,8 +395,12 @@ class ClientCore:
             raise value if isinstance(value, BaseException) else RaySystemError(repr(value))
         return value
 
+    def next_put_id(self) -> bytes:
+        return _ids.object_id_for_put(self._put_task, next(self._put_index))
+
     def new_refs(self, ids: list[bytes]) -> list[ObjectRef]:
-        """Refs the proxy minted for this client (it holds one for each)."""
+        """Refs to objects the proxy holds (or will, once it has read the message that made
+        them) for this client, one hold each."""
         self.refs.arrived(ids)
         return [ObjectRef(oid, None, self) for oid in ids]
 
@@ -370,7 +429,7 @@ class _Functions:
         if key in self._exported:
             return
         self._exported.add(key)
-        self.core.notify("export", {"key": key, "data": data})
+        self.core.send("export", {"key": key, "data": data})
 
 
 class _Objects:
@@ -379,12 +438,10 @@ class _Objects:
 
     def put(self, value: Any) -> ObjectRef:
         core = self.core
-
-        async def go() -> bytes:
-            form = await core.send_value(value)
-            return await core.acall("put", {"v": form})
-
-        return core.new_refs([core.run(go())])[0]
+        oid = core.next_put_id()
+        form = core.value_form(value)
+        core.send("put", {"id": oid, "v": form})
+        return core.new_refs([oid])[0]
 
     def get(self, refs: list, timeout: float | None = None) -> list:
         core = self.core
@@ -416,12 +473,11 @@ class _Submitter:
 
     def submit(self, function_key: bytes, name: str, args: tuple, kwargs: dict, **options: Any) -> list:
         core = self.core
-
-        async def go() -> list:
-            form = await core.send_value((args, kwargs, options))
-            return await core.acall("submit", {"key": function_key, "name": name, "v": form})
-
-        return core.new_refs(core.run(go()))
+        task_id = core.task_ids.next()
+        ids = [_ids.object_id_for_return(task_id, i + 1) for i in range(options["num_returns"])]
+        form = core.value_form((args, kwargs, options))
+        core.send("submit", {"id": task_id, "r": ids, "key": function_key, "name": name, "v": form})
+        return core.new_refs(ids)
 
     def cancel(self, object_id: bytes, force: bool, recursive: bool) -> None:
         self.core.call("cancel", {"id": object_id, "force": force, "recursive": recursive})
@@ -438,12 +494,8 @@ class _ActorSubmitter:
         self, class_name: str, methods: dict, class_key: bytes, args: tuple, kwargs: dict, options: dict
     ) -> dict:
         core = self.core
-
-        async def go() -> dict:
-            form = await core.send_value((class_name, methods, class_key, args, kwargs, options))
-            return await core.acall("actor_create", {"v": form})
-
-        return self._arrived(core.run(go()))
+        form = core.value_form((class_name, methods, class_key, args, kwargs, options))
+        return self._arrived(core.call("actor_create", {"v": form}))
 
     def _arrived(self, info: dict) -> dict:
         self.core.refs.arrived([info["actor_id"]])
@@ -464,13 +516,11 @@ class _ActorSubmitter:
         group: str | None,
     ) -> list:
         core = self.core
+        task_id = core.task_ids.next()
+        ids = [_ids.object_id_for_return(task_id, i + 1) for i in range(num_returns)]
         call = (actor_id, class_name, method, args, kwargs, num_returns, retries, retry_exceptions, group)
-
-        async def go() -> list:
-            form = await core.send_value(call)
-            return await core.acall("actor_submit", {"v": form})
-
-        return core.new_refs(core.run(go()))
+        core.send("actor_submit", {"id": task_id, "r": ids, "v": core.value_form(call)})
+        return core.new_refs(ids)
 
     def kill(self, actor_id: bytes, class_name: str, no_restart: bool) -> None:
         self.core.call("actor_kill", {"id": actor_id, "class_name": class_name, "no_restart": no_restart})

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import functools
 import itertools
 import logging
 import os
@@ -44,6 +45,13 @@ from skate.protocol import ConnectionClosed, RemoteError, connect
 logger = logging.getLogger(__name__)
 
 RELEASE_INTERVAL_S = 0.05
+# Flow control of one-way messages: after every SYNC_EVERY messages (or SYNC_BYTES of them)
+# a sync request follows; a sender waits while more than SYNCS_IN_FLIGHT syncs are unanswered,
+# so a burst of `.remote()`s never runs more than a few thousand messages ahead of the proxy.
+SYNC_EVERY = 500
+SYNC_BYTES = 8 * 1024 * 1024
+SYNCS_IN_FLIGHT = 4
+_SYNC = "sync"
 DEFAULT_CONNECT_TIMEOUT_S = float(os.environ.get("SKATE_CLIENT_CONNECT_TIMEOUT_S", "30"))
 
 
@@ -106,6 +114,9 @@ class ClientCore:
         self._outbox_lock = threading.Lock()
         self._pump_scheduled = False
         self._reconnecting: asyncio.Task | None = None
+        self._unsynced = self._unsynced_bytes = 0
+        self.syncs_sent = 0  # for tests and debugging
+        self._syncs: collections.deque[concurrent.futures.Future] = collections.deque()
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -230,6 +241,7 @@ class ClientCore:
             asyncio.run_coroutine_threadsafe(close(), loop).result(5)
         except Exception:
             pass
+        self._settle_syncs()
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(5)
@@ -264,20 +276,37 @@ class ClientCore:
     def call(self, method: str, payload: Any = None) -> Any:
         return self.run(self.acall(method, payload))
 
-    def send(self, method: str, payload: Any = None) -> None:
+    def send(self, method: str, payload: Any = None, nbytes: int = 0) -> None:
         """A one-way message to the proxy, sent after every message and call made before it.
 
-        Any thread may call it; it never waits. Messages queue here and the loop sends all
-        that are queued in one go (one wakeup and one write for a burst of `.remote()`s).
+        Any thread may call it. Messages queue here and the loop sends all that are queued in
+        one go (one wakeup and one write for a burst of `.remote()`s). It waits only when the
+        proxy lags far behind (see SYNC_EVERY).
         """
         if self.stopped:
             raise RaySystemError("the client has been disconnected (skate.shutdown())")
-        self._outbox.append((method, payload))
+        wait_for = None
         with self._outbox_lock:
-            if self._pump_scheduled:
-                return
+            self._outbox.append((method, payload))
+            self._unsynced += 1
+            self._unsynced_bytes += nbytes
+            if self._unsynced >= SYNC_EVERY or self._unsynced_bytes >= SYNC_BYTES:
+                self._unsynced = self._unsynced_bytes = 0
+                self.syncs_sent += 1
+                sync: concurrent.futures.Future = concurrent.futures.Future()
+                self._outbox.append((_SYNC, sync))
+                syncs = self._syncs
+                syncs.append(sync)
+                while syncs and syncs[0].done():
+                    syncs.popleft()
+                if len(syncs) > SYNCS_IN_FLIGHT:
+                    wait_for = syncs[0]
+            schedule = not self._pump_scheduled
             self._pump_scheduled = True
-        self.loop.call_soon_threadsafe(self._pump)
+        if schedule:
+            self.loop.call_soon_threadsafe(self._pump)
+        if wait_for is not None:
+            wait_for.result()  # never fails: a lost connection settles it too
 
     def _pump(self) -> None:
         with self._outbox_lock:
@@ -294,6 +323,7 @@ class ClientCore:
             self._drain(conn)
         except Exception as exc:  # the next call that waits for a reply reports it
             logger.warning("could not send to the client server at %s: %s", self.client_address, exc)
+            self._settle_syncs()
         finally:
             self._reconnecting = None
 
@@ -302,7 +332,18 @@ class ClientCore:
         out = self._outbox
         while out:
             method, payload = out.popleft()
-            conn.notify("fwd_notify", [method, payload])
+            if method == _SYNC:
+                conn.call("fwd", [_SYNC, None]).add_done_callback(functools.partial(_synced, payload))
+            else:
+                conn.notify("fwd_notify", [method, payload])
+
+    def _settle_syncs(self) -> None:
+        """Nothing more will be sent for now: no sender may wait for it."""
+        with self._outbox_lock:
+            for sync in self._syncs:
+                if not sync.done():
+                    sync.set_result(None)
+            self._syncs.clear()
 
     def request(self, conn: Any, method: str, payload: Any = None, timeout: float | None = None) -> Any:
         """A request to the GCS, made by the proxy for this client."""
@@ -342,15 +383,16 @@ class ClientCore:
             conn.notify("fwd_notify", ["release", releases])
 
     # -- values -------------------------------------------------------------------------
-    def value_form(self, value: Any) -> dict:
-        """The wire form of a value (user thread): pickled here, so an unserializable value
-        fails in the caller; inline, or uploaded in chunks first (see transfer)."""
+    def value_form(self, value: Any) -> tuple[dict, int]:
+        """The wire form of a value and its size (user thread): pickled here, so an
+        unserializable value fails in the caller; inline, or uploaded in chunks first."""
         parts = parts_of(serialize(value))
-        if sum(p.nbytes for p in parts) <= INLINE_BYTES:
+        size = sum(p.nbytes for p in parts)
+        if size <= INLINE_BYTES:
             # The pickle is fresh memory, sent as is; out-of-band buffers may be views of the
             # caller's arrays, copied now so a later change to them is not what arrives.
-            return {"i": parts[0], "b": [bytes(p) for p in parts[1:]]}
-        return self.run(self._upload(parts))
+            return {"i": parts[0], "b": [bytes(p) for p in parts[1:]]}, size
+        return self.run(self._upload(parts)), 0
 
     async def _upload(self, parts: list[memoryview]) -> dict:
         self._next_transfer += 1
@@ -405,6 +447,14 @@ class ClientCore:
         return [ObjectRef(oid, None, self) for oid in ids]
 
 
+def _synced(sync: concurrent.futures.Future, reply: asyncio.Future) -> None:
+    """A sync was answered, or its connection was lost: either way the senders go on."""
+    if not reply.cancelled():
+        reply.exception()  # retrieved: a lost connection is reported by the next call instead
+    if not sync.done():
+        sync.set_result(None)
+
+
 def _load_error(blob: bytes) -> BaseException:
     try:
         exc = pickle.loads(blob)
@@ -439,8 +489,8 @@ class _Objects:
     def put(self, value: Any) -> ObjectRef:
         core = self.core
         oid = core.next_put_id()
-        form = core.value_form(value)
-        core.send("put", {"id": oid, "v": form})
+        form, nbytes = core.value_form(value)
+        core.send("put", {"id": oid, "v": form}, nbytes)
         return core.new_refs([oid])[0]
 
     def get(self, refs: list, timeout: float | None = None) -> list:
@@ -475,8 +525,8 @@ class _Submitter:
         core = self.core
         task_id = core.task_ids.next()
         ids = [_ids.object_id_for_return(task_id, i + 1) for i in range(options["num_returns"])]
-        form = core.value_form((args, kwargs, options))
-        core.send("submit", {"id": task_id, "r": ids, "key": function_key, "name": name, "v": form})
+        form, nbytes = core.value_form((args, kwargs, options))
+        core.send("submit", {"id": task_id, "r": ids, "key": function_key, "name": name, "v": form}, nbytes)
         return core.new_refs(ids)
 
     def cancel(self, object_id: bytes, force: bool, recursive: bool) -> None:
@@ -494,7 +544,7 @@ class _ActorSubmitter:
         self, class_name: str, methods: dict, class_key: bytes, args: tuple, kwargs: dict, options: dict
     ) -> dict:
         core = self.core
-        form = core.value_form((class_name, methods, class_key, args, kwargs, options))
+        form, _ = core.value_form((class_name, methods, class_key, args, kwargs, options))
         return self._arrived(core.call("actor_create", {"v": form}))
 
     def _arrived(self, info: dict) -> dict:
@@ -519,7 +569,8 @@ class _ActorSubmitter:
         task_id = core.task_ids.next()
         ids = [_ids.object_id_for_return(task_id, i + 1) for i in range(num_returns)]
         call = (actor_id, class_name, method, args, kwargs, num_returns, retries, retry_exceptions, group)
-        core.send("actor_submit", {"id": task_id, "r": ids, "v": core.value_form(call)})
+        form, nbytes = core.value_form(call)
+        core.send("actor_submit", {"id": task_id, "r": ids, "v": form}, nbytes)
         return core.new_refs(ids)
 
     def kill(self, actor_id: bytes, class_name: str, no_restart: bool) -> None:

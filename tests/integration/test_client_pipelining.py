@@ -162,3 +162,21 @@ def test_refs_dropped_right_after_submission_are_released(client):
     kept = plus_one.remote(41)
     assert skate.get(kept) == 42
     assert wait_until(lambda: held() == before + 1, timeout=20), held()
+
+
+@pytest.mark.timeout(90)
+def test_a_long_burst_waits_for_the_proxy_instead_of_overrunning_it(client):
+    from skate.client import core as client_core
+
+    most_unanswered = 0
+    refs = []
+    for i in range(6 * client_core.SYNC_EVERY):
+        refs.append(skate.put(i))
+        most_unanswered = max(most_unanswered, sum(not s.done() for s in list(client._syncs)))
+    assert 0 < most_unanswered <= client_core.SYNCS_IN_FLIGHT + 1
+    assert skate.get(refs[-1]) == len(refs) - 1
+    big = np.zeros(1_000_000, dtype=np.uint8)  # 1 MB each: counted by bytes, not messages
+    before = client.syncs_sent
+    puts = [skate.put(big) for _ in range(20)]
+    assert client.syncs_sent - before >= 2
+    assert all(int(v.sum()) == 0 for v in skate.get(puts))

@@ -260,21 +260,57 @@ class ClientCore:
         self._send_releases()  # sends the one-way messages made before this call first
         try:
             ok, value = await conn.call("fwd", [method, payload])
-        except ConnectionClosed as exc:
-            raise ConnectionError(
-                f"the connection to the client server at {self.client_address} was lost during "
-                f"{method}: {exc}"
-            ) from None
-        except RemoteError as exc:
-            raise ConnectionError(
-                f"the client server at {self.client_address} failed {method}: {exc}"
-            ) from None
+        except (ConnectionClosed, RemoteError) as exc:
+            raise self.lost_error(method, exc) from None
         if ok:
             return value
         raise _load_error(value)
 
     def call(self, method: str, payload: Any = None) -> Any:
-        return self.run(self.acall(method, payload))
+        """Call the proxy's `method` from a user thread and wait for the answer.
+
+        While connected, the request is sent from one loop callback and the reply settles a
+        plain future (no task); otherwise `acall` reconnects first.
+        """
+        if self.stopped:
+            raise RaySystemError("the client has been disconnected (skate.shutdown())")
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        self.loop.call_soon_threadsafe(self._start_call, method, payload, done)
+        ok, value = done.result()
+        if ok:
+            return value
+        raise _load_error(value)
+
+    def _start_call(self, method: str, payload: Any, done: concurrent.futures.Future) -> None:
+        conn = self._conn
+        if conn is None or conn.closed or self._reconnecting is not None or self._connecting():
+            task = self.loop.create_task(self._acall_raw(method, payload))
+            task.add_done_callback(functools.partial(_settle_concurrent, done, method, self))
+            return
+        self._send_releases()  # sends the one-way messages made before this call first
+        conn.call("fwd", [method, payload]).add_done_callback(
+            functools.partial(_settle_concurrent, done, method, self)
+        )
+
+    def _connecting(self) -> bool:
+        assert self._conn_lock is not None
+        return self._conn_lock.locked()
+
+    async def _acall_raw(self, method: str, payload: Any) -> Any:
+        conn = await self._ensure_connected()
+        self._send_releases()
+        return await conn.call("fwd", [method, payload])
+
+    def lost_error(self, method: str, exc: BaseException) -> BaseException:
+        """What a call's caller sees when its request failed on the way (not in the proxy)."""
+        if isinstance(exc, ConnectionClosed):
+            return ConnectionError(
+                f"the connection to the client server at {self.client_address} was lost during "
+                f"{method}: {exc}"
+            )
+        if isinstance(exc, RemoteError):
+            return ConnectionError(f"the client server at {self.client_address} failed {method}: {exc}")
+        return exc
 
     def send(self, method: str, payload: Any = None, nbytes: int = 0) -> None:
         """A one-way message to the proxy, sent after every message and call made before it.
@@ -409,6 +445,20 @@ class ClientCore:
         await asyncio.gather(*(one(*c) for c in plan))
         return {"t": tid}
 
+    def decode_value(self, reply: dict) -> Any:
+        """Decode a value the proxy sent inline (raising it if it is an error)."""
+        shipped = reply.get("r") or []
+        self.refs.arrived(shipped)
+        form = reply["v"]
+        return self._loaded(reply, shipped, form["i"], form["b"])
+
+    def _loaded(self, reply: dict, shipped: list, inband: Any, bufs: list) -> Any:
+        value = load(inband, bufs)
+        self.refs.settle(shipped)
+        if reply.get("k") == KIND_ERROR:
+            raise value if isinstance(value, BaseException) else RaySystemError(repr(value))
+        return value
+
     async def receive_value(self, reply: dict) -> Any:
         """Decode a value the proxy sent (downloading it first if it was streamed)."""
         shipped = reply.get("r") or []
@@ -431,11 +481,7 @@ class ClientCore:
             inband, bufs = buffers[0], buffers[1:]
         else:
             inband, bufs = form["i"], form["b"]
-        value = load(inband, bufs)
-        self.refs.settle(shipped)
-        if reply.get("k") == KIND_ERROR:
-            raise value if isinstance(value, BaseException) else RaySystemError(repr(value))
-        return value
+        return self._loaded(reply, shipped, inband, bufs)
 
     def next_put_id(self) -> bytes:
         return _ids.object_id_for_put(self._put_task, next(self._put_index))
@@ -445,6 +491,16 @@ class ClientCore:
         them) for this client, one hold each."""
         self.refs.arrived(ids)
         return [ObjectRef(oid, None, self) for oid in ids]
+
+
+def _settle_concurrent(done: concurrent.futures.Future, method: str, core: ClientCore, reply: Any) -> None:
+    """Hand a call's reply ([ok, value]) or failure to the user thread waiting on `done`."""
+    if reply.cancelled():
+        done.set_exception(RaySystemError(f"the client's {method} was cancelled"))
+    elif reply.exception() is not None:
+        done.set_exception(core.lost_error(method, reply.exception()))
+    else:
+        done.set_result(reply.result())
 
 
 def _synced(sync: concurrent.futures.Future, reply: asyncio.Future) -> None:
@@ -495,12 +551,10 @@ class _Objects:
 
     def get(self, refs: list, timeout: float | None = None) -> list:
         core = self.core
-
-        async def go() -> Any:
-            reply = await core.acall("get", {"ids": [r._id for r in refs], "timeout": timeout})
-            return await core.receive_value(reply)
-
-        return core.run(go())
+        reply = core.call("get", {"ids": [r._id for r in refs], "timeout": timeout})
+        if "t" in reply["v"]:  # streamed: downloaded in chunks on the loop
+            return core.run(core.receive_value(reply))
+        return core.decode_value(reply)  # here, on the caller's thread
 
     def wait(self, refs: list, num_returns: int, timeout: float | None, fetch_local: bool) -> list[bytes]:
         return self.core.call(

@@ -37,7 +37,8 @@ from skate.client.refs import HeldRefs
 from skate.client.transfer import INLINE_BYTES, Assembly, inline_form, load, parts_of
 from skate.core_worker import context
 from skate.core_worker.errors import error_entry
-from skate.exceptions import ObjectLostError, RayError, RaySystemError
+from skate.core_worker.memory_store import Waiter
+from skate.exceptions import GetTimeoutError, ObjectLostError, RayError, RaySystemError
 from skate.object_ref import ObjectRef
 from skate.protocol import connect
 from skate.protocol.messages import INLINE
@@ -134,6 +135,8 @@ class Proxy:
         out = _guarded(fn, payload)
         if out[0] and isinstance(out[1], Blocking):
             return asyncio.wrap_future(self.blocking.submit(_guarded, out[1].fn, None))
+        if out[0] and isinstance(out[1], asyncio.Future):  # a step that waits on the loop
+            return out[1]
         if not out[0] and name in _ONE_WAY:
             logger.warning("the client's %s failed: %s", name, _load_quietly(out[1]))
         return out
@@ -329,7 +332,53 @@ class Proxy:
         entries = [store.get(oid) for oid in p["ids"]]
         if all(e is not None and e[0] == INLINE for e in entries):
             return self._get_now(refs, None)  # all here, in memory: nothing to wait for
+        if None in entries and all(r._owner is None for r in refs):
+            return self._get_when_ready(
+                refs, [r._id for r, e in zip(refs, entries) if e is None], p["timeout"]
+            )
         return Blocking(lambda _: self._get_now(refs, p["timeout"]))
+
+    def _get_when_ready(self, refs: list, missing: list[bytes], timeout: float | None) -> asyncio.Future:
+        """Objects this driver owns fill in its store as their tasks finish: wait for that on
+        the loop (no thread), then read them here (in memory) or on the pool (shared memory)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future = loop.create_future()
+        store = self.core.store
+        timer: list = []
+
+        def woke() -> None:
+            if fut.done():
+                return
+            if timer:
+                timer[0].cancel()
+            entries = [store.get(r._id) for r in refs]
+            if all(e is None or e[0] == INLINE for e in entries):  # all in memory, or an error
+                fut.set_result(_guarded(lambda _: self._get_now(refs, None), None))
+            else:
+                pooled = asyncio.wrap_future(
+                    self.blocking.submit(_guarded, lambda _: self._get_now(refs, None), None)
+                )
+                pooled.add_done_callback(functools.partial(_settle_from, fut))
+
+        def ready(_w: Waiter) -> None:  # on whichever thread filled the store
+            loop.call_soon_threadsafe(woke)
+
+        waiter = Waiter(len(missing), ready, fail_fast=True)
+        store.watch(missing, waiter)
+        if timeout is not None and not waiter.done():
+
+            def expired() -> None:
+                if fut.done() or waiter.done():
+                    return
+                store.unwatch(missing, waiter)
+                error = GetTimeoutError(
+                    f"Get timed out: {len(missing) - len(waiter.ready)} of {len(refs)} objects "
+                    f"were not ready after {timeout} s."
+                )
+                fut.set_result([True, self._ship(error, KIND_ERROR)])
+
+            timer.append(loop.call_later(timeout, expired))
+        return fut
 
     def _get_now(self, refs: list, timeout: float | None) -> dict:
         try:

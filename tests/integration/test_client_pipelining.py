@@ -70,14 +70,20 @@ class Counter:
 
 
 def _count_round_trips(core, monkeypatch) -> list:
+    """Every call the client makes that waits for the proxy's answer, by method."""
     calls: list = []
-    original = core.acall
+    original_acall, original_call = core.acall, core.call
 
-    async def counting(method, payload=None):
+    async def counting_acall(method, payload=None):
         calls.append(method)
-        return await original(method, payload)
+        return await original_acall(method, payload)
 
-    monkeypatch.setattr(core, "acall", counting)
+    def counting_call(method, payload=None):
+        calls.append(method)
+        return original_call(method, payload)
+
+    monkeypatch.setattr(core, "acall", counting_acall)
+    monkeypatch.setattr(core, "call", counting_call)
     return calls
 
 

@@ -161,6 +161,7 @@ class ClientCore:
                 raise ConnectionError(
                     f"the client server at {self.client_address} refused the session: {exc.message}"
                 ) from None
+            conn.start_request_ids_at(self._next_request_id)
             self._conn = conn
             self._adopt(reply)
             return conn
@@ -208,6 +209,12 @@ class ClientCore:
         self.owner_address = tuple(info["owner_address"])
         self.owner_address_list = list(self.owner_address)
 
+    @property
+    def _next_request_id(self) -> int:
+        """Request ids never repeat within a session: the proxy may still answer an old one."""
+        conn = self._conn
+        return conn.next_request_id if conn is not None else 1
+
     def _on_close(self, conn: Any) -> None:
         if not self.stopped:
             logger.warning(
@@ -233,7 +240,7 @@ class ClientCore:
             if conn is not None and not conn.closed:
                 self._drain(conn)
                 # The proxy ends the session at once (no grace period); close() flushes this.
-                conn.notify("fwd_notify", ["disconnect", None])
+                conn.notify("disconnect", None)
                 conn.close("disconnect")
             await asyncio.sleep(0)
 
@@ -259,7 +266,7 @@ class ClientCore:
         conn = await self._ensure_connected()
         self._send_releases()  # sends the one-way messages made before this call first
         try:
-            ok, value = await conn.call("fwd", [method, payload])
+            ok, value = await conn.call(method, payload)
         except (ConnectionClosed, RemoteError) as exc:
             raise self.lost_error(method, exc) from None
         if ok:
@@ -288,7 +295,7 @@ class ClientCore:
             task.add_done_callback(functools.partial(_settle_concurrent, done, method, self))
             return
         self._send_releases()  # sends the one-way messages made before this call first
-        conn.call("fwd", [method, payload]).add_done_callback(
+        conn.call(method, payload).add_done_callback(
             functools.partial(_settle_concurrent, done, method, self)
         )
 
@@ -299,7 +306,7 @@ class ClientCore:
     async def _acall_raw(self, method: str, payload: Any) -> Any:
         conn = await self._ensure_connected()
         self._send_releases()
-        return await conn.call("fwd", [method, payload])
+        return await conn.call(method, payload)
 
     def lost_error(self, method: str, exc: BaseException) -> BaseException:
         """What a call's caller sees when its request failed on the way (not in the proxy)."""
@@ -369,9 +376,9 @@ class ClientCore:
         while out:
             method, payload = out.popleft()
             if method == _SYNC:
-                conn.call("fwd", [_SYNC, None]).add_done_callback(functools.partial(_synced, payload))
+                conn.call(_SYNC, None).add_done_callback(functools.partial(_synced, payload))
             else:
-                conn.notify("fwd_notify", [method, payload])
+                conn.notify(method, payload)
 
     def _settle_syncs(self) -> None:
         """Nothing more will be sent for now: no sender may wait for it."""
@@ -416,7 +423,7 @@ class ClientCore:
         self._drain(conn)  # a ref's release never overtakes the message that made it
         releases = self.refs.take_releases()
         if releases:
-            conn.notify("fwd_notify", ["release", releases])
+            conn.notify("release", releases)
 
     # -- values -------------------------------------------------------------------------
     def value_form(self, value: Any) -> tuple[dict, int]:

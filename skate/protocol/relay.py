@@ -43,7 +43,8 @@ class FrameRelay:
         self._buf += data
         end = self._whole(self._buf)
         if end:
-            chunk = bytes(self._buf[:end])
+            with memoryview(self._buf) as view:
+                chunk = bytes(view[:end])  # one copy; the buffer is free to shrink after
             del self._buf[:end]
             self.write(chunk)
 

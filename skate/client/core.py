@@ -6,16 +6,26 @@ functions, refs, request to the GCS...) and carries each call over one authentic
 connection to the client server on the head, which hands it to this client's own proxy
 driver there (`skate.client.proxy`). Nothing of the cluster runs in the client's process.
 
-Every call waits for its reply, so what the user sees is ordered as the calls were made.
+Submissions, actor calls and puts are one-way messages: the client mints their ids itself
+(the core worker's formats, `skate._ids`), so `.remote()` and `put` return refs at once, and
+the proxy submits under those ids. Messages and calls leave in the order they were made, on
+one connection, batched into few writes (`send`); the proxy applies them in that order, so a
+ref can be used in the next call at once. Whatever fails on the cluster side for a one-way
+message becomes the value of its refs: it is raised at `get`, as with Ray's client. Calls
+that answer something (get, wait, actor creation...) wait for their reply.
 Refs the client holds are counted here (`refs.ClientRefTable`); the ones it drops are
 released on the proxy in batches. A connection that drops is opened again, with the same
-session, at the next call; within the server's grace period the session kept everything.
+session, at the next call; within the server's grace period the session kept everything
+(one-way messages still on the wire when it dropped are lost: their refs fail at `get`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
+import functools
+import itertools
 import logging
 import os
 import pickle
@@ -23,9 +33,10 @@ import threading
 import time
 from typing import Any
 
+from skate import _ids
 from skate._serialization import KIND_ERROR, serialize
 from skate.client.refs import ClientRefTable
-from skate.client.transfer import CHUNK_BYTES, INLINE_BYTES, WINDOW, chunk_plan, inline_form, load, parts_of
+from skate.client.transfer import CHUNK_BYTES, INLINE_BYTES, WINDOW, chunk_plan, load, parts_of
 from skate.core_worker import context
 from skate.exceptions import AuthenticationError, RaySystemError
 from skate.object_ref import ObjectRef
@@ -34,6 +45,13 @@ from skate.protocol import ConnectionClosed, RemoteError, connect
 logger = logging.getLogger(__name__)
 
 RELEASE_INTERVAL_S = 0.05
+# Flow control of one-way messages: after every SYNC_EVERY messages (or SYNC_BYTES of them)
+# a sync request follows; a sender waits while more than SYNCS_IN_FLIGHT syncs are unanswered,
+# so a burst of `.remote()`s never runs more than a few thousand messages ahead of the proxy.
+SYNC_EVERY = 500
+SYNC_BYTES = 8 * 1024 * 1024
+SYNCS_IN_FLIGHT = 4
+_SYNC = "sync"
 DEFAULT_CONNECT_TIMEOUT_S = float(os.environ.get("SKATE_CLIENT_CONNECT_TIMEOUT_S", "30"))
 
 
@@ -89,6 +107,16 @@ class ClientCore:
         self._conn: Any = None
         self._conn_lock: asyncio.Lock | None = None
         self._next_transfer = 0
+        self.task_ids = _ids.TaskIdFactory()
+        self._put_task = self.task_ids.next()  # the task id the client's puts derive from
+        self._put_index = itertools.count(1)
+        self._outbox: collections.deque = collections.deque()  # one-way messages not sent yet
+        self._outbox_lock = threading.Lock()
+        self._pump_scheduled = False
+        self._reconnecting: asyncio.Task | None = None
+        self._unsynced = self._unsynced_bytes = 0
+        self.syncs_sent = 0  # for tests and debugging
+        self._syncs: collections.deque[concurrent.futures.Future] = collections.deque()
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -133,6 +161,7 @@ class ClientCore:
                 raise ConnectionError(
                     f"the client server at {self.client_address} refused the session: {exc.message}"
                 ) from None
+            conn.start_request_ids_at(self._next_request_id)
             self._conn = conn
             self._adopt(reply)
             return conn
@@ -180,6 +209,12 @@ class ClientCore:
         self.owner_address = tuple(info["owner_address"])
         self.owner_address_list = list(self.owner_address)
 
+    @property
+    def _next_request_id(self) -> int:
+        """Request ids never repeat within a session: the proxy may still answer an old one."""
+        conn = self._conn
+        return conn.next_request_id if conn is not None else 1
+
     def _on_close(self, conn: Any) -> None:
         if not self.stopped:
             logger.warning(
@@ -203,8 +238,9 @@ class ClientCore:
         async def close() -> None:
             conn = self._conn
             if conn is not None and not conn.closed:
+                self._drain(conn)
                 # The proxy ends the session at once (no grace period); close() flushes this.
-                conn.notify("fwd_notify", ["disconnect", None])
+                conn.notify("disconnect", None)
                 conn.close("disconnect")
             await asyncio.sleep(0)
 
@@ -212,6 +248,7 @@ class ClientCore:
             asyncio.run_coroutine_threadsafe(close(), loop).result(5)
         except Exception:
             pass
+        self._settle_syncs()
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(5)
@@ -227,31 +264,129 @@ class ClientCore:
     async def acall(self, method: str, payload: Any = None) -> Any:
         """Call the proxy's `method` (on the loop); raises what the proxy raised."""
         conn = await self._ensure_connected()
-        self._send_releases()
+        self._send_releases()  # sends the one-way messages made before this call first
         try:
-            ok, value = await conn.call("fwd", [method, payload])
-        except ConnectionClosed as exc:
-            raise ConnectionError(
-                f"the connection to the client server at {self.client_address} was lost during "
-                f"{method}: {exc}"
-            ) from None
-        except RemoteError as exc:
-            raise ConnectionError(
-                f"the client server at {self.client_address} failed {method}: {exc}"
-            ) from None
+            ok, value = await conn.call(method, payload)
+        except (ConnectionClosed, RemoteError) as exc:
+            raise self.lost_error(method, exc) from None
         if ok:
             return value
         raise _load_error(value)
 
     def call(self, method: str, payload: Any = None) -> Any:
-        return self.run(self.acall(method, payload))
+        """Call the proxy's `method` from a user thread and wait for the answer.
 
-    def notify(self, method: str, payload: Any = None) -> None:
-        async def send() -> None:
+        While connected, the request is sent from one loop callback and the reply settles a
+        plain future (no task); otherwise `acall` reconnects first.
+        """
+        if self.stopped:
+            raise RaySystemError("the client has been disconnected (skate.shutdown())")
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        self.loop.call_soon_threadsafe(self._start_call, method, payload, done)
+        ok, value = done.result()
+        if ok:
+            return value
+        raise _load_error(value)
+
+    def _start_call(self, method: str, payload: Any, done: concurrent.futures.Future) -> None:
+        conn = self._conn
+        if conn is None or conn.closed or self._reconnecting is not None or self._connecting():
+            task = self.loop.create_task(self._acall_raw(method, payload))
+            task.add_done_callback(functools.partial(_settle_concurrent, done, method, self))
+            return
+        self._send_releases()  # sends the one-way messages made before this call first
+        conn.call(method, payload).add_done_callback(
+            functools.partial(_settle_concurrent, done, method, self)
+        )
+
+    def _connecting(self) -> bool:
+        assert self._conn_lock is not None
+        return self._conn_lock.locked()
+
+    async def _acall_raw(self, method: str, payload: Any) -> Any:
+        conn = await self._ensure_connected()
+        self._send_releases()
+        return await conn.call(method, payload)
+
+    def lost_error(self, method: str, exc: BaseException) -> BaseException:
+        """What a call's caller sees when its request failed on the way (not in the proxy)."""
+        if isinstance(exc, ConnectionClosed):
+            return ConnectionError(
+                f"the connection to the client server at {self.client_address} was lost during "
+                f"{method}: {exc}"
+            )
+        if isinstance(exc, RemoteError):
+            return ConnectionError(f"the client server at {self.client_address} failed {method}: {exc}")
+        return exc
+
+    def send(self, method: str, payload: Any = None, nbytes: int = 0) -> None:
+        """A one-way message to the proxy, sent after every message and call made before it.
+
+        Any thread may call it. Messages queue here and the loop sends all that are queued in
+        one go (one wakeup and one write for a burst of `.remote()`s). It waits only when the
+        proxy lags far behind (see SYNC_EVERY).
+        """
+        if self.stopped:
+            raise RaySystemError("the client has been disconnected (skate.shutdown())")
+        wait_for = None
+        with self._outbox_lock:
+            self._outbox.append((method, payload))
+            self._unsynced += 1
+            self._unsynced_bytes += nbytes
+            if self._unsynced >= SYNC_EVERY or self._unsynced_bytes >= SYNC_BYTES:
+                self._unsynced = self._unsynced_bytes = 0
+                self.syncs_sent += 1
+                sync: concurrent.futures.Future = concurrent.futures.Future()
+                self._outbox.append((_SYNC, sync))
+                syncs = self._syncs
+                syncs.append(sync)
+                while syncs and syncs[0].done():
+                    syncs.popleft()
+                if len(syncs) > SYNCS_IN_FLIGHT:
+                    wait_for = syncs[0]
+            schedule = not self._pump_scheduled
+            self._pump_scheduled = True
+        if schedule:
+            self.loop.call_soon_threadsafe(self._pump)
+        if wait_for is not None:
+            wait_for.result()  # never fails: a lost connection settles it too
+
+    def _pump(self) -> None:
+        with self._outbox_lock:
+            self._pump_scheduled = False
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            self._drain(conn)
+        elif self._outbox and self._reconnecting is None and not self.stopped:
+            self._reconnecting = self.loop.create_task(self._pump_after_reconnect())
+
+    async def _pump_after_reconnect(self) -> None:
+        try:
             conn = await self._ensure_connected()
-            conn.notify("fwd_notify", [method, payload])
+            self._drain(conn)
+        except Exception as exc:  # the next call that waits for a reply reports it
+            logger.warning("could not send to the client server at %s: %s", self.client_address, exc)
+            self._settle_syncs()
+        finally:
+            self._reconnecting = None
 
-        self.run(send())
+    def _drain(self, conn: Any) -> None:
+        """Send every queued one-way message, oldest first (the connection batches the writes)."""
+        out = self._outbox
+        while out:
+            method, payload = out.popleft()
+            if method == _SYNC:
+                conn.call(_SYNC, None).add_done_callback(functools.partial(_synced, payload))
+            else:
+                conn.notify(method, payload)
+
+    def _settle_syncs(self) -> None:
+        """Nothing more will be sent for now: no sender may wait for it."""
+        with self._outbox_lock:
+            for sync in self._syncs:
+                if not sync.done():
+                    sync.set_result(None)
+            self._syncs.clear()
 
     def request(self, conn: Any, method: str, payload: Any = None, timeout: float | None = None) -> Any:
         """A request to the GCS, made by the proxy for this client."""
@@ -285,17 +420,24 @@ class ClientCore:
         conn = self._conn
         if conn is None or conn.closed:
             return  # kept in the table until the connection is back
+        self._drain(conn)  # a ref's release never overtakes the message that made it
         releases = self.refs.take_releases()
         if releases:
-            conn.notify("fwd_notify", ["release", releases])
+            conn.notify("release", releases)
 
     # -- values -------------------------------------------------------------------------
-    async def send_value(self, value: Any) -> dict:
-        """The wire form of a value: inline, or uploaded in chunks first (see transfer)."""
+    def value_form(self, value: Any) -> tuple[dict, int]:
+        """The wire form of a value and its size (user thread): pickled here, so an
+        unserializable value fails in the caller; inline, or uploaded in chunks first."""
         parts = parts_of(serialize(value))
         size = sum(p.nbytes for p in parts)
         if size <= INLINE_BYTES:
-            return inline_form(parts)
+            # The pickle is fresh memory, sent as is; out-of-band buffers may be views of the
+            # caller's arrays, copied now so a later change to them is not what arrives.
+            return {"i": parts[0], "b": [bytes(p) for p in parts[1:]]}, size
+        return self.run(self._upload(parts)), 0
+
+    async def _upload(self, parts: list[memoryview]) -> dict:
         self._next_transfer += 1
         tid = f"u{self._next_transfer}"
         sizes = [p.nbytes for p in parts]
@@ -305,12 +447,24 @@ class ClientCore:
 
         async def one(part: int, off: int, n: int) -> None:
             async with sem:
-                await self.acall(
-                    "upload", {"t": tid, "p": part, "o": off, "d": bytes(parts[part][off : off + n])}
-                )
+                await self.acall("upload", {"t": tid, "p": part, "o": off, "d": parts[part][off : off + n]})
 
         await asyncio.gather(*(one(*c) for c in plan))
         return {"t": tid}
+
+    def decode_value(self, reply: dict) -> Any:
+        """Decode a value the proxy sent inline (raising it if it is an error)."""
+        shipped = reply.get("r") or []
+        self.refs.arrived(shipped)
+        form = reply["v"]
+        return self._loaded(reply, shipped, form["i"], form["b"])
+
+    def _loaded(self, reply: dict, shipped: list, inband: Any, bufs: list) -> Any:
+        value = load(inband, bufs)
+        self.refs.settle(shipped)
+        if reply.get("k") == KIND_ERROR:
+            raise value if isinstance(value, BaseException) else RaySystemError(repr(value))
+        return value
 
     async def receive_value(self, reply: dict) -> Any:
         """Decode a value the proxy sent (downloading it first if it was streamed)."""
@@ -334,16 +488,34 @@ class ClientCore:
             inband, bufs = buffers[0], buffers[1:]
         else:
             inband, bufs = form["i"], form["b"]
-        value = load(inband, bufs)
-        self.refs.settle(shipped)
-        if reply.get("k") == KIND_ERROR:
-            raise value if isinstance(value, BaseException) else RaySystemError(repr(value))
-        return value
+        return self._loaded(reply, shipped, inband, bufs)
+
+    def next_put_id(self) -> bytes:
+        return _ids.object_id_for_put(self._put_task, next(self._put_index))
 
     def new_refs(self, ids: list[bytes]) -> list[ObjectRef]:
-        """Refs the proxy minted for this client (it holds one for each)."""
+        """Refs to objects the proxy holds (or will, once it has read the message that made
+        them) for this client, one hold each."""
         self.refs.arrived(ids)
         return [ObjectRef(oid, None, self) for oid in ids]
+
+
+def _settle_concurrent(done: concurrent.futures.Future, method: str, core: ClientCore, reply: Any) -> None:
+    """Hand a call's reply ([ok, value]) or failure to the user thread waiting on `done`."""
+    if reply.cancelled():
+        done.set_exception(RaySystemError(f"the client's {method} was cancelled"))
+    elif reply.exception() is not None:
+        done.set_exception(core.lost_error(method, reply.exception()))
+    else:
+        done.set_result(reply.result())
+
+
+def _synced(sync: concurrent.futures.Future, reply: asyncio.Future) -> None:
+    """A sync was answered, or its connection was lost: either way the senders go on."""
+    if not reply.cancelled():
+        reply.exception()  # retrieved: a lost connection is reported by the next call instead
+    if not sync.done():
+        sync.set_result(None)
 
 
 def _load_error(blob: bytes) -> BaseException:
@@ -370,7 +542,7 @@ class _Functions:
         if key in self._exported:
             return
         self._exported.add(key)
-        self.core.notify("export", {"key": key, "data": data})
+        self.core.send("export", {"key": key, "data": data})
 
 
 class _Objects:
@@ -379,21 +551,17 @@ class _Objects:
 
     def put(self, value: Any) -> ObjectRef:
         core = self.core
-
-        async def go() -> bytes:
-            form = await core.send_value(value)
-            return await core.acall("put", {"v": form})
-
-        return core.new_refs([core.run(go())])[0]
+        oid = core.next_put_id()
+        form, nbytes = core.value_form(value)
+        core.send("put", {"id": oid, "v": form}, nbytes)
+        return core.new_refs([oid])[0]
 
     def get(self, refs: list, timeout: float | None = None) -> list:
         core = self.core
-
-        async def go() -> Any:
-            reply = await core.acall("get", {"ids": [r._id for r in refs], "timeout": timeout})
-            return await core.receive_value(reply)
-
-        return core.run(go())
+        reply = core.call("get", {"ids": [r._id for r in refs], "timeout": timeout})
+        if "t" in reply["v"]:  # streamed: downloaded in chunks on the loop
+            return core.run(core.receive_value(reply))
+        return core.decode_value(reply)  # here, on the caller's thread
 
     def wait(self, refs: list, num_returns: int, timeout: float | None, fetch_local: bool) -> list[bytes]:
         return self.core.call(
@@ -416,12 +584,11 @@ class _Submitter:
 
     def submit(self, function_key: bytes, name: str, args: tuple, kwargs: dict, **options: Any) -> list:
         core = self.core
-
-        async def go() -> list:
-            form = await core.send_value((args, kwargs, options))
-            return await core.acall("submit", {"key": function_key, "name": name, "v": form})
-
-        return core.new_refs(core.run(go()))
+        task_id = core.task_ids.next()
+        ids = [_ids.object_id_for_return(task_id, i + 1) for i in range(options["num_returns"])]
+        form, nbytes = core.value_form((args, kwargs, options))
+        core.send("submit", {"id": task_id, "r": ids, "key": function_key, "name": name, "v": form}, nbytes)
+        return core.new_refs(ids)
 
     def cancel(self, object_id: bytes, force: bool, recursive: bool) -> None:
         self.core.call("cancel", {"id": object_id, "force": force, "recursive": recursive})
@@ -438,12 +605,8 @@ class _ActorSubmitter:
         self, class_name: str, methods: dict, class_key: bytes, args: tuple, kwargs: dict, options: dict
     ) -> dict:
         core = self.core
-
-        async def go() -> dict:
-            form = await core.send_value((class_name, methods, class_key, args, kwargs, options))
-            return await core.acall("actor_create", {"v": form})
-
-        return self._arrived(core.run(go()))
+        form, _ = core.value_form((class_name, methods, class_key, args, kwargs, options))
+        return self._arrived(core.call("actor_create", {"v": form}))
 
     def _arrived(self, info: dict) -> dict:
         self.core.refs.arrived([info["actor_id"]])
@@ -464,13 +627,12 @@ class _ActorSubmitter:
         group: str | None,
     ) -> list:
         core = self.core
+        task_id = core.task_ids.next()
+        ids = [_ids.object_id_for_return(task_id, i + 1) for i in range(num_returns)]
         call = (actor_id, class_name, method, args, kwargs, num_returns, retries, retry_exceptions, group)
-
-        async def go() -> list:
-            form = await core.send_value(call)
-            return await core.acall("actor_submit", {"v": form})
-
-        return core.new_refs(core.run(go()))
+        form, nbytes = core.value_form(call)
+        core.send("actor_submit", {"id": task_id, "r": ids, "v": form}, nbytes)
+        return core.new_refs(ids)
 
     def kill(self, actor_id: bytes, class_name: str, no_restart: bool) -> None:
         self.core.call("actor_kill", {"id": actor_id, "class_name": class_name, "no_restart": no_restart})

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import concurrent.futures
+import functools
 import json
 import logging
 import os
@@ -34,11 +36,23 @@ from skate.actor import ActorHandle, _handle_from_info
 from skate.client.refs import HeldRefs
 from skate.client.transfer import INLINE_BYTES, Assembly, inline_form, load, parts_of
 from skate.core_worker import context
-from skate.exceptions import ObjectLostError, RaySystemError
+from skate.core_worker.errors import error_entry
+from skate.core_worker.memory_store import Waiter
+from skate.exceptions import GetTimeoutError, ObjectLostError, RayError, RaySystemError
 from skate.object_ref import ObjectRef
 from skate.protocol import connect
+from skate.protocol.messages import INLINE
 
 logger = logging.getLogger("skate.client.proxy")
+
+
+class Blocking:
+    """What a step returns when the rest of its work may block: `fn` runs on the pool."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Any):
+        self.fn = fn
 
 
 class Proxy:
@@ -55,56 +69,87 @@ class Proxy:
         self._next_download = 0
         self.done: asyncio.Event | None = None
         self._grace_timer: asyncio.TimerHandle | None = None
-        ordered = {
+        self._backlog: collections.deque = collections.deque()  # steps waiting for a holding step
+        self._holding = False
+        # Steps run on the loop, in arrival order. Those that wait on the GCS hold the lane
+        # (on the ordered thread) so later steps see their effect; those that wait for
+        # objects do their ordered part here and the waiting on the pool (see Blocking).
+        steps = {
             "export": self._export,
             "submit": self._submit,
-            "actor_create": self._actor_create,
             "actor_submit": self._actor_submit,
-            "actor_kill": self._actor_kill,
             "put": self._put,
             "cancel": self._cancel,
             "release": self._release,
-        }
-        blocking = {
-            "hello": self._hello,
             "get": self._get,
             "wait": self._wait,
             "gcs": self._gcs,
-            "get_named": self._get_named,
+            "hello": self._hello,
+            "sync": lambda p: None,  # the client's flow control: answered once all before it ran
             "stats": lambda p: {
                 "held": len(self.held),
                 "uploads": len(self.uploads),
                 "downloads": len(self.downloads),
             },
+            "upload_begin": self._upload_begin,
+            "upload": self._upload,
+            "download": self._download,
+            "download_end": self._download_end,
+        }
+        holding = {
+            "actor_create": self._actor_create,
+            "actor_kill": self._actor_kill,
+            "get_named": self._get_named,
         }
         self.handlers: dict[str, Any] = {}
-        for name, fn in ordered.items():
-            self.handlers[name] = self._runner(self.ordered, fn)
-        for name, fn in blocking.items():
-            self.handlers[name] = self._runner(self.blocking, fn)
+        for name, fn in steps.items():
+            self.handlers[name] = self._lane(name, fn, False)
+        for name, fn in holding.items():
+            self.handlers[name] = self._lane(name, fn, True)
         self.handlers.update(
             {
-                "upload_begin": self._inline(self._upload_begin),
-                "upload": self._inline(self._upload),
-                "download": self._inline(self._download),
-                "download_end": self._inline(self._download_end),
                 "detached": lambda conn, p: self._detached(),
                 "attached": lambda conn, p: self._attached(),
                 "disconnect": lambda conn, p: self._finish("the client disconnected"),
             }
         )
 
-    # -- dispatch -----------------------------------------------------------------------
-    def _runner(self, pool: concurrent.futures.ThreadPoolExecutor, fn: Any) -> Any:
-        def handler(conn: Any, payload: Any) -> asyncio.Future:
-            # Submitted here, on the loop, in arrival order: the ordered pool keeps it.
-            return asyncio.wrap_future(pool.submit(_guarded, fn, payload))
+    # -- dispatch: one ordered lane -----------------------------------------------------
+    def _lane(self, name: str, fn: Any, hold: bool) -> Any:
+        def handler(conn: Any, payload: Any) -> Any:
+            if self._holding or self._backlog:
+                fut = asyncio.get_running_loop().create_future()
+                self._backlog.append((name, fn, payload, hold, fut))
+                return fut
+            return self._step(name, fn, payload, hold)
 
         return handler
 
-    @staticmethod
-    def _inline(fn: Any) -> Any:
-        return lambda conn, payload: _guarded(fn, payload)
+    def _step(self, name: str, fn: Any, payload: Any, hold: bool) -> Any:
+        """Run one step: its result ([ok, value]), or a future of it."""
+        if hold:
+            self._holding = True
+            fut = asyncio.wrap_future(self.ordered.submit(_guarded, fn, payload))
+            fut.add_done_callback(self._release_lane)
+            return fut
+        out = _guarded(fn, payload)
+        if out[0] and isinstance(out[1], Blocking):
+            return asyncio.wrap_future(self.blocking.submit(_guarded, out[1].fn, None))
+        if out[0] and isinstance(out[1], asyncio.Future):  # a step that waits on the loop
+            return out[1]
+        if not out[0] and name in _ONE_WAY:
+            logger.warning("the client's %s failed: %s", name, _load_quietly(out[1]))
+        return out
+
+    def _release_lane(self, _fut: Any = None) -> None:
+        self._holding = False
+        while self._backlog and not self._holding:
+            name, fn, payload, hold, fut = self._backlog.popleft()
+            out = self._step(name, fn, payload, hold)
+            if isinstance(out, asyncio.Future):
+                out.add_done_callback(functools.partial(_settle_from, fut))
+            else:
+                fut.set_result(out)
 
     # -- session ------------------------------------------------------------------------
     def _detached(self) -> None:
@@ -173,11 +218,14 @@ class Proxy:
         self.uploads[p["t"]] = Assembly(p["s"])
 
     def _upload(self, p: dict) -> None:
-        self.uploads[p["t"]].write(p["p"], p["o"], p["d"])
+        assembly = self.uploads.get(p["t"])
+        if assembly is None:
+            raise RaySystemError(f"upload {p['t']} was not begun")
+        assembly.write(p["p"], p["o"], p["d"])
 
-    def _download(self, p: dict) -> bytes:
+    def _download(self, p: dict) -> memoryview:
         parts, _ = self.downloads[p["t"]]
-        return bytes(parts[p["p"]][p["o"] : p["o"] + p["n"]])
+        return parts[p["p"]][p["o"] : p["o"] + p["n"]]  # encoded into the reply at once: no copy
 
     def _download_end(self, p: dict) -> None:
         self.downloads.pop(p["t"], None)
@@ -199,10 +247,26 @@ class Proxy:
     def _export(self, p: dict) -> None:
         self.core.functions.export(p["key"], p["data"])
 
-    def _submit(self, p: dict) -> list[bytes]:
-        args, kwargs, options = self._value(p["v"])
-        refs = self.core.submitter.submit(p["key"], p["name"], args, kwargs, **options)
-        return self._ship_refs(refs)
+    def _submit(self, p: dict) -> None:
+        """A one-way submission with the task id the client minted; a failure becomes the
+        value of its returns, so it surfaces at the client's get."""
+        try:
+            args, kwargs, options = self._value(p["v"])
+            refs = self.core.submitter.submit(p["key"], p["name"], args, kwargs, task_id=p["id"], **options)
+        except Exception as exc:
+            self._fail(p["r"], exc, f"the task {p['name']}")
+            return
+        self._ship_refs(refs)
+
+    def _fail(self, object_ids: list[bytes], exc: BaseException, what: str) -> None:
+        """Objects the client was promised that will never be: each holds the error instead."""
+        core = self.core
+        if not isinstance(exc, RayError):
+            exc = RaySystemError(f"{what} could not be submitted on the cluster: {type(exc).__name__}: {exc}")
+        entry = error_entry(exc)
+        for oid in object_ids:
+            self.held.ship(oid, ObjectRef(oid, None, core))
+            core.store.put(oid, entry)
 
     def _actor_create(self, p: dict) -> dict:
         class_name, methods, key, args, kwargs, options = self._value(p["v"])
@@ -215,17 +279,32 @@ class Proxy:
         self.held.ship(info["actor_id"], handle)
         return _wire_info(info)
 
-    def _actor_submit(self, p: dict) -> list[bytes]:
-        actor_id, class_name, method, args, kwargs, num_returns, retries, retry_exc, group = self._value(
-            p["v"]
-        )
-        handle = self.held.get(actor_id)
-        if handle is None:
-            raise ValueError(f"the client's actor handle {actor_id.hex()} is not held by its session")
-        refs = self.core.actor_submitter.submit(
-            actor_id, class_name, handle, method, args, kwargs, num_returns, retries, retry_exc, group
-        )
-        return self._ship_refs(refs)
+    def _actor_submit(self, p: dict) -> None:
+        """A one-way actor call with the task id the client minted (failures as in _submit)."""
+        try:
+            actor_id, class_name, method, args, kwargs, num_returns, retries, retry_exc, group = self._value(
+                p["v"]
+            )
+            handle = self.held.get(actor_id)
+            if handle is None:
+                raise ValueError(f"the client's actor handle {actor_id.hex()} is not held by its session")
+            refs = self.core.actor_submitter.submit(
+                actor_id,
+                class_name,
+                handle,
+                method,
+                args,
+                kwargs,
+                num_returns,
+                retries,
+                retry_exc,
+                group,
+                task_id=p["id"],
+            )
+        except Exception as exc:
+            self._fail(p["r"], exc, "an actor call")
+            return
+        self._ship_refs(refs)
 
     def _actor_kill(self, p: dict) -> None:
         self.core.actor_submitter.kill(p["id"], p["class_name"], p["no_restart"])
@@ -237,30 +316,88 @@ class Proxy:
         self.held.ship(info["actor_id"], handle)
         return _wire_info(info)
 
-    def _put(self, p: dict) -> bytes:
-        ref = self.core.objects.put(self._value(p["v"]))
-        self.held.ship(ref._id, ref)
-        return ref._id
-
-    def _get(self, p: dict) -> dict:
-        refs = [self._ref(oid) for oid in p["ids"]]
+    def _put(self, p: dict) -> None:
+        """A one-way put under the id the client minted (failures as in _submit)."""
+        oid = p["id"]
         try:
-            values = self.core.objects.get(refs, p["timeout"])
+            ref = self.core.objects.put(self._value(p["v"]), object_id=oid)
+        except Exception as exc:
+            self._fail([oid], exc, f"the put of object {oid.hex()}")
+            return
+        self.held.ship(oid, ref)
+
+    def _get(self, p: dict) -> Any:
+        refs = [self._ref(oid) for oid in p["ids"]]
+        store = self.core.store
+        entries = [store.get(oid) for oid in p["ids"]]
+        if all(e is not None and e[0] == INLINE for e in entries):
+            return self._get_now(refs, None)  # all here, in memory: nothing to wait for
+        if None in entries and all(r._owner is None for r in refs):
+            return self._get_when_ready(
+                refs, [r._id for r, e in zip(refs, entries) if e is None], p["timeout"]
+            )
+        return Blocking(lambda _: self._get_now(refs, p["timeout"]))
+
+    def _get_when_ready(self, refs: list, missing: list[bytes], timeout: float | None) -> asyncio.Future:
+        """Objects this driver owns fill in its store as their tasks finish: wait for that on
+        the loop (no thread), then read them here (in memory) or on the pool (shared memory)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future = loop.create_future()
+        store = self.core.store
+        timer: list = []
+
+        def woke() -> None:
+            if fut.done():
+                return
+            if timer:
+                timer[0].cancel()
+            entries = [store.get(r._id) for r in refs]
+            if all(e is None or e[0] == INLINE for e in entries):  # all in memory, or an error
+                fut.set_result(_guarded(lambda _: self._get_now(refs, None), None))
+            else:
+                pooled = asyncio.wrap_future(
+                    self.blocking.submit(_guarded, lambda _: self._get_now(refs, None), None)
+                )
+                pooled.add_done_callback(functools.partial(_settle_from, fut))
+
+        def ready(_w: Waiter) -> None:  # on whichever thread filled the store
+            loop.call_soon_threadsafe(woke)
+
+        waiter = Waiter(len(missing), ready, fail_fast=True)
+        store.watch(missing, waiter)
+        if timeout is not None and not waiter.done():
+
+            def expired() -> None:
+                if fut.done() or waiter.done():
+                    return
+                store.unwatch(missing, waiter)
+                error = GetTimeoutError(
+                    f"Get timed out: {len(missing) - len(waiter.ready)} of {len(refs)} objects "
+                    f"were not ready after {timeout} s."
+                )
+                fut.set_result([True, self._ship(error, KIND_ERROR)])
+
+            timer.append(loop.call_later(timeout, expired))
+        return fut
+
+    def _get_now(self, refs: list, timeout: float | None) -> dict:
+        try:
+            values = self.core.objects.get(refs, timeout)
         except Exception as exc:
             return self._ship(exc, KIND_ERROR)
         return self._ship(values)
 
-    def _wait(self, p: dict) -> list[bytes]:
+    def _wait(self, p: dict) -> Blocking:
         refs = [self._ref(oid) for oid in p["ids"]]
-        return self.core.objects.wait(refs, p["n"], p["timeout"], p["fetch"])
+        return Blocking(lambda _: self.core.objects.wait(refs, p["n"], p["timeout"], p["fetch"]))
 
     def _cancel(self, p: dict) -> None:
         ref = self._ref(p["id"])
         skate.cancel(ref, force=p["force"], recursive=p["recursive"])
 
-    def _gcs(self, p: dict) -> Any:
+    def _gcs(self, p: dict) -> Blocking:
         core = self.core
-        return core.request(core.gcs, p["m"], p["p"])
+        return Blocking(lambda _: core.request(core.gcs, p["m"], p["p"]))
 
     def _release(self, pairs: list) -> None:
         for oid, shipments in pairs:
@@ -290,6 +427,27 @@ def _guarded(fn: Any, payload: Any) -> list:
             return [False, cloudpickle.dumps(exc)]
         except Exception:
             return [False, pickle.dumps(RaySystemError(_describe_error(exc)))]
+
+
+_ONE_WAY = frozenset({"export", "submit", "actor_submit", "put", "release", "upload_begin", "download_end"})
+
+
+def _settle_from(target: asyncio.Future, source: asyncio.Future) -> None:
+    if target.done():
+        return
+    if source.cancelled():
+        target.cancel()
+    elif source.exception() is not None:
+        target.set_exception(source.exception())  # type: ignore[arg-type]
+    else:
+        target.set_result(source.result())
+
+
+def _load_quietly(blob: bytes) -> str:
+    try:
+        return repr(pickle.loads(blob))
+    except Exception:
+        return "(an error that cannot be loaded)"
 
 
 def _describe_error(exc: BaseException) -> str:

@@ -6,10 +6,11 @@ Started by `skate start --head` (port 10001 unless --ray-client-server-port or
 TLS when the cluster uses it), like any other connection.
 
 Each client session gets a proxy driver process of its own (`skate.client.proxy`), which
-connects back here over a Unix socket in the session directory; the server then forwards
-the client's calls to it and its replies back, unread (`fwd` requests and `fwd_notify`
-notifications, in the order they came). When a client's connection drops, its proxy waits
-out the grace period (SKATE_CLIENT_RECONNECT_GRACE_S, or Ray's
+connects back here over a Unix socket in the session directory. Once the client's `connect`
+is answered, the server relays: every frame the client sends goes on to its proxy, and every
+frame the proxy sends goes back to the client, whole and undecoded (`protocol.relay`), so the
+server costs a read and a write per batch of frames and never copies a value apart. When a
+client's connection drops, its proxy waits out the grace period (SKATE_CLIENT_RECONNECT_GRACE_S, or Ray's
 RAY_CLIENT_RECONNECT_GRACE_PERIOD; 30 s) for the client to come back with its session id,
 then ends. A proxy that dies ends only its own session.
 """
@@ -28,7 +29,9 @@ import sys
 from typing import Any
 
 from skate._secure_files import open_private_append, read_token
-from skate.protocol import ConnectionClosed, listen
+from skate.exceptions import ProtocolError
+from skate.protocol import listen
+from skate.protocol.relay import FrameRelay
 
 logger = logging.getLogger("skate.client.server")
 
@@ -55,6 +58,12 @@ class Session:
         self.info: dict = {}
         self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
         self.ended = False
+        self.to_client = FrameRelay(self._to_client)  # the proxy's frames (replies)
+
+    def _to_client(self, data: bytes) -> None:
+        client = self.client
+        if client is not None and not client.closed:
+            client.write_through(data)  # no client: replies for it are dropped, whole
 
 
 class ClientServer:
@@ -69,11 +78,7 @@ class ClientServer:
         self.proxy_address = os.path.join(session_dir, "sockets", "client_server.sock")
 
     async def start(self, address: str) -> str:
-        client_handlers: dict[str, Any] = {
-            "connect": self._h_connect,
-            "fwd": self._h_fwd,
-            "fwd_notify": self._h_fwd_notify,
-        }
+        client_handlers: dict[str, Any] = {"connect": self._h_connect}
         proxy_handlers: dict[str, Any] = {"proxy_ready": self._h_proxy_ready}
         self.client_listener = await listen(
             address, self.token, client_handlers, on_close=self._client_closed, name="client-server"
@@ -101,8 +106,7 @@ class ClientServer:
             if old is not None and old is not conn:
                 self.by_client.pop(old, None)
                 old.close("replaced by a reconnection")
-            session.client = conn
-            self.by_client[conn] = session
+            self._attach(session, conn)
             session.proxy.notify("attached")
             return {"session": sid, "info": session.info}
         session = self._spawn(p)
@@ -116,9 +120,25 @@ class ClientServer:
             ) from None
         if conn.closed:  # the client gave up meanwhile: it may still come back within the grace
             session.proxy.notify("detached")
+        self._attach(session, conn)
+        return {"session": session.sid, "info": session.info}
+
+    def _attach(self, session: Session, conn: Any) -> None:
+        """From now on every frame the client sends goes to its proxy as it came."""
         session.client = conn
         self.by_client[conn] = session
-        return {"session": session.sid, "info": session.info}
+        relay = FrameRelay(session.proxy.write_through)
+
+        def received(data: bytes) -> None:
+            if session.client is not conn or session.proxy is None or session.proxy.closed:
+                conn.close("this connection has no live client session")
+                return
+            try:
+                relay.feed(data)
+            except ProtocolError as exc:
+                conn.close(f"bad frame from the client: {exc}")
+
+        conn.relay = received
 
     def _spawn(self, p: dict) -> Session:
         sid = secrets.token_hex(8)
@@ -164,17 +184,6 @@ class ClientServer:
             await asyncio.sleep(0.5)
         self._end(session, f"the proxy driver exited with status {session.proc.returncode}")
 
-    def _h_fwd(self, conn: Any, p: list) -> Any:
-        session = self.by_client.get(conn)
-        if session is None or session.proxy is None or session.proxy.closed:
-            raise ConnectionClosed("this connection has no live client session")
-        return session.proxy.call(p[0], p[1])  # sent now, in arrival order; the reply goes back unread
-
-    def _h_fwd_notify(self, conn: Any, p: list) -> None:
-        session = self.by_client.get(conn)
-        if session is not None and session.proxy is not None:
-            session.proxy.notify(p[0], p[1])
-
     def _client_closed(self, conn: Any) -> None:
         session = self.by_client.pop(conn, None)
         if session is None or session.client is not conn:
@@ -192,6 +201,14 @@ class ClientServer:
         session.proxy = conn
         session.info = p["info"]
         self.by_proxy[conn] = session
+
+        def received(data: bytes) -> None:
+            try:
+                session.to_client.feed(data)
+            except ProtocolError as exc:
+                conn.close(f"bad frame from the proxy: {exc}")
+
+        conn.relay = received  # after this request, the proxy only answers its client's calls
         if not session.ready.done():
             session.ready.set_result(True)
 

@@ -209,9 +209,11 @@ class ActorSubmitter:
         retries: int,
         retry_exceptions: Any,
         group: str | None,
+        task_id: bytes | None = None,
     ) -> list[ObjectRef]:
+        """Queue a method call; `task_id` is given only by a client's proxy (the client minted it)."""
         core = self.core
-        task_id = core.task_ids.next()
+        task_id = task_id or core.task_ids.next()
         return_ids = [_ids.object_id_for_return(task_id, i + 1) for i in range(num_returns)]
         spec = TaskSpec(
             task_id,

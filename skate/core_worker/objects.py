@@ -69,12 +69,16 @@ class Objects:
         core.handlers["reconstruct_object"] = self._h_reconstruct_object
 
     # -- put ----------------------------------------------------------------------------
-    def put(self, value: Any) -> ObjectRef:
+    def put(self, value: Any, object_id: bytes | None = None) -> ObjectRef:
+        """Store `value`, owned here; `object_id` is given only by a client's proxy (the client
+        minted it, as `_ids.object_id_for_put` does)."""
         core = self.core
         sobj = serialize(value)
-        call = current_call()
-        task_id = call.task_id if call is not None else core.driver_task_id
-        oid = _ids.object_id_for_put(task_id, next(self.put_index))
+        oid = object_id
+        if oid is None:
+            call = current_call()
+            task_id = call.task_id if call is not None else core.driver_task_id
+            oid = _ids.object_id_for_put(task_id, next(self.put_index))
         ref = ObjectRef(oid, None, core)
         if RECORD_CALL_SITES:
             core.ownership.call_sites[oid] = call_site()

@@ -66,10 +66,12 @@ class TaskSubmitter:
         strategy: Any = None,
         placement_group: list | None = None,
         labels: tuple | None = None,
+        task_id: bytes | None = None,
     ) -> list[ObjectRef]:
+        """Submit a task; `task_id` is given only by a client's proxy (the client minted it)."""
         core = self.core
         env, env_key = core.runtime_envs.resolve(runtime_env)
-        task_id = core.task_ids.next()
+        task_id = task_id or core.task_ids.next()
         return_ids = [_ids.object_id_for_return(task_id, i + 1) for i in range(num_returns)]
         spec = TaskSpec(
             task_id,

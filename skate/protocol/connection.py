@@ -159,6 +159,9 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.close_reason = ""
         self.peer_info: dict = {}  # filled by handlers: who is on the other side
+        # When set, every byte received after it is handed to it undecoded (a relay such as
+        # the client server's; see `relay.FrameRelay`).
+        self.relay: Callable[[bytes], None] | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -178,6 +181,9 @@ class Connection(asyncio.Protocol):
             data = self._preauth_received(data)
             if not data:
                 return
+        if self.relay is not None:
+            self.relay(data)
+            return
         try:
             messages = self._decoder.feed(data)
         except ProtocolError as exc:
@@ -444,6 +450,25 @@ class Connection(asyncio.Protocol):
             self._out.clear()
             self._transport.abort()  # close() would wait to send the backlog
             self._mark_closed(reason)
+
+    def write_through(self, data: bytes) -> None:
+        """Write whole frames someone else encoded (a relay), after every frame queued here."""
+        if self.closed:
+            return
+        if self._out:
+            self._flush()
+        self._transport.write(data)
+        if self.write_paused:
+            self._check_write_buffer()
+
+    def start_request_ids_at(self, first: int) -> None:
+        """Number this connection's requests from `first` (a client reconnecting to the same
+        session keeps its ids unique, so a late reply for the old connection matches nothing)."""
+        self._next_id = max(self._next_id, first)
+
+    @property
+    def next_request_id(self) -> int:
+        return self._next_id
 
     def _write_now(self, frame: bytes) -> None:
         if self._transport is not None and not self.closed:

@@ -208,6 +208,7 @@ class ActorSubmitter:
         retries: int,
         retry_exceptions: Any,
         group: str | None,
+        generator: list | None = None,
     ) -> list[ObjectRef]:
         core = self.core
         task_id = core.task_ids.next()
@@ -223,7 +224,11 @@ class ActorSubmitter:
             actor_id=actor_id,
             concurrency_group=group,
         )
+        if generator is not None:  # [mode, backpressure threshold, items the owner has]
+            spec.generator = generator
         dep_refs, hold, uses = prepare_args(core, spec, args, kwargs)
+        if generator is not None:
+            core.streams.register(task_id, generator)
         hold.append(handle)  # the actor stays alive while calls to it are pending
         entry = TaskEntry(spec, return_ids, uses, retries, retry_exceptions, None, dep_refs, hold)
         with self._lock:
@@ -269,6 +274,8 @@ class ActorSubmitter:
     def _push(self, state: ActorState, entry: TaskEntry) -> None:
         state.inflight[entry.task_id] = entry
         entry.lease = state
+        if entry.spec.generator is not None:  # a retry skips the items already here
+            entry.spec.generator[2] = self.core.streams.received(entry.task_id)
         fut = state.conn.call("push_actor_task", entry.spec)  # type: ignore[union-attr]
         fut.add_done_callback(functools.partial(self._on_reply, state, entry))
 

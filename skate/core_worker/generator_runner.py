@@ -53,8 +53,10 @@ class GeneratorRunner:
             self.origins[spec.task_id] = conn
 
     # -- running ---------------------------------------------------------------------------
-    def run(self, spec: TaskSpec, result: Any) -> None:
-        """Drive a sync generator to its end, reporting each item; its exception propagates."""
+    def run(self, spec: TaskSpec, result: Any) -> Any:
+        """Drive a sync generator to its end, reporting each item; its exception propagates.
+
+        Returns the call's own result: None (its completion)."""
         conn = self._origin(spec)
         if inspect.isasyncgen(result):
             raise TypeError(f"{spec.name} is an async generator: only an async actor's method can be one")
@@ -66,8 +68,9 @@ class GeneratorRunner:
                 wait = self._report(spec, conn, index, value, threshold, progress)
                 if wait is not None:
                     _wait(wait)
+        return None
 
-    async def run_async(self, spec: TaskSpec, result: Any) -> None:
+    async def run_async(self, spec: TaskSpec, result: Any) -> Any:
         """The same on an async actor's loop: an async generator, or a sync one."""
         conn = self._origin(spec)
         skip, threshold = spec.generator[2], spec.generator[1]  # type: ignore[index]
@@ -80,13 +83,14 @@ class GeneratorRunner:
                     if wait is not None:
                         await asyncio.wrap_future(wait)
                 index += 1
-            return
+            return None
         for value in _iterator(spec, result):
             if index >= skip:
                 wait = self._report(spec, conn, index, value, threshold, progress)
                 if wait is not None:
                     await asyncio.wrap_future(wait)
             index += 1
+        return None
 
     def _origin(self, spec: TaskSpec) -> Any:
         conn = self.origins.pop(spec.task_id, None)
@@ -131,7 +135,7 @@ def _send(conn: Any, item: GeneratorItem, done: concurrent.futures.Future, progr
         if fut.cancelled():
             done.set_exception(ConnectionError("the owner's connection closed"))
         elif fut.exception() is not None:
-            done.set_exception(fut.exception())  # type: ignore[arg-type]
+            done.set_exception(fut.exception())
         else:
             done.set_result(fut.result())
 
@@ -151,7 +155,8 @@ def _wait(fut: concurrent.futures.Future) -> None:
 def _iterator(spec: TaskSpec, result: Any) -> Any:
     if inspect.isgenerator(result) or (hasattr(result, "__next__") and hasattr(result, "__iter__")):
         return result
+    mode = spec.generator[0] if spec.generator else "streaming"
     raise TypeError(
-        f"{spec.name} was called with num_returns={spec.generator[0]!r} but returned a "  # type: ignore[index]
+        f"{spec.name} was called with num_returns={mode!r} but returned a "
         f"{type(result).__name__}, not a generator: only a generator function can stream its results"
     )

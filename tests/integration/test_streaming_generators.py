@@ -27,8 +27,7 @@ MIB = 1024 * 1024
 
 @skate.remote
 def count_to(n):
-    for i in range(n):
-        yield i
+    yield from range(n)
 
 
 @skate.remote
@@ -52,8 +51,7 @@ def big_items(n, done_path=None):
 
 @skate.remote
 def fails_after(n):
-    for i in range(n):
-        yield i
+    yield from range(n)
     raise ValueError(f"failed after {n} items")
 
 

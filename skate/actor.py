@@ -258,6 +258,10 @@ class ActorMethod:
         generator = generator_spec(num_returns, options)
         extra = {}
         if generator is not None:
+            if not hasattr(core, "streams"):
+                raise NotImplementedError(
+                    f"num_returns={num_returns!r} (generator tasks) is not supported over Skate Client yet"
+                )
             num_returns = 1  # the completion; the items come through the stream
             extra["generator"] = generator
         refs = core.actor_submitter.submit(

@@ -153,3 +153,13 @@ def test_abandon_returns_only_untaken_items():
     assert list(s.abandon()) == [1, 2, 3]
     assert s.unconsumed() == 0
     assert s.on_item(3) == DUPLICATE
+
+
+def test_generator_spec_from_options():
+    from skate._options import generator_spec
+
+    assert generator_spec(1, {}) is None
+    assert generator_spec("streaming", {}) == ["streaming", -1, 0]
+    opts = {"_generator_backpressure_num_objects": 3}
+    assert generator_spec("streaming", opts) == ["streaming", 3, 0]
+    assert generator_spec("dynamic", opts) == ["dynamic", -1, 0]  # no stream to hold back

@@ -34,6 +34,7 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(["ActorID", "JobID", "NodeID", "TaskID", "WorkerID"], "skate._id_types"),
     **dict.fromkeys(["ActorClass", "ActorHandle"], "skate.actor"),
     "ObjectRef": "skate.object_ref",
+    **dict.fromkeys(["DynamicObjectRefGenerator", "ObjectRefGenerator"], "skate.object_ref_generator"),
     "ClientBuilder": "skate.client",
     "ObjectID": "skate.object_ref",  # Ray's older name for ObjectRef, kept as an alias
     "RemoteFunction": "skate.remote_function",
@@ -85,6 +86,7 @@ if _typing.TYPE_CHECKING:  # what type checkers and IDEs see
     from skate.client import ClientBuilder
     from skate.object_ref import ObjectRef
     from skate.object_ref import ObjectRef as ObjectID
+    from skate.object_ref_generator import DynamicObjectRefGenerator, ObjectRefGenerator
     from skate.remote_function import RemoteFunction
     from skate.runtime_context import RuntimeContext, get_runtime_context
 
@@ -95,10 +97,12 @@ __all__ = [
     "ActorHandle",
     "ActorID",
     "ClientBuilder",
+    "DynamicObjectRefGenerator",
     "JobID",
     "NodeID",
     "ObjectID",
     "ObjectRef",
+    "ObjectRefGenerator",
     "RayContext",
     "RemoteFunction",
     "RuntimeContext",

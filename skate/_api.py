@@ -26,6 +26,7 @@ from skate.client.address import is_client_address
 from skate.core_worker import context
 from skate.core_worker.core import CoreWorker
 from skate.object_ref import ObjectRef
+from skate.object_ref_generator import ObjectRefGenerator
 from skate.remote_function import RemoteFunction
 
 _lock = threading.RLock()
@@ -444,6 +445,8 @@ def wait(
 
 def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
     """Cancel the task that makes `object_ref`: TaskCancelledError at its get."""
+    if isinstance(object_ref, ObjectRefGenerator):  # cancel the generator task itself
+        object_ref = object_ref.completed()
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}")
     core = current_or_init()

@@ -1,7 +1,8 @@
 """`skate microbenchmark`: Ray's microbenchmark metrics, names and definitions.
 
 Each line reads `NAME per second MEAN +- SD`, as `ray microbenchmark` prints it, so the two
-can be compared side by side. "actor creation rate" is Skate's own line (Ray has none).
+can be compared side by side. "actor creation rate" and the "streaming generator items" lines
+are Skate's own (Ray has none).
 """
 
 from __future__ import annotations
@@ -75,6 +76,33 @@ def do_put():
 @skate.remote
 def create_object_containing_ref():
     return [skate.put(i) for i in range(10000)]
+
+
+@skate.remote
+def stream_small_items(n):
+    for _ in range(n):
+        yield b"ok"
+
+
+@skate.remote
+def stream_mib_items(n):
+    import numpy as np
+
+    block = np.zeros(1024 * 1024, dtype=np.uint8)
+    for _ in range(n):
+        yield block
+
+
+def _generator_metrics(kw: dict) -> None:
+    """Skate's lines (Ray has none): items of a streaming generator task taken by the driver
+    as they come, each one's value read, small items and 1 MiB ones (in shared memory)."""
+
+    def consume(fn: Any, n: int) -> None:
+        for ref in fn.remote(n):
+            skate.get(ref)
+
+    timeit("streaming generator items (small items)", lambda: consume(stream_small_items, 1000), 1000, **kw)
+    timeit("streaming generator items (1 MiB items)", lambda: consume(stream_mib_items, 100), 100, **kw)
 
 
 # Actor classes are made remote by a call, not a decorator: type checkers keep a decorated
@@ -538,6 +566,7 @@ def run(pattern: str = "", seconds: float = 1.0, rounds: int = 3, num_cpus: int 
             **kw,
         )
         _actor_metrics(kw)
+        _generator_metrics(kw)
         _runtime_env_metrics(kw)
     finally:
         skate.shutdown()

@@ -65,9 +65,22 @@ def check_resources(value: Any) -> dict[str, float]:
 
 
 def _num_returns(value: Any) -> Any:
-    if value in ("streaming", "dynamic"):
-        raise NotImplementedError(f"num_returns={value!r} is not supported yet")
+    if value in ("streaming", "dynamic"):  # a generator task (see object_ref_generator)
+        return value
+    if isinstance(value, str):
+        raise ValueError(f"num_returns must be an int >= 0, 'streaming' or 'dynamic', got {value!r}")
     return _int_at_least("num_returns", 0)(value)
+
+
+def generator_spec(num_returns: Any, options: dict[str, Any]) -> list | None:
+    """`TaskSpec.generator` for a call with these options: [mode, backpressure threshold,
+    items the owner already has], or None for an ordinary call."""
+    if not isinstance(num_returns, str):
+        return None
+    threshold = options.get("_generator_backpressure_num_objects")
+    if num_returns == "dynamic" or threshold is None:
+        threshold = -1
+    return [num_returns, threshold, 0]
 
 
 def _retry_exceptions(value: Any) -> Any:
@@ -111,6 +124,7 @@ TASK_OPTIONS: dict[str, Callable[[Any], Any]] = {
     "resources": check_resources,
     "memory": _quantity("memory"),
     "num_returns": _num_returns,
+    "_generator_backpressure_num_objects": _int_at_least("_generator_backpressure_num_objects", -1),
     "max_retries": _int_at_least("max_retries", -1),
     "retry_exceptions": _retry_exceptions,
     "max_calls": _int_at_least("max_calls", 0),
@@ -272,6 +286,7 @@ ACTOR_DEFAULTS: dict[str, Any] = {
 
 METHOD_OPTIONS: dict[str, Callable[[Any], Any]] = {
     "num_returns": _num_returns,
+    "_generator_backpressure_num_objects": _int_at_least("_generator_backpressure_num_objects", -1),
     "concurrency_group": _name,
     "max_task_retries": _int_at_least("max_task_retries", -1),
     "retry_exceptions": _retry_exceptions,

@@ -6,7 +6,7 @@ import inspect
 from typing import Any
 
 from skate._auto_init import current_or_init
-from skate._options import ACTOR_DEFAULTS, ACTOR_OPTIONS, METHOD_OPTIONS, validate_options
+from skate._options import ACTOR_DEFAULTS, ACTOR_OPTIONS, METHOD_OPTIONS, generator_spec, validate_options
 from skate._signature import ArgSpec, init_spec, method_wire
 from skate.exceptions import ActorClassInheritanceException
 
@@ -26,6 +26,8 @@ def _method_table(cls: type) -> dict[str, dict]:
             continue
         opts = dict(getattr(member, "__skate_method_options__", {}))
         opts["is_async"] = inspect.iscoroutinefunction(member) or inspect.isasyncgenfunction(member)
+        if inspect.isgeneratorfunction(member) or inspect.isasyncgenfunction(member):
+            opts.setdefault("num_returns", "streaming")  # as Ray: a generator method streams its items
         opts["sig"] = method_wire(cls, name, member)
         table[name] = opts
     return table
@@ -253,6 +255,15 @@ class ActorMethod:
         retries = options.get("max_task_retries")
         if retries is None:
             retries = handle._actor_options.get("max_task_retries", 0)
+        generator = generator_spec(num_returns, options)
+        extra = {}
+        if generator is not None:
+            if not hasattr(core, "streams"):
+                raise NotImplementedError(
+                    f"num_returns={num_returns!r} (generator tasks) is not supported over Skate Client yet"
+                )
+            num_returns = 1  # the completion; the items come through the stream
+            extra["generator"] = generator
         refs = core.actor_submitter.submit(
             handle._actor_id,
             handle._class_name,
@@ -264,7 +275,10 @@ class ActorMethod:
             retries,
             options.get("retry_exceptions", False),
             options.get("concurrency_group"),
+            **extra,
         )
+        if generator is not None:
+            return core.streams.consumer(refs[0])
         if num_returns == 1:
             return refs[0]
         if num_returns == 0:

@@ -10,6 +10,7 @@ from skate._auto_init import current_or_init
 from skate._options import (
     TASK_DEFAULTS,
     TASK_OPTIONS,
+    generator_spec,
     label_constraint,
     resolve_placement_group,
     resource_shape,
@@ -37,6 +38,8 @@ class RemoteFunction:
             )
         self._function = function
         self._options = {**TASK_DEFAULTS, **validate_options(options, TASK_OPTIONS, "remote functions")}
+        if inspect.isgeneratorfunction(function) and "num_returns" not in options:
+            self._options["num_returns"] = "streaming"  # as Ray: a generator streams its items
         self._name = getattr(function, "__name__", "function")
         self._pickled: tuple[bytes, bytes] | None = None
         self._shape_cache: dict | None = None
@@ -104,6 +107,15 @@ class RemoteFunction:
         ):
             (shape,), group = resolve_placement_group(options, [shape])
         num_returns = options["num_returns"]
+        generator = generator_spec(num_returns, options)
+        extra = {}
+        if generator is not None:
+            if not hasattr(core, "streams"):
+                raise NotImplementedError(
+                    f"num_returns={num_returns!r} (generator tasks) is not supported over Skate Client yet"
+                )
+            num_returns = 1  # the completion; the items come through the stream
+            extra["generator"] = generator
         refs = core.submitter.submit(
             key,
             options.get("name") or self._name,
@@ -118,7 +130,10 @@ class RemoteFunction:
             strategy=wire_strategy(options.get("scheduling_strategy")),
             placement_group=group,
             labels=label_constraint(options),
+            **extra,
         )
+        if generator is not None:
+            return core.streams.consumer(refs[0])
         if num_returns == 1:
             return refs[0]
         if num_returns == 0:

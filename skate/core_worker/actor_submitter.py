@@ -210,6 +210,7 @@ class ActorSubmitter:
         retry_exceptions: Any,
         group: str | None,
         task_id: bytes | None = None,
+        generator: list | None = None,
     ) -> list[ObjectRef]:
         """Queue a method call; `task_id` is given only by a client's proxy (the client minted it)."""
         core = self.core
@@ -226,7 +227,11 @@ class ActorSubmitter:
             actor_id=actor_id,
             concurrency_group=group,
         )
+        if generator is not None:  # [mode, backpressure threshold, items the owner has]
+            spec.generator = generator
         dep_refs, hold, uses = prepare_args(core, spec, args, kwargs)
+        if generator is not None:
+            core.streams.register(task_id, generator)
         hold.append(handle)  # the actor stays alive while calls to it are pending
         entry = TaskEntry(spec, return_ids, uses, retries, retry_exceptions, None, dep_refs, hold)
         with self._lock:
@@ -275,6 +280,8 @@ class ActorSubmitter:
         events = self.core.task_events
         if events is not None:
             events.state(entry.spec, SUBMITTED_TO_WORKER)
+        if entry.spec.generator is not None:  # a retry skips the items already here
+            entry.spec.generator[2] = self.core.streams.received(entry.task_id)
         fut = state.conn.call("push_actor_task", entry.spec)  # type: ignore[union-attr]
         fut.add_done_callback(functools.partial(self._on_reply, state, entry))
 

@@ -28,6 +28,7 @@ from skate import _config, _ids
 from skate.core_worker import call_context, context
 from skate.core_worker.actor_submitter import ActorSubmitter
 from skate.core_worker.functions import FunctionManager
+from skate.core_worker.generator_streams import GeneratorStreams
 from skate.core_worker.memory_store import MemoryStore
 from skate.core_worker.object_table import object_table
 from skate.core_worker.objects import Objects
@@ -94,6 +95,7 @@ class CoreWorker:
         # for a driver (set by init).
         self.runtime_envs = RuntimeEnvResolver(self, info.get("runtime_env"))
         self.actor_submitter = ActorSubmitter(self)
+        self.streams = GeneratorStreams(self)  # generator tasks' items, as their owner
 
     def current_task_id(self) -> bytes:
         """The id of the call running in this thread or coroutine (the process's own outside calls)."""

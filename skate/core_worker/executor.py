@@ -36,6 +36,7 @@ from skate.core_worker import call_context
 from skate.core_worker.args import load_args
 from skate.core_worker.call_context import CallContext
 from skate.core_worker.errors import error_entry, task_error_entry
+from skate.core_worker.generator_runner import GeneratorRunner
 from skate.core_worker.objects import set_if_pending
 from skate.exceptions import ActorDiedError, TaskCancelledError
 from skate.protocol.messages import IN_STORE, INLINE, ActorCreation, TaskReply, TaskSpec
@@ -67,6 +68,7 @@ class Executor:
         self.last_call: str | None = None  # the name of the latest call begun (for the memory report)
         self.exiting = False
         self.ip = core.info.get("node_ip") or _node_ip()
+        self.generators = GeneratorRunner(core)  # runs generator calls, reporting each item
         handlers = core.handlers
         handlers["push_task"] = self._h_push
         handlers["cancel_task"] = self._h_cancel
@@ -90,7 +92,9 @@ class Executor:
     # -- I/O thread ---------------------------------------------------------------------
     def _h_push(self, conn: Any, fields: list) -> asyncio.Future:
         fut = self.core.loop.create_future()
-        self.queue.put((self.run_call, TaskSpec.from_wire(fields), fut))
+        spec = TaskSpec.from_wire(fields)
+        self.generators.remember(spec, conn)
+        self.queue.put((self.run_call, spec, fut))
         return fut
 
     def _h_create_actor(self, conn: Any, msg: dict) -> asyncio.Future:
@@ -106,7 +110,9 @@ class Executor:
         if self.actor is None:
             raise RuntimeError("this worker hosts no actor")
         fut = self.core.loop.create_future()
-        self.actor.submit(TaskSpec.from_wire(fields), fut)
+        spec = TaskSpec.from_wire(fields)
+        self.generators.remember(spec, conn)
+        self.actor.submit(spec, fut)
         return fut
 
     def _h_cancel(self, conn: Any, payload: dict) -> None:
@@ -224,6 +230,8 @@ class Executor:
                 fn, args, kwargs = self._prepare(spec, call)
                 result = fn(*args, **kwargs)
                 del args, kwargs
+                if spec.generator is not None:
+                    result = self.generators.run(spec, result)
                 if creation:
                     self.instance, result = result, None
             except BaseException as exc:
@@ -252,7 +260,9 @@ class Executor:
                 fn, args, kwargs = self._prepare(spec, call)
                 result = fn(*args, **kwargs)
                 del args, kwargs
-                if inspect.isawaitable(result):
+                if spec.generator is not None:
+                    result = await self.generators.run_async(spec, result)
+                elif inspect.isawaitable(result):
                     result = await result
             except asyncio.CancelledError as exc:
                 call.cancelled = True

@@ -67,6 +67,7 @@ class TaskSubmitter:
         placement_group: list | None = None,
         labels: tuple | None = None,
         task_id: bytes | None = None,
+        generator: list | None = None,
     ) -> list[ObjectRef]:
         """Submit a task; `task_id` is given only by a client's proxy (the client minted it)."""
         core = self.core
@@ -86,7 +87,11 @@ class TaskSubmitter:
             runtime_env=env,
             placement_group=placement_group,
         )
+        if generator is not None:  # [mode, backpressure threshold, items the owner has]
+            spec.generator = generator
         dep_refs, hold, uses = prepare_args(core, spec, args, kwargs)
+        if generator is not None:
+            core.streams.register(task_id, generator)
         key = (function_key, tuple(sorted(resources.items())), _strategy_key(strategy), labels, env_key)
         entry = TaskEntry(spec, return_ids, uses, max_retries, retry_exceptions, key, dep_refs, hold)
         entry.strategy = strategy
@@ -195,6 +200,8 @@ class TaskSubmitter:
         events = self.core.task_events
         if events is not None:
             events.state(entry.spec, ts.SUBMITTED_TO_WORKER)
+        if entry.spec.generator is not None:  # a retry skips the items already here
+            entry.spec.generator[2] = self.core.streams.received(entry.task_id)
         fut = lease.conn.call("push_task", entry.spec)
         fut.add_done_callback(lambda f, le=lease, en=entry: self._on_reply(le, en, f))
 
@@ -300,6 +307,8 @@ class TaskSubmitter:
                 events.failed(entry.spec, None)  # the worker's event says why
             else:
                 events.state(entry.spec, ts.FINISHED)
+        if entry.spec.generator is not None:  # the end of its stream of items
+            returns = core.streams.on_task_end(entry.task_id, returns)
         refs = core.refs
         for oid, ret in zip(entry.return_ids, returns):
             ret = tuple(ret)
@@ -311,6 +320,8 @@ class TaskSubmitter:
         self._release(entry, returns)
 
     def finish_with_entry(self, entry: TaskEntry, value: tuple) -> None:
+        if entry.spec.generator is not None:  # the end of its stream of items
+            value = tuple(self.core.streams.on_task_end(entry.task_id, [value])[0])
         refs = self.core.refs
         for oid in entry.return_ids:
             if refs.has(oid):

@@ -52,6 +52,10 @@ class TaskSpec(msgspec.Struct, array_like=True):
     # [group id hex, bundle index, capture child tasks, bundles] for a call placed in a
     # placement group (what `get_current_placement_group()` answers and children inherit).
     placement_group: list | None = None
+    # [mode, backpressure threshold, items the owner already has] for a generator task
+    # ("streaming" or "dynamic"): its items are reported one by one (`GeneratorItem`), and a
+    # retried attempt skips the items its owner already has. None for other calls.
+    generator: list | None = None
 
     @classmethod
     def from_wire(cls, fields: list) -> TaskSpec:
@@ -96,6 +100,26 @@ class TaskReply(msgspec.Struct, array_like=True):
     @classmethod
     def from_wire(cls, fields: list) -> TaskReply:
         return cls(*fields)
+
+
+class GeneratorItem(msgspec.Struct, array_like=True):
+    """One item a generator task yielded, reported to its owner before the task ends.
+
+    `index` counts from 0; the item's object id is the task's return id `index + 2` (return 1
+    is the task's own completion). `entry` is a result entry (inline value, or where it is
+    stored). `holder` is the worker's address when the item holds refs that worker keeps
+    alive for the owner. The owner ignores an index it already has (a retried attempt).
+    """
+
+    task_id: bytes
+    index: int
+    entry: list
+    holder: str | None = None
+    attempt: int = 0
+
+    @classmethod
+    def from_wire(cls, fields: list) -> GeneratorItem:
+        return msgspec.convert(fields, cls)
 
 
 class ErrorInfo(msgspec.Struct, array_like=True):

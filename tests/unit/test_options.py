@@ -108,8 +108,10 @@ def test_max_retries_and_num_returns():
         check(max_retries=1.0)
     with pytest.raises(ValueError, match="num_returns"):
         check(num_returns=-1)
-    with pytest.raises(NotImplementedError):
-        check(num_returns="streaming")
+    assert check(num_returns="streaming")["num_returns"] == "streaming"
+    assert check(num_returns="dynamic")["num_returns"] == "dynamic"
+    with pytest.raises(ValueError, match="num_returns"):
+        check(num_returns="lots")
 
 
 def test_name_must_be_str():

@@ -81,9 +81,6 @@ NOT_YET = {
     # Observability: issue 17.
     "show_in_dashboard": "dashboard messages, observability issue 17 (there is no dashboard yet)",
     "LoggingConfig": "init(logging_config=...), observability issue 17",
-    # Streaming and dynamic generator tasks (num_returns="streaming"/"dynamic"): no issue yet.
-    "ObjectRefGenerator": "generator tasks, not scheduled yet (no issue)",
-    "DynamicObjectRefGenerator": "generator tasks, not scheduled yet (no issue)",
     # Cross-language calls: out of scope (Skate runs Python only).
     "java_function": "cross-language, out of scope",
     "java_actor_class": "cross-language, out of scope",

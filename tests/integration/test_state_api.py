@@ -138,7 +138,9 @@ def test_get_task_by_id_and_by_ref(observed):
     ref = add_one.remote(41)
     assert skate.get(ref) == 42
     row = wait_for(
-        lambda: (t := state.get_task(ref)) is not None and t["state"] == "FINISHED" and t, timeout=15
+        # both sides' events have arrived (the worker's may come first: each sends once a second)
+        lambda: (t := state.get_task(ref)) is not None and t["state"] == "FINISHED" and t["name"] and t,
+        timeout=15,
     )
     assert row and row["name"] == "add_one" and row["attempt_number"] == 0
     assert state.get_task(row["task_id"])["task_id"] == row["task_id"]

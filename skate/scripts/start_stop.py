@@ -176,6 +176,8 @@ def start(args: StartOptions) -> int:
         print(f"Skate head node started: cluster address {node.address} (node {node.node_id[:12]}).")
         if node.dashboard_url:
             print(f"  Dashboard and job API:       {node.dashboard_url}")
+            token_file = os.path.join(node.session_dir, "token")
+            print(f"  Dashboard in a browser:      {node.dashboard_url}/?token=<the token in {token_file}>")
             submit = f"skate job submit --address {node.dashboard_url} -- python app.py"
             print(f"  Submit a job:                {submit}")
         print(f"  Add a node on this machine:  skate start --address {node.address}")

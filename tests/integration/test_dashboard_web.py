@@ -13,6 +13,7 @@ import pathlib
 import shutil
 import signal
 import subprocess
+import sys
 import urllib.parse
 
 import pytest
@@ -21,7 +22,7 @@ import skate
 from skate.cluster_utils import Cluster
 from skate.dashboard.auth import SESSION_COOKIE
 from skate.job_submission import JobStatus, JobSubmissionClient
-from tests.integration._cluster_helpers import node_args
+from tests.integration._cluster_helpers import cli_env, node_args
 from tests.integration._helpers import wait_for
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -39,7 +40,10 @@ class Greeter:
 def dash():
     if skate.is_initialized():
         skate.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args=node_args(num_cpus=1, include_dashboard=True))
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args=node_args(num_cpus=1, include_dashboard=True),
+    )
     try:
         other = cluster.add_node(**node_args(num_cpus=1))
         skate.init(address=cluster.address)
@@ -64,6 +68,7 @@ def dash():
             "nodes": [cluster.head_node.node_id, other.node_id],
             "actor": greeter._actor_id.hex(),
             "session_dir": cluster.head_node.session_dir,
+            "cluster": cluster,
         }
         jobs.stop_job(job)
         wait_for(lambda: jobs.get_job_status(job) == JobStatus.STOPPED, 15)
@@ -250,3 +255,29 @@ def test_browser_shows_nodes_running_job_and_actor(dash, tmp_path):
     assert shot.exists() and shot.stat().st_size > 10_000
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shutil.copy(shot, ARTIFACTS / "dashboard.png")
+
+
+@pytest.mark.timeout(90)
+def test_job_logs_follow_shows_the_wait_for_a_pending_job(dash):
+    jobs = dash["jobs"]
+    job = jobs.submit_job(entrypoint="echo started-late", entrypoint_resources={"late": 1})
+    env = dict(cli_env(SKATE_PROGRESS_INTERVAL_S="0.2"), SKATE_AUTH_TOKEN=dash["token"])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "skate.scripts.cli", "job", "logs", "--follow", "--address", dash["url"], job],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        line = proc.stderr.readline()  # the first progress line: the job cannot start yet
+        assert line.startswith(f"waiting for job '{job}' to start: still waiting ("), line
+        assert jobs.get_job_status(job) == JobStatus.PENDING
+        dash["cluster"].add_node(**node_args(num_cpus=1, resources={"late": 1}))  # now it can
+        out, err = proc.communicate(timeout=60)  # the follow ends with the job
+        assert proc.returncode == 0 and "started-late" in out, (out, err)
+        assert jobs.get_job_status(job) == JobStatus.SUCCEEDED
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -26,6 +26,7 @@ ROUTE_MODULES = (
     "skate.dashboard.modules.version",
     "skate.dashboard.modules.job",
     "skate.dashboard.modules.state",
+    "skate.dashboard.modules.web",
 )
 SESSION_CHECK_S = 2.0
 

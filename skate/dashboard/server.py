@@ -2,37 +2,43 @@
 
 A route module (see skate.dashboard.main.ROUTE_MODULES) is any module with
 `setup(app: web.Application, ctx: DashboardContext) -> None`; it adds its routes, and may add
-startup/cleanup hooks to the app. Every request passes `guard` first:
+startup/cleanup hooks to the app. Every request passes `guard` first, which follows
+`skate.dashboard.auth.authorize`:
 
 - a browser request from another origin (an `Origin` header whose host differs from the
   request's `Host`) that could change something (not GET/HEAD/OPTIONS, or a websocket
   upgrade) is refused with 403: a web page the user visits cannot drive the job API;
-- a request without `Authorization: Bearer <cluster token>` is refused with 401 (the token
-  compared in constant time).
+- a request needs `Authorization: Bearer <cluster token>` (compared in constant time) or the
+  web page's session cookie (see `auth`); without either it is refused with 401, as JSON, or
+  with the login form when a browser asks for a page;
+- a page's `?token=<cluster token>` sets the cookie and redirects to the same URL without it.
 
-Errors are JSON (`{"error": "..."}`) on every path, unknown routes included, and one failing
-request never takes the server down. The server talks to the GCS as an ordinary client
-(`GcsClient`: one authenticated connection, opened again if it drops).
+Errors are JSON (`{"error": "..."}`) on every API path, unknown routes included, and one failing
+request never takes the server down. The token never reaches a log (no access log; errors name
+the path, never the query). The server talks to the GCS as an ordinary client (`GcsClient`: one
+authenticated connection, opened again if it drops).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
+import html
 import json
 import logging
+import os
+import pathlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from skate.dashboard import auth
 from skate.protocol import Connection, connect
 
 logger = logging.getLogger("skate.dashboard")
 
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+SAFE_METHODS = auth.SAFE_METHODS
 
 
 class GcsClient:
@@ -79,47 +85,96 @@ class GcsClient:
 
 @dataclass
 class DashboardContext:
-    """What route modules share: the cluster's coordinates and a GCS client."""
+    """What route modules share: the cluster's coordinates, a GCS client, and the web page's
+    session cookie value (derived from the token and a nonce of this process)."""
 
     session_dir: str
     gcs_address: str
     token: bytes
     gcs: GcsClient
     extras: dict[str, Any] = field(default_factory=dict)  # per-module state, by module name
+    session: str = ""
+    open_paths: set[str] = field(default_factory=set)  # routes that need no credentials (login)
+
+    def __post_init__(self) -> None:
+        if not self.session:
+            self.session = auth.session_value(self.token, os.urandom(16))
 
 
 def json_error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-def _cross_origin(request: web.Request) -> bool:
-    origin = request.headers.get("Origin")
-    if not origin or origin == "null":
-        return origin == "null"  # an opaque origin (sandboxed page, file://) is never ours
-    parts = urlsplit(origin)
-    return parts.netloc.lower() != (request.host or "").lower()
+STATIC_DIR = pathlib.Path(__file__).parent / "static"
+PAGE_HEADERS = {
+    # Scripts and styles from this server only; no framing (clickjacking); no Referer (a URL
+    # with ?token= never leaks to another site, though it is stripped at once anyway).
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
 
 
-def _authorized(request: web.Request, token: bytes) -> bool:
-    header = request.headers.get("Authorization", "")
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not given:
-        return False
-    return hmac.compare_digest(given.strip().encode(), token)
+def wants_page(request: web.Request) -> bool:
+    """A browser navigating to a page (not a script fetching JSON)."""
+    return request.method in ("GET", "HEAD") and "text/html" in request.headers.get("Accept", "")
 
 
-def make_guard(token: bytes) -> Callable:
+def login_page(status: int = 401, error: str = "") -> web.Response:
+    """The login form (static/login.html), with `error` shown above it."""
+    text = (STATIC_DIR / "login.html").read_text()
+    note = f'<p class="error">{html.escape(error)}</p>' if error else ""
+    headers = dict(
+        PAGE_HEADERS,
+        **{
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+            "form-action 'self'; frame-ancestors 'none'"
+        },
+    )
+    return web.Response(
+        text=text.replace("<!--ERROR-->", note), status=status, content_type="text/html", headers=headers
+    )
+
+
+def session_cookie(response: web.StreamResponse, value: str) -> None:
+    """Set the session cookie: not readable by scripts, never sent by another site."""
+    response.set_cookie(auth.SESSION_COOKIE, value, httponly=True, samesite="Strict", path="/")
+
+
+def _without_token(request: web.Request) -> str:
+    query = [(k, v) for k, v in request.query.items() if k != auth.TOKEN_PARAM]
+    return str(request.rel_url.with_query(query)) if query else request.rel_url.path
+
+
+def make_guard(ctx: DashboardContext) -> Callable:
     @web.middleware
     async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable]) -> web.StreamResponse:
-        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
-        if (request.method not in SAFE_METHODS or upgrade) and _cross_origin(request):
-            return json_error(403, f"cross-origin request refused (Origin {request.headers.get('Origin')})")
-        if not _authorized(request, token):
+        verdict = auth.authorize(
+            request.method,
+            request.headers,
+            request.cookies,
+            request.query.get(auth.TOKEN_PARAM),
+            request.host or "",
+            ctx.token,
+            ctx.session,
+            open_path=request.path in ctx.open_paths,
+        )
+        if verdict.outcome == auth.FORBID:
+            return json_error(403, verdict.reason)
+        if verdict.outcome == auth.UNAUTHORIZED:
+            if wants_page(request):
+                return login_page(401, "" if verdict.reason.startswith("missing") else verdict.reason)
             return web.json_response(
-                {"error": "missing or wrong cluster token: send 'Authorization: Bearer <token>'"},
-                status=401,
-                headers={"WWW-Authenticate": "Bearer"},
+                {"error": verdict.reason}, status=401, headers={"WWW-Authenticate": "Bearer"}
             )
+        if verdict.outcome == auth.SET_COOKIE:
+            response = web.Response(
+                status=303, headers={"Location": _without_token(request), "Cache-Control": "no-store"}
+            )
+            session_cookie(response, ctx.session)
+            return response
         try:
             return await handler(request)
         except web.HTTPException as exc:
@@ -139,7 +194,7 @@ def make_guard(token: bytes) -> Callable:
 
 def make_app(ctx: DashboardContext, modules: list[Any]) -> web.Application:
     """The app: the guard, then every route module's routes."""
-    app = web.Application(middlewares=[make_guard(ctx.token)], client_max_size=64 * 1024 * 1024)
+    app = web.Application(middlewares=[make_guard(ctx)], client_max_size=64 * 1024 * 1024)
     for module in modules:
         module.setup(app, ctx)
 

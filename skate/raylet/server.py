@@ -26,7 +26,7 @@ from skate.core_worker.plasma import ArenaMapping, arena_path, create_arena_file
 from skate.exceptions import RuntimeEnvSetupError
 from skate.protocol import Connection, connect, listen
 from skate.protocol.connection import RemoteError
-from skate.raylet import memory_report
+from skate.raylet import introspect, memory_report
 from skate.raylet.env_workers import EnvWorkers
 from skate.raylet.object_manager import ObjectManager
 from skate.raylet.object_store import ObjectStore
@@ -123,6 +123,7 @@ class Raylet:
             "runtime_env_stats": lambda c, p: self.envs.stats(),
         }
         self.handlers.update(self.objects.handlers() | memory_report.handlers(self))
+        self.handlers.update(introspect.handlers(self.session_dir))  # logs and load, for tools
 
     # -- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:

@@ -26,6 +26,7 @@ VERB_MODULES = (
     "skate.scripts.microbenchmark",
     "skate.scripts.job",
     "skate.scripts.state_cli",
+    "skate.scripts.logs_cli",
 )
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}

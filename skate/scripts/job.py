@@ -58,10 +58,24 @@ def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def _follow(client: Any, job_id: str) -> None:
+    """Print the job's log until it ends; while it is still PENDING, show the wait on stderr."""
+    from skate.scripts._progress import Progress
+
+    pending = _call(client.get_job_status, job_id).value == "PENDING"
+    progress = Progress(f"waiting for job '{job_id}' to start") if pending else None
+
     async def tail() -> None:
-        async for chunk in client.tail_job_logs(job_id):
-            sys.stdout.write(chunk)
-            sys.stdout.flush()
+        if progress is not None:
+            progress.start()
+        try:
+            async for chunk in client.tail_job_logs(job_id):
+                if progress is not None:
+                    progress.stop()
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+        finally:
+            if progress is not None:
+                progress.stop()
 
     _call(asyncio.run, tail())
 

@@ -15,6 +15,7 @@ import click
 from skate._node import LocalNode, owned_sessions, stop_detached
 from skate._secure_files import read_private
 from skate.scripts._click import Command
+from skate.scripts._progress import Progress
 
 
 @dataclass(frozen=True)
@@ -154,28 +155,31 @@ def start(args: StartOptions) -> int:
         _check_port_free(args.listen_address or ip, args.port)
         client_port = _client_server_port(args, args.listen_address or ip)
         try:
-            node = LocalNode(
-                resources=resources,
-                object_store_memory=store,
-                head=True,
-                node_ip=ip,
-                listen_ip=args.listen_address,
-                gcs_port=args.port,
-                shared=True,
-                detached=not args.block,
-                labels=labels,
-                include_dashboard=args.include_dashboard,
-                dashboard_host=args.dashboard_host,
-                dashboard_port=args.dashboard_port,
-                client_server_port=client_port,
-                storage=storage,
-                redis_password=password,
-            )
+            with Progress("skate start: starting the head node"):
+                node = LocalNode(
+                    resources=resources,
+                    object_store_memory=store,
+                    head=True,
+                    node_ip=ip,
+                    listen_ip=args.listen_address,
+                    gcs_port=args.port,
+                    shared=True,
+                    detached=not args.block,
+                    labels=labels,
+                    include_dashboard=args.include_dashboard,
+                    dashboard_host=args.dashboard_host,
+                    dashboard_port=args.dashboard_port,
+                    client_server_port=client_port,
+                    storage=storage,
+                    redis_password=password,
+                )
         except RuntimeError as exc:
             raise SystemExit(f"skate start: the head node did not start: {exc}") from None
         print(f"Skate head node started: cluster address {node.address} (node {node.node_id[:12]}).")
         if node.dashboard_url:
             print(f"  Dashboard and job API:       {node.dashboard_url}")
+            token_file = os.path.join(node.session_dir, "token")
+            print(f"  Dashboard in a browser:      {node.dashboard_url}/?token=<the token in {token_file}>")
             submit = f"skate job submit --address {node.dashboard_url} -- python app.py"
             print(f"  Submit a job:                {submit}")
         print(f"  Add a node on this machine:  skate start --address {node.address}")
@@ -196,18 +200,19 @@ def start(args: StartOptions) -> int:
             )
         token = _token_for(args.address, args.token, args.token_file)
         try:
-            node = LocalNode(
-                resources=resources,
-                object_store_memory=store,
-                head=False,
-                gcs_address=args.address,
-                token=token,
-                node_ip=ip,
-                listen_ip=args.listen_address,
-                shared=True,
-                detached=not args.block,
-                labels=labels,
-            )
+            with Progress(f"skate start: joining the cluster at {args.address}"):
+                node = LocalNode(
+                    resources=resources,
+                    object_store_memory=store,
+                    head=False,
+                    gcs_address=args.address,
+                    token=token,
+                    node_ip=ip,
+                    listen_ip=args.listen_address,
+                    shared=True,
+                    detached=not args.block,
+                    labels=labels,
+                )
         except RuntimeError as exc:
             raise SystemExit(f"skate start: could not join the cluster at {args.address}: {exc}") from None
         print(f"Skate node {node.node_id[:12]} joined the cluster at {args.address}.")

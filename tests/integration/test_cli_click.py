@@ -11,7 +11,19 @@ import pytest
 from skate.scripts import cli as cli_module
 from tests.integration._cluster_helpers import run_cli, session_dirs, temp_root
 
-VERBS = {"start", "stop", "status", "memory", "microbenchmark", "job", "list", "get", "summary", "timeline"}
+VERBS = {
+    "start",
+    "stop",
+    "status",
+    "memory",
+    "microbenchmark",
+    "job",
+    "list",
+    "get",
+    "summary",
+    "timeline",
+    "logs",
+}
 
 # Every flag of every verb, with a piece of its help text (None: the flag has no help text).
 FLAGS = {
@@ -36,6 +48,15 @@ FLAGS = {
     "get": {"--format": None, "--address": "GCS address host:port"},
     "summary": {"--format": None, "--address": "GCS address host:port"},
     "timeline": {"--output": "file to write", "--address": "GCS address host:port"},
+    "logs": {
+        "--node-id": "unique prefix",
+        "--actor-id": "actor's worker",
+        "--task-id": "ran this task",
+        "--err": "stderr",
+        "--tail": "last N lines",
+        "--follow": "keep printing",
+        "--address": "GCS address host:port",
+    },
     "microbenchmark": {
         "--filter": "only metrics whose name contains",
         "--seconds": "length of one timed round",

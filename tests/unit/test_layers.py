@@ -71,6 +71,7 @@ LAYERS: dict[str, int] = {
     "skate.raylet.runtime_env_cache": STATE_MACHINES,
     "skate.core_worker.task_events": STATE_MACHINES,
     "skate.gcs.task_event_store": STATE_MACHINES,
+    "skate.dashboard.auth": STATE_MACHINES,  # who may use the dashboard: a pure decision
     # I/O shells: processes and the core worker
     "skate.core_worker": SHELLS,
     "skate.raylet": SHELLS,

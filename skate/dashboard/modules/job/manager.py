@@ -32,6 +32,7 @@ from skate.dashboard.modules.job.supervisor import (
     supervisor_name,
 )
 from skate.dashboard.server import DashboardContext
+from skate.runtime_env.spec import package_key
 
 logger = logging.getLogger("skate.dashboard.jobs")
 
@@ -50,6 +51,26 @@ class NotFound(KeyError):
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _package_uris(runtime_env: dict) -> list[str]:
+    """The uploaded packages (gcs:// URIs) a job's runtime env names."""
+    wd = runtime_env.get("working_dir")
+    uris = [wd] if isinstance(wd, str) and "://" in wd else []
+    return uris + [m for m in runtime_env.get("py_modules") or () if isinstance(m, str) and "://" in m]
+
+
+def _supervisor_env(runtime_env: dict) -> dict:
+    """The part of a job's env its supervisor runs in: its uploaded packages, so the raylet
+    fetches and unpacks them and the supervisor starts the entrypoint in the unpacked
+    working_dir, with the py_modules on PYTHONPATH (the rest is applied to the entrypoint only)."""
+    out: dict = {}
+    wd = runtime_env.get("working_dir")
+    if isinstance(wd, str) and "://" in wd:
+        out["working_dir"] = wd
+    if runtime_env.get("py_modules"):
+        out["py_modules"] = list(runtime_env["py_modules"])
+    return out
 
 
 def new_submission_id() -> str:
@@ -171,6 +192,12 @@ class JobManager:
                 raise ValueError(
                     f"runtime_env['working_dir'] {working_dir!r} is not a directory on the head node"
                 )
+            for uri in _package_uris(runtime_env):
+                if not await self.ctx.gcs.kv_exists(None, package_key(uri).encode()):
+                    raise ValueError(
+                        f"the package {uri} of the runtime env is not stored on this cluster: upload it "
+                        "first (PUT /api/packages/...; JobSubmissionClient does it for local paths)"
+                    )
             record = _job_state.new_record(
                 submission_id,
                 body.get("entrypoint"),
@@ -240,6 +267,9 @@ class JobManager:
                 resources["node:__internal_head__"] = 0.001  # on the head, as Ray runs its drivers
         if resources:
             options["resources"] = resources
+        packages = _supervisor_env(record.get("runtime_env") or {})
+        if packages:  # the supervisor's worker unpacks them: the entrypoint runs in its directory
+            options["runtime_env"] = packages
         handle = (
             skate.remote(JobSupervisor)
             .options(**options)

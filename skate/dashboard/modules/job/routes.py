@@ -7,6 +7,7 @@
     GET    /api/jobs/{id}/logs/tail   websocket: the log as text messages, closed when the job ends
     POST   /api/jobs/{id}/stop        {"stopped": bool} (false when it had already ended)
     DELETE /api/jobs/{id}             {"deleted": true} (a job that has ended only)
+    GET|PUT /api/packages/{protocol}/{name}   runtime-env packages (see `packages`)
 
 Bad input is a 400 and an unknown id a 404, both `{"error": "..."}`.
 """
@@ -19,6 +20,7 @@ import json
 from aiohttp import web
 
 from skate import _job_state
+from skate.dashboard.modules.job import packages
 from skate.dashboard.modules.job.manager import BadRequest, JobManager, NotFound
 from skate.dashboard.server import DashboardContext, json_error
 
@@ -113,3 +115,4 @@ def setup(app: web.Application, ctx: DashboardContext) -> None:
     app.router.add_get("/api/jobs/{job_id}/logs/tail", guarded(tail_logs))
     app.router.add_post("/api/jobs/{job_id}/stop", guarded(stop))
     app.router.add_delete("/api/jobs/{job_id}", guarded(delete))
+    packages.add_routes(app, ctx)

@@ -117,6 +117,8 @@ class JobSupervisor:
         runtime_env = record.get("runtime_env") or {}
         log_path = os.path.join(core.session_dir, "logs", f"job-driver-{self.submission_id}.log")
         cwd = runtime_env.get("working_dir") or None
+        if cwd and "://" in cwd:  # uploaded: this actor's worker runs in the unpacked copy
+            cwd = os.getcwd()
         with self._lock:
             if self._stop_requested:
                 record = _job_state.apply(record, "stopped", now_ms())

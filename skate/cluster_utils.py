@@ -66,6 +66,7 @@ class Cluster:
             "labels",
             "_system_config",
             "storage",
+            "include_dashboard",
         }
         unknown = sorted(set(node_args) - known)
         if unknown:
@@ -101,6 +102,7 @@ class Cluster:
             system_config=config,
             labels=labels,
             storage=node_args.get("storage") or "memory",  # the head GCS's tables (skate.gcs.storage)
+            include_dashboard=bool(node_args.get("include_dashboard")),  # head only: the job API
         )
         if head:
             self.head_node = node

@@ -83,7 +83,57 @@ class JobManager:
         self.ctx = ctx
         self._driver_lock = asyncio.Lock()
         self._driver = False
-        self._reapers: set[asyncio.Task] = set()
+        self.head_node_id: str | None = None  # the node this dashboard's driver is on
+        self._reapers: dict[str, asyncio.Task] = {}  # by submission id
+        self._submitting: set[str] = set()
+        self._start_task: asyncio.Task | None = None
+
+    def start_in_background(self) -> None:
+        """At dashboard start: join the cluster now, off the request path (so the first job does
+        not wait for it), then take over the jobs a previous dashboard left unfinished."""
+        self._start_task = asyncio.get_running_loop().create_task(self._start())
+
+    async def _start(self) -> None:
+        try:
+            await self._ensure_driver()
+            await self.recover()
+        except Exception:
+            logger.exception("could not join the cluster at start; the first job will try again")
+
+    async def recover(self) -> None:
+        """Watch every unfinished job's supervisor again; a job whose supervisor is gone (it
+        died with its node, or with the head while no dashboard watched) is recorded FAILED."""
+        import skate
+
+        for key in await self.ctx.gcs.kv_keys(KV_NAMESPACE, b"job_info:"):
+            sid = key.decode().partition(":")[2]
+            if sid in self._reapers or sid in self._submitting:
+                continue
+            record = await self.get_record(sid)
+            if record is None or _job_state.status_of(record).is_terminal():
+                continue
+            try:
+                handle = await asyncio.to_thread(skate.get_actor, supervisor_name(sid), SUPERVISOR_NAMESPACE)
+            except ValueError:
+                handle = None
+            record = await self.get_record(sid)  # it may have ended meanwhile
+            if record is None or _job_state.status_of(record).is_terminal():
+                continue
+            if handle is None:
+                reason = (
+                    "it is gone (it died with its node, or with the head node, while no dashboard "
+                    "watched it); the job's processes ended with it"
+                )
+                await self._put(_job_state.apply(record, "supervisor_died", _now_ms(), reason=reason))
+                logger.warning("job %s: its supervisor is gone; recorded FAILED", sid)
+                continue
+            logger.info("job %s: watching its supervisor again", sid)
+            self._watch(sid, handle, handle.wait.remote())
+
+    def _watch(self, submission_id: str, handle: Any, ref: Any) -> None:
+        task = asyncio.get_running_loop().create_task(self._reap(submission_id, handle, ref))
+        self._reapers[submission_id] = task
+        task.add_done_callback(lambda _t: self._reapers.pop(submission_id, None))
 
     # -- records ---------------------------------------------------------------------------
 
@@ -211,24 +261,27 @@ class JobManager:
             )
         except (TypeError, ValueError) as exc:
             raise BadRequest(str(exc)) from None
-        if not await self._put(record, overwrite=False):
-            raise BadRequest(
-                f"Job with submission_id {submission_id} already exists. "
-                "Please use a different submission_id."
-            )
+        self._submitting.add(submission_id)
         try:
-            await self._ensure_driver()
-            handle, ref = await asyncio.to_thread(self._start_supervisor, record)
-        except Exception as exc:
-            logger.exception("could not start the supervisor of job %s", submission_id)
-            failed = _job_state.apply(
-                record, "start_failed", _now_ms(), reason=f"{type(exc).__name__}: {exc}"
-            )
-            await self._put(failed)
-            return submission_id
-        task = asyncio.get_running_loop().create_task(self._reap(submission_id, handle, ref))
-        self._reapers.add(task)
-        task.add_done_callback(self._reapers.discard)
+            if not await self._put(record, overwrite=False):
+                raise BadRequest(
+                    f"Job with submission_id {submission_id} already exists. "
+                    "Please use a different submission_id."
+                )
+            try:
+                await self._ensure_driver()
+                handle, ref = await asyncio.to_thread(self._start_supervisor, record)
+            except Exception as exc:
+                logger.exception("could not start the supervisor of job %s", submission_id)
+                failed = _job_state.apply(
+                    record, "start_failed", _now_ms(), reason=f"{type(exc).__name__}: {exc}"
+                )
+                await self._put(failed)
+                return submission_id
+            self._watch(submission_id, handle, ref)
+        finally:
+            self._submitting.discard(submission_id)
+        logger.info("job %s: supervisor started", submission_id)
         return submission_id
 
     async def _ensure_driver(self) -> None:
@@ -243,6 +296,7 @@ class JobManager:
                 namespace=DASHBOARD_NAMESPACE,
                 log_to_driver=False,
             )
+            self.head_node_id = skate.get_runtime_context().get_node_id()
             self._driver = True
 
     def _start_supervisor(self, record: dict) -> tuple[Any, Any]:
@@ -285,9 +339,8 @@ class JobManager:
         except Exception as exc:
             record = await self.get_record(submission_id)
             if record is not None and not _job_state.status_of(record).is_terminal():
-                await self._put(
-                    _job_state.apply(record, "supervisor_died", _now_ms(), reason=str(exc)[:2000])
-                )
+                reason = f"{str(exc)[:2000]} (the job's processes ended with it)"
+                await self._put(_job_state.apply(record, "supervisor_died", _now_ms(), reason=reason))
         try:
             await asyncio.to_thread(skate.kill, handle)
         except Exception:  # already gone
@@ -351,7 +404,9 @@ class JobManager:
             return b""
 
     async def close(self) -> None:
-        for task in list(self._reapers):
+        if self._start_task is not None:
+            self._start_task.cancel()
+        for task in list(self._reapers.values()):
             task.cancel()
         if self._driver:
             import skate

@@ -37,9 +37,13 @@ def setup(app: web.Application, ctx: DashboardContext) -> None:
     manager = JobManager(ctx)
     ctx.extras["jobs"] = manager
 
+    async def start(_app: web.Application) -> None:
+        manager.start_in_background()
+
     async def close(_app: web.Application) -> None:
         await manager.close()
 
+    app.on_startup.append(start)
     app.on_shutdown.append(close)
 
     def guarded(handler):

@@ -25,11 +25,15 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from skate import _job_state
+from skate import _config, _job_state
 from skate._job_state import JobStatus
 from skate.experimental import internal_kv
+from skate.protocol import ConnectionClosed
+
+T = TypeVar("T")
 
 KV_NAMESPACE = b"_skate_jobs"
 SUPERVISOR_NAMESPACE = "_skate_internal_job_supervisors"
@@ -55,16 +59,35 @@ def stop_wait_seconds() -> float:
     return 3.0
 
 
+def _across_gcs_restarts(fn: Callable[[], T]) -> T:
+    """fn(), made again while the GCS connection is lost (a restarting GCS comes back with its
+    tables), until the reconnect timeout: a job must not fail because it ended while the GCS
+    was restarting. KV reads and whole-record writes are idempotent, so a repeat is safe."""
+    deadline = time.monotonic() + _config.GCS_RECONNECT_TIMEOUT_S
+    delay = 0.05
+    while True:
+        try:
+            return fn()
+        except (ConnectionError, ConnectionClosed):
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
 def _read_record(submission_id: str) -> dict:
-    raw = internal_kv._internal_kv_get(info_key(submission_id), namespace=KV_NAMESPACE)
+    raw = _across_gcs_restarts(
+        lambda: internal_kv._internal_kv_get(info_key(submission_id), namespace=KV_NAMESPACE)
+    )
     if raw is None:
         raise KeyError(f"no record of job {submission_id!r}")
     return json.loads(raw)
 
 
 def _write_record(record: dict) -> None:
-    internal_kv._internal_kv_put(
-        info_key(record["submission_id"]), json.dumps(record).encode(), namespace=KV_NAMESPACE
+    data = json.dumps(record).encode()
+    _across_gcs_restarts(
+        lambda: internal_kv._internal_kv_put(info_key(record["submission_id"]), data, namespace=KV_NAMESPACE)
     )
 
 
@@ -88,6 +111,7 @@ class JobSupervisor:
         self._lock = threading.Lock()
         self._stop_requested = False
         self._proc: subprocess.Popen | None = None
+        self._done = threading.Event()
 
     def _env(self, runtime_env: dict) -> dict[str, str]:
         env = dict(os.environ)
@@ -108,6 +132,17 @@ class JobSupervisor:
 
     def run(self) -> dict:
         """Run the job to its end; the final record."""
+        try:
+            return self._run()
+        finally:
+            self._done.set()
+
+    def wait(self) -> bool:
+        """Block until `run` has returned (a dashboard that did not call `run` waits here)."""
+        self._done.wait()
+        return True
+
+    def _run(self) -> dict:
         from skate import _api
 
         core = _api._core()

@@ -26,6 +26,7 @@ from skate._job_state import JobStatus
 from skate._runtime_env import validate_runtime_env
 from skate.dashboard.modules.job.supervisor import (
     KV_NAMESPACE,
+    LOG_READ_BYTES,
     SUPERVISOR_NAMESPACE,
     JobSupervisor,
     info_key,
@@ -87,6 +88,7 @@ class JobManager:
         self._reapers: dict[str, asyncio.Task] = {}  # by submission id
         self._submitting: set[str] = set()
         self._start_task: asyncio.Task | None = None
+        self._handles: dict[str, Any] = {}  # supervisors whose logs are read remotely
 
     def start_in_background(self) -> None:
         """At dashboard start: join the cluster now, off the request path (so the first job does
@@ -133,6 +135,7 @@ class JobManager:
     def _watch(self, submission_id: str, handle: Any, ref: Any) -> None:
         task = asyncio.get_running_loop().create_task(self._reap(submission_id, handle, ref))
         self._reapers[submission_id] = task
+        self._handles[submission_id] = handle
         task.add_done_callback(lambda _t: self._reapers.pop(submission_id, None))
 
     # -- records ---------------------------------------------------------------------------
@@ -341,10 +344,18 @@ class JobManager:
             if record is not None and not _job_state.status_of(record).is_terminal():
                 reason = f"{str(exc)[:2000]} (the job's processes ended with it)"
                 await self._put(_job_state.apply(record, "supervisor_died", _now_ms(), reason=reason))
+        else:
+            record = await self.get_record(submission_id)
+            if record is not None and self._is_remote(record):
+                try:
+                    await self._copy_log_to_head(record)
+                except Exception:
+                    logger.exception("job %s: could not copy its log to the head", submission_id)
         try:
             await asyncio.to_thread(skate.kill, handle)
         except Exception:  # already gone
             pass
+        self._handles.pop(submission_id, None)
 
     # -- stopping, deleting, logs ------------------------------------------------------------
 
@@ -383,25 +394,71 @@ class JobManager:
                 f"{status.value}."
             )
         await self.ctx.gcs.kv_del(KV_NAMESPACE, info_key(record["submission_id"]))
-        path = record.get("driver_log_path")
-        if path:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+        for path in {record.get("driver_log_path"), self._head_copy(record["submission_id"])}:
+            if path and (path == self._head_copy(record["submission_id"]) or not self._is_remote(record)):
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
         return True
 
-    @staticmethod
-    def read_logs(record: dict, offset: int = 0) -> bytes:
-        path = record.get("driver_log_path")
-        if not path:
-            return b""
-        try:
-            with open(path, "rb") as f:
-                f.seek(offset)
-                return f.read()
-        except OSError:
-            return b""
+    # -- logs ----------------------------------------------------------------------------------
+    # A job's log is written where its supervisor runs. On the head the dashboard reads the
+    # file; from another node it asks the supervisor (`read_log`, a piece at a time), and once
+    # the job has ended it reads the copy the reaper made on the head before the supervisor
+    # went (`<session>/logs/job-driver-<id>.log`, renamed into place only when complete).
+
+    def _head_copy(self, submission_id: str) -> str:
+        return os.path.join(self.ctx.session_dir, "logs", f"job-driver-{submission_id}.log")
+
+    def _is_remote(self, record: dict) -> bool:
+        node = record.get("driver_node_id")
+        return bool(node and self.head_node_id and node != self.head_node_id)
+
+    async def _supervisor(self, submission_id: str) -> Any:
+        import skate
+
+        handle = self._handles.get(submission_id)
+        if handle is None:
+            handle = await asyncio.to_thread(
+                skate.get_actor, supervisor_name(submission_id), SUPERVISOR_NAMESPACE
+            )
+            self._handles[submission_id] = handle
+        return handle
+
+    async def _read_remote(self, submission_id: str, offset: int, whole: bool) -> bytes:
+        handle = await self._supervisor(submission_id)
+        parts: list[bytes] = []
+        while True:
+            chunk = await handle.read_log.remote(offset, LOG_READ_BYTES)
+            if not chunk:
+                break
+            parts.append(chunk)
+            offset += len(chunk)
+            if not whole:
+                break
+        return b"".join(parts)
+
+    async def read_logs(self, record: dict, offset: int = 0, whole: bool = True) -> bytes:
+        """The job's log from offset: all of it, or (whole=False) the next piece."""
+        sid = record["submission_id"]
+        if not self._is_remote(record):
+            return _read_file(record.get("driver_log_path"), offset)
+        copy = self._head_copy(sid)
+        if not os.path.exists(copy):
+            try:
+                return await self._read_remote(sid, offset, whole)
+            except Exception:  # the supervisor is gone: its copy may have just been made
+                self._handles.pop(sid, None)
+        return _read_file(copy, offset)
+
+    async def _copy_log_to_head(self, record: dict) -> None:
+        """Before an off-head supervisor goes: its job's log, copied to the head."""
+        copy = self._head_copy(record["submission_id"])
+        partial = copy + ".partial"
+        data = await self._read_remote(record["submission_id"], 0, True)
+        await asyncio.to_thread(_write_private, partial, data)
+        os.replace(partial, copy)
 
     async def close(self) -> None:
         if self._start_task is not None:
@@ -413,3 +470,20 @@ class JobManager:
 
             await asyncio.to_thread(skate.shutdown)
             self._driver = False
+
+
+def _read_file(path: str | None, offset: int) -> bytes:
+    if not path:
+        return b""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read()
+    except OSError:
+        return b""
+
+
+def _write_private(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)

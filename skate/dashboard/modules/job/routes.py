@@ -74,7 +74,7 @@ def setup(app: web.Application, ctx: DashboardContext) -> None:
 
     async def get_logs(request: web.Request) -> web.Response:
         record = await manager.require(request.match_info["job_id"])
-        return web.json_response({"logs": manager.read_logs(record).decode(errors="replace")})
+        return web.json_response({"logs": (await manager.read_logs(record)).decode(errors="replace")})
 
     async def tail_logs(request: web.Request) -> web.StreamResponse:
         job_id = request.match_info["job_id"]
@@ -86,7 +86,7 @@ def setup(app: web.Application, ctx: DashboardContext) -> None:
         next_status = 0.0
         ended = _job_state.status_of(record).is_terminal()
         while not ws.closed:
-            chunk = manager.read_logs(record, offset)
+            chunk = await manager.read_logs(record, offset, whole=False)
             if chunk:
                 offset += len(chunk)
                 try:

@@ -11,7 +11,9 @@ namespace, so no user name can clash) and calls `run`, which:
 3. records each change of status (see skate._job_state) in the GCS's internal KV;
 4. returns the final record once the entrypoint has ended.
 
-`stop` (a concurrent call: the actor runs calls on threads) sends SIGTERM to the whole
+`read_log` returns a piece of the log from an offset: the dashboard reads the log of a job
+whose supervisor runs on another node through it. `stop` (a concurrent call: the actor runs
+calls on threads) sends SIGTERM to the whole
 process group, waits a grace period (SKATE_JOB_STOP_WAIT_TIME_S, or RAY_..., 3 s), then
 SIGKILL. If this actor's process dies, the runner sees its pipe close and kills the group.
 """
@@ -37,6 +39,7 @@ T = TypeVar("T")
 
 KV_NAMESPACE = b"_skate_jobs"
 SUPERVISOR_NAMESPACE = "_skate_internal_job_supervisors"
+LOG_READ_BYTES = 1024 * 1024  # per read_log call: far below the frame limit
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_runner.py")
 
 
@@ -112,6 +115,7 @@ class JobSupervisor:
         self._stop_requested = False
         self._proc: subprocess.Popen | None = None
         self._done = threading.Event()
+        self._log_path: str | None = None
 
     def _env(self, runtime_env: dict) -> dict[str, str]:
         env = dict(os.environ)
@@ -151,6 +155,7 @@ class JobSupervisor:
             return record  # stopped before it could start
         runtime_env = record.get("runtime_env") or {}
         log_path = os.path.join(core.session_dir, "logs", f"job-driver-{self.submission_id}.log")
+        self._log_path = log_path
         cwd = runtime_env.get("working_dir") or None
         if cwd and "://" in cwd:  # uploaded: this actor's worker runs in the unpacked copy
             cwd = os.getcwd()
@@ -213,6 +218,18 @@ class JobSupervisor:
             pass
         _signal_group(proc.pid, signal.SIGKILL)  # the stragglers too
         return True
+
+    def read_log(self, offset: int = 0, max_bytes: int = LOG_READ_BYTES) -> bytes:
+        """Up to max_bytes of the job's log from offset (b"" at its end): how the dashboard reads
+        the log of a job whose supervisor runs on another node."""
+        if self._log_path is None:
+            return b""
+        try:
+            with open(self._log_path, "rb") as f:
+                f.seek(offset)
+                return f.read(min(max_bytes, LOG_READ_BYTES))
+        except OSError:
+            return b""
 
     def ping(self) -> Any:
         return self.submission_id

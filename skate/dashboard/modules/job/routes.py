@@ -24,7 +24,7 @@ from skate.dashboard.modules.job import packages
 from skate.dashboard.modules.job.manager import BadRequest, JobManager, NotFound
 from skate.dashboard.server import DashboardContext, json_error
 
-TAIL_POLL_S = 0.05
+TAIL_POLL_S = 0.02  # a follower sees a new line this soon (a local read, or one call to a remote supervisor)
 STATUS_POLL_S = 0.5
 _PUBLIC_DROP = ("driver_log_path",)
 

@@ -5,9 +5,11 @@ A job's record (skate._job_state) lives in the GCS's internal KV under
 any driver. Submitting writes the PENDING record (only if the id is new: a duplicate is
 refused atomically by the GCS), then starts the job's supervisor actor. For that the dashboard
 joins the cluster as a driver of its own (namespace `_skate_internal_dashboard`, hidden from
-`list_jobs`) the first time a job is submitted, so a dashboard nobody submits to costs nothing.
+`list_jobs`) when it starts, in the background, so the first job does not wait for it; then it
+takes over the unfinished jobs a previous dashboard left (`recover`).
 
-A reaper task per job waits for the supervisor's `run` to return, then kills the supervisor;
+A reaper task per job waits for the supervisor's `run` (or, for a job taken over, `wait`) to
+return, copies the log to the head if the supervisor ran elsewhere, then kills the supervisor;
 if the supervisor died first, the job is recorded FAILED.
 """
 

@@ -3,7 +3,7 @@
 The effective env of a call is its own env merged over its parent's (`spec.merge`): the job's
 env for the driver's calls, the calling task's own env inside a worker (a worker runs one env
 only, so that is the env it was started with). Local `working_dir`/`py_modules` are packed
-(`runtime_env.packaging`) and uploaded to the GCS's KV in chunks, once per content hash; a
+and uploaded to the GCS's KV in chunks (`runtime_env.upload`), once per content hash; a
 requirements file is read here. Results are cached per distinct `runtime_env` value for the
 life of the process, so repeated `.remote()` calls cost a dict lookup.
 """
@@ -15,10 +15,8 @@ import os
 import threading
 from typing import Any
 
-from skate.runtime_env import packaging
-from skate.runtime_env.spec import env_hash, is_uri, merge, package_key, package_uri, pip_spec
-
-CHUNK_BYTES = 4 * 1024 * 1024  # far below the frame limit
+from skate.runtime_env import upload
+from skate.runtime_env.spec import env_hash, merge, package_key, pip_spec
 
 
 class RuntimeEnvResolver:
@@ -56,16 +54,9 @@ class RuntimeEnvResolver:
     # -- packaging ----------------------------------------------------------------------
     def prepare(self, raw: dict) -> dict:
         """The resolved form of one env as given (no merging): ValueError names a bad path."""
-        excludes = list(raw.get("excludes") or ())
         out: dict = {}
-        for key, value in raw.items():
-            if key == "excludes":
-                continue
-            if key == "working_dir":
-                out[key] = self._working_dir(value, excludes)
-            elif key == "py_modules":
-                out[key] = [self._py_module(m, excludes) for m in value]
-            elif key in ("pip", "uv"):
+        for key, value in upload.localize(raw, self._upload).items():
+            if key in ("pip", "uv"):
                 out[key] = pip_spec(_read_requirements(value, key), key)
             elif key == "env_vars":
                 if value:
@@ -74,60 +65,14 @@ class RuntimeEnvResolver:
                 out[key] = value
         return out
 
-    def _working_dir(self, path: str, excludes: list[str]) -> str:
-        if is_uri(path):
-            package_key(path)  # only packages uploaded by Skate can be fetched
-            return path
-        full = os.path.abspath(os.path.expanduser(path))
-        if os.path.isdir(full):
-            data, digest = packaging.pack_directory(full, excludes, what=f"working_dir {path!r}")
-            return self._upload(data, package_uri(digest))
-        if os.path.isfile(full) and full.endswith(".zip"):
-            with open(full, "rb") as f:
-                data = f.read()
-            return self._upload(data, package_uri(packaging.digest(data)))
-        if os.path.exists(full):
-            raise ValueError(f"runtime_env['working_dir'] must be a directory or a .zip file, got {path!r}")
-        raise ValueError(f"runtime_env['working_dir'] {path!r} does not exist (resolved to {full})")
-
-    def _py_module(self, path: str, excludes: list[str]) -> str:
-        if is_uri(path):
-            package_key(path)
-            return path
-        full = os.path.abspath(os.path.expanduser(path.rstrip("/")))
-        name = os.path.basename(full)
-        if os.path.isdir(full):
-            # The zip holds the package under its own name, so its unpacked root goes on sys.path.
-            data, digest = packaging.pack_directory(
-                full, excludes, prefix=name + "/", what=f"py_modules entry {path!r}"
-            )
-            return self._upload(data, package_uri(digest))
-        if os.path.isfile(full) and full.endswith(".whl"):
-            with open(full, "rb") as f:
-                data = f.read()
-            return self._upload(data, package_uri(packaging.digest(data), "/" + name))
-        if os.path.isfile(full) and full.endswith(".py"):
-            data, digest = packaging.pack_file(full, name)
-            return self._upload(data, package_uri(digest))
-        if os.path.exists(full):
-            raise ValueError(
-                "runtime_env['py_modules'] entries must be directories, .py files or .whl files, "
-                f"got {path!r}"
-            )
-        raise ValueError(f"runtime_env['py_modules'] entry {path!r} does not exist (resolved to {full})")
-
     def _upload(self, data: bytes, uri: str) -> str:
         """Put a package in the GCS (chunks first, the manifest last), once per content hash."""
         if uri in self._uploaded:
             return uri
         core = self.core
-        key = package_key(uri).encode()
-        if not core.request(core.gcs, "kv_exists", {"key": key}):
-            chunks = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
-            for i, chunk in enumerate(chunks):
-                core.request(core.gcs, "kv_put", {"key": key + b":%d" % i, "value": chunk})
-            manifest = json.dumps({"chunks": len(chunks), "size": len(data)}).encode()
-            core.request(core.gcs, "kv_put", {"key": key, "value": manifest})
+        if not core.request(core.gcs, "kv_exists", {"key": package_key(uri).encode()}):
+            for key, value in upload.kv_entries(uri, data):
+                core.request(core.gcs, "kv_put", {"key": key, "value": value})
         self._uploaded.add(uri)
         return uri
 

@@ -34,7 +34,7 @@ from typing import Any
 from aiohttp import web
 
 from skate.dashboard import auth
-from skate.protocol import Connection, connect
+from skate.protocol import Connection, ConnectionClosed, connect
 
 logger = logging.getLogger("skate.dashboard")
 
@@ -42,11 +42,16 @@ SAFE_METHODS = auth.SAFE_METHODS
 
 
 class GcsClient:
-    """Requests to the GCS over one connection, opened on first use and again after a drop."""
+    """Requests to the GCS over one connection, opened on first use and again after a drop.
 
-    def __init__(self, address: str, token: bytes):
+    A request whose connection is lost (the GCS restarted: with durable storage it comes back
+    at the same address with its tables) is sent again on a new connection, for up to
+    `reconnect_s`; the KV requests the dashboard makes are idempotent, so a repeat is safe."""
+
+    def __init__(self, address: str, token: bytes, reconnect_s: float = 60.0):
         self.address = address
         self.token = token
+        self.reconnect_s = reconnect_s
         self._conn: Connection | None = None
         self._lock = asyncio.Lock()
 
@@ -57,13 +62,29 @@ class GcsClient:
             return self._conn
 
     async def call(self, method: str, payload: Any = None) -> Any:
-        conn = await self._connection()
-        return await conn.call(method, payload)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.reconnect_s
+        delay = 0.05
+        while True:
+            try:
+                conn = await self._connection()
+                return await conn.call(method, payload)
+            except (ConnectionClosed, OSError, asyncio.TimeoutError) as exc:
+                if loop.time() + delay > deadline:
+                    raise ConnectionError(
+                        f"the GCS at {self.address} did not answer for {self.reconnect_s:.0f} s: {exc}"
+                    ) from None
+                logger.info("GCS connection lost (%s); trying again in %.2f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
-    async def kv_get(self, namespace: bytes, key: bytes) -> bytes | None:
+    async def kv_get(self, namespace: bytes | None, key: bytes) -> bytes | None:
         return await self.call("kv_get", {"namespace": namespace, "key": key})
 
-    async def kv_put(self, namespace: bytes, key: bytes, value: bytes, overwrite: bool = True) -> bool:
+    async def kv_exists(self, namespace: bytes | None, key: bytes) -> bool:
+        return bool(await self.call("kv_exists", {"namespace": namespace, "key": key}))
+
+    async def kv_put(self, namespace: bytes | None, key: bytes, value: bytes, overwrite: bool = True) -> bool:
         """Store value; True if the key was new (with overwrite False an existing value stays)."""
         return bool(
             await self.call(

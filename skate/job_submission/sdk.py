@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
 import urllib.error
 import urllib.request
@@ -26,8 +27,12 @@ from urllib.parse import urlsplit
 from skate._job_state import JobStatus
 from skate.exceptions import JobSubmissionError
 from skate.job_submission.models import JobDetails, JobInfo
+from skate.runtime_env.upload import localize
+
+logger = logging.getLogger("skate.job_submission")
 
 DEFAULT_TIMEOUT_S = 30.0
+UPLOAD_TIMEOUT_S = 600.0  # a package may be hundreds of MiB
 
 
 def _local_sessions() -> list[dict]:
@@ -112,14 +117,19 @@ class JobSubmissionClient:
 
     # -- HTTP --------------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
+    def _request(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> Any:
+        """One request (a JSON body, or `raw` bytes); its parsed JSON answer. JobSubmissionError
+        when the server refuses (with its status code), ConnectionError when there is none."""
+        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
         headers = dict(self._headers)
-        if data is not None:
+        if raw is not None:
+            headers["Content-Type"] = "application/octet-stream"
+        elif data is not None:
             headers["Content-Type"] = "application/json"
         request = urllib.request.Request(self._address + path, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=DEFAULT_TIMEOUT_S) as response:
+            timeout = UPLOAD_TIMEOUT_S if raw is not None else DEFAULT_TIMEOUT_S
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
             raw = exc.read()
@@ -149,6 +159,40 @@ class JobSubmissionClient:
     def get_version(self) -> str:
         return str(self._request("GET", "/api/version")["version"])
 
+    # -- packages ------------------------------------------------------------------------------
+
+    def _package_path(self, uri: str) -> str:
+        protocol, _, name = uri.partition("://")
+        return f"/api/packages/{protocol}/{name}"
+
+    def _package_exists(self, uri: str) -> bool:
+        try:
+            self._request("GET", self._package_path(uri))
+        except JobSubmissionError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def _upload_package_if_needed(self, data: bytes, uri: str) -> str:
+        """Upload a package unless the cluster has it already (asked first: each content hash
+        crosses the network once); its URI."""
+        if self._package_exists(uri):
+            logger.info("Package %s already exists, skipping upload.", uri)
+            return uri
+        logger.info("Uploading package %s (%d bytes).", uri, len(data))
+        self._request("PUT", self._package_path(uri), raw=data)
+        logger.info("Finished uploading package %s.", uri)
+        return uri
+
+    def _upload_local_packages(self, runtime_env: dict[str, Any]) -> dict[str, Any]:
+        """The env with its local working_dir/py_modules uploaded (gcs:// URIs in their place)."""
+        if not isinstance(runtime_env, dict) or not (
+            runtime_env.get("working_dir") or runtime_env.get("py_modules")
+        ):
+            return runtime_env
+        return localize(runtime_env, self._upload_package_if_needed)
+
     # -- jobs --------------------------------------------------------------------------------
 
     def submit_job(
@@ -165,11 +209,14 @@ class JobSubmissionClient:
         entrypoint_resources: dict[str, float] | None = None,
     ) -> str:
         """Submit a job; its submission id. The job runs in the background: follow it with
-        get_job_status, get_job_logs or tail_job_logs."""
+        get_job_status, get_job_logs or tail_job_logs. A local `working_dir` or `py_modules`
+        of the runtime env is packed and uploaded first (only if the cluster lacks it); the
+        job runs in the unpacked copy. packaging.PackageTooLargeError (a ValueError) if one
+        is over the size limit."""
         body: dict[str, Any] = {
             "entrypoint": entrypoint,
             "submission_id": submission_id or job_id,
-            "runtime_env": runtime_env or {},
+            "runtime_env": self._upload_local_packages(runtime_env or {}),
             "metadata": {**self._default_metadata, **(metadata or {})},
         }
         for name, value in (

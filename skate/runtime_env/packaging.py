@@ -17,9 +17,15 @@ import stat
 import zipfile
 from dataclasses import dataclass
 
-DEFAULT_MAX_PACKAGE_BYTES = int(os.environ.get("SKATE_RUNTIME_ENV_MAX_PACKAGE_BYTES", 512 * 1024 * 1024))
+DEFAULT_MAX_PACKAGE_BYTES = 512 * 1024 * 1024
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 _ALWAYS_SKIPPED = {".git"}
+
+
+def max_package_bytes() -> int:
+    """The package size limit: SKATE_RUNTIME_ENV_MAX_PACKAGE_BYTES (read at each use, so a
+    process can change it), else 512 MiB."""
+    return int(os.environ.get("SKATE_RUNTIME_ENV_MAX_PACKAGE_BYTES") or DEFAULT_MAX_PACKAGE_BYTES)
 
 
 class PackageTooLargeError(ValueError):
@@ -192,19 +198,20 @@ def pack_directory(
     root: str,
     excludes: list[str] | None = None,
     prefix: str = "",
-    limit: int = DEFAULT_MAX_PACKAGE_BYTES,
+    limit: int | None = None,
     what: str | None = None,
 ) -> tuple[bytes, str]:
     """Zip a directory (minus what is excluded): its bytes and content hash."""
     files = collect_files(root, excludes)
-    check_size(what or f"the directory {root}", files, limit)
+    check_size(what or f"the directory {root}", files, max_package_bytes() if limit is None else limit)
     data = zip_files(files, prefix)
     return data, digest(data)
 
 
-def pack_file(path: str, arcname: str, limit: int = DEFAULT_MAX_PACKAGE_BYTES) -> tuple[bytes, str]:
+def pack_file(path: str, arcname: str, limit: int | None = None) -> tuple[bytes, str]:
     """Zip one file (a single-module py_module): its bytes and content hash."""
     size = os.path.getsize(path)
+    limit = max_package_bytes() if limit is None else limit
     check_size(f"the file {path}", [(arcname, path, size)], limit)
     data = zip_files([(arcname, path, size)])
     return data, digest(data)

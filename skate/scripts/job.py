@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shlex
 import sys
 import time
@@ -55,6 +54,28 @@ def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
     except (JobSubmissionError, ConnectionError) as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _submit_with_upload_notes(client: Any, **kwargs: Any) -> str:
+    """submit_job, printing what the SDK says about uploading packages; a bad local path or a
+    package over the size limit is a one-line error."""
+    import logging
+
+    from skate.runtime_env.packaging import PackageTooLargeError
+
+    sdk_logger = logging.getLogger("skate.job_submission")
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    sdk_logger.addHandler(handler)
+    level = sdk_logger.level
+    sdk_logger.setLevel(logging.INFO)
+    try:
+        return client.submit_job(**kwargs)
+    except (PackageTooLargeError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        sdk_logger.removeHandler(handler)
+        sdk_logger.setLevel(level)
 
 
 def _follow(client: Any, job_id: str) -> None:
@@ -118,7 +139,11 @@ def job_group() -> None:
     "--submission-id", "--job-id", "submission_id", default=None, help="the job's id (default: a new one)"
 )
 @click.option("--runtime-env-json", default=None, help="the job's runtime env as JSON")
-@click.option("--working-dir", default=None, help="the job's working directory (a local path on the head)")
+@click.option(
+    "--working-dir",
+    default=None,
+    help="the job's working directory: a local directory or .zip (uploaded to the cluster) or a gcs:// URI",
+)
 @click.option(
     "--metadata-json", default=None, help="metadata to keep with the job, as a JSON object of strings"
 )
@@ -147,13 +172,14 @@ def submit_command(
 ) -> int:
     runtime_env = _json_option("--runtime-env-json", runtime_env_json, dict) or {}
     if working_dir is not None:
-        runtime_env["working_dir"] = working_dir if "://" in working_dir else os.path.abspath(working_dir)
+        runtime_env["working_dir"] = working_dir
     # One argument is a shell command as written; several are quoted back into one.
     command = entrypoint[0] if len(entrypoint) == 1 else shlex.join(entrypoint)
     client = _client(address, headers)
     click.echo(f"Job submission server address: {client.address}")
     job_id = _call(
-        client.submit_job,
+        _submit_with_upload_notes,
+        client,
         entrypoint=command,
         submission_id=submission_id,
         runtime_env=runtime_env,

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from skate.core_worker import runtime_envs
 from skate.core_worker.runtime_envs import RuntimeEnvResolver
+from skate.runtime_env import upload
 from skate.runtime_env.spec import env_hash
 
 
@@ -42,7 +42,7 @@ def test_no_env_costs_nothing():
 
 
 def test_working_dir_is_uploaded_once_in_chunks_manifest_last(tmp_path, monkeypatch):
-    monkeypatch.setattr(runtime_envs, "CHUNK_BYTES", 64)
+    monkeypatch.setattr(upload, "CHUNK_BYTES", 64)
     (tmp_path / "a.txt").write_bytes(bytes(range(256)) * 2)
     core = FakeCore()
     env, h = RuntimeEnvResolver(core).resolve({"working_dir": str(tmp_path)})

@@ -5,9 +5,11 @@ A job's record (skate._job_state) lives in the GCS's internal KV under
 any driver. Submitting writes the PENDING record (only if the id is new: a duplicate is
 refused atomically by the GCS), then starts the job's supervisor actor. For that the dashboard
 joins the cluster as a driver of its own (namespace `_skate_internal_dashboard`, hidden from
-`list_jobs`) the first time a job is submitted, so a dashboard nobody submits to costs nothing.
+`list_jobs`) when it starts, in the background, so the first job does not wait for it; then it
+takes over the unfinished jobs a previous dashboard left (`recover`).
 
-A reaper task per job waits for the supervisor's `run` to return, then kills the supervisor;
+A reaper task per job waits for the supervisor's `run` (or, for a job taken over, `wait`) to
+return, copies the log to the head if the supervisor ran elsewhere, then kills the supervisor;
 if the supervisor died first, the job is recorded FAILED.
 """
 
@@ -26,12 +28,14 @@ from skate._job_state import JobStatus
 from skate._runtime_env import validate_runtime_env
 from skate.dashboard.modules.job.supervisor import (
     KV_NAMESPACE,
+    LOG_READ_BYTES,
     SUPERVISOR_NAMESPACE,
     JobSupervisor,
     info_key,
     supervisor_name,
 )
 from skate.dashboard.server import DashboardContext
+from skate.runtime_env.spec import package_key
 
 logger = logging.getLogger("skate.dashboard.jobs")
 
@@ -52,6 +56,26 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _package_uris(runtime_env: dict) -> list[str]:
+    """The uploaded packages (gcs:// URIs) a job's runtime env names."""
+    wd = runtime_env.get("working_dir")
+    uris = [wd] if isinstance(wd, str) and "://" in wd else []
+    return uris + [m for m in runtime_env.get("py_modules") or () if isinstance(m, str) and "://" in m]
+
+
+def _supervisor_env(runtime_env: dict) -> dict:
+    """The part of a job's env its supervisor runs in: its uploaded packages, so the raylet
+    fetches and unpacks them and the supervisor starts the entrypoint in the unpacked
+    working_dir, with the py_modules on PYTHONPATH (the rest is applied to the entrypoint only)."""
+    out: dict = {}
+    wd = runtime_env.get("working_dir")
+    if isinstance(wd, str) and "://" in wd:
+        out["working_dir"] = wd
+    if runtime_env.get("py_modules"):
+        out["py_modules"] = list(runtime_env["py_modules"])
+    return out
+
+
 def new_submission_id() -> str:
     alphabet = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
     return SUBMISSION_ID_PREFIX + "".join(secrets.choice(alphabet) for _ in range(16))
@@ -62,7 +86,59 @@ class JobManager:
         self.ctx = ctx
         self._driver_lock = asyncio.Lock()
         self._driver = False
-        self._reapers: set[asyncio.Task] = set()
+        self.head_node_id: str | None = None  # the node this dashboard's driver is on
+        self._reapers: dict[str, asyncio.Task] = {}  # by submission id
+        self._submitting: set[str] = set()
+        self._start_task: asyncio.Task | None = None
+        self._handles: dict[str, Any] = {}  # supervisors whose logs are read remotely
+
+    def start_in_background(self) -> None:
+        """At dashboard start: join the cluster now, off the request path (so the first job does
+        not wait for it), then take over the jobs a previous dashboard left unfinished."""
+        self._start_task = asyncio.get_running_loop().create_task(self._start())
+
+    async def _start(self) -> None:
+        try:
+            await self._ensure_driver()
+            await self.recover()
+        except Exception:
+            logger.exception("could not join the cluster at start; the first job will try again")
+
+    async def recover(self) -> None:
+        """Watch every unfinished job's supervisor again; a job whose supervisor is gone (it
+        died with its node, or with the head while no dashboard watched) is recorded FAILED."""
+        import skate
+
+        for key in await self.ctx.gcs.kv_keys(KV_NAMESPACE, b"job_info:"):
+            sid = key.decode().partition(":")[2]
+            if sid in self._reapers or sid in self._submitting:
+                continue
+            record = await self.get_record(sid)
+            if record is None or _job_state.status_of(record).is_terminal():
+                continue
+            try:
+                handle = await asyncio.to_thread(skate.get_actor, supervisor_name(sid), SUPERVISOR_NAMESPACE)
+            except ValueError:
+                handle = None
+            record = await self.get_record(sid)  # it may have ended meanwhile
+            if record is None or _job_state.status_of(record).is_terminal():
+                continue
+            if handle is None:
+                reason = (
+                    "it is gone (it died with its node, or with the head node, while no dashboard "
+                    "watched it); the job's processes ended with it"
+                )
+                await self._put(_job_state.apply(record, "supervisor_died", _now_ms(), reason=reason))
+                logger.warning("job %s: its supervisor is gone; recorded FAILED", sid)
+                continue
+            logger.info("job %s: watching its supervisor again", sid)
+            self._watch(sid, handle, handle.wait.remote())
+
+    def _watch(self, submission_id: str, handle: Any, ref: Any) -> None:
+        task = asyncio.get_running_loop().create_task(self._reap(submission_id, handle, ref))
+        self._reapers[submission_id] = task
+        self._handles[submission_id] = handle
+        task.add_done_callback(lambda _t: self._reapers.pop(submission_id, None))
 
     # -- records ---------------------------------------------------------------------------
 
@@ -171,6 +247,12 @@ class JobManager:
                 raise ValueError(
                     f"runtime_env['working_dir'] {working_dir!r} is not a directory on the head node"
                 )
+            for uri in _package_uris(runtime_env):
+                if not await self.ctx.gcs.kv_exists(None, package_key(uri).encode()):
+                    raise ValueError(
+                        f"the package {uri} of the runtime env is not stored on this cluster: upload it "
+                        "first (PUT /api/packages/...; JobSubmissionClient does it for local paths)"
+                    )
             record = _job_state.new_record(
                 submission_id,
                 body.get("entrypoint"),
@@ -184,24 +266,27 @@ class JobManager:
             )
         except (TypeError, ValueError) as exc:
             raise BadRequest(str(exc)) from None
-        if not await self._put(record, overwrite=False):
-            raise BadRequest(
-                f"Job with submission_id {submission_id} already exists. "
-                "Please use a different submission_id."
-            )
+        self._submitting.add(submission_id)
         try:
-            await self._ensure_driver()
-            handle, ref = await asyncio.to_thread(self._start_supervisor, record)
-        except Exception as exc:
-            logger.exception("could not start the supervisor of job %s", submission_id)
-            failed = _job_state.apply(
-                record, "start_failed", _now_ms(), reason=f"{type(exc).__name__}: {exc}"
-            )
-            await self._put(failed)
-            return submission_id
-        task = asyncio.get_running_loop().create_task(self._reap(submission_id, handle, ref))
-        self._reapers.add(task)
-        task.add_done_callback(self._reapers.discard)
+            if not await self._put(record, overwrite=False):
+                raise BadRequest(
+                    f"Job with submission_id {submission_id} already exists. "
+                    "Please use a different submission_id."
+                )
+            try:
+                await self._ensure_driver()
+                handle, ref = await asyncio.to_thread(self._start_supervisor, record)
+            except Exception as exc:
+                logger.exception("could not start the supervisor of job %s", submission_id)
+                failed = _job_state.apply(
+                    record, "start_failed", _now_ms(), reason=f"{type(exc).__name__}: {exc}"
+                )
+                await self._put(failed)
+                return submission_id
+            self._watch(submission_id, handle, ref)
+        finally:
+            self._submitting.discard(submission_id)
+        logger.info("job %s: supervisor started", submission_id)
         return submission_id
 
     async def _ensure_driver(self) -> None:
@@ -216,6 +301,7 @@ class JobManager:
                 namespace=DASHBOARD_NAMESPACE,
                 log_to_driver=False,
             )
+            self.head_node_id = skate.get_runtime_context().get_node_id()
             self._driver = True
 
     def _start_supervisor(self, record: dict) -> tuple[Any, Any]:
@@ -240,6 +326,9 @@ class JobManager:
                 resources["node:__internal_head__"] = 0.001  # on the head, as Ray runs its drivers
         if resources:
             options["resources"] = resources
+        packages = _supervisor_env(record.get("runtime_env") or {})
+        if packages:  # the supervisor's worker unpacks them: the entrypoint runs in its directory
+            options["runtime_env"] = packages
         handle = (
             skate.remote(JobSupervisor)
             .options(**options)
@@ -255,13 +344,20 @@ class JobManager:
         except Exception as exc:
             record = await self.get_record(submission_id)
             if record is not None and not _job_state.status_of(record).is_terminal():
-                await self._put(
-                    _job_state.apply(record, "supervisor_died", _now_ms(), reason=str(exc)[:2000])
-                )
+                reason = f"{str(exc)[:2000]} (the job's processes ended with it)"
+                await self._put(_job_state.apply(record, "supervisor_died", _now_ms(), reason=reason))
+        else:
+            record = await self.get_record(submission_id)
+            if record is not None and self._is_remote(record):
+                try:
+                    await self._copy_log_to_head(record)
+                except Exception:
+                    logger.exception("job %s: could not copy its log to the head", submission_id)
         try:
             await asyncio.to_thread(skate.kill, handle)
         except Exception:  # already gone
             pass
+        self._handles.pop(submission_id, None)
 
     # -- stopping, deleting, logs ------------------------------------------------------------
 
@@ -300,31 +396,96 @@ class JobManager:
                 f"{status.value}."
             )
         await self.ctx.gcs.kv_del(KV_NAMESPACE, info_key(record["submission_id"]))
-        path = record.get("driver_log_path")
-        if path:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+        for path in {record.get("driver_log_path"), self._head_copy(record["submission_id"])}:
+            if path and (path == self._head_copy(record["submission_id"]) or not self._is_remote(record)):
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
         return True
 
-    @staticmethod
-    def read_logs(record: dict, offset: int = 0) -> bytes:
-        path = record.get("driver_log_path")
-        if not path:
-            return b""
-        try:
-            with open(path, "rb") as f:
-                f.seek(offset)
-                return f.read()
-        except OSError:
-            return b""
+    # -- logs ----------------------------------------------------------------------------------
+    # A job's log is written where its supervisor runs. On the head the dashboard reads the
+    # file; from another node it asks the supervisor (`read_log`, a piece at a time), and once
+    # the job has ended it reads the copy the reaper made on the head before the supervisor
+    # went (`<session>/logs/job-driver-<id>.log`, renamed into place only when complete).
+
+    def _head_copy(self, submission_id: str) -> str:
+        return os.path.join(self.ctx.session_dir, "logs", f"job-driver-{submission_id}.log")
+
+    def _is_remote(self, record: dict) -> bool:
+        node = record.get("driver_node_id")
+        return bool(node and self.head_node_id and node != self.head_node_id)
+
+    async def _supervisor(self, submission_id: str) -> Any:
+        import skate
+
+        handle = self._handles.get(submission_id)
+        if handle is None:
+            handle = await asyncio.to_thread(
+                skate.get_actor, supervisor_name(submission_id), SUPERVISOR_NAMESPACE
+            )
+            self._handles[submission_id] = handle
+        return handle
+
+    async def _read_remote(self, submission_id: str, offset: int, whole: bool) -> bytes:
+        handle = await self._supervisor(submission_id)
+        parts: list[bytes] = []
+        while True:
+            chunk = await handle.read_log.remote(offset, LOG_READ_BYTES)
+            if not chunk:
+                break
+            parts.append(chunk)
+            offset += len(chunk)
+            if not whole:
+                break
+        return b"".join(parts)
+
+    async def read_logs(self, record: dict, offset: int = 0, whole: bool = True) -> bytes:
+        """The job's log from offset: all of it, or (whole=False) the next piece."""
+        sid = record["submission_id"]
+        if not self._is_remote(record):
+            return _read_file(record.get("driver_log_path"), offset)
+        copy = self._head_copy(sid)
+        if not os.path.exists(copy):
+            try:
+                return await self._read_remote(sid, offset, whole)
+            except Exception:  # the supervisor is gone: its copy may have just been made
+                self._handles.pop(sid, None)
+        return _read_file(copy, offset)
+
+    async def _copy_log_to_head(self, record: dict) -> None:
+        """Before an off-head supervisor goes: its job's log, copied to the head."""
+        copy = self._head_copy(record["submission_id"])
+        partial = copy + ".partial"
+        data = await self._read_remote(record["submission_id"], 0, True)
+        await asyncio.to_thread(_write_private, partial, data)
+        os.replace(partial, copy)
 
     async def close(self) -> None:
-        for task in list(self._reapers):
+        if self._start_task is not None:
+            self._start_task.cancel()
+        for task in list(self._reapers.values()):
             task.cancel()
         if self._driver:
             import skate
 
             await asyncio.to_thread(skate.shutdown)
             self._driver = False
+
+
+def _read_file(path: str | None, offset: int) -> bytes:
+    if not path:
+        return b""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read()
+    except OSError:
+        return b""
+
+
+def _write_private(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)

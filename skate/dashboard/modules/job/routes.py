@@ -7,6 +7,7 @@
     GET    /api/jobs/{id}/logs/tail   websocket: the log as text messages, closed when the job ends
     POST   /api/jobs/{id}/stop        {"stopped": bool} (false when it had already ended)
     DELETE /api/jobs/{id}             {"deleted": true} (a job that has ended only)
+    GET|PUT /api/packages/{protocol}/{name}   runtime-env packages (see `packages`)
 
 Bad input is a 400 and an unknown id a 404, both `{"error": "..."}`.
 """
@@ -19,10 +20,11 @@ import json
 from aiohttp import web
 
 from skate import _job_state
+from skate.dashboard.modules.job import packages
 from skate.dashboard.modules.job.manager import BadRequest, JobManager, NotFound
 from skate.dashboard.server import DashboardContext, json_error
 
-TAIL_POLL_S = 0.05
+TAIL_POLL_S = 0.02  # a follower sees a new line this soon (a local read, or one call to a remote supervisor)
 STATUS_POLL_S = 0.5
 _PUBLIC_DROP = ("driver_log_path",)
 
@@ -35,9 +37,13 @@ def setup(app: web.Application, ctx: DashboardContext) -> None:
     manager = JobManager(ctx)
     ctx.extras["jobs"] = manager
 
+    async def start(_app: web.Application) -> None:
+        manager.start_in_background()
+
     async def close(_app: web.Application) -> None:
         await manager.close()
 
+    app.on_startup.append(start)
     app.on_shutdown.append(close)
 
     def guarded(handler):
@@ -68,7 +74,7 @@ def setup(app: web.Application, ctx: DashboardContext) -> None:
 
     async def get_logs(request: web.Request) -> web.Response:
         record = await manager.require(request.match_info["job_id"])
-        return web.json_response({"logs": manager.read_logs(record).decode(errors="replace")})
+        return web.json_response({"logs": (await manager.read_logs(record)).decode(errors="replace")})
 
     async def tail_logs(request: web.Request) -> web.StreamResponse:
         job_id = request.match_info["job_id"]
@@ -80,7 +86,7 @@ def setup(app: web.Application, ctx: DashboardContext) -> None:
         next_status = 0.0
         ended = _job_state.status_of(record).is_terminal()
         while not ws.closed:
-            chunk = manager.read_logs(record, offset)
+            chunk = await manager.read_logs(record, offset, whole=False)
             if chunk:
                 offset += len(chunk)
                 try:
@@ -113,3 +119,4 @@ def setup(app: web.Application, ctx: DashboardContext) -> None:
     app.router.add_get("/api/jobs/{job_id}/logs/tail", guarded(tail_logs))
     app.router.add_post("/api/jobs/{job_id}/stop", guarded(stop))
     app.router.add_delete("/api/jobs/{job_id}", guarded(delete))
+    packages.add_routes(app, ctx)

@@ -11,7 +11,9 @@ namespace, so no user name can clash) and calls `run`, which:
 3. records each change of status (see skate._job_state) in the GCS's internal KV;
 4. returns the final record once the entrypoint has ended.
 
-`stop` (a concurrent call: the actor runs calls on threads) sends SIGTERM to the whole
+`read_log` returns a piece of the log from an offset: the dashboard reads the log of a job
+whose supervisor runs on another node through it. `stop` (a concurrent call: the actor runs
+calls on threads) sends SIGTERM to the whole
 process group, waits a grace period (SKATE_JOB_STOP_WAIT_TIME_S, or RAY_..., 3 s), then
 SIGKILL. If this actor's process dies, the runner sees its pipe close and kills the group.
 """
@@ -25,14 +27,19 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from skate import _job_state
+from skate import _config, _job_state
 from skate._job_state import JobStatus
 from skate.experimental import internal_kv
+from skate.protocol import ConnectionClosed
+
+T = TypeVar("T")
 
 KV_NAMESPACE = b"_skate_jobs"
 SUPERVISOR_NAMESPACE = "_skate_internal_job_supervisors"
+LOG_READ_BYTES = 1024 * 1024  # per read_log call: far below the frame limit
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_runner.py")
 
 
@@ -55,16 +62,35 @@ def stop_wait_seconds() -> float:
     return 3.0
 
 
+def _across_gcs_restarts(fn: Callable[[], T]) -> T:
+    """fn(), made again while the GCS connection is lost (a restarting GCS comes back with its
+    tables), until the reconnect timeout: a job must not fail because it ended while the GCS
+    was restarting. KV reads and whole-record writes are idempotent, so a repeat is safe."""
+    deadline = time.monotonic() + _config.GCS_RECONNECT_TIMEOUT_S
+    delay = 0.05
+    while True:
+        try:
+            return fn()
+        except (ConnectionError, ConnectionClosed):
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
 def _read_record(submission_id: str) -> dict:
-    raw = internal_kv._internal_kv_get(info_key(submission_id), namespace=KV_NAMESPACE)
+    raw = _across_gcs_restarts(
+        lambda: internal_kv._internal_kv_get(info_key(submission_id), namespace=KV_NAMESPACE)
+    )
     if raw is None:
         raise KeyError(f"no record of job {submission_id!r}")
     return json.loads(raw)
 
 
 def _write_record(record: dict) -> None:
-    internal_kv._internal_kv_put(
-        info_key(record["submission_id"]), json.dumps(record).encode(), namespace=KV_NAMESPACE
+    data = json.dumps(record).encode()
+    _across_gcs_restarts(
+        lambda: internal_kv._internal_kv_put(info_key(record["submission_id"]), data, namespace=KV_NAMESPACE)
     )
 
 
@@ -88,6 +114,8 @@ class JobSupervisor:
         self._lock = threading.Lock()
         self._stop_requested = False
         self._proc: subprocess.Popen | None = None
+        self._done = threading.Event()
+        self._log_path: str | None = None
 
     def _env(self, runtime_env: dict) -> dict[str, str]:
         env = dict(os.environ)
@@ -108,6 +136,17 @@ class JobSupervisor:
 
     def run(self) -> dict:
         """Run the job to its end; the final record."""
+        try:
+            return self._run()
+        finally:
+            self._done.set()
+
+    def wait(self) -> bool:
+        """Block until `run` has returned (a dashboard that did not call `run` waits here)."""
+        self._done.wait()
+        return True
+
+    def _run(self) -> dict:
         from skate import _api
 
         core = _api._core()
@@ -116,7 +155,10 @@ class JobSupervisor:
             return record  # stopped before it could start
         runtime_env = record.get("runtime_env") or {}
         log_path = os.path.join(core.session_dir, "logs", f"job-driver-{self.submission_id}.log")
+        self._log_path = log_path
         cwd = runtime_env.get("working_dir") or None
+        if cwd and "://" in cwd:  # uploaded: this actor's worker runs in the unpacked copy
+            cwd = os.getcwd()
         with self._lock:
             if self._stop_requested:
                 record = _job_state.apply(record, "stopped", now_ms())
@@ -127,7 +169,8 @@ class JobSupervisor:
                 with open(log_path, "ab") as log:
                     os.chmod(log_path, 0o600)
                     self._proc = subprocess.Popen(
-                        [sys.executable, RUNNER, str(watch_r), record["entrypoint"]],
+                        # -I -S: the runner needs only the standard library; site (.pth files) costs ~30 ms
+                        [sys.executable, "-I", "-S", RUNNER, str(watch_r), record["entrypoint"]],
                         cwd=cwd,
                         env=self._env(runtime_env),
                         stdin=subprocess.DEVNULL,
@@ -176,6 +219,18 @@ class JobSupervisor:
             pass
         _signal_group(proc.pid, signal.SIGKILL)  # the stragglers too
         return True
+
+    def read_log(self, offset: int = 0, max_bytes: int = LOG_READ_BYTES) -> bytes:
+        """Up to max_bytes of the job's log from offset (b"" at its end): how the dashboard reads
+        the log of a job whose supervisor runs on another node."""
+        if self._log_path is None:
+            return b""
+        try:
+            with open(self._log_path, "rb") as f:
+                f.seek(offset)
+                return f.read(min(max_bytes, LOG_READ_BYTES))
+        except OSError:
+            return b""
 
     def ping(self) -> Any:
         return self.submission_id

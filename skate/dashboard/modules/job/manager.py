@@ -382,6 +382,14 @@ class JobManager:
                 return True
             await self._put(_job_state.apply(record, "supervisor_died", _now_ms(), reason="it is gone"))
             return False
+        if _job_state.status_of(record) is JobStatus.PENDING:
+            # Not started: its supervisor may never be placed (entrypoint resources no node has),
+            # and a stop sent to it would wait for it forever. Record the stop first (so the
+            # reaper sees a finished job, not a dead supervisor), then end the supervisor; the
+            # entrypoint's process group, if it had just started, goes with it.
+            await self._put(_job_state.apply(record, "stopped", _now_ms()))
+            await asyncio.to_thread(skate.kill, handle)
+            return True
         handle.stop.remote()
         return True
 

@@ -237,7 +237,8 @@ class LocalNode:
                     "--host",
                     self.dashboard_host,
                     "--port",
-                    str(self._dashboard_port()),
+                    str(self.dashboard_port or DEFAULT_DASHBOARD_PORT),
+                    *([] if self.dashboard_port else ["--port-fallback"]),
                     "--logging-level",
                     level,
                 ],
@@ -275,16 +276,6 @@ class LocalNode:
             "client_server_address": self.client_server_address,
         }
         write_private(os.path.join(self.session_dir, "cluster.json"), json.dumps(info).encode())
-
-    def _dashboard_port(self) -> int:
-        if self.dashboard_port is not None:
-            return self.dashboard_port
-        with socket.socket() as s:
-            try:
-                s.bind((self.dashboard_host, DEFAULT_DASHBOARD_PORT))
-                return DEFAULT_DASHBOARD_PORT
-            except OSError:
-                return _free_port(self.dashboard_host)
 
     @staticmethod
     def _flag(name: str, value: float | None) -> list[str]:

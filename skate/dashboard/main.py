@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gcs-address", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8265)
+    parser.add_argument(
+        "--port-fallback", action="store_true", help="if --port is taken, listen on any free port instead"
+    )
     parser.add_argument("--watch-fd", type=int, default=-1)
     parser.add_argument("--logging-level", type=int, default=logging.INFO)
     args = parser.parse_args(argv)
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        runner, url = loop.run_until_complete(serve(app, args.host, args.port))
+        runner, url = loop.run_until_complete(serve(app, args.host, args.port, args.port_fallback))
     except OSError as exc:
         print(
             f"skate dashboard: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr, flush=True

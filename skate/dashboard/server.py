@@ -22,6 +22,7 @@ authenticated connection, opened again if it drops).
 from __future__ import annotations
 
 import asyncio
+import errno
 import html
 import json
 import logging
@@ -226,12 +227,22 @@ def make_app(ctx: DashboardContext, modules: list[Any]) -> web.Application:
     return app
 
 
-async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, str]:
-    """Start serving; (runner, the URL it is reachable at)."""
+async def serve(
+    app: web.Application, host: str, port: int, fallback: bool = False
+) -> tuple[web.AppRunner, str]:
+    """Start serving; (runner, the URL it is reachable at). With `fallback`, a taken `port`
+    (another head's dashboard on the default one) means any free port instead."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        if not (fallback and exc.errno == errno.EADDRINUSE):
+            await runner.cleanup()
+            raise
+        site = web.TCPSite(runner, host, 0)
+        await site.start()
     server: Any = site._server
     sockets = server.sockets if server is not None else []
     bound = sockets[0].getsockname()[1] if sockets else port

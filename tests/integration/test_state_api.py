@@ -155,6 +155,8 @@ def test_summaries(observed):
     assert actors["summary"]["Counter"]["state_counts"] == {"ALIVE": 1}
     objects = state.summarize_objects()
     assert objects["total_objects"] >= 1 and objects["total_size_mb"] > 0
+    memory = objects["memory"]  # the memory report's totals (docs/memory.md)
+    assert memory["total_bytes"] == memory["heap_bytes"] + memory["store_used_bytes"] > 0
 
 
 @pytest.mark.timeout(60)

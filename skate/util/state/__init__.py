@@ -168,8 +168,11 @@ def summarize_actors(timeout=DEFAULT_TIMEOUT, **_: Any) -> dict:
 
 
 def summarize_objects(timeout=DEFAULT_TIMEOUT, **_: Any) -> dict:
-    """Objects grouped by where they were created: count, size, reference types."""
-    return _run(summarize(core_sources(_core()), "objects"), timeout)
+    """Objects grouped by where they were created: count, size, reference types; and under
+    "memory" the cluster's memory totals (get_memory_stats()["totals"], docs/memory.md)."""
+    summary = _run(summarize(core_sources(_core()), "objects"), timeout)
+    summary["memory"] = get_memory_stats(timeout)["totals"]
+    return summary
 
 
 def _raylet_reports(core) -> list[dict]:

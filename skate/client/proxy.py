@@ -33,6 +33,7 @@ from typing import Any
 import cloudpickle
 
 import skate
+from skate._config import MAX_INLINE_BYTES
 from skate._secure_files import read_token
 from skate._serialization import KIND_ERROR, KIND_VALUE, serialize
 from skate.actor import ActorHandle, _handle_from_info
@@ -76,6 +77,7 @@ class Proxy:
         self._backlog: collections.deque = collections.deque()  # steps waiting for a holding step
         self._holding = False
         self.client: Any = None  # the client's connection, once handed over by the server
+        self.puts_into_store = 0  # uploads written straight into the object store
         # Steps run on the loop, in arrival order. Those that wait on the GCS hold the lane
         # (on the ordered thread) so later steps see their effect; those that wait for
         # objects do their ordered part here and the waiting on the pool (see Blocking).
@@ -95,6 +97,7 @@ class Proxy:
                 "held": len(self.held),
                 "uploads": len(self.uploads),
                 "downloads": len(self.downloads),
+                "puts_into_store": self.puts_into_store,
             },
             "upload_begin": self._upload_begin,
             "upload": self._upload,
@@ -220,7 +223,18 @@ class Proxy:
         return ref
 
     def _upload_begin(self, p: dict) -> None:
-        self.uploads[p["t"]] = Assembly(p["s"])
+        """Room for an upload: for a put of a value without refs, straight in the object store
+        (the client's pickle is stored as it is: no assembly, no second pickling, no copy)."""
+        sizes, put = p["s"], p.get("put")
+        if put is not None and sum(sizes) >= MAX_INLINE_BYTES:
+            try:
+                views, _ = self.core.objects.begin_put(put, sizes)
+            except Exception as exc:  # the store is full, say: the put fails the usual way
+                logger.info("upload %s goes through memory: %r", p["t"], exc)
+            else:
+                self.uploads[p["t"]] = Assembly(sizes, views, put)
+                return
+        self.uploads[p["t"]] = Assembly(sizes)
 
     def _upload(self, p: dict) -> None:
         assembly = self.uploads.get(p["t"])
@@ -325,7 +339,16 @@ class Proxy:
         """A one-way put under the id the client minted (failures as in _submit)."""
         oid = p["id"]
         try:
-            ref = self.core.objects.put(self._value(p["v"]), object_id=oid)
+            form = p["v"]
+            assembly = self.uploads.get(form["t"]) if "t" in form else None
+            if assembly is not None and assembly.put == oid:  # already in the store
+                del self.uploads[form["t"]]
+                if not assembly.complete:
+                    raise RaySystemError(f"upload {form['t']} is incomplete")
+                self.held.ship(oid, self.core.objects.end_put(oid, assembly.sizes))
+                self.puts_into_store += 1
+                return
+            ref = self.core.objects.put(self._value(form), object_id=oid)
         except Exception as exc:
             self._fail([oid], exc, f"the put of object {oid.hex()}")
             return

@@ -44,6 +44,7 @@ from skate.protocol.framing import (
     RESPONSE,
     FrameDecoder,
     pack_frame,
+    pack_large_frame,
     unpack_body,
 )
 from skate.protocol.messages import ErrorInfo
@@ -154,7 +155,7 @@ class Connection(asyncio.Protocol):
         self._transport: Any = None
         self._loop = asyncio.get_event_loop()
         self._loop_thread = threading.get_ident()
-        self._out: list[bytes] = []
+        self._out: list[bytes | bytearray] = []
         self._flush_scheduled = False
         self._next_id = 1
         self._pending: dict[int, asyncio.Future] = {}
@@ -426,8 +427,9 @@ class Connection(asyncio.Protocol):
             logger.exception("notification handler %s failed", method)
 
     # -- sending ----------------------------------------------------------------------
-    def call(self, method: str, payload: Any = None) -> asyncio.Future:
-        """Send a request; the future resolves to the reply or raises RemoteError."""
+    def call(self, method: str, payload: Any = None, *, large: bool = False) -> asyncio.Future:
+        """Send a request; the future resolves to the reply or raises RemoteError. `large`:
+        the payload carries megabytes (encoded without the extra copy, see pack_large_frame)."""
         fut = self._loop.create_future()
         if self.closed:
             fut.set_exception(ConnectionClosed(f"connection {self.name} is closed: {self.close_reason}"))
@@ -435,14 +437,14 @@ class Connection(asyncio.Protocol):
         req_id = self._next_id
         self._next_id += 1
         self._pending[req_id] = fut
-        self.send_raw(pack_frame([REQUEST, req_id, method, payload]))
+        self.send_raw((pack_large_frame if large else pack_frame)([REQUEST, req_id, method, payload]))
         return fut
 
     def notify(self, method: str, payload: Any = None) -> None:
         if not self.closed:
             self.send_raw(pack_frame([NOTIFY, method, payload]))
 
-    def send_raw(self, frame: bytes) -> None:
+    def send_raw(self, frame: bytes | bytearray) -> None:
         if CHECK_THREADS and threading.get_ident() != self._loop_thread:
             raise RuntimeError(
                 f"connection {self.name} written from thread {threading.current_thread().name}, "

@@ -56,7 +56,8 @@ def grace_period() -> float:
 
 
 class Session:
-    """One client's session: its proxy process and connection, and the client's connection."""
+    """One client's session: its proxy process and connection, and (only when relaying, under
+    TLS) the client's connection."""
 
     def __init__(self, sid: str, proc: subprocess.Popen, channel: socket.socket):
         self.sid = sid
@@ -85,7 +86,6 @@ class ClientServer:
         self.by_client: dict[Any, Session] = {}
         self.by_proxy: dict[Any, Session] = {}
         self.proxy_address = os.path.join(session_dir, "sockets", "client_server.sock")
-        self.handed_over = 0  # client connections given to their proxies (for tests)
 
     async def start(self, address: str) -> str:
         client_handlers: dict[str, Any] = {"connect": self._h_connect}
@@ -152,7 +152,7 @@ class ClientServer:
         except OSError as exc:  # the proxy is gone, or not reading: the client reconnects
             logger.warning("session %s: could not hand the client over to its proxy: %s", session.sid, exc)
             return
-        self.handed_over += 1
+        logger.debug("session %s: the client's connection is handed over to its proxy", session.sid)
 
     def _attach(self, session: Session, conn: Any) -> None:
         """From now on every frame the client sends goes to its proxy as it came."""

@@ -86,14 +86,19 @@ def _align(n: int) -> int:
 
 def store_layout(obj: SerializedObject) -> tuple[bytes, list[int], int]:
     """Header bytes, the offset of inband then of each buffer, and the total size."""
-    header = _pack_header([obj.kind, len(obj.inband), [b.nbytes for b in obj.buffers]])
+    return layout_for(obj.kind, len(obj.inband), [b.nbytes for b in obj.buffers])
+
+
+def layout_for(kind: int, inband_len: int, buffer_lens: list[int]) -> tuple[bytes, list[int], int]:
+    """`store_layout` of an object known only by its parts' sizes (one still arriving)."""
+    header = _pack_header([kind, inband_len, list(buffer_lens)])
     offsets = []
     pos = _align(_U32.size + len(header))
     offsets.append(pos)
-    pos = _align(pos + len(obj.inband))
-    for b in obj.buffers:
+    pos = _align(pos + inband_len)
+    for n in buffer_lens:
         offsets.append(pos)
-        pos = _align(pos + b.nbytes)
+        pos = _align(pos + n)
     return _U32.pack(len(header)) + header, offsets, pos
 
 

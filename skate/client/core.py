@@ -261,12 +261,12 @@ class ClientCore:
             raise RaySystemError("the client has been disconnected (skate.shutdown())")
         return asyncio.run_coroutine_threadsafe(awaitable, self.loop).result(timeout)
 
-    async def acall(self, method: str, payload: Any = None) -> Any:
+    async def acall(self, method: str, payload: Any = None, large: bool = False) -> Any:
         """Call the proxy's `method` (on the loop); raises what the proxy raised."""
         conn = await self._ensure_connected()
         self._send_releases()  # sends the one-way messages made before this call first
         try:
-            ok, value = await conn.call(method, payload)
+            ok, value = await conn.call(method, payload, large=large)
         except (ConnectionClosed, RemoteError) as exc:
             raise self.lost_error(method, exc) from None
         if ok:
@@ -426,28 +426,34 @@ class ClientCore:
             conn.notify("release", releases)
 
     # -- values -------------------------------------------------------------------------
-    def value_form(self, value: Any) -> tuple[dict, int]:
+    def value_form(self, value: Any, put_id: bytes | None = None) -> tuple[dict, int]:
         """The wire form of a value and its size (user thread): pickled here, so an
-        unserializable value fails in the caller; inline, or uploaded in chunks first."""
-        parts = parts_of(serialize(value))
+        unserializable value fails in the caller; inline, or uploaded in chunks first.
+        An uploaded put of a value without refs (`put_id`) goes straight to the store there."""
+        sobj = serialize(value)
+        parts = parts_of(sobj)
         size = sum(p.nbytes for p in parts)
         if size <= INLINE_BYTES:
             # The pickle is fresh memory, sent as is; out-of-band buffers may be views of the
             # caller's arrays, copied now so a later change to them is not what arrives.
             return {"i": parts[0], "b": [bytes(p) for p in parts[1:]]}, size
-        return self.run(self._upload(parts)), 0
+        return self.run(self._upload(parts, None if sobj.contained_refs else put_id)), 0
 
-    async def _upload(self, parts: list[memoryview]) -> dict:
+    async def _upload(self, parts: list[memoryview], put_id: bytes | None = None) -> dict:
         self._next_transfer += 1
         tid = f"u{self._next_transfer}"
         sizes = [p.nbytes for p in parts]
-        await self.acall("upload_begin", {"t": tid, "s": sizes})
+        begin: dict = {"t": tid, "s": sizes}
+        if put_id is not None:
+            begin["put"] = put_id
+        await self.acall("upload_begin", begin)
         plan = chunk_plan(sizes, CHUNK_BYTES)
         sem = asyncio.Semaphore(WINDOW)
 
         async def one(part: int, off: int, n: int) -> None:
             async with sem:
-                await self.acall("upload", {"t": tid, "p": part, "o": off, "d": parts[part][off : off + n]})
+                chunk = {"t": tid, "p": part, "o": off, "d": parts[part][off : off + n]}
+                await self.acall("upload", chunk, large=True)
 
         await asyncio.gather(*(one(*c) for c in plan))
         return {"t": tid}
@@ -552,7 +558,7 @@ class _Objects:
     def put(self, value: Any) -> ObjectRef:
         core = self.core
         oid = core.next_put_id()
-        form, nbytes = core.value_form(value)
+        form, nbytes = core.value_form(value, oid)
         core.send("put", {"id": oid, "v": form}, nbytes)
         return core.new_refs([oid])[0]
 

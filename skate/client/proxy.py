@@ -5,9 +5,11 @@ the cluster with `skate.init(address=...)`, so the session is a job of its own: 
 other clients, and when it ends (the client disconnects, or stays away past the grace
 period) its non-detached actors and its objects go with it.
 
-It connects back to the server over the session directory's Unix socket and serves the
-client's calls, which the server forwards: calls that must keep the client's order
-(submissions, puts, releases) run one at a time on one thread; calls that block (get, wait,
+It connects back to the server over the session directory's Unix socket. Once the server has
+authenticated the client, it hands the client's socket over (`protocol.handoff`, on the
+socket pair given at start as --handoff-fd) and this process serves the client directly;
+with TLS the server relays the client's frames instead, over the Unix socket. Either way the
+calls are applied in arrival order on one lane (see `_lane`); calls that block (get, wait,
 GCS requests) run on a pool. Every ref shipped to the client is held here (`refs.HeldRefs`)
 until the client releases it.
 """
@@ -23,6 +25,7 @@ import json
 import logging
 import os
 import pickle
+import socket
 import sys
 import traceback
 from typing import Any
@@ -30,6 +33,7 @@ from typing import Any
 import cloudpickle
 
 import skate
+from skate._config import MAX_INLINE_BYTES
 from skate._secure_files import read_token
 from skate._serialization import KIND_ERROR, KIND_VALUE, serialize
 from skate.actor import ActorHandle, _handle_from_info
@@ -41,6 +45,7 @@ from skate.core_worker.memory_store import Waiter
 from skate.exceptions import GetTimeoutError, ObjectLostError, RayError, RaySystemError
 from skate.object_ref import ObjectRef
 from skate.protocol import connect
+from skate.protocol.handoff import adopt, receive_sockets
 from skate.protocol.messages import INLINE
 
 logger = logging.getLogger("skate.client.proxy")
@@ -71,6 +76,8 @@ class Proxy:
         self._grace_timer: asyncio.TimerHandle | None = None
         self._backlog: collections.deque = collections.deque()  # steps waiting for a holding step
         self._holding = False
+        self.client: Any = None  # the client's connection, once handed over by the server
+        self.puts_into_store = 0  # uploads written straight into the object store
         # Steps run on the loop, in arrival order. Those that wait on the GCS hold the lane
         # (on the ordered thread) so later steps see their effect; those that wait for
         # objects do their ordered part here and the waiting on the pool (see Blocking).
@@ -90,6 +97,7 @@ class Proxy:
                 "held": len(self.held),
                 "uploads": len(self.uploads),
                 "downloads": len(self.downloads),
+                "puts_into_store": self.puts_into_store,
             },
             "upload_begin": self._upload_begin,
             "upload": self._upload,
@@ -215,7 +223,18 @@ class Proxy:
         return ref
 
     def _upload_begin(self, p: dict) -> None:
-        self.uploads[p["t"]] = Assembly(p["s"])
+        """Room for an upload: for a put of a value without refs, straight in the object store
+        (the client's pickle is stored as it is: no assembly, no second pickling, no copy)."""
+        sizes, put = p["s"], p.get("put")
+        if put is not None and sum(sizes) >= MAX_INLINE_BYTES:
+            try:
+                views, _ = self.core.objects.begin_put(put, sizes)
+            except Exception as exc:  # the store is full, say: the put fails the usual way
+                logger.info("upload %s goes through memory: %r", p["t"], exc)
+            else:
+                self.uploads[p["t"]] = Assembly(sizes, views, put)
+                return
+        self.uploads[p["t"]] = Assembly(sizes)
 
     def _upload(self, p: dict) -> None:
         assembly = self.uploads.get(p["t"])
@@ -320,7 +339,16 @@ class Proxy:
         """A one-way put under the id the client minted (failures as in _submit)."""
         oid = p["id"]
         try:
-            ref = self.core.objects.put(self._value(p["v"]), object_id=oid)
+            form = p["v"]
+            assembly = self.uploads.get(form["t"]) if "t" in form else None
+            if assembly is not None and assembly.put == oid:  # already in the store
+                del self.uploads[form["t"]]
+                if not assembly.complete:
+                    raise RaySystemError(f"upload {form['t']} is incomplete")
+                self.held.ship(oid, self.core.objects.end_put(oid, assembly.sizes))
+                self.puts_into_store += 1
+                return
+            ref = self.core.objects.put(self._value(form), object_id=oid)
         except Exception as exc:
             self._fail([oid], exc, f"the put of object {oid.hex()}")
             return
@@ -404,8 +432,11 @@ class Proxy:
             self.held.release(oid, shipments)  # the last hold, if any, goes with this frame
 
     # -- running ------------------------------------------------------------------------
-    async def serve(self, server_address: str, token: bytes, session: str) -> None:
+    async def serve(
+        self, server_address: str, token: bytes, session: str, channel: socket.socket | None = None
+    ) -> None:
         self.done = asyncio.Event()
+        loop = asyncio.get_running_loop()
         conn = await connect(
             server_address,
             token,
@@ -413,9 +444,42 @@ class Proxy:
             name="client-server",
             on_close=lambda c: self._finish(f"lost the client server: {c.close_reason}"),
         )
+        if channel is not None:
+            channel.setblocking(False)
+            loop.add_reader(channel.fileno(), self._handed_over, channel, token)
         await conn.call("proxy_ready", {"session": session, "pid": os.getpid(), "info": self._hello(None)})
         await self.done.wait()
+        if channel is not None:
+            loop.remove_reader(channel.fileno())
+        if self.client is not None:
+            self.client.close("session over")
         conn.close("session over")
+
+    def _handed_over(self, channel: socket.socket, token: bytes) -> None:
+        """The server handed a client's socket over: serve it from now on."""
+        socks, closed = receive_sockets(channel)
+        if closed:
+            asyncio.get_running_loop().remove_reader(channel.fileno())
+        for _tag, sock in socks:
+            asyncio.get_running_loop().create_task(self._adopt(sock, token))
+
+    async def _adopt(self, sock: socket.socket, token: bytes) -> None:
+        try:
+            conn = await adopt(sock, token, self.handlers, on_close=self._client_closed, name="client")
+        except OSError as exc:
+            sock.close()
+            logger.warning("could not serve the client's handed-over connection: %s", exc)
+            return
+        old, self.client = self.client, conn
+        if old is not None and not old.closed:
+            old.close("replaced by a reconnection")
+        self._attached()
+
+    def _client_closed(self, conn: Any) -> None:
+        if conn is self.client:
+            self.client = None
+            if self.done is not None and not self.done.is_set():
+                self._detached()
 
 
 def _guarded(fn: Any, payload: Any) -> list:
@@ -471,7 +535,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gcs-address", required=True)
     parser.add_argument("--grace", type=float, default=30.0)
     parser.add_argument("--config", default="{}", help="JSON: namespace, runtime_env, metadata")
+    parser.add_argument("--handoff-fd", type=int, default=None, help="where the server hands clients over")
     args = parser.parse_args(argv)
+    channel = socket.socket(fileno=args.handoff_fd) if args.handoff_fd is not None else None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = json.loads(args.config)
     token = read_token(args.session_dir)
@@ -484,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     proxy = Proxy(context.current, args.grace)
     try:
-        asyncio.run(proxy.serve(args.server, token, args.session))
+        asyncio.run(proxy.serve(args.server, token, args.session, channel))
     finally:
         proxy.held.clear()
         skate.shutdown()

@@ -7,23 +7,29 @@ TLS when the cluster uses it), like any other connection.
 
 Each client session gets a proxy driver process of its own (`skate.client.proxy`), which
 connects back here over a Unix socket in the session directory. Once the client's `connect`
-is answered, the server relays: every frame the client sends goes on to its proxy, and every
-frame the proxy sends goes back to the client, whole and undecoded (`protocol.relay`), so the
-server costs a read and a write per batch of frames and never copies a value apart. When a
-client's connection drops, its proxy waits out the grace period (SKATE_CLIENT_RECONNECT_GRACE_S, or Ray's
-RAY_CLIENT_RECONNECT_GRACE_PERIOD; 30 s) for the client to come back with its session id,
-then ends. A proxy that dies ends only its own session.
+is answered, the server hands the client's socket to the proxy (`protocol.handoff`, over a
+socket pair made when the proxy was started) and forgets it: the proxy serves the client
+directly, and the server is out of the data path. A TLS connection cannot move (its session
+lives in this process), so then the server relays: every frame the client sends goes on to
+its proxy, and every frame the proxy sends goes back to the client, whole and undecoded
+(`protocol.relay`). When a client's connection drops, its proxy waits out the grace period
+(SKATE_CLIENT_RECONNECT_GRACE_S, or Ray's RAY_CLIENT_RECONNECT_GRACE_PERIOD; 30 s) for the
+client to come back with its session id (its new connection is handed to the same proxy),
+then ends. A proxy that dies ends only its own session, and closes its client's connection
+(it holds the only descriptor of it).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 from typing import Any
@@ -31,6 +37,8 @@ from typing import Any
 from skate._secure_files import open_private_append, read_token
 from skate.exceptions import ProtocolError
 from skate.protocol import listen
+from skate.protocol.connection import ReplyThen
+from skate.protocol.handoff import channel_pair, send_socket
 from skate.protocol.relay import FrameRelay
 
 logger = logging.getLogger("skate.client.server")
@@ -48,11 +56,13 @@ def grace_period() -> float:
 
 
 class Session:
-    """One client's session: its proxy process and connection, and the client's connection."""
+    """One client's session: its proxy process and connection, and (only when relaying, under
+    TLS) the client's connection."""
 
-    def __init__(self, sid: str, proc: subprocess.Popen):
+    def __init__(self, sid: str, proc: subprocess.Popen, channel: socket.socket):
         self.sid = sid
         self.proc = proc
+        self.channel = channel  # hands the client's sockets to the proxy (protocol.handoff)
         self.proxy: Any = None
         self.client: Any = None
         self.info: dict = {}
@@ -93,7 +103,7 @@ class ClientServer:
         return self.client_listener.address
 
     # -- clients ------------------------------------------------------------------------
-    async def _h_connect(self, conn: Any, p: dict) -> dict:
+    async def _h_connect(self, conn: Any, p: dict) -> dict | ReplyThen:
         sid = p.get("session")
         if sid:
             session = self.sessions.get(sid)
@@ -105,10 +115,11 @@ class ClientServer:
             old = session.client
             if old is not None and old is not conn:
                 self.by_client.pop(old, None)
+                session.client = None
                 old.close("replaced by a reconnection")
-            self._attach(session, conn)
-            session.proxy.notify("attached")
-            return {"session": sid, "info": session.info}
+            return ReplyThen(
+                {"session": sid, "info": session.info}, functools.partial(self._hand_over, session)
+            )
         session = self._spawn(p)
         try:
             await asyncio.wait_for(asyncio.shield(session.ready), PROXY_START_TIMEOUT_S)
@@ -120,8 +131,28 @@ class ClientServer:
             ) from None
         if conn.closed:  # the client gave up meanwhile: it may still come back within the grace
             session.proxy.notify("detached")
-        self._attach(session, conn)
-        return {"session": session.sid, "info": session.info}
+            return {}
+        return ReplyThen(
+            {"session": session.sid, "info": session.info}, functools.partial(self._hand_over, session)
+        )
+
+    def _hand_over(self, session: Session, conn: Any) -> None:
+        """Right after the connect reply is written: give the client's socket to its proxy, or,
+        when the socket cannot move (TLS), relay between them."""
+        if session.ended or session.proxy is None or session.proxy.closed:
+            conn.close("the client session ended")
+            return
+        sock = conn.detach_socket()
+        if sock is None:
+            self._attach(session, conn)
+            session.proxy.notify("attached")
+            return
+        try:
+            send_socket(session.channel, sock)
+        except OSError as exc:  # the proxy is gone, or not reading: the client reconnects
+            logger.warning("session %s: could not hand the client over to its proxy: %s", session.sid, exc)
+            return
+        logger.debug("session %s: the client's connection is handed over to its proxy", session.sid)
 
     def _attach(self, session: Session, conn: Any) -> None:
         """From now on every frame the client sends goes to its proxy as it came."""
@@ -146,6 +177,7 @@ class ClientServer:
         log = os.fdopen(
             open_private_append(os.path.join(self.session_dir, "logs", f"client_proxy_{sid}.err")), "ab"
         )
+        channel, proxy_end = channel_pair()
         try:
             proc = subprocess.Popen(
                 [
@@ -164,15 +196,22 @@ class ClientServer:
                     repr(self.grace),
                     "--config",
                     json.dumps(config),
+                    "--handoff-fd",
+                    str(proxy_end.fileno()),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
+                pass_fds=(proxy_end.fileno(),),
             )
+        except BaseException:
+            channel.close()
+            raise
         finally:
             log.close()
-        session = Session(sid, proc)
+            proxy_end.close()
+        session = Session(sid, proc, channel)
         self.sessions[sid] = session
         asyncio.get_running_loop().create_task(self._watch(session))
         logger.info("session %s: proxy driver pid %s", sid, proc.pid)
@@ -228,6 +267,7 @@ class ClientServer:
         if session.client is not None:
             self.by_client.pop(session.client, None)
             session.client.close(f"client session ended: {why}")
+        session.channel.close()
         self.sessions.pop(session.sid, None)
 
     def stop(self) -> None:

@@ -45,9 +45,11 @@ def chunk_plan(sizes: list[int], chunk: int = CHUNK_BYTES) -> list[tuple[int, in
 class Assembly:
     """Parts being received chunk by chunk, written into preallocated buffers."""
 
-    def __init__(self, sizes: list[int]):
+    def __init__(self, sizes: list[int], parts: list | None = None, put: bytes | None = None):
         self.sizes = list(sizes)
-        self.parts = [bytearray(n) for n in sizes]
+        # Views of the object store's room for a put (`put` is its id), or memory of our own.
+        self.parts = parts if parts is not None else [bytearray(n) for n in sizes]
+        self.put = put
         self.received = 0
         self.total = sum(sizes)
 

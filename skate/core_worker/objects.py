@@ -23,8 +23,10 @@ from skate import _ids
 from skate._config import MAX_INLINE_BYTES
 from skate._serialization import (
     KIND_ERROR,
+    KIND_VALUE,
     SerializedObject,
     deserialize_inline,
+    layout_for,
     read_from_buffer,
     serialize,
     store_layout,
@@ -104,6 +106,31 @@ class Objects:
         write_to_buffer(sobj, core.plasma.writable(offset, size), layout)
         core.post(core.raylet.notify, "store_seal", {"oid": object_id})
         return size
+
+    def begin_put(self, object_id: bytes, sizes: list[int]) -> tuple[list[memoryview], int]:
+        """Room in the shared store for a put whose pickled parts arrive later (a client's
+        upload, written there as it comes instead of assembled and copied): writable views for
+        the in-band pickle and each out-of-band buffer (of `sizes`), and the allocation size.
+        `end_put` makes it the value of `object_id`; an unfinished one goes with its owner.
+        Only for values of at least MAX_INLINE_BYTES that hold no refs (nothing to register)."""
+        core = self.core
+        header, offsets, size = layout_for(KIND_VALUE, sizes[0], sizes[1:])
+        offset = self.call_raylet("store_create", {"oid": object_id, "size": size, "owner": core.worker_id})[
+            "offset"
+        ]
+        dest = core.plasma.writable(offset, size)
+        dest[: len(header)] = header
+        return [dest[off : off + n] for off, n in zip(offsets, sizes)], size
+
+    def end_put(self, object_id: bytes, sizes: list[int]) -> ObjectRef:
+        """The put `begin_put` started is written in full: seal it, it is owned here."""
+        core = self.core
+        ref = ObjectRef(object_id, None, core)
+        if RECORD_CALL_SITES:
+            core.ownership.call_sites[object_id] = call_site()
+        core.post(core.raylet.notify, "store_seal", {"oid": object_id})
+        self.store.put(object_id, (IN_STORE, core.node_id, sum(sizes)))
+        return ref
 
     def call_raylet(self, method: str, payload: Any) -> Any:
         core = self.core

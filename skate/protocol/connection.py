@@ -29,6 +29,7 @@ import hmac
 import logging
 import os
 import pickle
+import socket
 import threading
 import traceback
 from collections.abc import Callable
@@ -43,6 +44,7 @@ from skate.protocol.framing import (
     RESPONSE,
     FrameDecoder,
     pack_frame,
+    pack_large_frame,
     unpack_body,
 )
 from skate.protocol.messages import ErrorInfo
@@ -119,6 +121,17 @@ def _is_nonce(value: Any) -> bool:
     return isinstance(value, bytes) and len(value) == NONCE_BYTES
 
 
+class ReplyThen:
+    """A handler's reply plus what to do right after it is written, before this process reads
+    anything more from the peer (the client server hands a socket over then)."""
+
+    __slots__ = ("then", "value")
+
+    def __init__(self, value: Any, then: Callable[[Connection], None]):
+        self.value = value
+        self.then = then
+
+
 class Connection(asyncio.Protocol):
     """A framed connection; `handlers` maps method names to callables (sync or async)."""
 
@@ -131,6 +144,7 @@ class Connection(asyncio.Protocol):
         on_close: Callable[[Connection], None] | None = None,
         name: str = "",
         handshake_timeout: float | None = None,
+        preauthenticated: bool = False,
     ) -> None:
         self._token = token
         self.handlers = handlers
@@ -141,7 +155,7 @@ class Connection(asyncio.Protocol):
         self._transport: Any = None
         self._loop = asyncio.get_event_loop()
         self._loop_thread = threading.get_ident()
-        self._out: list[bytes] = []
+        self._out: list[bytes | bytearray] = []
         self._flush_scheduled = False
         self._next_id = 1
         self._pending: dict[int, asyncio.Future] = {}
@@ -162,6 +176,9 @@ class Connection(asyncio.Protocol):
         # When set, every byte received after it is handed to it undecoded (a relay such as
         # the client server's; see `relay.FrameRelay`).
         self.relay: Callable[[bytes], None] | None = None
+        if preauthenticated:  # a socket another process authenticated and handed over
+            self.authenticated = True
+            self.ready.set_result(True)
 
     # -- asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -170,6 +187,8 @@ class Connection(asyncio.Protocol):
             transport.set_write_buffer_limits(_config.WRITE_HIGH_WATER_BYTES, _config.WRITE_LOW_WATER_BYTES)
         except (AttributeError, NotImplementedError):  # in-process transports have no buffer
             pass
+        if self.authenticated:  # adopted after a handshake made elsewhere
+            return
         if self._handshake_timeout > 0:
             self._handshake_timer = self._loop.call_later(self._handshake_timeout, self._handshake_expired)
         if self._server_side:
@@ -380,6 +399,9 @@ class Connection(asyncio.Protocol):
     def _reply(self, req_id: int, error, payload) -> None:
         if self.closed:
             return
+        then = None
+        if isinstance(payload, ReplyThen):
+            payload, then = payload.value, payload.then
         try:
             frame = pack_frame([RESPONSE, req_id, error, payload])
         except Exception as exc:  # the handler returned something the wire cannot carry
@@ -388,6 +410,9 @@ class Connection(asyncio.Protocol):
                 [RESPONSE, req_id, ErrorInfo(type(exc).__name__, f"unencodable reply: {exc}"), None]
             )
         self.send_raw(frame)
+        if then is not None:
+            self._flush()  # the reply is on its way before `then` runs, and nothing read since
+            then(self)
 
     def _on_notify(self, method: str, payload) -> None:
         handler = self.handlers.get(method)
@@ -402,8 +427,9 @@ class Connection(asyncio.Protocol):
             logger.exception("notification handler %s failed", method)
 
     # -- sending ----------------------------------------------------------------------
-    def call(self, method: str, payload: Any = None) -> asyncio.Future:
-        """Send a request; the future resolves to the reply or raises RemoteError."""
+    def call(self, method: str, payload: Any = None, *, large: bool = False) -> asyncio.Future:
+        """Send a request; the future resolves to the reply or raises RemoteError. `large`:
+        the payload carries megabytes (encoded without the extra copy, see pack_large_frame)."""
         fut = self._loop.create_future()
         if self.closed:
             fut.set_exception(ConnectionClosed(f"connection {self.name} is closed: {self.close_reason}"))
@@ -411,14 +437,14 @@ class Connection(asyncio.Protocol):
         req_id = self._next_id
         self._next_id += 1
         self._pending[req_id] = fut
-        self.send_raw(pack_frame([REQUEST, req_id, method, payload]))
+        self.send_raw((pack_large_frame if large else pack_frame)([REQUEST, req_id, method, payload]))
         return fut
 
     def notify(self, method: str, payload: Any = None) -> None:
         if not self.closed:
             self.send_raw(pack_frame([NOTIFY, method, payload]))
 
-    def send_raw(self, frame: bytes) -> None:
+    def send_raw(self, frame: bytes | bytearray) -> None:
         if CHECK_THREADS and threading.get_ident() != self._loop_thread:
             raise RuntimeError(
                 f"connection {self.name} written from thread {threading.current_thread().name}, "
@@ -469,6 +495,37 @@ class Connection(asyncio.Protocol):
     @property
     def next_request_id(self) -> int:
         return self._next_id
+
+    @property
+    def transport(self) -> Any:
+        return self._transport
+
+    def detach_socket(self) -> socket.socket | None:
+        """Give up this connection's socket so that another process may serve it.
+
+        Returns a duplicate of the socket (the caller sends it on and closes it) and closes this
+        connection (its own descriptor with it), so this process keeps nothing of the peer; or
+        None, touching nothing, when the socket cannot move: TLS (the session lives in this
+        process's SSL object), an in-process transport, or bytes still unsent or unread here.
+        """
+        transport = self._transport
+        if self.closed or transport is None or not self.authenticated:
+            return None
+        if self._out:
+            self._flush()
+        sock = transport.get_extra_info("socket")
+        if (
+            sock is None
+            or transport.get_extra_info("ssl_object") is not None
+            or sock.type != socket.SOCK_STREAM
+            or transport.get_write_buffer_size()
+            or self._decoder.pending_bytes()
+        ):
+            return None
+        dup = socket.socket(fileno=os.dup(sock.fileno()))
+        transport.abort()  # no shutdown(): the peer sees nothing; the duplicate carries on
+        self._mark_closed("handed over to another process")
+        return dup
 
     def _write_now(self, frame: bytes) -> None:
         if self._transport is not None and not self.closed:

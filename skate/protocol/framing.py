@@ -26,13 +26,24 @@ NOTIFY = 2
 _HEADER = struct.Struct("<I")
 HEADER_SIZE = _HEADER.size
 
-_packb = msgspec.msgpack.Encoder().encode
+_encoder = msgspec.msgpack.Encoder()
+_packb = _encoder.encode
+_pack_into = _encoder.encode_into
 _unpackb = msgspec.msgpack.Decoder().decode
 
 
 def pack_frame(message: object) -> bytes:
     body = _packb(message)
     return _HEADER.pack(len(body)) + body
+
+
+def pack_large_frame(message: object) -> bytearray:
+    """pack_frame for a message of megabytes: encoded once, in place after its header (no
+    second copy to put the header in front; slower than pack_frame for small messages)."""
+    frame = bytearray(HEADER_SIZE)
+    _pack_into(message, frame, HEADER_SIZE)
+    _HEADER.pack_into(frame, 0, len(frame) - HEADER_SIZE)
+    return frame
 
 
 def unpack_body(body: bytes) -> object:

@@ -40,7 +40,7 @@ def main() -> None:
     keeper = Keeper.remote()
     ray.get(keeper.ping.remote())
     time.sleep(1.5)  # task events reach the GCS once a second
-    for row in state.list_tasks(filters=[("state", "=", "FAILED")]):
+    for row in state.list_tasks(filters=[("state", "=", "FAILED")], detail=True):
         print("failed:", row["name"], row["error_type"], row["error_message"])
     print("tasks by function:", {k: v["state_counts"] for k, v in state.summarize_tasks()["summary"].items()})
     print("actors:", [(a["class_name"], a["state"]) for a in state.list_actors()])

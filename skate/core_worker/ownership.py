@@ -102,9 +102,10 @@ class Ownership:
         with self._unborrow_lock:
             pending, self._unborrow_pending = self._unborrow_pending, {}
             self._unborrow_scheduled = False
-        refs = self.core.refs
+        has = self.core.refs.has
+        unregister = self._registered.pop
         for owner, oids in pending.items():
-            gone = [oid for oid in oids if not refs.has(oid) and self._registered.pop(oid, None) is not None]
+            gone = [oid for oid in oids if not has(oid) and unregister(oid, None) is not None]
             if gone:
                 self._send_to_owner(owner, "remove_borrowers", gone)
 
@@ -163,9 +164,10 @@ class Ownership:
             logger.warning("could not register borrowed refs with their owners", exc_info=True)
 
     async def _register(self, by_owner: dict[tuple, list[bytes]]) -> None:
-        refs = self.core.refs
+        has = self.core.refs.has
+        registered = self._registered
         for owner, oids in by_owner.items():
-            oids = [oid for oid in oids if oid not in self._registered]  # the owner counts us already
+            oids = [oid for oid in oids if oid not in registered]  # the owner counts us already
             if not oids:
                 continue
             try:
@@ -177,8 +179,8 @@ class Ownership:
             for oid, ok in zip(oids, accepted):
                 if not ok:
                     continue
-                if refs.has(oid):
-                    self._registered[oid] = owner
+                if has(oid):
+                    registered[oid] = owner
                 else:
                     late.append(oid)  # dropped while we were registering
             if late:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import logging
 import threading
 from typing import Any
@@ -105,7 +106,10 @@ class Ownership:
         has = self.core.refs.has
         unregister = self._registered.pop
         for owner, oids in pending.items():
-            gone = [oid for oid in oids if not has(oid) and unregister(oid, None) is not None]
+            # Still dropped (not taken again since) and registered with its owner (popped: an
+            # id queued twice is sent once); the first test runs in C, over the dict's own
+            # membership test.
+            gone = [oid for oid in itertools.filterfalse(has, oids) if unregister(oid, None) is not None]
             if gone:
                 self._send_to_owner(owner, "remove_borrowers", gone)
 

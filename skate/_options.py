@@ -83,6 +83,20 @@ def generator_spec(num_returns: Any, options: dict[str, Any]) -> list | None:
     return [num_returns, threshold, 0]
 
 
+def generator_call(num_returns: Any, options: dict[str, Any], core: Any) -> tuple[Any, dict[str, Any]]:
+    """The `num_returns` to submit with and the extra keyword arguments of a submission:
+    a generator call returns one ref (its completion; the items come through its stream) and
+    carries `generator=`. A generator over a core without streams (the client) is refused."""
+    generator = generator_spec(num_returns, options)
+    if generator is None:
+        return num_returns, {}
+    if not hasattr(core, "streams"):
+        raise NotImplementedError(
+            f"num_returns={num_returns!r} (generator tasks) is not supported over Skate Client yet"
+        )
+    return 1, {"generator": generator}
+
+
 def _retry_exceptions(value: Any) -> Any:
     if isinstance(value, bool):
         return value

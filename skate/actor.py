@@ -6,7 +6,7 @@ import inspect
 from typing import Any
 
 from skate._auto_init import current_or_init
-from skate._options import ACTOR_DEFAULTS, ACTOR_OPTIONS, METHOD_OPTIONS, generator_spec, validate_options
+from skate._options import ACTOR_DEFAULTS, ACTOR_OPTIONS, METHOD_OPTIONS, generator_call, validate_options
 from skate._signature import ArgSpec, init_spec, method_wire
 from skate.exceptions import ActorClassInheritanceException
 
@@ -255,15 +255,7 @@ class ActorMethod:
         retries = options.get("max_task_retries")
         if retries is None:
             retries = handle._actor_options.get("max_task_retries", 0)
-        generator = generator_spec(num_returns, options)
-        extra = {}
-        if generator is not None:
-            if not hasattr(core, "streams"):
-                raise NotImplementedError(
-                    f"num_returns={num_returns!r} (generator tasks) is not supported over Skate Client yet"
-                )
-            num_returns = 1  # the completion; the items come through the stream
-            extra["generator"] = generator
+        num_returns, extra = generator_call(num_returns, options, core)
         refs = core.actor_submitter.submit(
             handle._actor_id,
             handle._class_name,
@@ -277,7 +269,7 @@ class ActorMethod:
             options.get("concurrency_group"),
             **extra,
         )
-        if generator is not None:
+        if extra:  # a generator call: its items come through the stream
             return core.streams.consumer(refs[0])
         if num_returns == 1:
             return refs[0]

@@ -10,7 +10,7 @@ from skate._auto_init import current_or_init
 from skate._options import (
     TASK_DEFAULTS,
     TASK_OPTIONS,
-    generator_spec,
+    generator_call,
     label_constraint,
     resolve_placement_group,
     resource_shape,
@@ -107,15 +107,7 @@ class RemoteFunction:
         ):
             (shape,), group = resolve_placement_group(options, [shape])
         num_returns = options["num_returns"]
-        generator = generator_spec(num_returns, options)
-        extra = {}
-        if generator is not None:
-            if not hasattr(core, "streams"):
-                raise NotImplementedError(
-                    f"num_returns={num_returns!r} (generator tasks) is not supported over Skate Client yet"
-                )
-            num_returns = 1  # the completion; the items come through the stream
-            extra["generator"] = generator
+        num_returns, extra = generator_call(num_returns, options, core)
         refs = core.submitter.submit(
             key,
             options.get("name") or self._name,
@@ -132,7 +124,7 @@ class RemoteFunction:
             labels=label_constraint(options),
             **extra,
         )
-        if generator is not None:
+        if extra:  # a generator call: its items come through the stream
             return core.streams.consumer(refs[0])
         if num_returns == 1:
             return refs[0]

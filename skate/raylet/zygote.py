@@ -131,14 +131,24 @@ def _exec_fresh(info: dict) -> None:
 
 def _fresh_worker() -> None:
     """The entry point of a worker exec'ed by `_exec_fresh`."""
+    _run_then_exit(_start_fresh_worker)
+
+
+def _start_fresh_worker() -> None:
+    info = json.loads(os.environ.pop("SKATE_WORKER_INFO"))
+    info["token"] = read_token(info["session_dir"])
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    from skate.core_worker import worker_main
+
+    worker_main.main(info)
+
+
+def _run_then_exit(body: Any) -> None:
+    """Run a worker's body and leave the process with its exit code, whatever happens: a
+    forked child never returns into the zygote's loop, and skips the zygote's atexit."""
     code = 0
     try:
-        info = json.loads(os.environ.pop("SKATE_WORKER_INFO"))
-        info["token"] = read_token(info["session_dir"])
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        from skate.core_worker import worker_main
-
-        worker_main.main(info)
+        body()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
@@ -172,36 +182,29 @@ def _apply_runtime_env(info: dict, encoded: str) -> tuple[dict, dict]:
 
 
 def _child(info: dict, worker_id: str, zygote_pid: int, runtime_env: str | None = None) -> None:
-    code = 0
-    try:
-        devnull = os.open(os.devnull, os.O_RDWR)
-        os.dup2(devnull, 0)
-        os.dup2(devnull, 1)
-        os.close(devnull)
-        # No PR_SET_PDEATHSIG here: once the zygote has imported numpy, its BLAS threads make
-        # the "parent thread" of a fork unreliable and workers were killed at random. A worker
-        # exits when its raylet connection drops, and the zygote kills its children at EOF.
-        if os.getppid() != zygote_pid:
-            os._exit(1)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        from skate.core_worker import worker_main
+    _run_then_exit(lambda: _start_child(info, worker_id, zygote_pid, runtime_env))
 
-        info = dict(info, worker_id=worker_id)
-        if runtime_env is not None:
-            info, layout = _apply_runtime_env(info, runtime_env)
-            if needs_fresh_interpreter(layout, sys.modules, os.environ.get(FRESH_WORKERS_VAR) == "1"):
-                _exec_fresh(info)
 
-        worker_main.main(info)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:
-        import traceback
+def _start_child(info: dict, worker_id: str, zygote_pid: int, runtime_env: str | None) -> None:
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    # No PR_SET_PDEATHSIG here: once the zygote has imported numpy, its BLAS threads make
+    # the "parent thread" of a fork unreliable and workers were killed at random. A worker
+    # exits when its raylet connection drops, and the zygote kills its children at EOF.
+    if os.getppid() != zygote_pid:
+        os._exit(1)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    from skate.core_worker import worker_main
 
-        traceback.print_exc()
-        code = 1
-    finally:
-        os._exit(code)
+    info = dict(info, worker_id=worker_id)
+    if runtime_env is not None:
+        info, layout = _apply_runtime_env(info, runtime_env)
+        if needs_fresh_interpreter(layout, sys.modules, os.environ.get(FRESH_WORKERS_VAR) == "1"):
+            _exec_fresh(info)
+
+    worker_main.main(info)
 
 
 if __name__ == "__main__":

@@ -222,8 +222,7 @@ class Executor:
         token = call_context.enter(call)
         self.running[spec.task_id] = (call, threading.get_ident())
         events = self.core.task_events
-        if events is not None:
-            events.state(spec, ts.RUNNING)
+        began = events.started(spec) if events is not None else 0.0
         start = time.perf_counter()
         try:
             try:
@@ -236,14 +235,16 @@ class Executor:
                     self.instance, result = result, None
             except BaseException as exc:
                 if events is not None:
-                    _record_failure(events, spec, call, exc)
+                    _record_failure(events, spec, began, call, exc)
                 return self._failed(spec, call, exc, start)
             reply = self._succeeded(spec, result, start)
             if events is not None:
-                _record_end(events, spec, reply)
+                _record_end(events, spec, began, reply)
             return reply
         finally:
             self.running.pop(spec.task_id, None)
+            if events is not None:
+                events.running.pop(spec.task_id, None)
             call_context.leave(token)
 
     async def run_call_async(self, spec: TaskSpec) -> TaskReply:
@@ -252,8 +253,7 @@ class Executor:
         token = call_context.enter(call)
         self.running[spec.task_id] = (call, asyncio.current_task())
         events = self.core.task_events
-        if events is not None:
-            events.state(spec, ts.RUNNING)
+        began = events.started(spec) if events is not None else 0.0
         start = time.perf_counter()
         try:
             try:
@@ -267,18 +267,20 @@ class Executor:
             except asyncio.CancelledError as exc:
                 call.cancelled = True
                 if events is not None:
-                    _record_failure(events, spec, call, exc)
+                    _record_failure(events, spec, began, call, exc)
                 return self._failed(spec, call, exc, start)
             except BaseException as exc:
                 if events is not None:
-                    _record_failure(events, spec, call, exc)
+                    _record_failure(events, spec, began, call, exc)
                 return self._failed(spec, call, exc, start)
             reply = self._succeeded(spec, result, start)
             if events is not None:
-                _record_end(events, spec, reply)
+                _record_end(events, spec, began, reply)
             return reply
         finally:
             self.running.pop(spec.task_id, None)
+            if events is not None:
+                events.running.pop(spec.task_id, None)
             call_context.leave(token)
 
     def _succeeded(self, spec: TaskSpec, result: Any, start: float) -> TaskReply:
@@ -391,18 +393,18 @@ def _fail_if_pending(fut: asyncio.Future, exc: BaseException) -> None:
         fut.set_exception(exc)
 
 
-def _record_failure(events: Any, spec: TaskSpec, call: CallContext, exc: BaseException) -> None:
+def _record_failure(events: Any, spec: TaskSpec, began: float, call: CallContext, exc: BaseException) -> None:
     """A task event for a call that raised: why, in Ray's error types."""
     if call.cancelled and isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
-        events.failed(spec, "TASK_CANCELLED", f"Task {spec.name} was cancelled.")
+        events.ran_and_failed(spec, began, "TASK_CANCELLED", f"Task {spec.name} was cancelled.")
     elif isinstance(exc, SystemExit) and spec.actor_id is not None:
-        events.failed(spec, "ACTOR_DIED", f"exit_actor() was called in {spec.name}")
+        events.ran_and_failed(spec, began, "ACTOR_DIED", f"exit_actor() was called in {spec.name}")
     else:
-        events.failed(spec, ts.TASK_EXECUTION_EXCEPTION, f"{type(exc).__name__}: {exc}")
+        events.ran_and_failed(spec, began, ts.TASK_EXECUTION_EXCEPTION, f"{type(exc).__name__}: {exc}")
 
 
-def _record_end(events: Any, spec: TaskSpec, reply: TaskReply) -> None:
+def _record_end(events: Any, spec: TaskSpec, began: float, reply: TaskReply) -> None:
     if reply.app_error:  # the result could not be stored
-        events.failed(spec, ts.TASK_EXECUTION_EXCEPTION, "its result could not be stored")
+        events.ran_and_failed(spec, began, ts.TASK_EXECUTION_EXCEPTION, "its result could not be stored")
     else:
-        events.state(spec, ts.FINISHED)
+        events.ran(spec, began)

@@ -113,9 +113,9 @@ class TaskSubmitter:
         on_ready if set, else to the lease queue); a failed dependency fails it."""
         events = self.core.task_events
         if events is not None:
-            events.submitted(entry.spec)
+            events.submitted(entry.spec, not entry.dep_refs)
         if not entry.dep_refs:
-            self._resolved(entry)
+            self._resolved(entry, recorded=True)
             return
         store = self.core.store
         missing = self.manager.missing_dependencies(entry, store.__contains__)
@@ -140,10 +140,11 @@ class TaskSubmitter:
                 events.failed(entry.spec, ts.DEPENDENCY_RESOLUTION_FAILED, "a dependency of this task failed")
             self.finish_with_entry(entry, failed)  # a dependency failed: so does this task
 
-    def _resolved(self, entry: TaskEntry) -> None:
+    def _resolved(self, entry: TaskEntry, recorded: bool = False) -> None:
+        """The call's dependencies are ready (recorded: its task event already says so)."""
         entry.resolved = True
         events = self.core.task_events
-        if events is not None:
+        if events is not None and not recorded:
             events.state(entry.spec, ts.PENDING_NODE_ASSIGNMENT)
         if entry.on_ready is not None:
             entry.on_ready(entry)

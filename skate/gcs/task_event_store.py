@@ -7,6 +7,12 @@ where it ran, and why it failed. At most `max_tasks` attempts are kept
 attempt goes first, then the oldest still running or pending. Every eviction is counted
 (overall and per job), and so are the events processes report they dropped, so a listing
 can say it is incomplete. Memory stays flat however many tasks run.
+
+Attempts that began and ended between two sends of their process arrive as one blob per
+batch, kept undecoded until something reads the window (a listing, a summary, stats): the
+common case costs the GCS no per-task work. Blobs count against the window too (at most
+`2 * max_tasks` records, an owner's and a worker's per attempt); past it the oldest blobs
+are dropped unread and counted as evicted.
 """
 
 from __future__ import annotations
@@ -15,9 +21,13 @@ import collections
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
+
 from skate import _task_states as ts
 
 DEFAULT_MAX_TASKS = 100_000
+_decode = msgspec.msgpack.Decoder().decode
+_MALFORMED = (msgspec.DecodeError, ValueError, TypeError, IndexError, KeyError, AttributeError)
 
 
 class TaskRecord:
@@ -28,8 +38,9 @@ class TaskRecord:
     def __init__(self, task_id: bytes, attempt: int):
         self.task_id = task_id
         self.attempt = attempt
-        self.info: dict | None = None
-        self.times: dict[int, float] = {}  # state -> first time it was reported
+        self.info: dict | None = None  # shared by the attempts of one function (see add_batch)
+        # the first time each state was reported, by state (None: not seen)
+        self.times: list[float | None] = [None] * len(ts.NAMES)
         self.node_id: str | None = None
         self.worker_id: str | None = None
         self.pid: int | None = None
@@ -38,9 +49,12 @@ class TaskRecord:
     @property
     def state(self) -> int:
         times = self.times
-        if ts.FAILED in times:
+        if times[ts.FAILED] is not None:
             return ts.FAILED
-        return max(times) if times else ts.PENDING_ARGS_AVAIL
+        for state in range(ts.FINISHED, ts.PENDING_ARGS_AVAIL, -1):
+            if times[state] is not None:
+                return state
+        return ts.PENDING_ARGS_AVAIL
 
     @property
     def job_id(self) -> str | None:
@@ -50,11 +64,12 @@ class TaskRecord:
         """The attempt in Ray's TaskState fields (times in milliseconds since the epoch)."""
         info = self.info or {}
         times = self.times
-        start = times.get(ts.RUNNING)
-        end = times.get(ts.FAILED, times.get(ts.FINISHED))
-        created = times.get(ts.PENDING_ARGS_AVAIL)
-        if created is None and times:
-            created = min(times.values())
+        seen = [(s, t) for s, t in enumerate(times) if t is not None]
+        start = times[ts.RUNNING]
+        end = times[ts.FAILED] if times[ts.FAILED] is not None else times[ts.FINISHED]
+        created = times[ts.PENDING_ARGS_AVAIL]
+        if created is None and seen:
+            created = min(t for _, t in seen)
         return {
             "task_id": self.task_id.hex(),
             "attempt_number": self.attempt,
@@ -74,7 +89,7 @@ class TaskRecord:
             "required_resources": info.get("required_resources"),
             "runtime_env_info": info.get("runtime_env"),
             "placement_group_id": info.get("placement_group_id"),
-            "events": [{"state": ts.NAMES[s], "created_ms": _ms(t)} for s, t in sorted(times.items())],
+            "events": [{"state": ts.NAMES[s], "created_ms": _ms(t)} for s, t in seen],
             "creation_time_ms": _ms(created),
             "start_time_ms": _ms(start),
             "end_time_ms": _ms(end),
@@ -98,36 +113,83 @@ class TaskEventStore:
         self.evicted_by_job: collections.Counter = collections.Counter()
         self.reported_dropped = 0  # events processes dropped before sending (their buffer was full)
         self.events_received = 0
+        self.malformed = 0  # blobs that could not be read
+        # done records not read yet: (blob, records, {job: records with info}), oldest first
+        self._blobs: collections.deque[tuple[bytes, int, dict]] = collections.deque()
+        self._blob_records = 0
 
     def __len__(self) -> int:
+        self._read_blobs()
         return len(self._live) + len(self._done)
 
     def add_batch(self, batch: dict) -> None:
-        """Merge one `add_task_events` message: {node_id, worker_id, pid, events, dropped}."""
+        """Take one `add_task_events` message (`core_worker.task_events.TaskEventBuffer.batch`).
+
+        Its open records are merged now. Its done records (attempts that began and ended
+        between two sends) stay one opaque blob until a read needs them: most attempts cost
+        the GCS nothing but keeping a few bytes. Past `2 * max_tasks` records waiting, the
+        oldest blobs go unread (evicted: finished attempts, and the oldest)."""
         self.reported_dropped += int(batch.get("dropped") or 0)
-        node_id, worker_id, pid = batch.get("node_id"), batch.get("worker_id"), batch.get("pid")
+        self.events_received += int(batch.get("num_events") or 0)
+        blob = batch.get("done")
+        if blob:
+            count = int(batch.get("done_records") or 0)
+            self._blobs.append((blob, count, batch.get("done_jobs") or {}))
+            self._blob_records += count
+            while self._blob_records > 2 * self.max_tasks and len(self._blobs) > 1:
+                _, dropped, jobs = self._blobs.popleft()
+                self._blob_records -= dropped
+                for job, n in jobs.items():
+                    self.evicted += n
+                    self.evicted_by_job[job or None] += n
+        if batch["events"]:
+            try:
+                self._merge(
+                    batch.get("node_id"),
+                    batch.get("worker_id"),
+                    batch.get("pid"),
+                    batch.get("infos") or {},
+                    batch["events"],
+                )
+            except _MALFORMED:
+                self.malformed += 1  # a sender's bug: the records merged so far stay
+
+    def _merge(self, node_id: Any, worker_id: Any, pid: Any, infos: Any, records: list) -> None:
+        """Merge records `[task_id, attempt, [state, time, ...], info index, error]`."""
         live, done = self._live, self._done
-        for tid, attempt, state, when, extra in batch["events"]:
-            self.events_received += 1
+        for tid, attempt, times, info, error in records:
             key = (tid, attempt)
             rec = live.get(key)
             if rec is None:
                 rec = done.get(key)
                 if rec is None:
                     rec = self._new(key)
-            if state not in rec.times:
-                rec.times[state] = when
-            if state == ts.PENDING_ARGS_AVAIL:
-                if extra is not None:
-                    rec.info = extra
-            elif state == ts.RUNNING:  # the executing side says where it runs
-                rec.node_id, rec.worker_id, rec.pid = node_id, worker_id, pid
-            elif state == ts.FAILED:
-                if extra is not None and (rec.error is None or rec.error[0] == ts.TASK_EXECUTION_EXCEPTION):
-                    rec.error = (extra[0], extra[1])
-            if state in ts.TERMINAL and key in live:
+            seen = rec.times
+            it = iter(times)
+            for state, when in zip(it, it):
+                if seen[state] is None:
+                    seen[state] = when
+                if state == ts.RUNNING:  # the executing side says where it runs
+                    rec.node_id, rec.worker_id, rec.pid = node_id, worker_id, pid
+            if info >= 0:
+                rec.info = infos[info]
+            if error is not None and (rec.error is None or rec.error[0] == ts.TASK_EXECUTION_EXCEPTION):
+                rec.error = (error[0], error[1])
+            if (seen[ts.FINISHED] is not None or seen[ts.FAILED] is not None) and key in live:
                 del live[key]
                 done[key] = rec
+
+    def _read_blobs(self) -> None:
+        """Merge every waiting blob (a read is about to look at the window)."""
+        blobs = self._blobs
+        while blobs:
+            blob, count, _ = blobs.popleft()
+            self._blob_records -= count
+            try:
+                node_id, worker_id, pid, infos, records = _decode(blob)
+                self._merge(node_id, worker_id, pid, infos, records)
+            except _MALFORMED:
+                self.malformed += 1  # a sender's bug: its records are lost, the window is not
 
     def _new(self, key: tuple) -> TaskRecord:
         while len(self._live) + len(self._done) >= self.max_tasks:
@@ -141,15 +203,18 @@ class TaskEventStore:
 
     def records(self) -> Iterator[TaskRecord]:
         """Every kept attempt, finished ones first, each group oldest first."""
+        self._read_blobs()
         yield from self._done.values()
         yield from self._live.values()
 
     def get(self, task_id: bytes) -> list[TaskRecord]:
         """Every kept attempt of one task, by attempt number."""
+        self._read_blobs()
         found = [r for key, r in list(self._live.items()) + list(self._done.items()) if key[0] == task_id]
         return sorted(found, key=lambda r: r.attempt)
 
     def stats(self) -> dict[str, Any]:
+        self._read_blobs()
         return {
             "num_tasks": len(self),
             "max_tasks": self.max_tasks,
@@ -157,6 +222,7 @@ class TaskEventStore:
             "num_evicted_by_job": {k or "": v for k, v in self.evicted_by_job.items()},
             "num_dropped_at_source": self.reported_dropped,
             "num_events_received": self.events_received,
+            "num_malformed_batches": self.malformed,
         }
 
 

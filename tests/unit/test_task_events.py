@@ -36,7 +36,7 @@ def _owner_life(buf: TaskEventBuffer, spec: TaskSpec) -> None:
 
 
 @pytest.mark.timeout(10)
-def test_buffer_batches_every_event_into_one_message_then_empties():
+def test_buffer_coalesces_events_into_one_record_per_attempt_then_empties():
     buf = TaskEventBuffer(clock=Clock())
     specs = [_spec(i) for i in range(3)]
     for spec in specs:
@@ -44,14 +44,42 @@ def test_buffer_batches_every_event_into_one_message_then_empties():
     batch = buf.batch("node", "worker", 7)
     assert batch is not None
     assert batch["node_id"] == "node" and batch["worker_id"] == "worker" and batch["pid"] == 7
-    assert len(batch["events"]) == 9
-    first = batch["events"][0]
-    assert first[0] == specs[0].task_id and first[1] == 0 and first[2] == ts.PENDING_ARGS_AVAIL
-    assert first[3] == 101.0
-    assert first[4]["name"] == "f0" and first[4]["type"] == ts.NORMAL_TASK
-    assert first[4]["required_resources"] == {"CPU": 1.0} and first[4]["job_id"] == "01000000"
-    assert batch["events"][1][4] is None
+    records = batch["events"]
+    assert len(records) == 3  # one per attempt, not one per event
+    tid, attempt, times, info, error = records[0]
+    assert tid == specs[0].task_id and attempt == 0 and error is None
+    assert times == [
+        ts.PENDING_ARGS_AVAIL,
+        101.0,
+        ts.PENDING_NODE_ASSIGNMENT,
+        102.0,
+        ts.SUBMITTED_TO_WORKER,
+        103.0,
+    ]
+    first = batch["infos"][info]
+    assert first["name"] == "f0" and first["type"] == ts.NORMAL_TASK
+    assert first["required_resources"] == {"CPU": 1.0} and first["job_id"] == "01000000"
     assert buf.batch("node", "worker", 7) is None  # nothing new: no message at all
+
+
+@pytest.mark.timeout(10)
+def test_buffer_sends_one_info_per_function_and_keeps_retries_apart():
+    buf = TaskEventBuffer(clock=Clock())
+    resources = {"CPU": 1.0}
+    specs = []
+    for i in range(4):
+        spec = _spec(i)
+        spec.name = "same"
+        spec.resources = resources  # one remote function's calls share their options
+        specs.append(spec)
+        buf.submitted(spec)
+    retry = _spec(0, attempt=1)
+    buf.state(retry, ts.RUNNING)
+    batch = buf.batch("n", "w", 1)
+    assert batch is not None
+    by_attempt = {(r[0], r[1]): r for r in batch["events"]}
+    assert len(batch["infos"]) == 1 and {by_attempt[(s.task_id, 0)][3] for s in specs} == {0}
+    assert by_attempt[(retry.task_id, 1)][2:4] == [[ts.RUNNING, 105.0], -1]
 
 
 @pytest.mark.timeout(10)
@@ -72,14 +100,26 @@ def test_failed_events_carry_error_type_and_a_bounded_message():
     buf = TaskEventBuffer(clock=Clock())
     buf.failed(_spec(1), "WORKER_DIED", "x" * 5000)
     buf.failed(_spec(2), None)
-    events = buf.drain()
-    assert events is not None
-    assert events[0][2] == ts.FAILED and events[0][4][0] == "WORKER_DIED" and len(events[0][4][1]) == 1000
-    assert events[1][4] is None
+    drained = buf.drain()
+    assert drained is not None
+    records = drained.done
+    assert (
+        records[0][2][0] == ts.FAILED and records[0][4][0] == "WORKER_DIED" and len(records[0][4][1]) == 1000
+    )
+    assert records[1][4] is None
 
 
-def _batch(node: str, worker: str, pid: int, events: list) -> dict:
-    return {"node_id": node, "worker_id": worker, "pid": pid, "events": events, "dropped": 0}
+def _batch(node: str, worker: str, pid: int, events: list, infos: list | None = None) -> dict:
+    """A batch in wire form from (task_id, attempt, state, time, error) events, one record each."""
+    records = [[tid, attempt, [state, when], -1, error] for tid, attempt, state, when, error in events]
+    return {
+        "node_id": node,
+        "worker_id": worker,
+        "pid": pid,
+        "infos": infos or [],
+        "events": records,
+        "dropped": 0,
+    }
 
 
 @pytest.mark.timeout(10)
@@ -137,17 +177,25 @@ def test_store_keeps_a_bounded_window_evicting_finished_attempts_first():
 @pytest.mark.timeout(10)
 def test_store_memory_is_flat_past_the_window():
     store = TaskEventStore(100)
-    for i in range(5000):
+    info = {"name": "f", "job_id": "01000000", "type": ts.NORMAL_TASK, "func_or_class_name": "f"}
+    for i in range(5000):  # open records (merged at once)
         tid = i.to_bytes(16, "little")
-        info = {"name": "f", "job_id": "01000000", "type": ts.NORMAL_TASK, "func_or_class_name": "f"}
-        store.add_batch(
-            _batch(
-                "n", "w", 1, [[tid, 0, ts.PENDING_ARGS_AVAIL, 1.0, info], [tid, 0, ts.FINISHED, 2.0, None]]
-            )
-        )
+        batch = _batch("n", "w", 1, [[tid, 0, ts.FINISHED, 2.0, None]], [info])
+        batch["events"][0][2] = [ts.PENDING_ARGS_AVAIL, 1.0, ts.FINISHED, 2.0]
+        batch["events"][0][3] = 0
+        batch["num_events"] = 2
+        store.add_batch(batch)
     assert len(store) == 100
     assert store.evicted == 4900 and store.evicted_by_job["01000000"] == 4900
     assert store.events_received == 10_000
+    buf = TaskEventBuffer(clock=Clock())
+    for i in range(5000):  # done records (kept as blobs until read)
+        spec = _spec(10_000 + i)
+        buf.submitted(spec)
+        buf.state(spec, ts.FINISHED)
+        store.add_batch(buf.batch("n", "w", 1))  # type: ignore[arg-type]
+        assert store._blob_records <= 200
+    assert len(store) == 100 and store.evicted == 9900 and store.events_received == 20_000
 
 
 @pytest.mark.timeout(10)
@@ -193,3 +241,91 @@ def test_system_config_switches_task_events_for_the_node_processes():
         parse({"enable_task_events": "no"})
     with pytest.raises(ValueError, match="task_events_max_num_task_in_gcs"):
         parse({"task_events_max_num_task_in_gcs": 0})
+
+
+@pytest.mark.timeout(10)
+def test_done_attempts_wait_as_one_blob_until_a_read_and_open_ones_merge_at_once():
+    owner, worker = TaskEventBuffer(clock=Clock()), TaskEventBuffer(clock=Clock())
+    quick, slow = _spec(1), _spec(2)
+    for spec in (quick, slow):
+        _owner_life(owner, spec)
+    owner.state(quick, ts.FINISHED)
+    worker.state(quick, ts.RUNNING)
+    worker.state(quick, ts.FINISHED)
+    worker.state(slow, ts.RUNNING)
+    store = TaskEventStore(10)
+    ob, wb = owner.batch("nodeA", "driver", 1), worker.batch("nodeB", "w", 2)
+    assert ob is not None and wb is not None
+    assert [r[0] for r in ob["events"]] == [slow.task_id] and ob["done_records"] == 1
+    assert ob["done_jobs"] == {"01000000": 1} and wb["done_jobs"] == {}  # only the owner's record has info
+    store.add_batch(ob)
+    store.add_batch(wb)
+    assert len(store._live) == 1 and len(store._done) == 0 and len(store._blobs) == 2  # nothing decoded yet
+    owner.state(slow, ts.FINISHED)  # ends after the slow attempt was reported open: open again
+    worker.state(slow, ts.FINISHED)
+    ob2, wb2 = owner.batch("nodeA", "driver", 1), worker.batch("nodeB", "w", 2)
+    assert ob2["done"] is None and wb2["done"] is None  # type: ignore[index]
+    store.add_batch(ob2)  # type: ignore[arg-type]
+    store.add_batch(wb2)  # type: ignore[arg-type]
+    assert not store._live  # the slow attempt ended, without reading any blob
+    rows = {r["task_id"]: r for r in answer(store, {"limit": 10})["rows"]}
+    assert not store._blobs
+    for spec in (quick, slow):
+        row = rows[spec.task_id.hex()]
+        assert (
+            row["state"] == "FINISHED" and row["name"] == f"f{spec.task_id[0]}" and row["node_id"] == "nodeB"
+        )
+    assert store.stats()["num_events_received"] == 12
+
+
+@pytest.mark.timeout(10)
+def test_unread_blobs_past_twice_the_window_are_dropped_and_counted_by_job():
+    store = TaskEventStore(2)
+    for i in range(6):
+        buf = TaskEventBuffer(clock=Clock())
+        spec = _spec(i)
+        buf.submitted(spec)
+        buf.state(spec, ts.FINISHED)
+        store.add_batch(buf.batch("n", "w", 1))  # type: ignore[arg-type]
+    assert store._blob_records == 4 and store.evicted == 2
+    assert store.evicted_by_job["01000000"] == 2
+    assert len(store) == 2  # the window after reading: the newest attempts
+    assert {r.task_id for r in store.records()} == {_spec(4).task_id, _spec(5).task_id}
+
+
+@pytest.mark.timeout(10)
+def test_a_malformed_blob_is_counted_and_the_rest_of_the_window_survives():
+    store = TaskEventStore(10)
+    store.add_batch(_batch("n", "w", 1, [[_spec(1).task_id, 0, ts.RUNNING, 1.0, None]]))
+    bad = _batch("n", "w", 1, [])
+    bad.update(done=b"\xc1not msgpack", done_records=3, done_jobs={})
+    store.add_batch(bad)
+    wrong_shape = _batch("n", "w", 1, [])
+    wrong_shape.update(done=b"\x93\x01\x02\x03", done_records=1, done_jobs={})
+    store.add_batch(wrong_shape)
+    assert [r["state"] for r in answer(store, {"limit": 10})["rows"]] == ["RUNNING"]
+    assert store.stats()["num_malformed_batches"] == 2
+
+
+@pytest.mark.timeout(10)
+def test_a_worker_reports_a_long_call_as_running_once_then_its_end():
+    worker = TaskEventBuffer(clock=Clock())
+    quick, slow = _spec(1), _spec(2)
+    began = worker.started(quick)
+    worker.ran(quick, began)
+    worker.running.pop(quick.task_id)  # the executor's `finally`
+    slow_began = worker.started(slow)
+    first = worker.batch("n", "w", 1)
+    assert first is not None
+    assert first["done_records"] == 1  # the quick call: RUNNING and FINISHED in one record
+    assert first["events"] == [[slow.task_id, 0, [ts.RUNNING, slow_began], -1, None]]
+    assert worker.batch("n", "w", 1) is None  # still running: not reported again
+    worker.ran_and_failed(slow, slow_began, ts.TASK_EXECUTION_EXCEPTION, "ValueError: late")
+    worker.running.pop(slow.task_id)
+    last = worker.batch("n", "w", 1)
+    assert last is not None and last["done"] is None  # its start went out already: open
+    (rec,) = last["events"]
+    assert rec[2] == [ts.RUNNING, slow_began, ts.FAILED, 104.0] and rec[4] == [
+        ts.TASK_EXECUTION_EXCEPTION,
+        "ValueError: late",
+    ]

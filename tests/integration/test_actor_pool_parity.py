@@ -55,7 +55,7 @@ def test_map_submits_at_call_and_yields_in_order(actors):
 def test_map_drops_unread_results_of_earlier_submissions(actors):
     pool = ActorPool(actors)
     pool.submit(double, 100)
-    pool.submit(sleep_then, (0.5, "unread"))
+    pool.submit(sleep_then, (0.3, "unread"))
     assert list(pool.map(double, [1, 2])) == [2, 4]
     assert not pool.has_next()
 
@@ -98,13 +98,13 @@ def test_has_next_and_has_free_with_waiting_values(actors):
 
 def test_get_next_timeout_keeps_or_ignores_the_task(actors):
     pool = ActorPool(actors[:1])
-    pool.submit(sleep_then, (0.6, "late"))
+    pool.submit(sleep_then, (0.4, "late"))
     with pytest.raises(TimeoutError, match="Timed out waiting for result"):
         pool.get_next(timeout=0.05)
     assert pool.has_next()  # kept: the same result comes next
     assert pool.get_next(timeout=30) == "late"
 
-    pool.submit(sleep_then, (0.6, "ignored"))
+    pool.submit(sleep_then, (0.4, "ignored"))
     pool.submit(double, 3)
     with pytest.raises(TimeoutError, match="has been ignored"):
         pool.get_next(timeout=0.05, ignore_if_timedout=True)
@@ -115,11 +115,11 @@ def test_get_next_timeout_keeps_or_ignores_the_task(actors):
 
 def test_get_next_unordered_timeout_keeps_or_ignores(actors):
     pool = ActorPool(actors[:1])
-    pool.submit(sleep_then, (0.6, "late"))
+    pool.submit(sleep_then, (0.4, "late"))
     with pytest.raises(TimeoutError):
         pool.get_next_unordered(timeout=0.05)
     assert pool.get_next_unordered(timeout=30) == "late"
-    pool.submit(sleep_then, (0.6, "ignored"))
+    pool.submit(sleep_then, (0.4, "ignored"))
     with pytest.raises(TimeoutError, match="has been ignored"):
         pool.get_next_unordered(timeout=0.05, ignore_if_timedout=True)
     assert not pool.has_next() and pool.has_free()
@@ -130,7 +130,7 @@ def test_get_next_unordered_timeout_keeps_or_ignores(actors):
 
 def test_get_next_after_get_next_unordered_is_an_error(actors):
     pool = ActorPool(actors)
-    pool.submit(sleep_then, (0.5, "slow"))
+    pool.submit(sleep_then, (0.4, "slow"))
     pool.submit(double, 1)
     assert pool.get_next_unordered(timeout=30) == 2  # the second submission
     assert pool.has_next()
@@ -145,7 +145,7 @@ def test_get_next_after_get_next_unordered_is_an_error(actors):
 
 def test_get_next_unordered_returns_the_first_ready(actors):
     pool = ActorPool(actors)
-    pool.submit(sleep_then, (0.6, "slow"))
+    pool.submit(sleep_then, (0.4, "slow"))
     pool.submit(sleep_then, (0.0, "fast"))
     assert pool.get_next_unordered(timeout=30) == "fast"
     assert pool.get_next_unordered(timeout=30) == "slow"

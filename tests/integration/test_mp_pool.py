@@ -70,6 +70,10 @@ def test_map_starmap_apply(pool):
     assert pool.starmap_async(add, [(5, 5)]).get(10) == [10]
     assert pool.apply(add, (1,), {"b": 2}) == 3
     assert pool.apply(square, (4,)) == 16
+    assert pool.apply(add, args=(1,), kwargs={"b": 5}) == 6  # Ray's keyword name
+    assert pool.apply_async(add, (2,), kwargs={"b": 5}).get(10) == 7
+    with pytest.raises(TypeError, match="not both"):
+        pool.apply(add, (1,), {"b": 2}, kwargs={"b": 2})
 
 
 def test_work_is_spread_over_the_actors(pool):
@@ -111,7 +115,7 @@ def test_apply_async_result_and_callbacks(pool):
 
 
 def test_get_timeout_and_not_ready(pool):
-    r = pool.apply_async(sleep_then, (1, 1.0))
+    r = pool.apply_async(sleep_then, (1, 0.5))
     assert not r.ready()
     with pytest.raises(ValueError, match="not ready"):
         r.successful()
@@ -155,8 +159,8 @@ def test_imap_error_at_its_item_and_timeout(pool):
 
 
 def test_imap_next_timeout(pool):
-    blocked = pool.apply_async(sleep_then, (0, 0.8))
-    blocked2 = pool.apply_async(sleep_then, (0, 0.8))
+    blocked = pool.apply_async(sleep_then, (0, 0.4))
+    blocked2 = pool.apply_async(sleep_then, (0, 0.4))
     im = pool.imap(square, range(1))
     with pytest.raises(TimeoutError):
         im.next(timeout=0.05)

@@ -15,6 +15,7 @@ import itertools
 import logging
 import os
 import traceback
+import weakref
 from collections.abc import Callable, Iterable, Sized
 from typing import Any
 
@@ -107,6 +108,7 @@ class Pool:
         self._stopping: list[ObjectRef] = []  # __ray_terminate__ calls of retired actors
         self._round_robin = itertools.count()
         self._handler = ResultHandler()
+        weakref.finalize(self, self._handler.close)  # a pool dropped unclosed stops its thread
         processes = self._connect(processes, ray_address)
         from skate import _api
 
@@ -204,9 +206,12 @@ class Pool:
         return result
 
     # -- multiprocessing.Pool's interface ---------------------------------------------------
-    def apply(self, func: Callable, args: tuple = (), kwds: dict | None = None) -> Any:
-        """func(*args, **kwds) on one of the actors; its result or its exception."""
-        return self.apply_async(func, args, kwds).get()
+    def apply(
+        self, func: Callable, args: tuple = (), kwds: dict | None = None, *, kwargs: dict | None = None
+    ) -> Any:
+        """func(*args, **kwds) on one of the actors; its result or its exception.
+        (`kwargs=` is Ray's name for `kwds`; either may be used.)"""
+        return self.apply_async(func, args, kwds, kwargs=kwargs).get()
 
     def apply_async(
         self,
@@ -215,10 +220,16 @@ class Pool:
         kwds: dict | None = None,
         callback: Callable | None = None,
         error_callback: Callable | None = None,
+        *,
+        kwargs: dict | None = None,
     ) -> AsyncResult:
         """Like apply, returning an AsyncResult; callback gets the value, error_callback the
         exception (each on the pool's result thread)."""
         self._check_running()
+        if kwargs is not None:
+            if kwds is not None:
+                raise TypeError("apply: pass the keyword arguments as kwds or kwargs, not both")
+            kwds = kwargs
         _check_callable("func", func)
         _check_callable("callback", callback)
         _check_callable("error_callback", error_callback)

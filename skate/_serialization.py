@@ -11,9 +11,13 @@ Refs met while pickling are collected, so the caller can count them as contained
 
 from __future__ import annotations
 
+import io
 import pickle
 import struct
 import threading
+import types
+from collections import ChainMap
+from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
@@ -30,6 +34,59 @@ _pack_header = msgspec.msgpack.Encoder().encode
 _unpack_header = msgspec.msgpack.Decoder().decode
 
 _local = threading.local()
+
+# Custom serializers (skate.util.register_serializer), per process. While none is registered,
+# `_dumps` is cloudpickle.dumps itself: the put/task path pays nothing for the feature.
+_custom_reducers: dict[type, Callable] = {}
+_dumps: Callable = cloudpickle.dumps
+
+# Values of these exact types never reach a dispatch table (the simple ones skip pickling's
+# generic path here; the pickler writes the others itself), so a serializer for them could
+# never run: registering one is refused.
+_UNREGISTRABLE = _SIMPLE_TYPES | {list, tuple, dict, set, frozenset, bytearray, type, types.FunctionType}
+
+
+class _CustomPickler(cloudpickle.CloudPickler):
+    """cloudpickle with the registered reducers looked up first (by exact type)."""
+
+    dispatch_table = ChainMap(_custom_reducers, cloudpickle.CloudPickler.dispatch_table)
+
+
+def _dumps_custom(value: Any, protocol: int, buffer_callback: Callable | None = None) -> bytes:
+    out = io.BytesIO()
+    _CustomPickler(out, protocol=protocol, buffer_callback=buffer_callback).dump(value)
+    return out.getvalue()
+
+
+def register_reducer(cls: type, serializer: Callable, deserializer: Callable) -> None:
+    """Pickle instances of exactly `cls` as deserializer(serializer(obj)) from now on, in this
+    process. The deserializer travels with each object (pickled by cloudpickle), so the
+    process that reads it needs no registration."""
+    global _dumps
+    if not isinstance(cls, type):
+        raise TypeError(f"register_serializer: cls must be a class, got {type(cls).__name__} {cls!r}")
+    if cls in _UNREGISTRABLE:
+        raise TypeError(
+            f"register_serializer: values of the built-in type {cls.__name__} are written by pickle "
+            "itself and cannot have a custom serializer (register a subclass instead)"
+        )
+    for what, fn in (("serializer", serializer), ("deserializer", deserializer)):
+        if not callable(fn):
+            raise TypeError(f"register_serializer: {what} must be callable, got {type(fn).__name__} {fn!r}")
+
+    def reduce(obj: Any) -> tuple:
+        return deserializer, (serializer(obj),)
+
+    _custom_reducers[cls] = reduce
+    _dumps = _dumps_custom
+
+
+def unregister_reducer(cls: type) -> None:
+    """Forget the custom serializer of `cls` in this process (nothing happens if none)."""
+    global _dumps
+    _custom_reducers.pop(cls, None)
+    if not _custom_reducers:
+        _dumps = cloudpickle.dumps
 
 
 class SerializedObject:
@@ -60,7 +117,7 @@ def serialize(value: Any, kind: int = KIND_VALUE) -> SerializedObject:
     previous = getattr(_local, "refs", None)
     _local.refs = refs
     try:
-        inband = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+        inband = _dumps(value, protocol=5, buffer_callback=buffers.append)
     except Exception as exc:
         raise TypeError(f"Could not serialize {_describe(value)}: {exc}") from exc
     finally:

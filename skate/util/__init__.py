@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from skate.util import scheduling_strategies
 from skate.util.actor_pool import ActorPool
+from skate.util.check_serialize import inspect_serializability
 from skate.util.placement_group import (
     PlacementGroup,
     get_current_placement_group,
@@ -12,6 +13,7 @@ from skate.util.placement_group import (
     placement_group_table,
     remove_placement_group,
 )
+from skate.util.serialization import deregister_serializer, register_serializer
 
 
 def list_named_actors(all_namespaces: bool = False) -> list:
@@ -30,11 +32,14 @@ def list_named_actors(all_namespaces: bool = False) -> list:
 __all__ = [
     "ActorPool",
     "PlacementGroup",
+    "deregister_serializer",
     "get_current_placement_group",
     "get_placement_group",
+    "inspect_serializability",
     "list_named_actors",
     "placement_group",
     "placement_group_table",
+    "register_serializer",
     "remove_placement_group",
     "scheduling_strategies",
 ]

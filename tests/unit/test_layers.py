@@ -91,6 +91,10 @@ LAYERS: dict[str, int] = {
     "skate.remote_function": API,
     "skate.runtime_context": API,
     "skate.util": API,
+    "skate.util.multiprocessing": API,  # a multiprocessing.Pool on actors
+    "skate.util.joblib": API,  # the joblib backend (imports joblib only when registered)
+    "skate.util.check_serialize": API,  # inspect_serializability
+    "skate.util.serialization": API,  # register_serializer (the hook is in _serialization)
     "skate.experimental": API,
     "skate.cluster_utils": API,
     "skate.scripts": API,

@@ -81,6 +81,9 @@ class ActorManager:
         self.named: dict[tuple[str, str], bytes] = {}
         self._rids = itertools.count(1)
         self.unplaced: list[ActorInfo] = []  # actors waiting for a node that can host them
+        # How the GCS reaches an actor's worker: the one seam the in-process cluster simulator
+        # (skate._sim_cluster) replaces, so it drives this manager without sockets.
+        self.connect = connect
 
     def retry_unplaced(self) -> None:
         """A node joined: try again to place actors no node could host."""
@@ -193,7 +196,7 @@ class ActorManager:
                 node_conn.notify("return_lease", {"lease_id": grant["lease_id"], "kill": True})
                 return
             info.lease = (node_id, grant["lease_id"])
-            conn = await connect(
+            conn = await self.connect(
                 grant["address"], self.gcs.token, {}, name=f"actor {info.actor_id.hex()[:8]}"
             )
             reply = await conn.call(

@@ -32,13 +32,14 @@ import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import psutil
 
 from skate._labels import from_wire
 from skate.gcs.server import GcsServer
+from skate.protocol import Connection
 from skate.protocol.messages import ActorCreation, TaskSpec
 from skate.raylet.scheduler import Grant, Infeasible, Rejected, Spillback, StartWorkers
 from skate.raylet.scheduler import LocalScheduler as Scheduler
@@ -84,6 +85,12 @@ class SimConn:
         callback, self._on_close = self._on_close, None
         if callback is not None:
             callback(self)
+
+
+def as_conn(fake: SimConn) -> Connection:
+    """A fake connection where the GCS's handlers expect a real one (they use only its
+    `peer_info`, `closed`, `write_paused`, `notify`, `call`, `close` and `_on_close`)."""
+    return cast(Connection, fake)
 
 
 async def sim_connect(address: str, token: bytes, handlers: dict, name: str = "") -> SimConn:
@@ -214,7 +221,7 @@ class SimRaylet(SimConn):
         self._dirty = False
         if not self.closed:
             self.gcs.h_update_resources(
-                self,
+                as_conn(self),
                 {
                     "node_id": self.node_id,
                     "available": self.scheduler.available_float(),
@@ -238,6 +245,12 @@ class SimCluster:
         return self.loop.run_until_complete(coro)
 
     def close(self) -> None:
+        """Cancel what still waits (actors with no room, say) and close the loop."""
+        pending = asyncio.all_tasks(self.loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self.loop.close()
         asyncio.set_event_loop(None)
 
@@ -252,7 +265,7 @@ def new_cluster() -> SimCluster:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     gcs = GcsServer("/sim", b"sim-token", owns_session=False)
-    gcs.actors.connect = sim_connect
+    gcs.actors.connect = cast(Any, sim_connect)
     driver = SimConn("driver")
     driver.peer_info = {"job_id": "01000000"}
     return SimCluster(gcs, loop, {}, driver)
@@ -275,7 +288,7 @@ def add_nodes(cluster: SimCluster, count: int, cpus: float = NODE_CPUS) -> float
     async def go() -> float:
         t0 = time.perf_counter()
         for r in raylets:
-            cluster.gcs.h_register_node(r, r.info())
+            cluster.gcs.h_register_node(as_conn(r), r.info())
             cluster.raylets[r.node_id] = r
         await asyncio.sleep(0)  # the callbacks each registration scheduled
         await asyncio.sleep(0)
@@ -286,7 +299,7 @@ def add_nodes(cluster: SimCluster, count: int, cpus: float = NODE_CPUS) -> float
     return elapsed
 
 
-def _actor_payloads(i: int, owner: list) -> tuple[dict, dict]:
+def _actor_payloads(i: int, owner: list, place: dict, hold: dict) -> tuple[dict, dict]:
     """register_actor and create_actor payloads as a driver sends them (decoded wire form)."""
     actor_id = i.to_bytes(16, "little")
     register = {
@@ -304,8 +317,8 @@ def _actor_payloads(i: int, owner: list) -> tuple[dict, dict]:
     spec.actor_id = actor_id
     create = {
         "actor_id": actor_id,
-        "place": {"CPU": 1},
-        "res": {},
+        "place": place,
+        "res": hold,
         "strategy": None,
         "labels": None,
         "pg": None,
@@ -316,9 +329,17 @@ def _actor_payloads(i: int, owner: list) -> tuple[dict, dict]:
     return register, create
 
 
-def add_actors(cluster: SimCluster, count: int, batch: int = 2000) -> float:
-    """Register and create `count` default actors (place 1 CPU, hold none) owned by a driver on
-    the first node; the seconds until every one is ALIVE."""
+def add_actors(
+    cluster: SimCluster,
+    count: int,
+    batch: int = 2000,
+    place: dict[str, float] | None = None,
+    hold: dict[str, float] | None = None,
+) -> float:
+    """Register and create `count` actors owned by a driver on the first node, default ones
+    unless told (placed with 1 CPU, holding none); the seconds until every one is ALIVE."""
+    place = {"CPU": 1} if place is None else place
+    hold = {} if hold is None else hold
     gcs = cluster.gcs
     owner = [DRIVER, f"unix:///sim/{node_id_of(0)}/sockets/driver"]
     first = len(gcs.actors.actors)
@@ -326,12 +347,14 @@ def add_actors(cluster: SimCluster, count: int, batch: int = 2000) -> float:
     async def go() -> float:
         elapsed = 0.0
         for lo in range(first, first + count, batch):
-            payloads = [_actor_payloads(i, owner) for i in range(lo, min(lo + batch, first + count))]
+            payloads = [
+                _actor_payloads(i, owner, place, hold) for i in range(lo, min(lo + batch, first + count))
+            ]
             t0 = time.perf_counter()
             waits = []
             for register, create in payloads:
-                gcs.actors.h_register(cluster.driver, register)
-                waits.append(gcs.actors.h_create(cluster.driver, create))
+                gcs.actors.h_register(as_conn(cluster.driver), register)
+                waits.append(gcs.actors.h_create(as_conn(cluster.driver), create))
             for info in await asyncio.gather(*waits):
                 if info["state"] != "ALIVE":
                     raise RuntimeError(f"simulated actor {info['actor_id'].hex()} is {info['state']}")
@@ -353,7 +376,7 @@ def add_groups(cluster: SimCluster, count: int, bundle_cpu: float = 0.01) -> flo
         for i in range(first, first + count):
             pg_id = f"{i:036x}"
             pgs.h_create(
-                cluster.driver,
+                as_conn(cluster.driver),
                 {
                     "pg_id": pg_id,
                     "strategy": "PACK" if i % 2 == 0 else "SPREAD",
@@ -362,7 +385,7 @@ def add_groups(cluster: SimCluster, count: int, bundle_cpu: float = 0.01) -> flo
                     "creator": DRIVER,
                 },
             )
-            waits.append(pgs.h_wait(cluster.driver, {"pg_id": pg_id}))
+            waits.append(pgs.h_wait(as_conn(cluster.driver), {"pg_id": pg_id}))
         done = await asyncio.gather(*(w for w in waits if not isinstance(w, bool)))
         if not all(done) or not all(w for w in waits if isinstance(w, bool)):
             raise RuntimeError("a simulated placement group was not created")

@@ -81,6 +81,12 @@ class ActorManager:
         self.named: dict[tuple[str, str], bytes] = {}
         self._rids = itertools.count(1)
         self.unplaced: list[ActorInfo] = []  # actors waiting for a node that can host them
+        # Each live actor sent to a node, as counted in the placement index's load:
+        # actor id -> (node, placement shape, hold), in fixed point.
+        self._counted: dict[bytes, tuple[str, dict[str, int], dict[str, int]]] = {}
+        # How the GCS reaches an actor's worker: the one seam the in-process cluster simulator
+        # (skate._sim_cluster) replaces, so it drives this manager without sockets.
+        self.connect = connect
 
     def retry_unplaced(self) -> None:
         """A node joined: try again to place actors no node could host."""
@@ -136,6 +142,7 @@ class ActorManager:
         if info is None or info.state == DEAD:
             return None
         info.spec = spec
+        self._count(info)
         self.gcs.tables.save_actor(info)
         if spec.get("pg") and self.gcs.pgs.is_removed(spec["pg"]):
             info.no_restart = True
@@ -151,13 +158,12 @@ class ActorManager:
         spec = info.spec
         if spec is None:  # set when the creation call arrives, before this runs
             raise RuntimeError(f"actor {info.actor_id.hex()} has no creation call to run")
-        info.target_node = None
+        self.set_target(info, None)
         owner_address = info.owner[1] if info.owner and len(info.owner) > 1 else ""
         node_id, node_conn = self.gcs.pick_node(
             spec["place"],
             spec.get("strategy"),
             preferred=self.gcs.node_of_address(owner_address or ""),
-            loads=self.node_loads(),
             labels=spec.get("labels"),
         )
         if node_conn is None:
@@ -170,7 +176,7 @@ class ActorManager:
             )
             self.unplaced.append(info)
             return
-        info.target_node = node_id
+        self.set_target(info, node_id)
         try:
             request = {"rid": next(self._rids), "shape": spec["place"], "hold": spec["res"], "actor": True}
             if spec.get("labels"):
@@ -184,7 +190,7 @@ class ActorManager:
                 node_conn = self.gcs.node_conns.get(node_id)
                 if node_conn is None or node_conn.closed:
                     raise ConnectionError(f"node {node_id[:12]} is gone")
-                info.target_node = node_id
+                self.set_target(info, node_id)
                 grant = await node_conn.call("request_lease", dict(request, spilled=True))
             if grant is None:
                 self._set_dead(info, "its lease request was cancelled")
@@ -193,7 +199,7 @@ class ActorManager:
                 node_conn.notify("return_lease", {"lease_id": grant["lease_id"], "kill": True})
                 return
             info.lease = (node_id, grant["lease_id"])
-            conn = await connect(
+            conn = await self.connect(
                 grant["address"], self.gcs.token, {}, name=f"actor {info.actor_id.hex()[:8]}"
             )
             reply = await conn.call(
@@ -274,6 +280,7 @@ class ActorManager:
 
     def _set_dead(self, info: ActorInfo, cause: str) -> None:
         info.state = DEAD
+        self._count(info)
         info.death_cause = info.death_cause or cause
         info.address = None
         if info.conn is not None:
@@ -300,16 +307,27 @@ class ActorManager:
             else:
                 info.waiters.append((fut, not_incarnation))
 
-    def node_loads(self) -> dict[str, tuple[dict[str, int], dict[str, int]]]:
-        """Per node, the placement shapes and held resources of the live actors sent there."""
-        loads: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
+    def set_target(self, info: ActorInfo, node_id: str | None) -> None:
+        """The node the actor is sent to (None: none yet); it counts as load there from now on."""
+        info.target_node = node_id
+        self._count(info)
+
+    def _count(self, info: ActorInfo) -> None:
+        """Count the actor in the placement index as it is now: at its placement shape and hold
+        on its target node while it is not dead, nowhere otherwise."""
+        index = self.gcs.placement
+        old = self._counted.pop(info.actor_id, None)
+        if old is not None:
+            index.remove_actor(*old)
+        if info.state != DEAD and info.target_node is not None and info.spec is not None:
+            entry = (info.target_node, res.to_fixed(info.spec["place"]), res.to_fixed(info.spec["res"]))
+            self._counted[info.actor_id] = entry
+            index.add_actor(*entry)
+
+    def recount(self) -> None:
+        """Count every actor again (the table was loaded as a whole, after a GCS restart)."""
         for info in self.actors.values():
-            if info.state == DEAD or info.target_node is None or info.spec is None:
-                continue
-            placed, held = loads.setdefault(info.target_node, ({}, {}))
-            res.add(placed, res.to_fixed(info.spec["place"]))
-            res.add(held, res.to_fixed(info.spec["res"]))
-        return loads
+            self._count(info)
 
     # -- queries ----------------------------------------------------------------------
     def h_get_info(self, conn: Connection, p: dict):

@@ -211,6 +211,8 @@ class PlacementGroupManager:
             avail = self.gcs.nodes[node_id].setdefault("available", {})
             for k, v in info.bundles[i].items():
                 avail[k] = avail.get(k, 0) - v
+        for node_id in by_node:
+            self.gcs.node_resources_changed(node_id)
         asyncio.ensure_future(self._reserve(info, by_node))
 
     async def _reserve(self, info: GroupInfo, by_node: dict[str, list[int]]) -> None:
@@ -275,6 +277,7 @@ class PlacementGroupManager:
                     amounts = node.setdefault(key, {})
                     for k, v in res.to_float(added).items():
                         amounts.setdefault(k, v)  # the raylet's report may have come first
+                self.gcs.node_resources_changed(node_id)
         if len(info.placement) < len(info.bundles):  # a node died meanwhile: place the rest
             self._try_place(info)
             return
@@ -350,6 +353,7 @@ class PlacementGroupManager:
                 amounts = node.get(key) or {}
                 for k in [k for k in amounts if k.endswith("_" + info.pg_id) and "_group_" in k]:
                     del amounts[k]
+            self.gcs.node_resources_changed(node_id)
         info.placement = {}
         self.gcs.tables.save_group(info)
         self._schedule_retry()

@@ -98,6 +98,7 @@ def recover(gcs: Any, snap: Snapshot) -> None:
         actors.actors[info.actor_id] = info
         if info.name and info.state != am.DEAD:
             actors.named[(info.namespace, info.name)] = info.actor_id
+    actors.recount()  # their load on the nodes they were sent to, for placement
     groups = gcs.pgs
     for rec in snap.groups:
         group = pgm.GroupInfo(**{k: rec[k] for k in GROUP_FIELDS if k in rec})
@@ -120,7 +121,7 @@ async def _resume(gcs: Any) -> None:
         if info.state == am.ALIVE and info.address:
             reattach.append(_reattach_actor(gcs, info))
         elif info.state in (am.PENDING, am.RESTARTING) and info.spec is not None:
-            info.target_node = None
+            actors.set_target(info, None)
             asyncio.ensure_future(actors._start(info))  # waits among the unplaced for a node
     await asyncio.gather(*reattach, return_exceptions=True)
     await asyncio.sleep(gcs.node_timeout)

@@ -26,7 +26,7 @@ from skate.gcs.actor_manager import ActorManager
 from skate.gcs.kv_store import KvStore, Namespace
 from skate.gcs.kv_waiters import KvWaiters
 from skate.gcs.persistence import GcsTables
-from skate.gcs.placement import NodeLoad, choose_node
+from skate.gcs.placement import SPREAD_THRESHOLD, NodeLoad, PlacementIndex, choose_node
 from skate.gcs.placement_group_manager import PlacementGroupManager
 from skate.gcs.recovery import gcs_info, open_tables, reattach_job, recover
 from skate.gcs.storage import GcsStorage, MemoryStorage
@@ -56,6 +56,10 @@ class GcsServer:
         self.owns_session = owns_session
         self.nodes: dict[str, dict] = {}
         self.node_conns: dict[str, Connection] = {}
+        # The alive nodes in actor-placement order, with their actors' load (gcs.placement):
+        # told of every change to a node's resources, so placing an actor scores few nodes.
+        self.placement = PlacementIndex()
+        self._address_nodes: dict[str, str | None] = {}  # node_of_address's answers, until nodes change
         self._view_scheduled = False
         # A node silent this long is dead: `_system_config`'s health-check keys, else the env.
         self.node_timeout = node_timeout_s or float(os.environ.get("SKATE_NODE_TIMEOUT_S", "10"))
@@ -134,6 +138,8 @@ class GcsServer:
         logger.warning("node %s is dead: %s", node_id[:12], reason)
         node["alive"] = False
         node["death_reason"] = reason
+        self.placement.remove_node(node_id)
+        self._address_nodes.clear()
         conn = self.node_conns.pop(node_id, None)
         if conn is not None and not conn.closed:
             # Fate sharing: a raylet that is only slow (or hung, and resumes) learns it is dead
@@ -169,6 +175,8 @@ class GcsServer:
         conn.peer_info = {"node_id": p["node_id"]}
         self.nodes[p["node_id"]] = dict(p, alive=True, start_time=time.time(), last_seen=time.monotonic())
         self.node_conns[p["node_id"]] = conn
+        self.node_resources_changed(p["node_id"])
+        self._address_nodes.clear()
         self._view_changed()
         self.loop.call_soon(self.actors.retry_unplaced)
         self.loop.call_soon(self.pgs.retry_pending)
@@ -205,19 +213,30 @@ class GcsServer:
                 if node["alive"] and now - node.get("last_seen", now) > self.node_timeout:
                     self.mark_node_dead(nid, f"no heartbeat for {self.node_timeout:g} s")
 
+    def node_resources_changed(self, node_id: str) -> None:
+        """A node's entry in the node table changed (joined, new totals or availability, bundles
+        reserved or returned): actor placement's index follows."""
+        node = self.nodes.get(node_id)
+        if node is not None and node["alive"]:
+            total, available = node["resources"], node.get("available") or {}
+            self.placement.set_node(node_id, res.to_fixed(total), res.to_fixed(available))
+
+    def _usable(self, node_id: str) -> bool:
+        conn = self.node_conns.get(node_id)
+        return conn is not None and not conn.closed
+
     def pick_node(
         self,
         shape: dict[str, float],
         strategy=None,
         preferred: str | None = None,
-        loads: dict | None = None,
         labels: Any = None,
     ) -> tuple[str | None, Connection | None]:
         """An alive node for an actor of placement `shape` (see gcs.placement): a node affinity
         names the node (soft: if it can, else anywhere); otherwise Ray's hybrid policy, starting
-        from `preferred` (the owner's node), with `loads` {node: (placed, held)} of its actors.
-        A label constraint (`labels`, skate._labels wire form) keeps only nodes matching its hard
-        expressions and prefers those matching its soft ones."""
+        from `preferred` (the owner's node), counting the actors placed so far (the index's
+        load). A label constraint (`labels`, skate._labels wire form) keeps only nodes matching
+        its hard expressions and prefers those matching its soft ones."""
         need = res.to_fixed(shape)
         con = from_wire(labels)
         hard, soft = con if con else ((), ())
@@ -234,35 +253,34 @@ class GcsServer:
                 return strategy["node_id"], conn
             if not strategy.get("soft"):
                 return None, None
-        views = []
+        spread = strategy == "SPREAD"  # no preference and no packing: the least loaded node
+        threshold = 0.0 if spread else SPREAD_THRESHOLD
+        if not hard and not soft:  # the common case: the index's order, no full scan
+            chosen = self.placement.choose(need, None if spread else preferred, threshold, self._usable)
+            return (chosen, self.node_conns[chosen]) if chosen else (None, None)
+        views: list[NodeLoad] = []
         soft_nodes: set[str] | None = set() if soft else None
-        for node_id, node in self.nodes.items():
-            conn = self.node_conns.get(node_id)
-            if not node["alive"] or conn is None or conn.closed:
+        for node_id, view in self.placement.nodes.items():
+            if not self._usable(node_id):
                 continue
-            node_labels = node.get("labels") or {}
+            node_labels = self.nodes[node_id].get("labels") or {}
             if hard and not label_matches(node_labels, hard):
                 continue
             if soft_nodes is not None and label_matches(node_labels, soft):
                 soft_nodes.add(node_id)
-            placed, held = (loads or {}).get(node_id, ({}, {}))
-            views.append(
-                NodeLoad(
-                    node_id,
-                    res.to_fixed(node["resources"]),
-                    res.to_fixed(node.get("available") or {}),
-                    placed,
-                    held,
-                )
-            )
-        if strategy == "SPREAD":  # no preference and no packing: the least loaded node
-            chosen = choose_node(need, views, None, threshold=0.0, soft=soft_nodes)
-        else:
-            chosen = choose_node(need, views, preferred, soft=soft_nodes)
+            views.append(view)
+        chosen = choose_node(need, views, None if spread else preferred, threshold=threshold, soft=soft_nodes)
         return (chosen, self.node_conns[chosen]) if chosen else (None, None)
 
     def node_of_address(self, address: str) -> str | None:
-        """The alive node whose session directory holds the Unix socket in `address`."""
+        """The alive node whose session directory holds the Unix socket in `address` (asked for
+        every actor placed: remembered until a node joins or dies)."""
+        if address in self._address_nodes:
+            return self._address_nodes[address]
+        self._address_nodes[address] = found = self._find_node_of_address(address)
+        return found
+
+    def _find_node_of_address(self, address: str) -> str | None:
         for node_id, node in self.nodes.items():
             sockets = f"{node.get('session_dir')}/sockets/"
             if node["alive"] and node.get("session_dir") and sockets in address:
@@ -282,6 +300,7 @@ class GcsServer:
             node["pending"] = p.get("pending", [])
             node["last_seen"] = time.monotonic()
             if changed:
+                self.node_resources_changed(p["node_id"])
                 self._view_changed()
                 self.pgs.resources_changed()
 

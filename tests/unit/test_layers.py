@@ -78,6 +78,9 @@ LAYERS: dict[str, int] = {
     "skate.gcs": SHELLS,
     "skate.gcs.storage": SHELLS,  # GCS tables in memory, an SQLite file or Redis (file and network I/O)
     "skate._node": SHELLS,
+    # the simulated large cluster (issue 19): drives the real GCS server object (a shell) with
+    # fake in-process connections; it opens no socket, thread or process
+    "skate._sim_cluster": SHELLS,
     # the dashboard is a process of its own, like the GCS and the raylet: its server is a shell;
     # its entry point and route modules use the public API (the job manager is a driver)
     "skate.dashboard": SHELLS,

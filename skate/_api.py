@@ -386,8 +386,15 @@ def get(object_refs: Any, *, timeout: float | None = None) -> Any:
             raise ValueError(f"timeout must be a non-negative number or None, got {timeout!r}")
     if type(object_refs) is ObjectRef:
         return core.objects.get([object_refs], timeout)[0]
+    if isinstance(object_refs, ObjectRefGenerator):  # as Ray: handed back, not waited on
+        return object_refs
     if isinstance(object_refs, (list, tuple)):
         for i, ref in enumerate(object_refs):
+            if isinstance(ref, ObjectRefGenerator):
+                raise TypeError(
+                    f"get() expects ObjectRefs, but item {i} of the list is an ObjectRefGenerator "
+                    f"({ref!r}): iterate it (`for ref in gen`) and get each ref it yields"
+                )
             if not isinstance(ref, ObjectRef):
                 raise TypeError(
                     f"get() expects ObjectRefs, but item {i} of the list is a "
@@ -401,21 +408,38 @@ def get(object_refs: Any, *, timeout: float | None = None) -> Any:
 
 
 def wait(
-    object_refs: list[ObjectRef],
+    object_refs: list[ObjectRef | ObjectRefGenerator],
     *,
     num_returns: int = 1,
     timeout: float | None = None,
     fetch_local: bool = True,
-) -> tuple[list[ObjectRef], list[ObjectRef]]:
-    """Split refs into (ready, not ready) once num_returns are ready or the timeout passes."""
+) -> tuple[list[Any], list[Any]]:
+    """Split refs and generators into (ready, not ready) once num_returns are ready or the
+    timeout passes. A generator is ready when next() on it would not wait: its next item has
+    arrived, or its task has ended (as Ray 2.x counts an ObjectRefGenerator)."""
     core = current_or_init()
-    if isinstance(object_refs, ObjectRef):
-        raise TypeError("wait() expects a list of ObjectRefs, not a single ObjectRef: wait([ref])")
+    if isinstance(object_refs, (ObjectRef, ObjectRefGenerator)):
+        raise TypeError(
+            f"wait() expects a list of ObjectRefs or ObjectRefGenerators, not a single "
+            f"{type(object_refs).__name__}: wait([x])"
+        )
     if not isinstance(object_refs, (list, tuple)):
         raise TypeError(f"wait() expects a list of ObjectRefs, got {type(object_refs).__name__}")
+    streams: dict[bytes, Any] = {}  # a key of each generator -> its stream
     for i, ref in enumerate(object_refs):
         if not isinstance(ref, ObjectRef):
-            raise TypeError(f"wait() expects ObjectRefs, but item {i} is a {type(ref).__name__}")
+            if not isinstance(ref, ObjectRefGenerator):
+                raise TypeError(
+                    f"wait() expects ObjectRefs or ObjectRefGenerators, but item {i} is a "
+                    f"{type(ref).__name__}"
+                )
+            streams[_generator_key(ref)] = ref._stream
+    if streams:
+        keys = [r._id if isinstance(r, ObjectRef) else _generator_key(r) for r in object_refs]
+        refs = [r for r in object_refs if isinstance(r, ObjectRef)]
+    else:  # only refs (checked above)
+        refs = list(object_refs)  # type: ignore[arg-type]
+        keys = [r._id for r in refs]
     if timeout is not None and (
         isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or timeout < 0
     ):
@@ -424,7 +448,7 @@ def wait(
         raise TypeError("fetch_local must be a bool")
     if not object_refs:  # as Ray: nothing to wait for, whatever num_returns says
         return [], []
-    if len({r._id for r in object_refs}) != len(object_refs):
+    if len(set(keys)) != len(keys):
         raise ValueError("wait() requires a list of unique ObjectRefs; the list has duplicates")
     if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns <= 0:
         raise ValueError(f"num_returns must be a positive int, got {num_returns!r}")
@@ -432,20 +456,34 @@ def wait(
         raise ValueError(
             f"num_returns ({num_returns}) cannot be larger than the number of refs ({len(object_refs)})"
         )
-    ready_ids = set(core.objects.wait(list(object_refs), num_returns, timeout, fetch_local))
-    ready: list[ObjectRef] = []
-    not_ready: list[ObjectRef] = []
-    for ref in object_refs:
-        if ref._id in ready_ids and len(ready) < num_returns:
+    if streams:
+        ready_ids = set(core.objects.wait(refs, num_returns, timeout, fetch_local, streams))
+    else:
+        ready_ids = set(core.objects.wait(refs, num_returns, timeout, fetch_local))
+    ready: list[Any] = []
+    not_ready: list[Any] = []
+    for ref, key in zip(object_refs, keys):
+        if key in ready_ids and len(ready) < num_returns:
             ready.append(ref)
         else:
             not_ready.append(ref)
     return ready, not_ready
 
 
+def _generator_key(gen: ObjectRefGenerator) -> bytes:
+    """What stands for a generator among the object ids `wait` works with (never an object id:
+    those have a fixed size)."""
+    return b"generator:" + gen.task_id()
+
+
 def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
     """Cancel the task that makes `object_ref`: TaskCancelledError at its get."""
     if isinstance(object_ref, ObjectRefGenerator):  # cancel the generator task itself
+        if force and object_ref._stream.actor_call:
+            raise ValueError(
+                f"force=True is not supported for actor tasks: {object_ref!r} streams an actor "
+                "method's items (kill the actor to stop it at once)"
+            )
         object_ref = object_ref.completed()
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}")

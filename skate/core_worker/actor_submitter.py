@@ -231,7 +231,7 @@ class ActorSubmitter:
             spec.generator = generator
         dep_refs, hold, uses = prepare_args(core, spec, args, kwargs)
         if generator is not None:
-            core.streams.register(task_id, generator)
+            core.streams.register(task_id, generator, actor_call=True)
         hold.append(handle)  # the actor stays alive while calls to it are pending
         entry = TaskEntry(spec, return_ids, uses, retries, retry_exceptions, None, dep_refs, hold)
         with self._lock:

@@ -45,10 +45,11 @@ def item_id(task_id: bytes, index: int) -> bytes:
 class Stream:
     """One generator task's items, shared by the I/O thread (reports) and the consumer."""
 
-    def __init__(self, core: Any, task_id: bytes, mode: str, threshold: int):
+    def __init__(self, core: Any, task_id: bytes, mode: str, threshold: int, actor_call: bool = False):
         self.core = core
         self.task_id = task_id
         self.mode = mode
+        self.actor_call = actor_call  # an actor method's stream: cancel(force=True) is refused
         self.state = GeneratorState(threshold)
         self.cond = threading.Condition(threading.RLock())  # reentrant: abandon() may run in __del__
         self.refs: dict[int, ObjectRef] = {}  # received items not yet taken
@@ -147,9 +148,23 @@ class Stream:
             self.waiters.append(wake)
             return True
 
+    def off_ready(self, wake: Callable[[], None]) -> None:
+        """Forget a `wake` given to on_ready that is no longer wanted (a wait that timed out)."""
+        with self.cond:
+            try:
+                self.waiters.remove(wake)
+            except ValueError:
+                pass  # it already ran
+
     def ready(self) -> bool:
         with self.cond:
             return self.state.ready()
+
+    def next_item_id(self) -> bytes | None:
+        """The object id next() would hand out if it is an item that has arrived, else None."""
+        with self.cond:
+            state = self.state
+            return item_id(self.task_id, state.consumed) if state.consumed < state.available else None
 
     def finished(self) -> bool:
         with self.cond:
@@ -176,9 +191,9 @@ class GeneratorStreams:
         core.handlers["report_generator_item"] = self._h_report
 
     # -- submission (user thread) ---------------------------------------------------------------
-    def register(self, task_id: bytes, generator: list) -> Stream:
+    def register(self, task_id: bytes, generator: list, actor_call: bool = False) -> Stream:
         """Before the task is posted: its reports may come as soon as it runs."""
-        stream = Stream(self.core, task_id, generator[0], generator[1])
+        stream = Stream(self.core, task_id, generator[0], generator[1], actor_call)
         self.streams[task_id] = stream
         self._fresh[task_id] = stream
         return stream

@@ -18,6 +18,7 @@ from skate.protocol.messages import IN_STORE, INLINE
 __all__ = ["INLINE", "IN_STORE", "MemoryStore", "Waiter"]
 
 _KIND_ERROR = 1
+_NOT_AN_OBJECT = ("",)  # the entry given for a hit that is not an object's
 
 
 class Waiter:
@@ -48,6 +49,10 @@ class Waiter:
                 self.callback(self)
             else:
                 self.event.set()
+
+    def hit(self, key: bytes) -> None:
+        """Something other than an object is ready (a generator's stream, under `key`)."""
+        self._hit(key, _NOT_AN_OBJECT)
 
     def done(self) -> bool:
         return len(self.ready) >= self.needed

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import itertools
 import logging
 import threading
@@ -262,12 +263,26 @@ class Objects:
         return list(await self.core.submitter.rebuild(p["oid"], p.get("node_id")))
 
     # -- wait ---------------------------------------------------------------------------
-    def wait(self, refs: list, num_returns: int, timeout: float | None, fetch_local: bool) -> list[bytes]:
+    def wait(
+        self,
+        refs: list,
+        num_returns: int,
+        timeout: float | None,
+        fetch_local: bool,
+        streams: dict[bytes, Any] | None = None,
+    ) -> list[bytes]:
         """Ids of the first `num_returns` ready objects (fewer on timeout); with fetch_local,
-        ready objects held on other nodes are copied to this node first."""
-        ready = self._wait_ready(refs, num_returns, timeout)
+        ready objects held on other nodes are copied to this node first.
+
+        `streams` (key -> a generator's Stream) are waited on with the refs: a stream is ready,
+        and its key among the returned ids, when next() on it would not wait (its next item
+        has arrived, or the task has ended), as Ray's wait treats an ObjectRefGenerator."""
+        ready = self._wait_ready(refs, num_returns, timeout, streams or {})
         if fetch_local:
-            self._pull_to_this_node(ready[:num_returns])
+            oids = ready[:num_returns]
+            if streams:  # a ready stream's next item is what the caller will read
+                oids = [streams[k].next_item_id() if k in streams else k for k in oids]
+            self._pull_to_this_node([oid for oid in oids if oid is not None])
         return ready
 
     def _pull_to_this_node(self, oids: list[bytes]) -> None:
@@ -279,14 +294,23 @@ class Objects:
         if sources:
             self.call_raylet("store_pull", {"sources": sources})
 
-    def _wait_ready(self, refs: list, num_returns: int, timeout: float | None) -> list[bytes]:
+    def _wait_ready(self, refs: list, num_returns: int, timeout: float | None, streams: dict) -> list[bytes]:
         objects = self.store._objects  # a plain dict: this runs once per ref
         ready = [r._id for r in refs if r._id in objects]
+        if streams:
+            ready += [key for key, stream in streams.items() if stream.ready()]
         if len(ready) >= num_returns or timeout == 0:
             return ready
         oids = [r._id for r in refs]
         waiter = Waiter(num_returns)
         self.store.watch(oids, waiter)
+        wakes = {}
+        for key, stream in streams.items():
+            wake = functools.partial(waiter.hit, key)
+            if stream.on_ready(wake):
+                wakes[key] = wake
+            else:
+                wake()
         if not waiter.done():
             borrowed = [r for r in refs if r._owner is not None and r._id not in objects]
             if borrowed:
@@ -298,6 +322,8 @@ class Objects:
                 if blocked:
                     self.core.unblock()
             self.store.unwatch(oids, waiter)
+        for key, wake in wakes.items():
+            streams[key].off_ready(wake)
         return list(waiter.ready)
 
     def future_for(self, ref: ObjectRef) -> concurrent.futures.Future:

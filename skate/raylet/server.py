@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 from skate import _config, _ids, _labels
 from skate._log_files import log_to_rotating_file
@@ -23,7 +24,7 @@ from skate._procutil import watch_parent_pipe
 from skate._secure_files import open_private_append, read_token
 from skate.core_worker.log_budget import LogBudget, dropped_notice
 from skate.core_worker.plasma import ArenaMapping, arena_path, create_arena_file
-from skate.exceptions import RuntimeEnvSetupError
+from skate.exceptions import ObjectStoreFullError, RuntimeEnvSetupError
 from skate.protocol import Connection, connect, listen
 from skate.protocol.connection import RemoteError
 from skate.raylet import introspect, memory_report
@@ -609,14 +610,29 @@ class Raylet:
     def h_return_lease(self, conn: Connection, p: dict) -> None:
         self.apply(self.scheduler.return_lease(p["lease_id"], kill=bool(p.get("kill"))))
 
-    async def h_store_create(self, conn: Connection, p: dict) -> dict:
-        offset = await self.spill.create(p["oid"], p["size"], p["owner"])
-        self._mark_resources_dirty()
-        return {"offset": offset}
+    def h_store_create(self, conn: Connection, p: dict) -> Any:
+        """Allocate an object for its creator: at once when it fits, else (spilling others
+        first) from a task. No resource report for this: the store's use is news, not a
+        scheduling input, and rides on the next heartbeat (a report per create and free cost
+        the raylet and the GCS more CPU than the object when objects stream through)."""
+        try:
+            return {"offset": self.store.create(p["oid"], p["size"], p["owner"])}
+        except ObjectStoreFullError:
+            return self._store_create_spilling(p)
 
-    async def h_store_get(self, conn: Connection, p: dict) -> list:
-        """Pin objects for a reader: restore spilled ones, pull those held on other nodes."""
+    async def _store_create_spilling(self, p: dict) -> dict:
+        return {"offset": await self.spill.create(p["oid"], p["size"], p["owner"])}
+
+    def h_store_get(self, conn: Connection, p: dict) -> Any:
+        """Pin objects for a reader: at once when all are in memory here, else from a task that
+        restores spilled ones and pulls those held on other nodes."""
         client = conn.peer_info.get("worker_id", "")
+        store = self.store
+        if all(store.status(oid) == "memory" for oid in p["oids"]):
+            return [store.get(oid, client) for oid in p["oids"]]
+        return self._store_get_slow(client, p)
+
+    async def _store_get_slow(self, client: str, p: dict) -> list:
         sources = p.get("sources") or {}
         out = []
         for oid in p["oids"]:
@@ -653,8 +669,7 @@ class Raylet:
 
     def h_store_free(self, conn: Connection, p: dict) -> None:
         """The owner freed these objects: here, and (through the object manager) everywhere."""
-        self.objects.free(p["oids"])
-        self._mark_resources_dirty()
+        self.objects.free(p["oids"])  # the store's use is reported by the heartbeat
 
     def store_stats(self) -> dict:
         store = self.store

@@ -33,7 +33,7 @@ import threading
 import time
 from typing import Any
 
-from skate import _ids
+from skate import _event_loop, _ids
 from skate._serialization import KIND_ERROR, serialize
 from skate.client.refs import ClientRefTable
 from skate.client.transfer import CHUNK_BYTES, INLINE_BYTES, WINDOW, chunk_plan, load, parts_of
@@ -135,7 +135,7 @@ class ClientCore:
         context.current = self
 
     def _run_loop(self, ready: concurrent.futures.Future) -> None:
-        loop = asyncio.new_event_loop()
+        loop = _event_loop.new_event_loop()
         asyncio.set_event_loop(loop)
         self._conn_lock = asyncio.Lock()
         ready.set_result(loop)

@@ -24,7 +24,7 @@ import sys
 import threading
 from typing import Any
 
-from skate import _config, _ids
+from skate import _config, _event_loop, _ids
 from skate.core_worker import call_context, context
 from skate.core_worker.actor_submitter import ActorSubmitter
 from skate.core_worker.functions import FunctionManager
@@ -133,7 +133,7 @@ class CoreWorker:
             self.loop.call_later(interval_s(), self._send_task_events, True)
 
     def _run_loop(self, ready: concurrent.futures.Future) -> None:
-        loop = asyncio.new_event_loop()
+        loop = _event_loop.new_event_loop()
         asyncio.set_event_loop(loop)
         ready.set_result(loop)
         try:

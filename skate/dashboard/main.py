@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 
+from skate import _event_loop
 from skate._log_files import log_to_rotating_file
 from skate._procutil import watch_parent_pipe
 from skate._secure_files import read_token
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["SKATE_ENABLE_AUTO_CONNECT"] = "0"
     ctx = DashboardContext(args.session_dir, args.gcs_address, token, GcsClient(args.gcs_address, token))
     app = make_app(ctx, [importlib.import_module(name) for name in ROUTE_MODULES])
-    loop = asyncio.new_event_loop()
+    loop = _event_loop.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
         runner, url = loop.run_until_complete(serve(app, args.host, args.port, args.port_fallback))

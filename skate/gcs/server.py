@@ -15,7 +15,7 @@ from typing import Any
 
 import psutil
 
-from skate import _config
+from skate import _config, _event_loop
 from skate._labels import from_wire
 from skate._labels import matches as label_matches
 from skate._log_files import log_to_rotating_file
@@ -396,7 +396,7 @@ def main(argv: list[str] | None = None) -> None:
     except (GcsStorageError, ValueError) as exc:
         print(f"skate GCS: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
-    loop = asyncio.new_event_loop()
+    loop = _event_loop.new_event_loop()
     asyncio.set_event_loop(loop)
     gcs = GcsServer(
         args.session_dir,

@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any
 
-from skate import _config, _ids, _labels
+from skate import _config, _event_loop, _ids, _labels
 from skate._log_files import log_to_rotating_file
 from skate._procutil import watch_parent_pipe
 from skate._secure_files import open_private_append, read_token
@@ -741,7 +741,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--heartbeat-s", type=float, default=None)
     args = parser.parse_args(argv)
     log_to_rotating_file(os.path.join(args.session_dir, "logs", "raylet.log"), args.logging_level)
-    loop = asyncio.new_event_loop()
+    loop = _event_loop.new_event_loop()
     asyncio.set_event_loop(loop)
     raylet = Raylet(args)
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -9,7 +9,7 @@ import numbers
 import os
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psutil
@@ -408,7 +408,7 @@ def get(object_refs: Any, *, timeout: float | None = None) -> Any:
 
 
 def wait(
-    object_refs: list[ObjectRef | ObjectRefGenerator],
+    object_refs: Sequence[ObjectRef | ObjectRefGenerator],
     *,
     num_returns: int = 1,
     timeout: float | None = None,
@@ -438,7 +438,7 @@ def wait(
         keys = [r._id if isinstance(r, ObjectRef) else _generator_key(r) for r in object_refs]
         refs = [r for r in object_refs if isinstance(r, ObjectRef)]
     else:  # only refs (checked above)
-        refs = list(object_refs)  # type: ignore[arg-type]
+        refs = list(object_refs)
         keys = [r._id for r in refs]
     if timeout is not None and (
         isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or timeout < 0

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+from types import ModuleType
 
+uvloop: ModuleType | None
 try:
     import uvloop
 except ImportError:  # optional: the standard loop does everything, only slower

@@ -14,7 +14,7 @@ from typing import Any
 
 import psutil
 
-from skate import _ids
+from skate import _gc_tuning, _ids
 from skate._auto_init import current_or_init, not_initialized
 from skate._config import OBJECT_STORE_MEMORY_FRACTION
 from skate._labels import check_node_labels
@@ -175,6 +175,7 @@ def init(
             raise
         _node = node
         _set_job_env(runtime_env)
+        _gc_tuning.tune(own_process=False)
         return SkateContext(_address_info())
 
 
@@ -254,6 +255,7 @@ def _connect_driver(address: str, namespace: str | None, log_to_driver: bool) ->
             "log_to_driver": log_to_driver,
         }
         CoreWorker(info, "driver").start()
+        _gc_tuning.tune(own_process=False)
         return SkateContext(_address_info())
     raise ConnectionError(f"Could not connect to a Skate cluster at {address}: {'; '.join(errors)}")
 

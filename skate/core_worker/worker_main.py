@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from skate import _config
+from skate import _config, _gc_tuning
 from skate._log_files import RotatingTextFile, log_to_rotating_file
 from skate.core_worker import call_context
 from skate.core_worker.core import CoreWorker
@@ -130,6 +130,7 @@ def main(info: dict) -> None:
     core = CoreWorker(info, "worker")
     executor = Executor(core)  # its handlers exist before the raylet can lease us out
     core.start()
+    _gc_tuning.tune(own_process=True)
     sys.stdout = LogStream(core, "out", out)
     sys.stderr = LogStream(core, "err", err)
     executor.run_forever()

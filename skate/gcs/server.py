@@ -15,7 +15,7 @@ from typing import Any
 
 import psutil
 
-from skate import _config, _event_loop
+from skate import _config, _event_loop, _gc_tuning
 from skate._labels import from_wire
 from skate._labels import matches as label_matches
 from skate._log_files import log_to_rotating_file
@@ -421,6 +421,7 @@ def main(argv: list[str] | None = None) -> None:
     if gcs._stopping:  # stopped while starting: loop.stop() was consumed by run_until_complete
         loop.run_until_complete(asyncio.sleep(0))
     print(f"READY {address}", flush=True)
+    _gc_tuning.tune(own_process=True)
     if not gcs._stopping:
         loop.run_forever()
     heartbeats.cancel()

@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any
 
-from skate import _config, _event_loop, _ids, _labels
+from skate import _config, _event_loop, _gc_tuning, _ids, _labels
 from skate._log_files import log_to_rotating_file
 from skate._procutil import watch_parent_pipe
 from skate._secure_files import open_private_append, read_token
@@ -756,6 +756,7 @@ def main(argv: list[str] | None = None) -> None:
         watch_parent_pipe(loop, args.watch_fd, on_parent_gone)
     try:
         loop.run_until_complete(raylet.start())
+        _gc_tuning.tune(own_process=True)
         if not raylet._stopped:  # a shutdown while starting may have consumed loop.stop()
             loop.run_forever()
     except BaseException:

@@ -22,6 +22,7 @@ import signal
 import sys
 from typing import Any
 
+from skate import _gc_tuning
 from skate._secure_files import read_token
 
 
@@ -51,6 +52,7 @@ def main() -> None:
 
     for name in ("remote", "ActorClass", "RemoteFunction", "get_runtime_context", "util"):
         getattr(skate, name)
+    _gc_tuning.tune(own_process=True)  # forked workers inherit both: shared pages stay shared
 
     stdin_fd = sys.stdin.fileno()
     out = os.fdopen(sys.stdout.fileno(), "w", buffering=1)

@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     "skate._options": FOUNDATION,
     "skate._bundles": FOUNDATION,
     "skate._process_memory": FOUNDATION,  # reads a process's memory from the OS (psutil)
+    "skate._gc_tuning": FOUNDATION,
     "skate._event_loop": FOUNDATION,
     "skate._labels": FOUNDATION,
     "skate._signature": FOUNDATION,

@@ -11,7 +11,9 @@ Entry forms:
 from __future__ import annotations
 
 import threading
+from _thread import allocate_lock as _allocate_lock
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from skate.protocol.messages import IN_STORE, INLINE
 
@@ -28,7 +30,7 @@ class Waiter:
     several refs raises as soon as one of them failed).
     """
 
-    __slots__ = ("needed", "event", "callback", "ready", "fail_fast")
+    __slots__ = ("needed", "_woken", "_waking", "callback", "ready", "fail_fast")
 
     def __init__(
         self, needed: int, callback: Callable[[Waiter], None] | None = None, fail_fast: bool = False
@@ -36,8 +38,14 @@ class Waiter:
         self.needed = needed
         self.ready: list[bytes] = []
         self.callback = callback
-        # Set when it wakes (waiters without a callback; the blocking get/wait)
-        self.event: threading.Event = threading.Event() if callback is None else None  # type: ignore[assignment]
+        # Held until it wakes (waiters without a callback: the blocking get/wait). A bare lock,
+        # not a threading.Event: one C call to wait and one to wake, where an Event's
+        # Condition allocates and juggles a lock per wait (a sync call's get pays it every time).
+        self._waking: Any = None
+        if callback is None:
+            self._waking = _allocate_lock()
+            self._waking.acquire()
+        self._woken = False
         self.fail_fast = fail_fast
 
     def _hit(self, object_id: bytes, entry: tuple) -> None:
@@ -47,8 +55,9 @@ class Waiter:
         ):
             if self.callback is not None:
                 self.callback(self)
-            else:
-                self.event.set()
+            elif not self._woken:
+                self._woken = True
+                self._waking.release()
 
     def hit(self, key: bytes) -> None:
         """Something other than an object is ready (a generator's stream, under `key`)."""
@@ -56,6 +65,15 @@ class Waiter:
 
     def done(self) -> bool:
         return len(self.ready) >= self.needed
+
+    @property
+    def woken(self) -> bool:
+        """Whether a blocking waiter has been woken."""
+        return self._woken
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until woken (True) or `timeout` seconds pass (False). Once only."""
+        return self._waking.acquire(timeout=-1 if timeout is None else timeout)
 
 
 class MemoryStore:

@@ -152,10 +152,12 @@ class Objects:
             waiter = Waiter(len(missing), fail_fast=True)
             store.watch(missing, waiter)
             if not waiter.done():
-                self.core.post(self.fetch_missing, list(missing.values()))
+                borrowed = [r for r in missing.values() if r._owner is not None]
+                if borrowed:  # (our own objects come to us: nothing to fetch)
+                    self.core.post(self.fetch_missing, borrowed)
                 blocked = self.core.block()
                 try:
-                    ok = waiter.event.wait(timeout)
+                    ok = waiter.wait(timeout)
                 finally:
                     if blocked:
                         self.core.unblock()
@@ -317,7 +319,7 @@ class Objects:
                 self.core.post(self.fetch_missing, borrowed)
             blocked = self.core.block()
             try:
-                waiter.event.wait(timeout)
+                waiter.wait(timeout)
             finally:
                 if blocked:
                     self.core.unblock()

@@ -31,9 +31,9 @@ def test_waiter_fires_when_needed_count_reached():
     assert store.watch([A, B, C], w) == []
     assert sorted(store.waited_on()) == sorted([A, B, C])
     store.put(A, ENTRY)
-    assert not w.done() and not w.event.is_set()
+    assert not w.done() and not w.woken
     store.put(C, ENTRY)
-    assert w.done() and w.event.is_set()
+    assert w.done() and w.woken
     assert w.ready == [A, C]
     store.put(B, ENTRY)
     assert w.done()
@@ -46,7 +46,7 @@ def test_waiter_counts_objects_already_present():
     store.put(B, ENTRY)
     w = Waiter(2)
     assert store.watch([A, B, C], w) == [A, B]
-    assert w.done() and w.event.is_set()
+    assert w.done() and w.woken
     assert store.waited_on() == [C]  # still registered for the missing one
 
 
@@ -64,7 +64,7 @@ def test_callback_waiter_called_exactly_once():
     store = MemoryStore()
     calls = []
     w = Waiter(2, callback=calls.append)
-    assert w.event is None
+    assert w._waking is None
     store.watch([A, B, C], w)
     store.put(A, ENTRY)
     assert calls == []
@@ -92,7 +92,7 @@ def test_unwatch():
     assert store.waited_on() == [A]  # w2 still waits on A
     store.put(A, ENTRY)
     store.put(B, ENTRY)
-    assert not w1.done() and not w1.event.is_set()
+    assert not w1.done() and not w1.woken
     assert w2.done()
     store.unwatch([A, B], w1)  # unwatching again is harmless
     assert store.waited_on() == []
@@ -107,13 +107,13 @@ def test_put_from_another_thread_wakes_a_waiting_thread():
 
     def waiter_thread():
         waiting.set()
-        woke.append(w.event.wait(2.0))
+        woke.append(w.wait(2.0))
 
     t = threading.Thread(target=waiter_thread)
     t.start()
     assert waiting.wait(2.0)
     store.put(A, ENTRY)
-    assert not w.event.is_set()  # one of two is not enough (put wakes synchronously)
+    assert not w.woken  # one of two is not enough (put wakes synchronously)
     assert woke == []
     threading.Thread(target=store.put, args=(B, ENTRY)).start()
     t.join(2.0)
@@ -138,7 +138,7 @@ def test_concurrent_puts_and_watches_lose_no_wakeup():
         store.watch([oid], w)
         waiters.append(w)
     t.join(2.0)
-    assert all(w.event.wait(1.0) for w in waiters)
+    assert all(w.wait(1.0) for w in waiters)
     assert store.waited_on() == []
 
 

@@ -13,13 +13,58 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import skate
 from skate.cluster_utils import Cluster
-from tests.integration._cluster_helpers import node_args
+from tests.integration._cluster_helpers import STORE, force_stop_cli, free_port, node_args, run_cli
 from tests.integration._helpers import wait_for
 
 
 @skate.remote
 def identity(x):
     return x
+
+
+# These two come first: the module's cluster (two_nodes) is up from its first test to the end.
+@pytest.mark.timeout(60)
+def test_init_takes_the_metrics_export_port(fresh):
+    port = free_port()
+    skate.init(num_cpus=1, object_store_memory=STORE, _metrics_export_port=port)
+    [node] = skate.nodes()
+    assert node["MetricsExportPort"] == port
+    from skate import _api
+
+    assert _scrape(port, _api._core().token.decode())
+    skate.shutdown()
+    with pytest.raises(ValueError, match="_metrics_export_port"):
+        skate.init(num_cpus=1, _metrics_export_port="8080")
+
+
+@pytest.mark.timeout(120)
+def test_skate_start_takes_the_metrics_export_port():
+    gcs_port, metrics_port = free_port(), free_port()
+    try:
+        out = run_cli(
+            "start",
+            "--head",
+            "--port",
+            str(gcs_port),
+            "--num-cpus",
+            "1",
+            "--object-store-memory",
+            str(STORE),
+            "--include-dashboard",
+            "false",
+            "--metrics-export-port",
+            str(metrics_port),
+        )
+        assert out.returncode == 0, out.stderr
+        skate.init(address=f"127.0.0.1:{gcs_port}")
+        [node] = skate.nodes()
+        assert node["MetricsExportPort"] == metrics_port
+        from skate import _api
+
+        samples = _scrape(metrics_port, _api._core().token.decode())
+        assert _value(samples, "skate_resources_total", NodeId=node["NodeID"], Name="CPU") == 1.0
+    finally:
+        force_stop_cli()
 
 
 @pytest.fixture(scope="module")

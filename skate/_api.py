@@ -81,6 +81,15 @@ def _check_count(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a non-negative number, got {value!r}")
 
 
+def _metrics_port(value: Any) -> int:
+    """init(_metrics_export_port=...): the raylet's Prometheus port (None: any free port)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 65536:
+        raise ValueError(f"_metrics_export_port must be a port number, got {value!r}")
+    return value
+
+
 def init(
     address: str | None = None,
     *,
@@ -155,6 +164,7 @@ def init(
             include_dashboard=bool(include_dashboard),
             dashboard_host=dashboard_host,
             dashboard_port=dashboard_port,
+            metrics_export_port=_metrics_port(kwargs.get("_metrics_export_port")),
         )
         info = {
             "worker_id": _ids.random_id(14).hex(),
@@ -516,6 +526,7 @@ def nodes() -> list[dict]:
                 "Resources": dict(n["resources"]),
                 "Labels": dict(n.get("labels") or {}),
                 "ObjectStoreUsedBytes": n.get("store_used", 0),
+                "MetricsExportPort": n.get("metrics_export_port", 0),
             }
         )
     return out

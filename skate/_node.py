@@ -105,6 +105,7 @@ class LocalNode:
         client_server_port: int | None = None,
         storage: str = "memory",
         redis_password: str | None = None,
+        metrics_export_port: int = 0,
     ):
         # Where the GCS keeps its tables (skate.gcs.storage): memory for private clusters.
         self.storage = storage
@@ -127,6 +128,8 @@ class LocalNode:
             raise ValueError("a worker node needs the GCS address of its head")
         self.node_ip = node_ip
         self.listen_ip = listen_ip  # where services bind, when not the advertised node_ip
+        # The raylet's Prometheus endpoint (raylet.metrics_server): 0 any free port, -1 none.
+        self.metrics_export_port = metrics_export_port
         self.resources = resources
         self.object_store_memory = object_store_memory
         self.shared = shared
@@ -220,6 +223,8 @@ class LocalNode:
                 self.node_ip,
                 "--listen-ip",
                 self.listen_ip or "",
+                "--metrics-export-port",
+                str(self.metrics_export_port),
                 *self._flag("--heartbeat-s", self.system_config.heartbeat_s),
                 *(["--head"] if self.head else []),
             ],

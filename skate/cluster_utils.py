@@ -103,6 +103,7 @@ class Cluster:
             labels=labels,
             storage=node_args.get("storage") or "memory",  # the head GCS's tables (skate.gcs.storage)
             include_dashboard=head and bool(node_args.get("include_dashboard")),
+            metrics_export_port=int(node_args.get("metrics_export_port") or 0),
         )
         if head:
             self.head_node = node

@@ -33,6 +33,7 @@ from skate.gcs.storage import GcsStorage, MemoryStorage
 from skate.gcs.task_event_store import TaskEventStore
 from skate.gcs.task_event_store import answer as task_events_answer
 from skate.protocol import Connection, listen
+from skate.protocol.latency import LatencyRecorder
 from skate.raylet import resources as res
 
 logger = logging.getLogger("skate.gcs")
@@ -73,6 +74,7 @@ class GcsServer:
         self.kv_waiters = KvWaiters(_config.MAX_KV_WAITERS, _config.MAX_KV_WAITERS_PER_CONNECTION)
         self._stopping = False
         self.loop = asyncio.get_event_loop()
+        self.latency = LatencyRecorder("gcs")  # every request's handler time (protocol.latency)
         self.handlers = {
             "register_node": self.h_register_node,
             "update_resources": self.h_update_resources,
@@ -92,6 +94,8 @@ class GcsServer:
             "drain_node": self.h_drain_node,
             "shutdown": lambda c, p: self.loop.call_soon(self.shutdown),
             "gcs_info": lambda c, p: gcs_info(self),
+            # handler time of the requests served here, for the dashboard's /metrics
+            "rpc_latency": lambda c, p: self.latency.snapshot(),
         }
         self.actors = ActorManager(self)
         self.handlers.update(self.actors.handlers())
@@ -106,7 +110,9 @@ class GcsServer:
         self.handlers["get_task_events"] = lambda c, p: task_events_answer(self.task_events, p)
 
     async def start(self, address: str) -> str:
-        self.listener = await listen(address, self.token, self.handlers, on_close=self.on_closed, name="gcs")
+        self.listener = await listen(
+            address, self.token, self.handlers, on_close=self.on_closed, name="gcs", recorder=self.latency
+        )
         return self.listener.address
 
     def shutdown(self) -> None:

@@ -20,11 +20,14 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skate import _config
 from skate.protocol.connection import Connection, Handler
 from skate.protocol.tls import client_context, server_context
+
+if TYPE_CHECKING:  # imported only where a recorder is used (the GCS, the raylet)
+    from skate.protocol.latency import LatencyRecorder
 
 logger = logging.getLogger(__name__)
 
@@ -293,6 +296,15 @@ def _backend(scheme: str) -> Backend:
         raise ValueError(f"unknown address scheme {scheme!r}; known: {sorted(BACKENDS)}") from None
 
 
+def _new_connection(recorder: LatencyRecorder | None, *args: Any, **kwargs: Any) -> Connection:
+    """A plain Connection, or a TimedConnection when a recorder is given."""
+    if recorder is None:
+        return Connection(*args, **kwargs)
+    from skate.protocol.latency import TimedConnection
+
+    return TimedConnection(*args, recorder=recorder, **kwargs)
+
+
 async def listen(
     address: str,
     token: bytes,
@@ -303,17 +315,20 @@ async def listen(
     name: str = "",
     handshake_timeout: float | None = None,
     max_pending: int | None = None,
+    recorder: LatencyRecorder | None = None,
 ) -> Listener:
     """Accept connections at `address`; each must authenticate with `token`.
 
     At most `max_pending` (default MAX_PENDING_CONNECTIONS) connections may be in the
-    handshake at once; further ones are closed as soon as they are accepted.
+    handshake at once; further ones are closed as soon as they are accepted. With a
+    `recorder`, each request's handler time is recorded in it (`latency.TimedConnection`).
     """
     scheme, loc = parse_address(address)
     limit = PendingLimit(_config.MAX_PENDING_CONNECTIONS if max_pending is None else max_pending, name)
 
     def factory() -> asyncio.Protocol:
-        conn = Connection(
+        conn = _new_connection(
+            recorder,
             token,
             handlers,
             server_side=True,
@@ -338,12 +353,15 @@ async def connect(
     on_close: Callable[[Connection], None] | None = None,
     name: str = "",
     timeout: float = 10.0,
+    recorder: LatencyRecorder | None = None,
 ) -> Connection:
     """Open a connection to `address` (or the best of 'a|b' alternatives) once both sides have
-    proved the token; a server that cannot prove it is refused (ConnectionClosed)."""
+    proved the token; a server that cannot prove it is refused (ConnectionClosed). With a
+    `recorder`, the peer's requests on it are timed (see `listen`)."""
     address = choose_address(address)
     scheme, loc = parse_address(address)
-    conn = Connection(
+    conn = _new_connection(
+        recorder,
         token,
         handlers or {},
         server_side=False,

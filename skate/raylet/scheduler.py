@@ -137,6 +137,7 @@ class LocalScheduler:
         self._lease_ids = itertools.count(1)
         self._request_ids = itertools.count(1)
         self._starting = 0
+        self.leases_granted = 0  # since start, for the node's metrics
         # Placement-group bundles on this node: (group, index) -> (shape, committed).
         self.bundles: dict[tuple[str, int], tuple[dict[str, int], bool]] = {}
         self.removed_groups: dict[str, None] = {}  # recently removed groups (insertion ordered)
@@ -473,6 +474,7 @@ class LocalScheduler:
                 slot = env_idle.pop()
                 idle.remove(slot)
                 lease_id = next(self._lease_ids)
+                self.leases_granted += 1
                 slot.state, slot.lease_id, slot.owner = LEASED, lease_id, req.owner
                 slot.held = dict(req.hold)
                 slot.actor = req.actor

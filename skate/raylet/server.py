@@ -27,8 +27,10 @@ from skate.core_worker.plasma import ArenaMapping, arena_path, create_arena_file
 from skate.exceptions import ObjectStoreFullError, RuntimeEnvSetupError
 from skate.protocol import Connection, connect, listen
 from skate.protocol.connection import RemoteError
+from skate.protocol.latency import LatencyRecorder
 from skate.raylet import introspect, memory_report
 from skate.raylet.env_workers import EnvWorkers
+from skate.raylet.metrics_server import MetricsServer
 from skate.raylet.object_manager import ObjectManager
 from skate.raylet.object_store import ObjectStore
 from skate.raylet.oom_killer import monitor_memory
@@ -90,6 +92,8 @@ class Raylet:
         self.objects = ObjectManager(self)
         self._peers: dict[str, Connection] = {}
         self.envs = EnvWorkers(self)  # runtime envs: setup, and which workers run in which
+        self.latency = LatencyRecorder("raylet")  # handler time of the requests served here
+        self.metrics = MetricsServer(self)  # the node's Prometheus endpoint
         self.handlers = {
             "register_client": self.h_register_client,
             "request_lease": self.h_request_lease,
@@ -135,18 +139,17 @@ class Raylet:
             spill_dir = make_spill_dir(self.session_dir, f"spill-{self.node_id[:8]}")
         limit = int(self.args.spill_limit) if self.args.spill_limit else None
         self.spill = SpillManager(self.store, ArenaMapping(self.arena_path, self.capacity), spill_dir, limit)
-        unix = await listen(
-            self.address, self.token, self.handlers, on_close=self.on_client_closed, name="raylet"
-        )
+        serving: dict[str, Any] = {
+            "on_close": self.on_client_closed,
+            "name": "raylet",
+            "recorder": self.latency,
+        }
+        unix = await listen(self.address, self.token, self.handlers, **serving)
         bind_ip = self.args.listen_ip or self.node_ip  # e.g. 0.0.0.0, while peers dial node_ip
-        tcp = await listen(
-            f"tcp://{bind_ip}:{self.args.port}",
-            self.token,
-            self.handlers,
-            on_close=self.on_client_closed,
-            name="raylet",
-        )
+        tcp = await listen(f"tcp://{bind_ip}:{self.args.port}", self.token, self.handlers, **serving)
         self.listeners = [unix, tcp]
+        if self.args.metrics_export_port >= 0:  # negative: no endpoint
+            await self.metrics.start(bind_ip, self.args.metrics_export_port)
         port = tcp.address.rpartition(":")[2]
         self.address = f"{unix.address}|tcp://{self.node_ip}:{port}"
         await self.objects.start(self.session_dir, bind_ip, self.node_ip)
@@ -164,7 +167,12 @@ class Raylet:
         while True:
             try:
                 conn = await connect(
-                    self.args.gcs_address, self.token, self.handlers, name="gcs", on_close=self._on_gcs_lost
+                    self.args.gcs_address,
+                    self.token,
+                    self.handlers,
+                    name="gcs",
+                    on_close=self._on_gcs_lost,
+                    recorder=self.latency,
                 )
                 conn.peer_info = {"worker_id": "gcs", "mode": "gcs"}
                 break
@@ -207,6 +215,7 @@ class Raylet:
                     name="gcs",
                     on_close=self._on_gcs_lost,
                     timeout=2,
+                    recorder=self.latency,
                 )
                 conn.peer_info = {"worker_id": "gcs", "mode": "gcs"}
                 await conn.call("register_node", self.node_info())
@@ -247,6 +256,7 @@ class Raylet:
             "node_ip": self.node_ip,
             "is_head": bool(self.args.head),
             "labels": dict(self.labels),
+            "metrics_export_port": self.metrics.port,
         }
 
     def shutdown(self) -> None:
@@ -295,6 +305,7 @@ class Raylet:
         if getattr(self, "spill", None) is not None:
             self.spill.close()
         self.objects.close()
+        self.metrics.close()
         for listener in getattr(self, "listeners", []):
             try:
                 listener.close()
@@ -657,7 +668,8 @@ class Raylet:
         """A cached connection to another node's raylet."""
         conn = self._peers.get(address)
         if conn is None or conn.closed:
-            conn = await connect(address, self.token, self.handlers, name=f"raylet-peer {address[-21:]}")
+            name = f"raylet-peer {address[-21:]}"
+            conn = await connect(address, self.token, self.handlers, name=name, recorder=self.latency)
             conn.peer_info = {"worker_id": "peer", "mode": "peer"}
             self._peers[address] = conn
         return conn
@@ -735,6 +747,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--head", action="store_true")
     parser.add_argument("--listen-ip", default="")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(
+        "--metrics-export-port", type=int, default=0, help="the Prometheus endpoint's port (0: any, -1: none)"
+    )
     parser.add_argument("--spill-limit", default="")
     parser.add_argument("--watch-fd", type=int, default=-1)
     parser.add_argument("--logging-level", type=int, default=logging.INFO)

@@ -42,6 +42,7 @@ class StartOptions:
     ray_client_server_port: int | None = None  # Ray's spelling of the same
     storage: str | None = None
     redis_password: str | None = None
+    metrics_export_port: int | None = None  # the raylet's Prometheus endpoint; None: any free port
 
 
 TOKEN_IN_ARGV_WARNING = (
@@ -111,6 +112,15 @@ def _client_server_port(args: StartOptions, host: str) -> int | None:
     return DEFAULT_CLIENT_PORT
 
 
+def _metrics_export_port(args: StartOptions, host: str) -> int:
+    """The node's metrics port: the one asked for (which must be free), else 0 (any free port)."""
+    port = args.metrics_export_port
+    if port is None or port <= 0:
+        return 0
+    _check_port_free(host, port, "--metrics-export-port")
+    return port
+
+
 def head_storage(args: StartOptions) -> str:
     """The head GCS's storage: --storage, else SKATE_GCS_STORAGE, else Ray's RAY_REDIS_ADDRESS
     (host:port), else an SQLite file in the session directory. Checked here (ValueError)."""
@@ -172,6 +182,7 @@ def start(args: StartOptions) -> int:
                     client_server_port=client_port,
                     storage=storage,
                     redis_password=password,
+                    metrics_export_port=_metrics_export_port(args, args.listen_address or ip),
                 )
         except RuntimeError as exc:
             raise SystemExit(f"skate start: the head node did not start: {exc}") from None
@@ -212,6 +223,7 @@ def start(args: StartOptions) -> int:
                     shared=True,
                     detached=not args.block,
                     labels=labels,
+                    metrics_export_port=_metrics_export_port(args, args.listen_address or ip),
                 )
         except RuntimeError as exc:
             raise SystemExit(f"skate start: could not join the cluster at {args.address}: {exc}") from None
@@ -326,6 +338,13 @@ def _kill_private(session: str) -> None:
     help="port of the client server for skate:// and ray:// drivers (head only; default 10001)",
 )
 @click.option("--ray-client-server-port", type=int, default=None, help="Ray's name for --client-server-port")
+@click.option(
+    "--metrics-export-port",
+    type=int,
+    default=None,
+    help="port of this node's Prometheus endpoint, GET /metrics with 'Authorization: Bearer <cluster "
+    "token>' (default: any free port; the port is MetricsExportPort in skate.nodes())",
+)
 def start_command(**flags) -> int:
     options = StartOptions(**flags)
     if options.head and options.address:

@@ -74,6 +74,7 @@ LAYERS: dict[str, int] = {
     "skate.core_worker.task_events": STATE_MACHINES,
     "skate.gcs.task_event_store": STATE_MACHINES,
     "skate.dashboard.auth": STATE_MACHINES,  # who may use the dashboard: a pure decision
+    "skate.raylet.metrics_http": STATE_MACHINES,  # what the node's metrics endpoint answers
     # I/O shells: processes and the core worker
     "skate.core_worker": SHELLS,
     "skate.raylet": SHELLS,

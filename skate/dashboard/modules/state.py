@@ -7,8 +7,10 @@ GET /api/v0/{nodes,actors,tasks,objects,jobs,placement_groups,workers}
     "num_after_truncation", "result": [rows]}}}.
 GET /api/v0/{tasks,actors,objects}/summarize
 GET /metrics: Prometheus text: tasks and actors by state, store bytes used/spilled/
-    restored, resources total and used, workers, task-event drops, and user metrics
-    (`skate.util.metrics`).
+    restored, resources total and used, workers, task-event drops, the GCS's RPC handler
+    times (`skate_rpc_latency_seconds{Component="gcs"}`), and user metrics
+    (`skate.util.metrics`). Each node's raylet serves that node's own series, its RPC
+    times included (`raylet.metrics_server`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from aiohttp import web
 
 from skate._state_query import parse_filter
 from skate.dashboard.server import DashboardContext
+from skate.protocol.latency import histogram_family
 from skate.util.state.sources import RESOURCES, ConnectedSources, Sources, list_resource, summarize
 
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -154,6 +157,7 @@ async def metrics_text(src: Sources) -> bytes:
             workers.add_metric([node["node_id"], kind], n)
     families += [*store.values(), workers]
     families += await memory_families(src, GaugeMetricFamily)
+    families.append(histogram_family([({}, await src.call("rpc_latency", {}))]))
     families += await user_metric_families(src, GaugeMetricFamily, CounterMetricFamily, HistogramMetricFamily)
 
     class Snapshot:

@@ -232,7 +232,7 @@ class ActorSubmitter:
         dep_refs, hold, uses = prepare_args(core, spec, args, kwargs)
         if generator is not None:
             core.streams.register(task_id, generator)
-        hold.append(handle)  # the actor stays alive while calls to it are pending
+        hold = [*hold, handle]  # the actor stays alive while calls to it are pending (hold may be shared)
         entry = TaskEntry(spec, return_ids, uses, retries, retry_exceptions, None, dep_refs, hold)
         with self._lock:
             state = self.states.get(actor_id)

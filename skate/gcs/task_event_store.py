@@ -15,9 +15,16 @@ import collections
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
+
 from skate import _task_states as ts
 
+_encode = msgspec.msgpack.Encoder().encode
+
 DEFAULT_MAX_TASKS = 100_000
+# Distinct static task infos shared between records (see TaskEventStore._shared_info); the
+# table is emptied when it reaches this size (records keep the dicts they already share).
+SHARED_INFO_LIMIT = 4096
 
 
 class TaskRecord:
@@ -98,6 +105,7 @@ class TaskEventStore:
         self.evicted_by_job: collections.Counter = collections.Counter()
         self.reported_dropped = 0  # events processes dropped before sending (their buffer was full)
         self.events_received = 0
+        self._infos: dict[bytes, dict] = {}
 
     def __len__(self) -> int:
         return len(self._live) + len(self._done)
@@ -119,7 +127,7 @@ class TaskEventStore:
                 rec.times[state] = when
             if state == ts.PENDING_ARGS_AVAIL:
                 if extra is not None:
-                    rec.info = extra
+                    rec.info = self._shared_info(extra)
             elif state == ts.RUNNING:  # the executing side says where it runs
                 rec.node_id, rec.worker_id, rec.pid = node_id, worker_id, pid
             elif state == ts.FAILED:
@@ -128,6 +136,24 @@ class TaskEventStore:
             if state in ts.TERMINAL and key in live:
                 del live[key]
                 done[key] = rec
+
+    def _shared_info(self, info: dict) -> dict:
+        """One dict for every record with equal static info (read-only once stored).
+
+        Calls of one function share their name, type, job, resources and env, and each
+        decoded event carries a fresh copy: about 700 bytes a record, most of a full window
+        of 100,000 records (a million-task burst keeps the window full).
+        """
+        try:
+            key = _encode(info)
+        except (TypeError, ValueError):
+            return info
+        shared = self._infos.get(key)
+        if shared is None:
+            if len(self._infos) >= SHARED_INFO_LIMIT:
+                self._infos.clear()
+            shared = self._infos[key] = info
+        return shared
 
     def _new(self, key: tuple) -> TaskRecord:
         while len(self._live) + len(self._done) >= self.max_tasks:

@@ -1,0 +1,88 @@
+"""Scale (issue 19) at test size: many queued tasks, many ref arguments, many refs in one get,
+many actors in batches. Each must finish within a generous bound; the full-size figures are
+`python -m skate._scale_benchmark` (docs/benchmarks.md, "Scale")."""
+
+from __future__ import annotations
+
+import psutil
+import pytest
+
+import skate
+from skate.cluster_utils import Cluster
+from skate.util import state
+from tests.integration._cluster_helpers import node_args
+from tests.integration._helpers import wait_for
+
+
+@skate.remote
+def noop():
+    return None
+
+
+@skate.remote
+def total(*values):
+    return len(values), sum(values)
+
+
+@skate.remote
+def square(i):
+    return i * i
+
+
+@pytest.mark.timeout(90)
+def test_20k_queued_noop_tasks_all_complete(cluster):
+    refs = [noop.remote() for _ in range(20_000)]  # every one queued before the first get
+    values = skate.get(refs, timeout=80)
+    assert len(values) == 20_000 and all(v is None for v in values)
+
+
+@pytest.mark.timeout(60)
+def test_a_task_with_2000_ref_args_gets_every_value(cluster):
+    refs = [skate.put(i) for i in range(2_000)]
+    assert skate.get(total.remote(*refs), timeout=50) == (2_000, sum(range(2_000)))
+
+
+@pytest.mark.timeout(60)
+def test_get_of_5000_task_results_at_once(cluster):
+    refs = [square.remote(i) for i in range(5_000)]
+    assert skate.get(refs, timeout=50) == [i * i for i in range(5_000)]
+
+
+@skate.remote(num_cpus=0)
+class Tiny:
+    def pid(self):
+        import os
+
+        return os.getpid()
+
+
+def _alive_tiny() -> list:
+    return state.list_actors(filters=[("class_name", "=", "Tiny"), ("state", "=", "ALIVE")], limit=10_000)
+
+
+@pytest.mark.timeout(120)
+def test_300_actors_in_batches_leave_none_behind():
+    if skate.is_initialized():
+        skate.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args=node_args(num_cpus=1))
+    try:
+        cluster.add_node(**node_args(num_cpus=1))
+        skate.init(address=cluster.address)
+        pids: set[int] = set()
+        for _ in range(3):  # 100 alive at a time, each called once, then killed
+            actors = [Tiny.remote() for _ in range(100)]
+            batch = skate.get([a.pid.remote() for a in actors], timeout=60)
+            assert len(set(batch)) == 100  # one worker process each
+            pids.update(batch)
+            for a in actors:
+                skate.kill(a)
+            del actors
+        assert len(pids) == 300
+        assert wait_for(lambda: not _alive_tiny(), timeout=30), _alive_tiny()[:3]
+        assert wait_for(lambda: not any(psutil.pid_exists(p) for p in pids), timeout=30), [
+            p for p in pids if psutil.pid_exists(p)
+        ][:5]
+    finally:
+        if skate.is_initialized():
+            skate.shutdown()
+        cluster.shutdown()

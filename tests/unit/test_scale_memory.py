@@ -70,6 +70,35 @@ def test_task_records_with_equal_info_share_one_dict():
 
 def test_shared_info_table_stays_bounded():
     store = TaskEventStore(max_tasks=10)
-    events = [[os.urandom(16), 0, ts.PENDING_ARGS_AVAIL, 1.0, _info(f"f{i}")] for i in range(SHARED_INFO_LIMIT + 5)]
+    events = [
+        [os.urandom(16), 0, ts.PENDING_ARGS_AVAIL, 1.0, _info(f"f{i}")] for i in range(SHARED_INFO_LIMIT + 5)
+    ]
     store.add_batch(_batch(events))
     assert len(store._infos) <= SHARED_INFO_LIMIT and len(store) == 10
+
+
+def _actor_manager():
+    from skate.gcs.actor_manager import ActorManager
+
+    gcs = types.SimpleNamespace(tables=types.SimpleNamespace(save_actor=lambda info: None), node_conns={})
+    return ActorManager(gcs)
+
+
+def test_dead_actors_leave_the_live_table_and_drop_their_creation_spec():
+    from skate.gcs.actor_manager import DEAD
+
+    mgr = _actor_manager()
+    ids = [os.urandom(16) for _ in range(3)]
+    for aid in ids:
+        p = {"actor_id": aid, "namespace": "ns", "max_restarts": 0, "owner": ["w1", "a"], "job": "j"}
+        assert mgr.h_register(None, p) == {"created": True}
+        info = mgr.actors[aid]
+        info.spec, info.target_node = {"place": {"CPU": 1}, "res": {}}, "node-a"
+    assert list(mgr.live) == ids and mgr.node_loads()["node-a"][0] == {"CPU": 3 * 10_000}
+    assert mgr.h_kill(None, {"actor_id": ids[0]}) is True
+    dead = mgr.actors[ids[0]]
+    assert dead.state == DEAD and dead.spec is None  # kept for queries, without its spec
+    assert list(mgr.live) == ids[1:] and mgr.node_loads()["node-a"][0] == {"CPU": 2 * 10_000}
+    mgr.owner_gone(worker_id="w1")  # the owner's death ends the live ones, and only those
+    assert not mgr.live and all(mgr.actors[a].state == DEAD for a in ids)
+    assert mgr.node_loads() == {}

@@ -411,7 +411,7 @@ class TaskSubmitter:
         lease = entry.lease
         if lease is None:
             ks = self.pool.keys.get(entry.key)
-            if ks is not None:
+            if ks is not None and entry.resolved:  # resolved and not leased: in its key's queue
                 self.pool.remove_queued(ks, entry)
             self.finish_with_error(entry, self.manager.cancelled_error(entry))
         elif force:

@@ -4,11 +4,14 @@ many actors in batches. Each must finish within a generous bound; the full-size 
 
 from __future__ import annotations
 
+import time
+
 import psutil
 import pytest
 
 import skate
 from skate.cluster_utils import Cluster
+from skate.exceptions import ActorDiedError, TaskCancelledError
 from skate.util import state
 from tests.integration._cluster_helpers import node_args
 from tests.integration._helpers import wait_for
@@ -103,3 +106,28 @@ def test_300_actors_in_batches_leave_none_behind():
         if skate.is_initialized():
             skate.shutdown()
         cluster.shutdown()
+
+
+class _SlowStart:
+    def __init__(self, seconds):
+        time.sleep(seconds)
+
+    def echo(self, i):
+        return i
+
+
+SlowStart = skate.remote(num_cpus=0)(_SlowStart)
+del _SlowStart
+
+
+@pytest.mark.timeout(60)
+def test_cancelled_queued_actor_calls_stay_cancelled_when_the_actor_dies(cluster):
+    actor = SlowStart.remote(60)  # calls wait in the caller's queue while it starts
+    refs = [actor.echo.remote(i) for i in range(2_000)]
+    for ref in reversed(refs[1::2]):  # newest first: each used to be searched for in the queue
+        skate.cancel(ref)
+    skate.kill(actor)
+    for i, ref in enumerate(refs):
+        expected = TaskCancelledError if i % 2 else ActorDiedError
+        with pytest.raises(expected):
+            skate.get(ref, timeout=30)

@@ -43,9 +43,10 @@ def _role(proc: psutil.Process, me: int) -> str | None:
         name = proc.name()
     except psutil.Error:
         return None
-    if "gcs" in name or "skate.gcs" in cmd or "gcs_server" in cmd:
+    # By program name for Ray (its workers' command lines name the raylet's and GCS's sockets).
+    if name == "gcs_server" or "skate.gcs.server" in cmd:
         return "gcs"
-    if name == "raylet" or "skate.raylet.server" in cmd or cmd.endswith("/raylet") or "/raylet " in cmd:
+    if name == "raylet" or "skate.raylet.server" in cmd:
         return "raylet"
     if "dashboard" in cmd or "log_monitor" in cmd or "monitor.py" in cmd:
         return None  # helpers outside the measured path

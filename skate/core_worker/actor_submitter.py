@@ -232,7 +232,7 @@ class ActorSubmitter:
         dep_refs, hold, uses = prepare_args(core, spec, args, kwargs)
         if generator is not None:
             core.streams.register(task_id, generator, actor_call=True)
-        hold.append(handle)  # the actor stays alive while calls to it are pending
+        hold = [*hold, handle]  # the actor stays alive while calls to it are pending (hold may be shared)
         entry = TaskEntry(spec, return_ids, uses, retries, retry_exceptions, None, dep_refs, hold)
         with self._lock:
             state = self.states.get(actor_id)
@@ -260,7 +260,9 @@ class ActorSubmitter:
             return
         if state.dead_error is not None:
             while queue:
-                self._fail(queue.popleft(), state.dead_error)
+                entry = queue.popleft()
+                if not entry.done:  # a call cancelled or failed early is over already
+                    self._fail(entry, state.dead_error)
             return
         if state.conn is None or state.conn.closed:
             if state.restarting and state.connecting:  # a long-poll for the restart is running
@@ -403,8 +405,8 @@ class ActorSubmitter:
         """Cancel an actor call: one still queued fails now; a running one is interrupted."""
         state = self.states.get(entry.spec.actor_id or b"")
         if entry.lease is None:
-            if state is not None and entry in state.queue:
-                state.queue.remove(entry)
+            # It stays in the ordered queue, done, and is skipped when reached: searching the
+            # queue for it made cancelling n queued calls O(n^2).
             self.core.submitter.finish_with_error(entry, self.core.submitter.manager.cancelled_error(entry))
         elif state is not None and state.conn is not None:
             state.conn.notify("cancel_task", {"tid": entry.task_id, "recursive": True})

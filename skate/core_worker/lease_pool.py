@@ -78,6 +78,7 @@ class KeyState:
         "affinity",
         "labels",
         "runtime_env",
+        "removed",
     )
 
     def __init__(self, shape: dict, strategy: Any = None):
@@ -87,6 +88,9 @@ class KeyState:
         self.affinity = strategy if isinstance(strategy, dict) else None
         self.labels: Any = None  # a node-label constraint (skate._labels wire form), or None
         self.queue: deque = deque()
+        # Entries taken out of the queue (cancelled) but still in the deque: skipped when
+        # reached, and dropped all at once when they are half of it (see remove_queued).
+        self.removed: set = set()
         self.leases: dict[str, Lease] = {}  # by worker id (lease ids are per raylet)
         self.pending_requests: set[int] = set()
         self.duration: float | None = None  # moving average of run time
@@ -118,18 +122,35 @@ class LeasePool:
 
     # -- tasks in ---------------------------------------------------------------------
     def enqueue(self, ks: KeyState, entry: Any) -> list[tuple]:
+        if ks.removed and entry in ks.removed:  # queued again (rebuilt): its old place must go
+            self._compact(ks)
         ks.queue.append(entry)
         return self.dispatch(ks)
 
     def requeue_front(self, ks: KeyState, entry: Any) -> None:
         ks.queue.appendleft(entry)
 
-    def remove_queued(self, ks: KeyState, entry: Any) -> bool:
-        try:
-            ks.queue.remove(entry)
-            return True
-        except ValueError:
-            return False
+    def remove_queued(self, ks: KeyState, entry: Any) -> None:
+        """Take a queued task out of the queue (it was cancelled).
+
+        In O(1): searching the deque made cancelling n queued tasks O(n^2) (40,000 cancelled
+        newest first took 14 s). The entry stays in the deque, marked, until it is reached or
+        the marked ones are half the queue, when they are all dropped in one pass (amortized
+        O(1) each); so the queue never holds more than twice its live tasks. Marking an entry
+        that is not queued is harmless: it is forgotten at the next compaction or when the
+        queue empties.
+        """
+        ks.removed.add(entry)
+        if 2 * len(ks.removed) >= len(ks.queue):
+            self._compact(ks)
+
+    @staticmethod
+    def _compact(ks: KeyState) -> None:
+        removed, queue = ks.removed, ks.queue
+        kept = [e for e in queue if e not in removed]
+        queue.clear()  # in place: the deque object stays the key's queue
+        queue.extend(kept)
+        removed.clear()
 
     def depth(self, ks: KeyState) -> int:
         if ks.duration is not None and ks.duration < self.short_task_seconds:
@@ -140,11 +161,20 @@ class LeasePool:
         """Hand queued tasks to leased workers with room; ask for more leases while tasks wait."""
         actions: list[tuple] = []
         queue = ks.queue
+        removed = ks.removed
+        if removed:
+            while queue and queue[0] in removed:  # so a queue of removed tasks asks for no lease
+                removed.discard(queue.popleft())
+            if not queue:
+                removed.clear()
         if queue:
             depth = self.depth(ks)
             for lease in list(ks.leases.values()):
                 while queue and len(lease.inflight) < depth and not lease.dead:
                     entry = queue.popleft()
+                    if removed and entry in removed:
+                        removed.discard(entry)
+                        continue
                     if entry.done:
                         continue
                     lease.inflight[entry.task_id] = entry
@@ -181,8 +211,9 @@ class LeasePool:
         ks.pending_requests.discard(rid)
         if (ks.pending_requests or ks.leases) and not fatal:
             return self.dispatch(ks), []  # other requests may still succeed
-        failed = [e for e in ks.queue if not e.done]
+        failed = [e for e in ks.queue if not e.done and e not in ks.removed]
         ks.queue.clear()
+        ks.removed.clear()
         return [], failed
 
     def idle_expired(self, lease: Lease) -> list[tuple]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 LOCAL, USES, OWNER, BORROWERS = 0, 1, 2, 3
 
@@ -66,7 +66,7 @@ class ReferenceCounter:
                 else:
                     entry[USES] += 1
 
-    def remove_task_uses(self, object_ids: list[bytes]) -> None:
+    def remove_task_uses(self, object_ids: Sequence[bytes]) -> None:
         self._decrement(object_ids, USES)
 
     def add_borrowers(self, object_ids: list[bytes]) -> list[bool]:
@@ -85,7 +85,7 @@ class ReferenceCounter:
     def remove_borrowers(self, object_ids: list[bytes]) -> None:
         self._decrement(object_ids, BORROWERS)
 
-    def _decrement(self, object_ids: list[bytes], kind: int) -> None:
+    def _decrement(self, object_ids: Sequence[bytes], kind: int) -> None:
         freed = []
         with self._lock:
             for oid in object_ids:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from skate import _ids
@@ -85,12 +85,12 @@ class TaskEntry:
         self,
         spec: TaskSpec,
         return_ids: list[bytes],
-        uses: list[bytes],
+        uses: Sequence[bytes],
         retries_left: int,
         retry_exceptions: Any,
         key: Any,
-        dep_refs: list,
-        hold: list,
+        dep_refs: Sequence,
+        hold: Sequence,
     ):
         self.spec = spec
         self.task_id = spec.task_id
@@ -99,8 +99,8 @@ class TaskEntry:
         self.retries_left = retries_left
         self.retry_exceptions = retry_exceptions
         self.key = key  # scheduling key of a normal task; None for actor calls
-        self.dep_refs: list | None = dep_refs  # (slot, ObjectRef) pairs to resolve before running
-        self.hold: list | None = hold  # objects kept alive while the task is pending
+        self.dep_refs: Sequence | None = dep_refs  # (slot, ObjectRef) pairs to resolve before running
+        self.hold: Sequence | None = hold  # objects kept alive while the task is pending
         self.cancelled = False
         self.force = False
         self.lease: Any = None  # where it runs now (a Lease), None while queued
@@ -252,7 +252,7 @@ class TaskManager:
 
     def finish(
         self, entry: TaskEntry, returns: list | None, referenced: Callable[[bytes], bool]
-    ) -> list[bytes]:
+    ) -> Sequence[bytes]:
         """The task is over. Returns the object ids whose use by it ends now.
 
         A finished task that may run again to rebuild a lost result (retries left, results in
@@ -298,7 +298,7 @@ class TaskManager:
             out.extend(entry.uses)
         return out
 
-    def drop_lineage(self, object_id: bytes, referenced: Callable[[bytes], bool]) -> list[bytes]:
+    def drop_lineage(self, object_id: bytes, referenced: Callable[[bytes], bool]) -> Sequence[bytes]:
         """A result was freed: forget its task once none of its results is referenced.
 
         Returns the object ids its pinned arguments release.

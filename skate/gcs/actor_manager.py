@@ -78,6 +78,11 @@ class ActorManager:
     def __init__(self, gcs: Any):
         self.gcs = gcs
         self.actors: dict[bytes, ActorInfo] = {}
+        # The actors not dead yet (insertion ordered), a subset of `actors`, which keeps the dead
+        # too: the scans made per placement, per dead worker or driver and per dead node walk
+        # these, not every actor the cluster ever had (10,000 actors created and killed in
+        # turn made each creation and each death O(all actors so far): quadratic).
+        self.live: dict[bytes, ActorInfo] = {}
         self.named: dict[tuple[str, str], bytes] = {}
         self._rids = itertools.count(1)
         self.unplaced: list[ActorInfo] = []  # actors waiting for a node that can host them
@@ -131,10 +136,16 @@ class ActorManager:
             p.get("public") or {},
         )
         self.gcs.tables.save_actor(info)  # durable before the reply (gcs.persistence)
-        self.actors[info.actor_id] = info
+        self.add(info)
         if name:
             self.named[(namespace, name)] = info.actor_id
         return {"created": True}
+
+    def add(self, info: ActorInfo) -> None:
+        """Enter an actor in the tables (registered now, or read back by recovery)."""
+        self.actors[info.actor_id] = info
+        if info.state != DEAD:
+            self.live[info.actor_id] = info
 
     def h_create(self, conn: Connection, spec: dict):
         """Start the actor; the reply comes once it is alive or dead (its first incarnation)."""
@@ -283,6 +294,10 @@ class ActorManager:
         self._count(info)
         info.death_cause = info.death_cause or cause
         info.address = None
+        # A dead actor never runs its creation call again: its spec (arguments, env, shapes:
+        # most of what a dead actor's record weighs) goes, and so does its place among the live.
+        info.spec = None
+        self.live.pop(info.actor_id, None)
         if info.conn is not None:
             conn, info.conn = info.conn, None
             conn._on_close = None
@@ -397,7 +412,7 @@ class ActorManager:
 
     def group_removed(self, pg_id: str) -> None:
         """A placement group was removed: its actors die (no restart), as in Ray."""
-        for info in list(self.actors.values()):
+        for info in list(self.live.values()):
             if info.state == DEAD or info.spec is None or info.spec.get("pg") != pg_id:
                 continue
             info.no_restart = True
@@ -417,7 +432,7 @@ class ActorManager:
 
     def node_dead(self, node_id: str) -> None:
         """Actors on a dead node restart elsewhere (or die) even if no connection noticed yet."""
-        for info in list(self.actors.values()):
+        for info in list(self.live.values()):
             if info.node_id == node_id and info.state == ALIVE:
                 conn, info.conn = info.conn, None
                 if conn is not None:
@@ -431,7 +446,7 @@ class ActorManager:
         self.owner_gone(worker_id=p["worker_id"])
 
     def owner_gone(self, worker_id: str | None = None, job: str | None = None) -> None:
-        for info in list(self.actors.values()):
+        for info in list(self.live.values()):
             if info.detached or info.state == DEAD:
                 continue
             if (worker_id is not None and info.owner and info.owner[0] == worker_id) or (

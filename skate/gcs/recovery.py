@@ -95,7 +95,7 @@ def recover(gcs: Any, snap: Snapshot) -> None:
     for rec in snap.actors:
         info = am.ActorInfo(**{k: rec[k] for k in ACTOR_FIELDS if k in rec})
         info.lease = tuple(info.lease) if info.lease else None
-        actors.actors[info.actor_id] = info
+        actors.add(info)
         if info.name and info.state != am.DEAD:
             actors.named[(info.namespace, info.name)] = info.actor_id
     actors.recount()  # their load on the nodes they were sent to, for placement

@@ -25,9 +25,14 @@ import msgspec
 
 from skate import _task_states as ts
 
+_encode = msgspec.msgpack.Encoder().encode
+
 DEFAULT_MAX_TASKS = 100_000
 _decode = msgspec.msgpack.Decoder().decode
 _MALFORMED = (msgspec.DecodeError, ValueError, TypeError, IndexError, KeyError, AttributeError)
+# Distinct static task infos shared between records (see TaskEventStore._shared_info); the
+# table is emptied when it reaches this size (records keep the dicts they already share).
+SHARED_INFO_LIMIT = 4096
 
 
 class TaskRecord:
@@ -117,6 +122,7 @@ class TaskEventStore:
         # done records not read yet: (blob, records, {job: records with info}), oldest first
         self._blobs: collections.deque[tuple[bytes, int, dict]] = collections.deque()
         self._blob_records = 0
+        self._infos: dict[bytes, dict] = {}  # equal infos, one dict (see _shared_info)
 
     def __len__(self) -> int:
         self._read_blobs()
@@ -155,7 +161,9 @@ class TaskEventStore:
                 self.malformed += 1  # a sender's bug: the records merged so far stay
 
     def _merge(self, node_id: Any, worker_id: Any, pid: Any, infos: Any, records: list) -> None:
-        """Merge records `[task_id, attempt, [state, time, ...], info index, error]`."""
+        """Merge records `[task_id, attempt, [state, time, ...], info key, error]`."""
+        if infos:  # one dict per distinct info across batches, not one per batch
+            infos = {k: self._shared_info(v) for k, v in infos.items()}
         live, done = self._live, self._done
         for tid, attempt, times, info, error in records:
             key = (tid, attempt)
@@ -190,6 +198,21 @@ class TaskEventStore:
                 self._merge(node_id, worker_id, pid, infos, records)
             except _MALFORMED:
                 self.malformed += 1  # a sender's bug: its records are lost, the window is not
+
+    def _shared_info(self, info: dict) -> dict:
+        """One dict for every record with equal static info (read-only once stored): each
+        batch carries its own copies, and a full window of records would otherwise hold a
+        copy per batch (about 700 bytes a record when batches are small)."""
+        try:
+            key = _encode(info)
+        except (TypeError, ValueError):
+            return info
+        shared = self._infos.get(key)
+        if shared is None:
+            if len(self._infos) >= SHARED_INFO_LIMIT:
+                self._infos.clear()
+            shared = self._infos[key] = info
+        return shared
 
     def _new(self, key: tuple) -> TaskRecord:
         while len(self._live) + len(self._done) >= self.max_tasks:

@@ -109,6 +109,7 @@ LAYERS: dict[str, int] = {
     "skate.dashboard.main": API,
     "skate.dashboard.modules": API,
     "skate._client_microbenchmark": API,
+    "skate._scale_benchmark": API,  # issue 19: a benchmark program, Skate or Ray through the public API
     "skate.client": API,  # the builder and connect (the package's __init__)
     "skate.client.proxy": API,  # a client session's driver process: uses the public API
     # The worker template preloads everything a forked worker may touch, the public API

@@ -116,7 +116,7 @@ def _batch(node: str, worker: str, pid: int, events: list, infos: list | None = 
         "node_id": node,
         "worker_id": worker,
         "pid": pid,
-        "infos": infos or [],
+        "infos": dict(enumerate(infos or [])),
         "events": records,
         "dropped": 0,
     }

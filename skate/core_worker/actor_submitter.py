@@ -22,7 +22,6 @@ from typing import Any
 
 from skate import _ids
 from skate._options import actor_shapes, label_constraint, resolve_placement_group, wire_strategy
-from skate._task_states import SUBMITTED_TO_WORKER
 from skate.core_worker.args import prepare_args
 from skate.core_worker.task_manager import Complete, Fail, TaskEntry
 from skate.exceptions import ActorDiedError, ActorUnavailableError, RaySystemError, RuntimeEnvSetupError
@@ -281,7 +280,7 @@ class ActorSubmitter:
         entry.lease = state
         events = self.core.task_events
         if events is not None:
-            events.state(entry.spec, SUBMITTED_TO_WORKER)
+            events.pushed(entry)
         if entry.spec.generator is not None:  # a retry skips the items already here
             entry.spec.generator[2] = self.core.streams.received(entry.task_id)
         fut = state.conn.call("push_actor_task", entry.spec)  # type: ignore[union-attr]

@@ -126,7 +126,8 @@ class CoreWorker:
     def _send_task_events(self, again: bool = False) -> None:
         """I/O loop: send what the task event buffer holds as one message; with again, every
         interval from now on."""
-        batch = self.task_events.batch(self.node_id, self.worker_id, os.getpid())  # type: ignore[union-attr]
+        in_flight = reversed(self.submitter.manager.pending.values())  # newest first
+        batch = self.task_events.batch(self.node_id, self.worker_id, os.getpid(), in_flight)  # type: ignore[union-attr]
         if batch is not None and self.gcs is not None and not self.gcs.closed:
             self.gcs.notify("add_task_events", batch)
         if again and not self.stopped:

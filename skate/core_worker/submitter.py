@@ -140,7 +140,7 @@ class TaskSubmitter:
         on_ready if set, else to the lease queue); a failed dependency fails it."""
         events = self.core.task_events
         if events is not None:
-            events.submitted(entry.spec, not entry.dep_refs)
+            events.submitted(entry, not entry.dep_refs)
         if not entry.dep_refs:
             self._resolved(entry, recorded=True)
             return
@@ -164,7 +164,9 @@ class TaskSubmitter:
         else:
             events = self.core.task_events
             if events is not None:
-                events.failed(entry.spec, ts.DEPENDENCY_RESOLUTION_FAILED, "a dependency of this task failed")
+                events.failed_entry(
+                    entry, ts.DEPENDENCY_RESOLUTION_FAILED, "a dependency of this task failed"
+                )
             self.finish_with_entry(entry, failed)  # a dependency failed: so does this task
 
     def _resolved(self, entry: TaskEntry, recorded: bool = False) -> None:
@@ -172,7 +174,7 @@ class TaskSubmitter:
         entry.resolved = True
         events = self.core.task_events
         if events is not None and not recorded:
-            events.state(entry.spec, ts.PENDING_NODE_ASSIGNMENT)
+            events.ready(entry)
         if entry.on_ready is not None:
             entry.on_ready(entry)
         else:
@@ -227,7 +229,7 @@ class TaskSubmitter:
             entry.spec.gpus = lease.gpu_ids
         events = self.core.task_events
         if events is not None:
-            events.state(entry.spec, ts.SUBMITTED_TO_WORKER)
+            events.pushed(entry)
         if entry.spec.generator is not None:  # a retry skips the items already here
             entry.spec.generator[2] = self.core.streams.received(entry.task_id)
         fut = lease.conn.call("push_task", entry.spec)
@@ -332,9 +334,9 @@ class TaskSubmitter:
         events = core.task_events
         if events is not None:
             if returns and returns[0][0] == INLINE and returns[0][1][0] == KIND_ERROR:
-                events.failed(entry.spec, None)  # the worker's event says why
+                events.failed_entry(entry, None)  # the worker's event says why
             else:
-                events.state(entry.spec, ts.FINISHED)
+                events.finished(entry)
         if entry.spec.generator is not None:  # the end of its stream of items
             returns = core.streams.on_task_end(entry.task_id, returns)
         refs = core.refs
@@ -361,7 +363,7 @@ class TaskSubmitter:
     def finish_with_error(self, entry: TaskEntry, exc: BaseException) -> None:
         events = self.core.task_events
         if events is not None:
-            events.failed(entry.spec, ts.error_type_of(exc), f"{type(exc).__name__}: {exc}")
+            events.failed_entry(entry, ts.error_type_of(exc), f"{type(exc).__name__}: {exc}")
         self.finish_with_entry(entry, error_entry(exc))
 
     def _release(self, entry: TaskEntry, returns: list | None) -> None:

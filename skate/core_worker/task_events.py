@@ -1,13 +1,18 @@
 """What one process records of task state transitions, until the I/O loop sends them.
 
 Owners record a task's life on their side (arguments pending, waiting for a node, sent to a
-worker, finished or failed and why); workers record when they run it and how it ended. Each
-record is one tuple of atoms appended to a deque (a task's static info is an index into a
-small cache, not its spec: nothing the garbage collector must trace stays alive), so the
-hot path costs a few attribute reads, a clock read and an append. Every `interval` seconds
-the core worker's I/O loop `drain`s the deque into one `add_task_events` message for the
-GCS (never one message per event), coalesced to one record per task attempt; the GCS
-keeps a bounded window (`gcs.task_event_store`).
+worker, finished or failed and why); workers record when they run it and how it ended.
+
+The common life costs a few clock reads and one append per side: the owner keeps the times
+of a call on its `TaskEntry` (`ev`) and appends one row of atoms when it finishes; the
+worker appends one row when the call returns. A task's static info is an index into a small
+cache (function and options), not its spec, so nothing the garbage collector must trace stays
+alive. Every `interval` seconds the core worker's I/O loop takes the rows as they are (the
+GCS keeps them as one msgpack blob it reads only when asked) and reports what is still in
+flight (calls submitted or running since the last send) as open records, once; rarer things
+(failures, a call that ends after it was reported) go through a deque of single events. One
+`add_task_events` message per interval, never one per event; the GCS keeps a bounded window
+(`gcs.task_event_store`).
 
 The deque is bounded too (`max_events`): a process that cannot send keeps the newest
 events and counts the overflow as dropped. Off with `_system_config={"enable_task_events":
@@ -21,6 +26,7 @@ import collections
 import itertools
 import os
 import time
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import msgspec
@@ -72,10 +78,15 @@ class TaskEventBuffer:
     """Task events recorded by this process, waiting for the next send."""
 
     def __init__(self, max_events: int = DEFAULT_MAX_EVENTS, clock=time.time):
-        self.events: collections.deque = collections.deque(maxlen=max_events)
+        self.events: collections.deque = collections.deque(maxlen=max_events)  # single events
+        # rows of calls that ended without being reported in flight: an owner's
+        # (task_id, attempt, info, args_time, ready_time, pushed_time, end_time) and a worker's
+        # (task_id, attempt, start_time, end_time)
+        self.owner_done: collections.deque = collections.deque(maxlen=max_events)
+        self.worker_done: collections.deque = collections.deque(maxlen=max_events)
         self.max_events = max_events
         self.clock = clock
-        self.dropped = 0  # events overwritten because the deque was full
+        self.dropped = 0  # events overwritten because a deque was full
         # calls running in this worker: task id -> (spec, start time)
         self.running: dict[bytes, tuple[Any, float]] = {}
         # attempts reported while in flight (by task id): their ends go as open records too
@@ -86,26 +97,26 @@ class TaskEventBuffer:
         self._infos: dict[int, tuple] = {}
         self._next_info = itertools.count()
 
-    # -- recording (any thread; each one append) ---------------------------------------
-    def submitted(self, spec: Any, ready: bool = False) -> None:
-        """Owner: a task was submitted and waits for its arguments (with ready, it has none to
-        wait for: it is pending a node at the same instant)."""
-        pg = spec.placement_group
+    # -- an owner's calls (the I/O thread) ---------------------------------------------
+    def submitted(self, entry: Any, ready: bool = False) -> None:
+        """A call was submitted and waits for its arguments (with ready, it has none to wait
+        for: pending a node at the same instant). Its times live on the entry from now on:
+        `entry.ev = [info, args_time, ready_time, pushed_time, reported]`."""
+        spec = entry.spec
         key = (
             spec.name,
             spec.actor_id,
             spec.method is None,
             spec.job_id,
             id(spec.resources),
-            id(pg),
+            id(spec.placement_group),
             id(spec.runtime_env),
         )
         info: Any = self._info_ids.get(key)
         if info is None:
             info = self._cache_info(key, spec)
-        self.events.append(
-            (spec.task_id, spec.attempt, _READY if ready else ts.PENDING_ARGS_AVAIL, self.clock(), info)
-        )
+        now = self.clock()
+        entry.ev = [info, now, now if ready else None, None, False]
 
     def _cache_info(self, key: tuple, spec: Any) -> Any:
         """The info id for a new key, or the spec itself once the cache is full (many
@@ -117,6 +128,44 @@ class TaskEventBuffer:
         self._info_ids[key] = i
         return i
 
+    def ready(self, entry: Any) -> None:
+        """The call's arguments are ready: it is pending a node (or its actor)."""
+        ev = entry.ev
+        if ev is not None:
+            ev[2] = self.clock()
+
+    def pushed(self, entry: Any) -> None:
+        """The call was sent to a worker."""
+        ev = entry.ev
+        if ev is not None:
+            ev[3] = self.clock()
+
+    def finished(self, entry: Any) -> None:
+        """The call finished (or failed in the worker, which says why)."""
+        ev = entry.ev
+        if ev is None:
+            return
+        entry.ev = None
+        spec = entry.spec
+        if ev[4]:  # reported in flight: its end is an open record
+            self.events.append((spec.task_id, spec.attempt, ts.FINISHED, self.clock(), None))
+        else:
+            self.owner_done.append((spec.task_id, spec.attempt, ev[0], ev[1], ev[2], ev[3], self.clock()))
+
+    def failed_entry(self, entry: Any, error_type: str | None, message: str | None = None) -> None:
+        """The call failed on the owner's side (error_type None: the worker's event says why)."""
+        spec = entry.spec
+        ev = entry.ev
+        entry.ev = None
+        if ev is not None and not ev[4]:  # its earlier states go first, as single events
+            tid, attempt, append = spec.task_id, spec.attempt, self.events.append
+            append((tid, attempt, ts.PENDING_ARGS_AVAIL, ev[1], ev[0]))
+            for state, when in ((ts.PENDING_NODE_ASSIGNMENT, ev[2]), (ts.SUBMITTED_TO_WORKER, ev[3])):
+                if when is not None:
+                    append((tid, attempt, state, when, None))
+        self.failed(spec, error_type, message)
+
+    # -- single events (any thread) ------------------------------------------------------
     def state(self, spec: Any, state: int) -> None:
         self.events.append((spec.task_id, spec.attempt, state, self.clock(), None))
 
@@ -126,46 +175,65 @@ class TaskEventBuffer:
         extra = None if error_type is None else (error_type, (message or "")[:ERROR_MESSAGE_LIMIT])
         self.events.append((spec.task_id, spec.attempt, ts.FAILED, self.clock(), extra))
 
+    # -- a worker's calls (the thread that runs them) ------------------------------------
     def started(self, spec: Any) -> float:
-        """Worker: the call starts running. Nothing is queued: a drain finds it among the
-        running ones (so a long call shows RUNNING), and `ran` records start and end at once."""
+        """The call starts running. Nothing is queued: a drain finds it among the running
+        ones (so a long call shows RUNNING), and `ran` records start and end at once."""
         now = self.clock()
         self.running[spec.task_id] = (spec, now)
         return now
 
     def ran(self, spec: Any, start: float) -> None:
-        """Worker: the call that `started` at `start` finished. (The caller takes it out of
+        """The call that `started` at `start` finished. (The caller also takes it out of
         `running`, in a `finally`, whatever happened.)"""
-        self.events.append((spec.task_id, spec.attempt, _RAN, self.clock(), start))
+        tid = spec.task_id
+        self.running.pop(tid, None)
+        if tid in self._reported:
+            self.events.append((tid, spec.attempt, _RAN, self.clock(), start))
+        else:
+            self.worker_done.append((tid, spec.attempt, start, self.clock()))
 
     def ran_and_failed(self, spec: Any, start: float, error_type: str, message: str) -> None:
-        """Worker: the call that `started` at `start` failed, and why."""
+        """The call that `started` at `start` failed, and why."""
+        self.running.pop(spec.task_id, None)
         self.events.append((spec.task_id, spec.attempt, ts.RUNNING, start, None))
         self.failed(spec, error_type, message)
 
     # -- sending (I/O loop) --------------------------------------------------------------
-    def drain(self) -> Drained | None:
-        """Take every event recorded so far, coalesced into one record per task attempt,
-        `[task_id, attempt, [state, time, ...], info, error]`: `info` a key of the batch's
-        infos (-1: none in this batch), `error` `[error_type, message]` or None.
+    def drain(self, in_flight: Iterable[Any] = ()) -> Drained | None:
+        """Take everything recorded so far.
 
-        Records of attempts that began and ended since the last drain are `done`; the GCS
-        keeps them as one opaque blob and reads it only when asked (`gcs.task_event_store`).
-        The rest are `open`: attempts still in flight, or ending after an earlier drain
-        reported them; the GCS merges those at once. One record per attempt, each info
-        once per batch and no per-record work in the GCS for the common case are what keep
-        task events within a few percent of the hot paths."""
+        `in_flight`: the owner's pending entries, newest first; those not reported yet are
+        reported now, as open records, and the walk stops at the first one already reported
+        (the older ones were seen by an earlier drain). Single events are coalesced into one
+        open record per attempt, `[task_id, attempt, [state, time, ...], info, error]` (`info`
+        a key of the infos, -1: none; `error` `[error_type, message]` or None). The done rows
+        go as they are."""
+        infos: dict[int, dict] = {}
+        cached = self._infos
+        records: dict[bytes, list] = {}  # by task id: the usual one attempt per task and batch
+        earlier: list[list] = []  # records of attempts a later one of the same task replaced
+        reported = self._reported
+        limit = self.max_events
+        for entry in in_flight:
+            ev = entry.ev
+            if ev is None:
+                continue
+            if ev[4] or len(reported) >= limit:
+                break
+            ev[4] = True
+            spec = entry.spec
+            times = [ts.PENDING_ARGS_AVAIL, ev[1]]
+            if ev[2] is not None:
+                times += (ts.PENDING_NODE_ASSIGNMENT, ev[2])
+            if ev[3] is not None:
+                times += (ts.SUBMITTED_TO_WORKER, ev[3])
+            records[spec.task_id] = [spec.task_id, spec.attempt, times, self._info_key(ev[0], infos), None]
         events = self.events
         n = len(events)
-        if n == 0 and not self.running:
-            return None
         if n >= self.max_events:
             self.dropped += 1  # at least one: the deque may have overwritten some
         popleft = events.popleft
-        records: dict[bytes, list] = {}  # by task id: the usual one attempt per task and batch
-        earlier: list[list] = []  # records of attempts a later one of the same task replaced
-        infos: dict[int, dict] = {}
-        cached = self._infos
         for _ in range(n):
             tid, attempt, state, when, extra = popleft()
             rec = records.get(tid)
@@ -178,62 +246,72 @@ class TaskEventBuffer:
             elif state == _RAN:  # extra: when it started
                 rec[2] += (ts.RUNNING, extra, ts.FINISHED, when)
                 continue
-            else:  # _READY
-                rec[2] += (ts.PENDING_ARGS_AVAIL, when, ts.PENDING_NODE_ASSIGNMENT, when)
             if extra is None:
                 continue
-            if state <= ts.PENDING_ARGS_AVAIL:
-                if type(extra) is int:
-                    if extra not in infos:
-                        infos[extra] = cached[extra][0]
-                else:  # a spec whose info was not cached
-                    i = next(self._next_info)
-                    infos[i] = task_info(extra)
-                    extra = i
-                rec[3] = extra
+            if state == ts.PENDING_ARGS_AVAIL:
+                rec[3] = self._info_key(extra, infos)
             else:
                 rec[4] = list(extra)
-        reported = self._reported
         try:
             running = list(self.running.items())
         except RuntimeError:  # changed by another thread as it was read: next time
             running = []
         for tid, (spec, start) in running:  # calls running now, shown once
-            if tid not in reported and tid not in records:
+            if tid not in reported and tid not in records and len(reported) < limit:
                 records[tid] = [tid, spec.attempt, [ts.RUNNING, start], -1, None]
-        if not records:
+        owner_done = _take(self.owner_done)
+        worker_done = _take(self.worker_done)
+        if not records and not owner_done and not worker_done:
             return None
         opened: list[list] = []
-        done: list[list] = []
-        jobs: dict[str, int] = {}
         for rec in itertools.chain(earlier, records.values()):
             tid = rec[0]
             if rec[2][-2] < ts.FINISHED:  # not over (its last state is its furthest)
-                if len(reported) < self.max_events:
-                    reported.add(tid)
-                opened.append(rec)
-            elif tid in reported:
-                reported.discard(tid)
-                opened.append(rec)
+                reported.add(tid)
             else:
-                done.append(rec)
-                if rec[3] >= 0:
-                    job = infos[rec[3]]["job_id"] or ""
-                    jobs[job] = jobs.get(job, 0) + 1
-        return Drained(infos, opened, done, jobs, n)
+                reported.discard(tid)
+            opened.append(rec)
+        jobs: dict[str, int] = {}
+        if owner_done:
+            if not all(type(row[2]) is int for row in owner_done):  # specs whose info was not cached
+                owner_done = [
+                    row if type(row[2]) is int else (row[0], row[1], self._info_key(row[2], infos), *row[3:])
+                    for row in owner_done
+                ]
+            for info, count in collections.Counter(row[2] for row in owner_done).items():
+                if info not in infos:
+                    infos[info] = cached[info][0]
+                job = infos[info]["job_id"] or ""
+                jobs[job] = jobs.get(job, 0) + count
+        if reported and worker_done:  # reported by a drain between `ran` and its row's taking
+            for row in worker_done:
+                reported.discard(row[0])
+        num = n + 2 * len(worker_done) + sum(4 - (row[4] is None) - (row[5] is None) for row in owner_done)
+        return Drained(infos, opened, owner_done, worker_done, jobs, num)
 
-    def batch(self, node_id: str, worker_id: str, pid: int) -> dict | None:
+    def _info_key(self, info: Any, infos: dict[int, dict]) -> int:
+        """The batch's key of a cached info id, or of a spec's info built now."""
+        if type(info) is int:
+            if info not in infos:
+                infos[info] = self._infos[info][0]
+            return info
+        i = next(self._next_info)
+        infos[i] = task_info(info)
+        return i
+
+    def batch(self, node_id: str, worker_id: str, pid: int, in_flight: Iterable[Any] = ()) -> dict | None:
         """The `add_task_events` message for what was recorded since the last one (None:
         nothing): {node_id, worker_id, pid, infos (by key), events (the open records), done
-        (the done records' blob, or None), done_records, done_jobs (done records with their
-        info, by job), num_events, dropped}."""
-        drained = self.drain()
+        (one blob of `[node_id, worker_id, pid, infos, owner rows, worker rows]`, or None),
+        done_records, done_jobs (owner rows by job), num_events, dropped}."""
+        drained = self.drain(in_flight)
         if drained is None:
             return None
         dropped, self.dropped = self.dropped, 0
         blob = None
-        if drained.done:
-            blob = _encode([node_id, worker_id, pid, drained.infos, drained.done])
+        done = len(drained.owner_done) + len(drained.worker_done)
+        if done:
+            blob = _encode([node_id, worker_id, pid, drained.infos, drained.owner_done, drained.worker_done])
         return {
             "node_id": node_id,
             "worker_id": worker_id,
@@ -241,20 +319,30 @@ class TaskEventBuffer:
             "infos": drained.infos if drained.opened else {},
             "events": drained.opened,
             "done": blob,
-            "done_records": len(drained.done),
+            "done_records": done,
             "done_jobs": drained.jobs,
             "num_events": drained.num_events,
             "dropped": dropped,
         }
 
 
+def _take(rows: collections.deque) -> list:
+    """Everything in `rows` now, oldest first (appends by other threads meanwhile stay)."""
+    n = len(rows)
+    if n == 0:
+        return []
+    popleft = rows.popleft
+    return [popleft() for _ in range(n)]
+
+
 class Drained(NamedTuple):
-    """What one drain took: the batch's info dicts by key, its open and done records, how
-    many done records carry info by job, and how many events went in."""
+    """What one drain took: the batch's info dicts by key, its open records, the done rows of
+    each side, the owner rows by job, and how many events all that stands for."""
 
     infos: dict[int, dict]
     opened: list[list]
-    done: list[list]
+    owner_done: list
+    worker_done: list
     jobs: dict[str, int]
     num_events: int
 

@@ -79,6 +79,7 @@ class TaskEntry:
         "strategy",
         "on_ready",
         "lineage_bytes",
+        "ev",
     )
 
     def __init__(
@@ -110,6 +111,7 @@ class TaskEntry:
         self.strategy: Any = None
         self.on_ready: Callable[[TaskEntry], None] | None = None  # set for actor calls
         self.lineage_bytes = 0
+        self.ev: list | None = None  # its task event times while in flight (core_worker.task_events)
 
     @property
     def name(self) -> str:

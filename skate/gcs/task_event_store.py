@@ -194,8 +194,9 @@ class TaskEventStore:
             blob, count, _ = blobs.popleft()
             self._blob_records -= count
             try:
-                node_id, worker_id, pid, infos, records = _decode(blob)
-                self._merge(node_id, worker_id, pid, infos, records)
+                node_id, worker_id, pid, infos, owner_rows, worker_rows = _decode(blob)
+                self._merge(node_id, worker_id, pid, infos, _owner_records(owner_rows))
+                self._merge(node_id, worker_id, pid, infos, _worker_records(worker_rows))
             except _MALFORMED:
                 self.malformed += 1  # a sender's bug: its records are lost, the window is not
 
@@ -247,6 +248,27 @@ class TaskEventStore:
             "num_events_received": self.events_received,
             "num_malformed_batches": self.malformed,
         }
+
+
+def _owner_records(rows: list) -> list[list]:
+    """An owner's done rows `[task_id, attempt, info, args, ready, pushed, end]` as records."""
+    out = []
+    for tid, attempt, info, args, ready, pushed, end in rows:
+        times = [ts.PENDING_ARGS_AVAIL, args]
+        if ready is not None:
+            times += (ts.PENDING_NODE_ASSIGNMENT, ready)
+        if pushed is not None:
+            times += (ts.SUBMITTED_TO_WORKER, pushed)
+        times += (ts.FINISHED, end)
+        out.append([tid, attempt, times, info, None])
+    return out
+
+
+def _worker_records(rows: list) -> list[list]:
+    """A worker's done rows `[task_id, attempt, start, end]` as records."""
+    return [
+        [tid, attempt, [ts.RUNNING, start, ts.FINISHED, end], -1, None] for tid, attempt, start, end in rows
+    ]
 
 
 def answer(store: TaskEventStore, p: dict) -> dict:

@@ -29,25 +29,33 @@ class Clock:
         return self.now
 
 
-def _owner_life(buf: TaskEventBuffer, spec: TaskSpec) -> None:
-    buf.submitted(spec)
-    buf.state(spec, ts.PENDING_NODE_ASSIGNMENT)
-    buf.state(spec, ts.SUBMITTED_TO_WORKER)
+class Entry:
+    """What the buffer reads of an owner's TaskEntry."""
+
+    def __init__(self, spec: TaskSpec) -> None:
+        self.spec = spec
+        self.ev: list | None = None
+
+
+def _owner_life(buf: TaskEventBuffer, entry: Entry) -> None:
+    buf.submitted(entry)
+    buf.ready(entry)
+    buf.pushed(entry)
 
 
 @pytest.mark.timeout(10)
-def test_buffer_coalesces_events_into_one_record_per_attempt_then_empties():
+def test_in_flight_calls_are_reported_once_as_open_records_newest_first():
     buf = TaskEventBuffer(clock=Clock())
-    specs = [_spec(i) for i in range(3)]
-    for spec in specs:
-        _owner_life(buf, spec)
-    batch = buf.batch("node", "worker", 7)
+    entries = [Entry(_spec(i)) for i in range(3)]
+    for entry in entries:
+        _owner_life(buf, entry)
+    batch = buf.batch("node", "worker", 7, reversed(entries))
     assert batch is not None
     assert batch["node_id"] == "node" and batch["worker_id"] == "worker" and batch["pid"] == 7
-    records = batch["events"]
-    assert len(records) == 3  # one per attempt, not one per event
-    tid, attempt, times, info, error = records[0]
-    assert tid == specs[0].task_id and attempt == 0 and error is None
+    records = {r[0]: r for r in batch["events"]}
+    assert len(records) == 3 and batch["done"] is None
+    tid, attempt, times, info, error = records[entries[0].spec.task_id]
+    assert attempt == 0 and error is None
     assert times == [
         ts.PENDING_ARGS_AVAIL,
         101.0,
@@ -59,27 +67,46 @@ def test_buffer_coalesces_events_into_one_record_per_attempt_then_empties():
     first = batch["infos"][info]
     assert first["name"] == "f0" and first["type"] == ts.NORMAL_TASK
     assert first["required_resources"] == {"CPU": 1.0} and first["job_id"] == "01000000"
-    assert buf.batch("node", "worker", 7) is None  # nothing new: no message at all
+    late = Entry(_spec(9))
+    buf.submitted(late, ready=True)  # no arguments to wait for: pending a node at once
+    again = buf.batch("n", "w", 1, reversed([*entries, late]))
+    assert again is not None and [r[0] for r in again["events"]] == [
+        late.spec.task_id
+    ]  # the walk stops there
+    assert again["events"][0][2] == [ts.PENDING_ARGS_AVAIL, 110.0, ts.PENDING_NODE_ASSIGNMENT, 110.0]
+    assert buf.batch("node", "worker", 7, reversed(entries)) is None  # nothing new: no message at all
+    buf.finished(entries[1])  # reported in flight: its end is an open record too
+    end = buf.batch("n", "w", 1)
+    assert (
+        end is not None
+        and end["done"] is None
+        and end["events"][0][:3] == [entries[1].spec.task_id, 0, [ts.FINISHED, 111.0]]
+    )
 
 
 @pytest.mark.timeout(10)
-def test_buffer_sends_one_info_per_function_and_keeps_retries_apart():
+def test_calls_that_begin_and_end_between_sends_are_rows_with_one_info_per_function():
     buf = TaskEventBuffer(clock=Clock())
     resources = {"CPU": 1.0}
-    specs = []
+    entries = []
     for i in range(4):
         spec = _spec(i)
         spec.name = "same"
         spec.resources = resources  # one remote function's calls share their options
-        specs.append(spec)
-        buf.submitted(spec)
-    retry = _spec(0, attempt=1)
-    buf.state(retry, ts.RUNNING)
-    batch = buf.batch("n", "w", 1)
-    assert batch is not None
-    by_attempt = {(r[0], r[1]): r for r in batch["events"]}
-    assert len(batch["infos"]) == 1 and {by_attempt[(s.task_id, 0)][3] for s in specs} == {0}
-    assert by_attempt[(retry.task_id, 1)][2:4] == [[ts.RUNNING, 105.0], -1]
+        entry = Entry(spec)
+        entries.append(entry)
+        _owner_life(buf, entry)
+        buf.finished(entry)
+    batch = buf.batch("n", "w", 1, reversed(entries))
+    assert batch is not None and batch["events"] == [] and batch["done_records"] == 4
+    assert batch["done_jobs"] == {"01000000": 4} and batch["num_events"] == 16
+    store = TaskEventStore(10)
+    store.add_batch(batch)
+    rows = answer(store, {"limit": 10})["rows"]
+    assert {r["state"] for r in rows} == {"FINISHED"} and {r["name"] for r in rows} == {"same"}
+    first = store.get(entries[0].spec.task_id)[0]
+    assert [s for s, t in enumerate(first.times) if t is not None] == [0, 1, 2, 4]
+    assert first.info is store.get(entries[3].spec.task_id)[0].info
 
 
 @pytest.mark.timeout(10)
@@ -102,7 +129,7 @@ def test_failed_events_carry_error_type_and_a_bounded_message():
     buf.failed(_spec(2), None)
     drained = buf.drain()
     assert drained is not None
-    records = drained.done
+    records = drained.opened
     assert (
         records[0][2][0] == ts.FAILED and records[0][4][0] == "WORKER_DIED" and len(records[0][4][1]) == 1000
     )
@@ -126,10 +153,12 @@ def _batch(node: str, worker: str, pid: int, events: list, infos: list | None = 
 def test_store_merges_owner_and_worker_events_into_one_attempt():
     owner, worker = TaskEventBuffer(clock=Clock()), TaskEventBuffer(clock=Clock())
     spec = _spec(1)
-    _owner_life(owner, spec)
-    worker.state(spec, ts.RUNNING)
-    worker.failed(spec, ts.TASK_EXECUTION_EXCEPTION, "ValueError: boom")
-    owner.failed(spec, None)
+    _owner_life(owner, Entry(spec))
+    entry = Entry(spec)
+    _owner_life(owner, entry)
+    began = worker.started(spec)
+    worker.ran_and_failed(spec, began, ts.TASK_EXECUTION_EXCEPTION, "ValueError: boom")
+    owner.failed_entry(entry, None)
     store = TaskEventStore(10)
     store.add_batch(worker.batch("nodeB", "workerB", 42))  # type: ignore[arg-type]
     store.add_batch(owner.batch("nodeA", "driver", 1))  # type: ignore[arg-type]
@@ -146,6 +175,7 @@ def test_store_merges_owner_and_worker_events_into_one_attempt():
         "FAILED",
     ]
     assert row["start_time_ms"] == 101_000 and row["end_time_ms"] == 102_000
+    assert row["events"][0]["created_ms"] == 104_000  # the owner's own times
 
 
 @pytest.mark.timeout(10)
@@ -190,9 +220,9 @@ def test_store_memory_is_flat_past_the_window():
     assert store.events_received == 10_000
     buf = TaskEventBuffer(clock=Clock())
     for i in range(5000):  # done records (kept as blobs until read)
-        spec = _spec(10_000 + i)
-        buf.submitted(spec)
-        buf.state(spec, ts.FINISHED)
+        entry = Entry(_spec(10_000 + i))
+        buf.submitted(entry)
+        buf.finished(entry)
         store.add_batch(buf.batch("n", "w", 1))  # type: ignore[arg-type]
         assert store._blob_records <= 200
     assert len(store) == 100 and store.evicted == 9900 and store.events_received == 20_000
@@ -210,12 +240,12 @@ def test_answer_filters_limits_and_summarizes():
     store = TaskEventStore(100)
     owner = TaskEventBuffer(clock=Clock())
     for i in range(5):
-        spec = _spec(i)
-        owner.submitted(spec)
+        entry = Entry(_spec(i))
+        owner.submitted(entry)
         if i % 2:
-            owner.failed(spec, "WORKER_DIED", "gone")
+            owner.failed_entry(entry, "WORKER_DIED", "gone")
         else:
-            owner.state(spec, ts.FINISHED)
+            owner.finished(entry)
     store.add_batch(owner.batch("n", "w", 1))  # type: ignore[arg-type]
     failed = answer(store, {"filters": [("state", "=", "failed")], "limit": 100})
     assert failed["total"] == 2 and {r["name"] for r in failed["rows"]} == {"f1", "f3"}
@@ -246,23 +276,24 @@ def test_system_config_switches_task_events_for_the_node_processes():
 @pytest.mark.timeout(10)
 def test_done_attempts_wait_as_one_blob_until_a_read_and_open_ones_merge_at_once():
     owner, worker = TaskEventBuffer(clock=Clock()), TaskEventBuffer(clock=Clock())
-    quick, slow = _spec(1), _spec(2)
-    for spec in (quick, slow):
-        _owner_life(owner, spec)
-    owner.state(quick, ts.FINISHED)
-    worker.state(quick, ts.RUNNING)
-    worker.state(quick, ts.FINISHED)
-    worker.state(slow, ts.RUNNING)
+    quick, slow = Entry(_spec(1)), Entry(_spec(2))
+    for entry in (quick, slow):
+        _owner_life(owner, entry)
+    owner.finished(quick)
+    began = worker.started(quick.spec)
+    worker.ran(quick.spec, began)
+    slow_began = worker.started(slow.spec)
     store = TaskEventStore(10)
-    ob, wb = owner.batch("nodeA", "driver", 1), worker.batch("nodeB", "w", 2)
+    ob, wb = owner.batch("nodeA", "driver", 1, [slow, quick]), worker.batch("nodeB", "w", 2)
     assert ob is not None and wb is not None
-    assert [r[0] for r in ob["events"]] == [slow.task_id] and ob["done_records"] == 1
-    assert ob["done_jobs"] == {"01000000": 1} and wb["done_jobs"] == {}  # only the owner's record has info
+    assert [r[0] for r in ob["events"]] == [slow.spec.task_id] and ob["done_records"] == 1
+    assert [r[0] for r in wb["events"]] == [slow.spec.task_id] and wb["done_records"] == 1
+    assert ob["done_jobs"] == {"01000000": 1} and wb["done_jobs"] == {}  # only the owner's rows have info
     store.add_batch(ob)
     store.add_batch(wb)
     assert len(store._live) == 1 and len(store._done) == 0 and len(store._blobs) == 2  # nothing decoded yet
-    owner.state(slow, ts.FINISHED)  # ends after the slow attempt was reported open: open again
-    worker.state(slow, ts.FINISHED)
+    owner.finished(slow)  # ends after the slow attempt was reported open: open again
+    worker.ran(slow.spec, slow_began)
     ob2, wb2 = owner.batch("nodeA", "driver", 1), worker.batch("nodeB", "w", 2)
     assert ob2["done"] is None and wb2["done"] is None  # type: ignore[index]
     store.add_batch(ob2)  # type: ignore[arg-type]
@@ -270,12 +301,16 @@ def test_done_attempts_wait_as_one_blob_until_a_read_and_open_ones_merge_at_once
     assert not store._live  # the slow attempt ended, without reading any blob
     rows = {r["task_id"]: r for r in answer(store, {"limit": 10})["rows"]}
     assert not store._blobs
-    for spec in (quick, slow):
-        row = rows[spec.task_id.hex()]
-        assert (
-            row["state"] == "FINISHED" and row["name"] == f"f{spec.task_id[0]}" and row["node_id"] == "nodeB"
-        )
-    assert store.stats()["num_events_received"] == 12
+    for entry in (quick, slow):
+        row = rows[entry.spec.task_id.hex()]
+        assert row["state"] == "FINISHED" and row["name"] == entry.spec.name and row["node_id"] == "nodeB"
+        assert [e["state"] for e in row["events"]] == [
+            "PENDING_ARGS_AVAIL",
+            "PENDING_NODE_ASSIGNMENT",
+            "SUBMITTED_TO_WORKER",
+            "RUNNING",
+            "FINISHED",
+        ]
 
 
 @pytest.mark.timeout(10)
@@ -283,9 +318,9 @@ def test_unread_blobs_past_twice_the_window_are_dropped_and_counted_by_job():
     store = TaskEventStore(2)
     for i in range(6):
         buf = TaskEventBuffer(clock=Clock())
-        spec = _spec(i)
-        buf.submitted(spec)
-        buf.state(spec, ts.FINISHED)
+        entry = Entry(_spec(i))
+        buf.submitted(entry)
+        buf.finished(entry)
         store.add_batch(buf.batch("n", "w", 1))  # type: ignore[arg-type]
     assert store._blob_records == 4 and store.evicted == 2
     assert store.evicted_by_job["01000000"] == 2
@@ -313,7 +348,7 @@ def test_a_worker_reports_a_long_call_as_running_once_then_its_end():
     quick, slow = _spec(1), _spec(2)
     began = worker.started(quick)
     worker.ran(quick, began)
-    worker.running.pop(quick.task_id)  # the executor's `finally`
+    worker.running.pop(quick.task_id, None)  # the executor's `finally`
     slow_began = worker.started(slow)
     first = worker.batch("n", "w", 1)
     assert first is not None
@@ -321,7 +356,7 @@ def test_a_worker_reports_a_long_call_as_running_once_then_its_end():
     assert first["events"] == [[slow.task_id, 0, [ts.RUNNING, slow_began], -1, None]]
     assert worker.batch("n", "w", 1) is None  # still running: not reported again
     worker.ran_and_failed(slow, slow_began, ts.TASK_EXECUTION_EXCEPTION, "ValueError: late")
-    worker.running.pop(slow.task_id)
+    worker.running.pop(slow.task_id, None)
     last = worker.batch("n", "w", 1)
     assert last is not None and last["done"] is None  # its start went out already: open
     (rec,) = last["events"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import operator
 import os
 import time
 from collections.abc import Iterable
@@ -259,7 +260,8 @@ class TaskEventBuffer:
         for tid, (spec, start) in running:  # calls running now, shown once
             if tid not in reported and tid not in records and len(reported) < limit:
                 records[tid] = [tid, spec.attempt, [ts.RUNNING, start], -1, None]
-        owner_done = _take(self.owner_done)
+        owner_done = list(self.owner_done)  # (appended on this thread only)
+        self.owner_done.clear()
         worker_done = _take(self.worker_done)
         if not records and not owner_done and not worker_done:
             return None
@@ -278,7 +280,7 @@ class TaskEventBuffer:
                     row if type(row[2]) is int else (row[0], row[1], self._info_key(row[2], infos), *row[3:])
                     for row in owner_done
                 ]
-            for info, count in collections.Counter(row[2] for row in owner_done).items():
+            for info, count in collections.Counter(map(_third, owner_done)).items():
                 if info not in infos:
                     infos[info] = cached[info][0]
                 job = infos[info]["job_id"] or ""
@@ -286,7 +288,13 @@ class TaskEventBuffer:
         if reported and worker_done:  # reported by a drain between `ran` and its row's taking
             for row in worker_done:
                 reported.discard(row[0])
-        num = n + 2 * len(worker_done) + sum(4 - (row[4] is None) - (row[5] is None) for row in owner_done)
+        num = (
+            n
+            + 2 * len(worker_done)
+            + 4 * len(owner_done)
+            - list(map(_fifth, owner_done)).count(None)
+            - list(map(_sixth, owner_done)).count(None)
+        )
         return Drained(infos, opened, owner_done, worker_done, jobs, num)
 
     def _info_key(self, info: Any, infos: dict[int, dict]) -> int:
@@ -324,6 +332,9 @@ class TaskEventBuffer:
             "num_events": drained.num_events,
             "dropped": dropped,
         }
+
+
+_third, _fifth, _sixth = operator.itemgetter(2), operator.itemgetter(4), operator.itemgetter(5)
 
 
 def _take(rows: collections.deque) -> list:

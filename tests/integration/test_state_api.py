@@ -84,7 +84,11 @@ def _tasks_settled(**filters) -> list:
 
     def settled():
         rows = state.list_tasks(filters=flt, detail=True)
-        return rows if rows and all(r["worker_pid"] and r["end_time_ms"] for r in rows) else None
+        # (a failed attempt settles once the worker's side, which says why, arrived too)
+        done = all(
+            r["worker_pid"] and r["end_time_ms"] and (r["state"] != "FAILED" or r["error_type"]) for r in rows
+        )
+        return rows if rows and done else None
 
     return wait_for(settled, timeout=15) or []
 

@@ -38,9 +38,7 @@ DEFAULT_INTERVAL_S = 1.0
 DEFAULT_MAX_EVENTS = 100_000
 MAX_CACHED_INFOS = 1024  # distinct (function, options) whose info is cached per process
 ERROR_MESSAGE_LIMIT = 1000
-# Recorded states that stand for two: pending a node as soon as submitted (no arguments to
-# wait for), and ran (RUNNING at `extra`, FINISHED at `when`).
-_READY = -1
+# A single event that stands for two: ran (RUNNING at `extra`, FINISHED at `when`).
 _RAN = -2
 
 
@@ -167,9 +165,6 @@ class TaskEventBuffer:
         self.failed(spec, error_type, message)
 
     # -- single events (any thread) ------------------------------------------------------
-    def state(self, spec: Any, state: int) -> None:
-        self.events.append((spec.task_id, spec.attempt, state, self.clock(), None))
-
     def failed(self, spec: Any, error_type: str | None, message: str | None = None) -> None:
         """The attempt failed; error_type None when the recorder does not know why (an owner
         that got an error result: the worker's event says why)."""

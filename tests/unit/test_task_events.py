@@ -113,12 +113,12 @@ def test_calls_that_begin_and_end_between_sends_are_rows_with_one_info_per_funct
 def test_buffer_is_bounded_and_counts_overflow():
     buf = TaskEventBuffer(max_events=4, clock=Clock())
     for i in range(10):
-        buf.state(_spec(i), ts.RUNNING)
+        buf.failed(_spec(i), None)
     batch = buf.batch("n", "w", 1)
     assert batch is not None
     assert [e[0] for e in batch["events"]] == [_spec(i).task_id for i in range(6, 10)]  # the newest kept
     assert batch["dropped"] == 1
-    buf.state(_spec(1), ts.RUNNING)
+    buf.failed(_spec(1), None)
     assert buf.batch("n", "w", 1)["dropped"] == 0  # type: ignore[index]
 
 

@@ -23,9 +23,10 @@ except ImportError:  # optional: the standard loop does everything, only slower
 
 def kind() -> str:
     """ "uvloop" or "asyncio": what `new_event_loop` makes in this process."""
-    if uvloop is not None and os.environ.get("SKATE_EVENT_LOOP", "uvloop") != "asyncio":
-        return "uvloop"
-    return "asyncio"
+    wanted = os.environ.get("SKATE_EVENT_LOOP", "uvloop")
+    if wanted not in ("uvloop", "asyncio"):
+        raise ValueError(f"SKATE_EVENT_LOOP must be 'uvloop' or 'asyncio', got {wanted!r}")
+    return "uvloop" if uvloop is not None and wanted == "uvloop" else "asyncio"
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

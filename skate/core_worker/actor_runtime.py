@@ -17,7 +17,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from skate.core_worker.objects import set_if_pending
+from skate.protocol.connection import DeferredReply
 from skate.protocol.messages import ActorCreation, TaskSpec
 
 DEFAULT_GROUP = "_default"
@@ -57,7 +57,7 @@ class ActorRuntime:
         ready.set()
         self.loop.run_forever()
 
-    def submit(self, spec: TaskSpec, fut: asyncio.Future) -> None:
+    def submit(self, spec: TaskSpec, reply: DeferredReply) -> None:
         """I/O thread: start a call where this actor's concurrency model says."""
         executor = self.executor
         if executor.exiting:
@@ -65,19 +65,17 @@ class ActorRuntime:
         group = spec.concurrency_group or DEFAULT_GROUP
         if group not in self.limits:
             spec.concurrency_group = None
-            fut.set_result(
-                executor._error_reply(spec, ValueError(f"unknown concurrency group {group!r}"), 0.0)
-            )
+            reply.send(executor._error_reply(spec, ValueError(f"unknown concurrency group {group!r}"), 0.0))
             return
         if self.is_async:
-            self._inbox.append((spec, fut, group))
+            self._inbox.append((spec, reply, group))
             if not self._inbox_scheduled:
                 self._inbox_scheduled = True
                 self.loop.call_soon_threadsafe(self._drain_inbox)  # type: ignore[union-attr]
         elif self.pools:
-            self.pools[group].submit(self._run_sync, spec, fut)
+            self.pools[group].submit(self._run_sync, spec, reply)
         else:
-            executor.queue.put((executor.run_call, spec, fut))
+            executor.queue.put((executor.run_call, spec, reply))
 
     def _drain_inbox(self) -> None:
         """Actor loop: start a coroutine for every call the I/O thread handed over."""
@@ -90,16 +88,16 @@ class ActorRuntime:
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
-    def _run_sync(self, spec: TaskSpec, fut: asyncio.Future) -> None:
+    def _run_sync(self, spec: TaskSpec, sink: DeferredReply) -> None:
         reply = self.executor.run_call(spec)
-        self._done(fut, reply)
+        self._done(sink, reply)
 
-    async def _run_async(self, spec: TaskSpec, fut: asyncio.Future, group: str) -> None:
+    async def _run_async(self, spec: TaskSpec, sink: DeferredReply, group: str) -> None:
         async with self.semaphores[group]:
             reply = await self.executor.run_call_async(spec)
-        self._done(fut, reply)
+        self._done(sink, reply)
 
-    def _done(self, fut: asyncio.Future, reply: Any) -> None:
-        self.core.post(set_if_pending, fut, reply)
+    def _done(self, sink: DeferredReply, reply: Any) -> None:
+        self.core.send_reply(sink, reply)
         if self.executor.exiting:
             self.executor.stop_main_thread()

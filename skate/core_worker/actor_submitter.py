@@ -49,6 +49,7 @@ class ActorState:
         "dead_error",
         "incarnation",
         "name",
+        "finished",
     )
 
     def __init__(self, actor_id: bytes, name: str):
@@ -62,6 +63,10 @@ class ActorState:
         self.inflight: dict[bytes, TaskEntry] = {}
         self.dead_error: BaseException | None = None
         self.incarnation = -1
+        # Calls that have ended (by the I/O thread; see Submitter._release). When it equals
+        # next_seq nothing is queued, in flight or being resent: a user thread may push the
+        # next call itself (`submit`), in order by construction.
+        self.finished = 0
 
 
 class ActorSubmitter:
@@ -231,17 +236,38 @@ class ActorSubmitter:
         dep_refs, hold, uses = prepare_args(core, spec, args, kwargs)
         if generator is not None:
             core.streams.register(task_id, generator, actor_call=True)
+        # No refs among the arguments: nothing posted for them that a push sent by this thread
+        # could overtake (see below).
+        plain = not hold and not dep_refs
         hold = [*hold, handle]  # the actor stays alive while calls to it are pending (hold may be shared)
         entry = TaskEntry(spec, return_ids, uses, retries, retry_exceptions, None, dep_refs, hold)
+        sent = None
         with self._lock:
             state = self.states.get(actor_id)
             if state is None:
                 state = self.states[actor_id] = ActorState(actor_id, class_name)
             entry.seq = state.next_seq
             state.next_seq += 1
+            entry.actor_state = state
+            conn = state.conn
+            if (
+                state.finished == entry.seq  # every earlier call has ended: none to overtake
+                and conn is not None
+                and plain
+                and generator is None
+                and state.dead_error is None
+                and not state.restarting
+                and not conn.closed
+            ):
+                # The actor is idle: push from this thread, saving the I/O thread's wake-up
+                # (a sync call's latency); the bookkeeping follows on the I/O thread.
+                sent = conn.call_threadsafe("push_actor_task", spec)
         entry.on_ready = lambda e, s=state: self._flush(s)
         refs = [ObjectRef(oid, None, core) for oid in return_ids]
-        core.post(self._on_submit, entry, state)
+        if sent is not None:
+            core.post(self._on_pushed, entry, state, sent)
+        else:
+            core.post(self._on_submit, entry, state)
         return refs
 
     # -- method calls (I/O thread) ------------------------------------------------------
@@ -249,6 +275,18 @@ class ActorSubmitter:
         self.core.submitter.manager.add(entry)
         state.queue.append(entry)
         self.core.submitter.resolve_dependencies(entry)
+
+    def _on_pushed(self, entry: TaskEntry, state: ActorState, fut: asyncio.Future) -> None:
+        """A call the user thread pushed itself (see `submit`): track it as `_push` would."""
+        self.core.submitter.manager.add(entry)
+        entry.resolved = True
+        state.inflight[entry.task_id] = entry
+        entry.lease = state
+        events = self.core.task_events
+        if events is not None:
+            events.submitted(entry, True)
+            events.pushed(entry)
+        fut.add_done_callback(functools.partial(self._on_reply, state, entry))
 
     def _flush(self, state: ActorState) -> None:
         """Send queued calls in order; a call still resolving arguments holds back those after it."""

@@ -40,6 +40,7 @@ from skate.core_worker.submitter import TaskSubmitter
 from skate.core_worker.task_events import TaskEventBuffer, enabled, interval_s
 from skate.exceptions import RaySystemError
 from skate.protocol import Connection, connect, listen
+from skate.protocol.connection import DeferredReply
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class CoreWorker:
         self.io_thread: threading.Thread | None = None
         self._posted: collections.deque = collections.deque()
         self._post_scheduled = False
+        self._draining = False  # _drain_posted is running the posted calls
         # Set by start(); None only before it (and on a core worker that failed to start).
         self.gcs: Connection = None  # type: ignore[assignment]
         self.raylet: Connection = None  # type: ignore[assignment]
@@ -153,6 +155,7 @@ class CoreWorker:
             self.handlers,
             on_close=self._on_server_conn_closed,
             name=f"core-{self.worker_id[:8]}",
+            thread_writes=True,  # the executor's threads send their replies themselves
         )
         tcp = await listen(
             f"tcp://{self.info.get('node_ip', '127.0.0.1')}:0",
@@ -160,6 +163,7 @@ class CoreWorker:
             self.handlers,
             on_close=self._on_server_conn_closed,
             name=f"core-{self.worker_id[:8]}",
+            thread_writes=True,  # the executor's threads send their replies themselves
         )
         self._listeners = [unix, tcp]
         # Peers on this machine use the Unix socket, others the TCP port.
@@ -334,15 +338,33 @@ class CoreWorker:
         except Exception:
             pass
 
+    def nothing_posted(self) -> bool:
+        """True when every call posted so far has run to its end: a thread may then send a
+        frame itself (`Connection.send_threadsafe`) without overtaking what it posted."""
+        return not self._posted and not self._post_scheduled and not self._draining
+
+    def send_reply(self, sink: DeferredReply, reply: Any) -> None:
+        """Send a call's reply from the thread that ran it; through the I/O loop instead while
+        something this process posted has not run yet, so the reply never overtakes it (an item
+        a generator reported, a message to the owner)."""
+        if self.nothing_posted():
+            sink.send(reply)
+        else:
+            self.post(sink.send, reply)
+
     def _drain_posted(self) -> None:
         self._post_scheduled = False
+        self._draining = True
         posted = self._posted
-        while posted:
-            fn, args = posted.popleft()
-            try:
-                fn(*args)
-            except Exception:
-                logger.exception("posted call %s failed", getattr(fn, "__name__", fn))
+        try:
+            while posted:
+                fn, args = posted.popleft()
+                try:
+                    fn(*args)
+                except Exception:
+                    logger.exception("posted call %s failed", getattr(fn, "__name__", fn))
+        finally:
+            self._draining = False
 
     async def peer(self, address: str) -> Connection:
         """A cached connection to another core worker."""
@@ -360,6 +382,7 @@ class CoreWorker:
                 self.handlers,
                 name=f"peer {address[-20:]}",
                 on_close=self._on_peer_closed,
+                thread_writes=True,  # a user thread pushes an idle actor's call itself
             )
         except BaseException as exc:
             self._peer_conns.pop(address, None)

@@ -37,8 +37,8 @@ from skate.core_worker.args import load_args
 from skate.core_worker.call_context import CallContext
 from skate.core_worker.errors import error_entry, task_error_entry
 from skate.core_worker.generator_runner import GeneratorRunner
-from skate.core_worker.objects import set_if_pending
 from skate.exceptions import ActorDiedError, TaskCancelledError
+from skate.protocol.connection import DeferredReply
 from skate.protocol.messages import IN_STORE, INLINE, ActorCreation, TaskReply, TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def _node_ip() -> str:
 class Executor:
     def __init__(self, core: Any):
         self.core = core
-        self.queue: queue.SimpleQueue = queue.SimpleQueue()  # (run, spec, future) for the main thread
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()  # (run, spec, reply) for the main thread
         self.running: dict[bytes, tuple[CallContext, Any]] = {}  # task id -> (call, thread id or Task)
         self._cancelled_early: set[bytes] = set()
         self._calls: collections.Counter = collections.Counter()
@@ -90,30 +90,32 @@ class Executor:
         }
 
     # -- I/O thread ---------------------------------------------------------------------
-    def _h_push(self, conn: Any, fields: list) -> asyncio.Future:
-        fut = self.core.loop.create_future()
+    # A call's reply is sent by the thread that ran it (see `CoreWorker.send_reply`), not handed back to
+    # this thread first: the handlers return the request's DeferredReply.
+    def _h_push(self, conn: Any, fields: list) -> DeferredReply:
+        reply = conn.defer()
         spec = TaskSpec.from_wire(fields)
         self.generators.remember(spec, conn)
-        self.queue.put((self.run_call, spec, fut))
-        return fut
+        self.queue.put((self.run_call, spec, reply))
+        return reply
 
-    def _h_create_actor(self, conn: Any, msg: dict) -> asyncio.Future:
-        fut = self.core.loop.create_future()
+    def _h_create_actor(self, conn: Any, msg: dict) -> DeferredReply:
+        reply = conn.defer()
         spec = TaskSpec.from_wire(msg["task"])
         spec.gpus = msg.get("gpus") or []
         creation = ActorCreation.from_wire(msg["creation"])
         creation.restarts = msg.get("restarts", 0)
-        self.queue.put((lambda s: self._create_actor(s, creation), spec, fut))
-        return fut
+        self.queue.put((lambda s: self._create_actor(s, creation), spec, reply))
+        return reply
 
-    def _h_push_actor_task(self, conn: Any, fields: list) -> asyncio.Future:
+    def _h_push_actor_task(self, conn: Any, fields: list) -> DeferredReply:
         if self.actor is None:
             raise RuntimeError("this worker hosts no actor")
-        fut = self.core.loop.create_future()
+        reply = conn.defer()
         spec = TaskSpec.from_wire(fields)
         self.generators.remember(spec, conn)
-        self.actor.submit(spec, fut)
-        return fut
+        self.actor.submit(spec, reply)
+        return reply
 
     def _h_cancel(self, conn: Any, payload: dict) -> None:
         tid = payload["tid"]
@@ -144,7 +146,7 @@ class Executor:
         """Run calls queued for the main thread until the worker stops or the actor exits."""
         core = self.core
         while not core.stopped:
-            run, spec, fut = self.queue.get()
+            run, spec, sink = self.queue.get()
             if run is None:
                 return
             if self.exiting:
@@ -153,9 +155,9 @@ class Executor:
                 reply = run(spec)
             except Exception as exc:  # a call the executor could not even fail properly
                 logger.exception("call %r could not be run", getattr(spec, "name", "?"))
-                core.post(_fail_if_pending, fut, exc)
+                core.post(sink.fail, exc)
                 continue
-            core.post(set_if_pending, fut, reply)
+            core.send_reply(sink, reply)
             if self.exiting:
                 return
 
@@ -386,11 +388,6 @@ def _ready() -> bool:
 
 def _terminate() -> None:
     raise ActorExit(0)
-
-
-def _fail_if_pending(fut: asyncio.Future, exc: BaseException) -> None:
-    if not fut.done():
-        fut.set_exception(exc)
 
 
 def _record_failure(events: Any, spec: TaskSpec, began: float, call: CallContext, exc: BaseException) -> None:

@@ -80,6 +80,7 @@ class TaskEntry:
         "on_ready",
         "lineage_bytes",
         "ev",
+        "actor_state",
     )
 
     def __init__(
@@ -112,6 +113,7 @@ class TaskEntry:
         self.on_ready: Callable[[TaskEntry], None] | None = None  # set for actor calls
         self.lineage_bytes = 0
         self.ev: list | None = None  # its task event times while in flight (core_worker.task_events)
+        self.actor_state: Any = None  # an actor call's ActorState, counted there when it ends
 
     @property
     def name(self) -> str:

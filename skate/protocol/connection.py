@@ -14,10 +14,18 @@ handshake must finish within HANDSHAKE_TIMEOUT seconds. Any protocol violation c
 connection only.
 Writes made during one event-loop iteration are coalesced into one socket write.
 
-A connection belongs to the thread running its event loop: every send must happen there.
-Other threads hand work over with `loop.call_soon_threadsafe` (the core worker's `post`).
-With SKATE_DEBUG_THREADS=1 a send from any other thread raises at once instead of
-corrupting the stream later.
+A connection belongs to the thread running its event loop: `call`, `notify` and `send_raw`
+must happen there (with SKATE_DEBUG_THREADS=1 a send from another thread raises at once instead
+of corrupting the stream later). Other threads hand work over with `loop.call_soon_threadsafe`
+(the core worker's `post`), or use the thread-safe pair below.
+
+Thread-safe sends (`call_threadsafe`, and `defer()` for a reply another thread sends): a
+connection made with `thread_writes=True` keeps its own duplicate of the socket's descriptor,
+and a thread with a frame to send writes it to the socket itself when nothing else is waiting
+to go out (no frames queued here, none in the transport's buffer). That saves the wake-up of
+the loop's thread, which on a synchronous call is a fifth of its latency. A partial write or
+a busy connection queues the rest here for the loop, in order. One lock (`_wlock`) orders
+every write to the socket, the loop's and other threads'; TLS transports never write directly.
 """
 
 from __future__ import annotations
@@ -62,6 +70,9 @@ _MAC_CONTEXT = b"skate-handshake-v2\0"
 
 
 CHECK_THREADS = os.environ.get("SKATE_DEBUG_THREADS", "0") not in ("", "0", "false")
+# SKATE_THREAD_WRITES=0: threads never write to sockets themselves (every frame goes through
+# the loop), to rule the direct path out when chasing a problem, or to measure what it saves.
+THREAD_WRITES = os.environ.get("SKATE_THREAD_WRITES", "1") not in ("", "0", "false")
 
 
 class RemoteError(RaySystemError):
@@ -121,6 +132,28 @@ def _is_nonce(value: Any) -> bool:
     return isinstance(value, bytes) and len(value) == NONCE_BYTES
 
 
+class DeferredReply:
+    """The reply to one request, sent later by whoever holds this (any thread): a handler
+    returns `conn.defer()` instead of a value or a future. At most one reply is sent."""
+
+    __slots__ = ("conn", "req_id", "sent")
+
+    def __init__(self, conn: Connection, req_id: int) -> None:
+        self.conn = conn
+        self.req_id = req_id
+        self.sent = False
+
+    def send(self, value: Any) -> None:
+        if not self.sent:
+            self.sent = True
+            self.conn._reply_any_thread(self.req_id, None, value)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.sent:
+            self.sent = True
+            self.conn._reply_any_thread(self.req_id, error_info(exc), None)
+
+
 class ReplyThen:
     """A handler's reply plus what to do right after it is written, before this process reads
     anything more from the peer (the client server hands a socket over then)."""
@@ -145,6 +178,7 @@ class Connection(asyncio.Protocol):
         name: str = "",
         handshake_timeout: float | None = None,
         preauthenticated: bool = False,
+        thread_writes: bool = False,
     ) -> None:
         self._token = token
         self.handlers = handlers
@@ -155,8 +189,14 @@ class Connection(asyncio.Protocol):
         self._transport: Any = None
         self._loop = asyncio.get_event_loop()
         self._loop_thread = threading.get_ident()
-        self._out: list[bytes | bytearray] = []
+        self._out: list[bytes | bytearray | memoryview] = []
         self._flush_scheduled = False
+        # Orders writes to the socket between the loop's thread and others (see the module
+        # docstring); reentrant, since closing may happen inside a flush.
+        self._wlock = threading.RLock()
+        self._thread_writes = thread_writes
+        self._wfd = -1  # this connection's own duplicate of the socket, for direct writes
+        self._request_now = 0  # the id of the request whose handler runs now (for defer())
         self._next_id = 1
         self._pending: dict[int, asyncio.Future] = {}
         self._server_nonce = b""
@@ -183,6 +223,8 @@ class Connection(asyncio.Protocol):
     # -- asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport) -> None:
         self._transport = transport
+        if self._thread_writes:
+            self._wfd = _own_descriptor(transport)
         try:
             transport.set_write_buffer_limits(_config.WRITE_HIGH_WATER_BYTES, _config.WRITE_LOW_WATER_BYTES)
         except (AttributeError, NotImplementedError):  # in-process transports have no buffer
@@ -374,12 +416,15 @@ class Connection(asyncio.Protocol):
         if handler is None:
             self._reply(req_id, ErrorInfo("UnknownMethod", f"no method {method!r}"), None)
             return
+        self._request_now = req_id
         try:
             result = handler(self, payload)
         except Exception as exc:
             logger.debug("handler %s failed", method, exc_info=True)
             self._reply(req_id, error_info(exc), None)
             return
+        if type(result) is DeferredReply:
+            return  # whoever holds it replies
         if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
             task = asyncio.ensure_future(result)
             task.add_done_callback(functools.partial(self._reply_from_task, req_id))
@@ -414,6 +459,24 @@ class Connection(asyncio.Protocol):
             self._flush()  # the reply is on its way before `then` runs, and nothing read since
             then(self)
 
+    def defer(self) -> DeferredReply:
+        """In a request handler: the reply to this request, to be sent later by any thread.
+        The handler returns it; the reply goes out when its `send` or `fail` is called."""
+        return DeferredReply(self, self._request_now)
+
+    def _reply_any_thread(self, req_id: int, error: Any, payload: Any) -> None:
+        if threading.get_ident() == self._loop_thread:
+            self._reply(req_id, error, payload)
+            return
+        try:
+            frame = pack_frame([RESPONSE, req_id, error, payload])
+        except Exception as exc:
+            logger.error("cannot encode the reply to request %s: %r", req_id, exc)
+            frame = pack_frame(
+                [RESPONSE, req_id, ErrorInfo(type(exc).__name__, f"unencodable reply: {exc}"), None]
+            )
+        self.send_threadsafe(frame)
+
     def _on_notify(self, method: str, payload) -> None:
         handler = self.handlers.get(method)
         if handler is None:
@@ -434,10 +497,26 @@ class Connection(asyncio.Protocol):
         if self.closed:
             fut.set_exception(ConnectionClosed(f"connection {self.name} is closed: {self.close_reason}"))
             return fut
-        req_id = self._next_id
-        self._next_id += 1
+        with self._wlock:  # ids are shared with call_threadsafe
+            req_id = self._next_id
+            self._next_id += 1
         self._pending[req_id] = fut
         self.send_raw((pack_large_frame if large else pack_frame)([REQUEST, req_id, method, payload]))
+        return fut
+
+    def call_threadsafe(self, method: str, payload: Any = None) -> asyncio.Future | None:
+        """`call` from any thread: the frame goes out at once (written by this thread when the
+        connection is idle, else queued for the loop); the future resolves on the loop's
+        thread, so add callbacks to it there. None, sending nothing, if the connection is
+        closed or not yet authenticated."""
+        fut = self._loop.create_future()
+        with self._wlock:
+            if self.closed or not self.authenticated:
+                return None
+            req_id = self._next_id
+            self._next_id += 1
+            self._pending[req_id] = fut
+            self.send_threadsafe(pack_frame([REQUEST, req_id, method, payload]))
         return fut
 
     def notify(self, method: str, payload: Any = None) -> None:
@@ -450,21 +529,61 @@ class Connection(asyncio.Protocol):
                 f"connection {self.name} written from thread {threading.current_thread().name}, "
                 "not its event loop's: hand the send to the loop (core.post)"
             )
-        self._out.append(frame)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+        with self._wlock:
+            self._out.append(frame)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
+
+    def send_threadsafe(self, frame: bytes | bytearray) -> None:
+        """Send a whole frame from any thread, in order with every other frame sent here.
+
+        When nothing is waiting to go out, the calling thread writes it to the socket itself
+        (connections made with thread_writes, not TLS); otherwise, or for what a partial write
+        left, the frame is queued and the loop is woken to write it."""
+        if threading.get_ident() == self._loop_thread:
+            self.send_raw(frame)
+            return
+        with self._wlock:
+            if self.closed:
+                return
+            if (
+                self._wfd >= 0
+                and THREAD_WRITES
+                and not self._out
+                and self.authenticated
+                and not self.write_paused
+                and not self._transport.get_write_buffer_size()
+            ):
+                try:
+                    written = os.write(self._wfd, frame)
+                except (BlockingIOError, InterruptedError):
+                    written = 0
+                except OSError:  # broken: the loop notices and closes; the frame is lost with it
+                    return
+                if written == len(frame):
+                    return
+                frame = memoryview(frame)[written:]
+            self._out.append(frame)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                try:
+                    self._loop.call_soon_threadsafe(self._flush)
+                except RuntimeError:  # the loop is closed: so is the connection, soon
+                    pass
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
-        if self.closed or not self._out:
-            self._out.clear()
-            return
-        if not self.authenticated:  # nothing reaches a peer that has not proved the token
-            return
-        data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
-        self._out.clear()
-        self._transport.write(data)
+        with self._wlock:
+            self._flush_scheduled = False
+            if self.closed or not self._out:
+                self._out.clear()
+                return
+            if not self.authenticated:  # nothing reaches a peer that has not proved the token
+                return
+            out = self._out
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            self._transport.write(data)
         if self.write_paused:  # only while the peer lags: no cost on the normal path
             self._check_write_buffer()
 
@@ -481,16 +600,18 @@ class Connection(asyncio.Protocol):
         """Write whole frames someone else encoded (a relay), after every frame queued here."""
         if self.closed:
             return
-        if self._out:
-            self._flush()
-        self._transport.write(data)
+        with self._wlock:
+            if self._out:
+                self._flush()
+            self._transport.write(data)
         if self.write_paused:
             self._check_write_buffer()
 
     def start_request_ids_at(self, first: int) -> None:
         """Number this connection's requests from `first` (a client reconnecting to the same
         session keeps its ids unique, so a late reply for the old connection matches nothing)."""
-        self._next_id = max(self._next_id, first)
+        with self._wlock:
+            self._next_id = max(self._next_id, first)
 
     @property
     def next_request_id(self) -> int:
@@ -528,8 +649,9 @@ class Connection(asyncio.Protocol):
         return dup
 
     def _write_now(self, frame: bytes) -> None:
-        if self._transport is not None and not self.closed:
-            self._transport.write(frame)
+        with self._wlock:
+            if self._transport is not None and not self.closed:
+                self._transport.write(frame)
 
     # -- closing ----------------------------------------------------------------------
     def close(self, reason: str = "closed") -> None:
@@ -542,18 +664,23 @@ class Connection(asyncio.Protocol):
         self._mark_closed(reason)
 
     def _mark_closed(self, reason: str) -> None:
-        if self.closed:
-            return
-        self.closed = True
+        with self._wlock:  # no thread registers a request or writes once this is set
+            if self.closed:
+                return
+            self.closed = True
+            pending = list(self._pending.values())
+            self._pending.clear()
+            if self._wfd >= 0:
+                os.close(self._wfd)
+                self._wfd = -1
         self.close_reason = reason
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None
         err = ConnectionClosed(f"connection {self.name} closed: {reason}")
-        for fut in self._pending.values():
+        for fut in pending:
             if not fut.done():
                 fut.set_exception(err)
-        self._pending.clear()
         if not self.ready.done():
             self.ready.set_exception(err)
             self.ready.exception()  # mark retrieved
@@ -562,3 +689,18 @@ class Connection(asyncio.Protocol):
                 self._on_close(self)
             except Exception:
                 logger.exception("on_close callback failed")
+
+
+def _own_descriptor(transport: Any) -> int:
+    """A duplicate of a plain socket transport's descriptor, owned by the Connection (closed
+    with it, so a number the loop closed and reused is never written to); -1 for TLS or
+    in-process transports."""
+    if transport.get_extra_info("ssl_object") is not None:
+        return -1
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.type != socket.SOCK_STREAM:
+        return -1
+    try:
+        return os.dup(sock.fileno())
+    except OSError:
+        return -1

@@ -316,12 +316,15 @@ async def listen(
     handshake_timeout: float | None = None,
     max_pending: int | None = None,
     recorder: LatencyRecorder | None = None,
+    thread_writes: bool = False,
 ) -> Listener:
     """Accept connections at `address`; each must authenticate with `token`.
 
     At most `max_pending` (default MAX_PENDING_CONNECTIONS) connections may be in the
     handshake at once; further ones are closed as soon as they are accepted. With a
     `recorder`, each request's handler time is recorded in it (`latency.TimedConnection`).
+    `thread_writes`: other threads may write to the socket themselves (`Connection.defer`,
+    `call_threadsafe`), at the cost of one more descriptor per connection.
     """
     scheme, loc = parse_address(address)
     limit = PendingLimit(_config.MAX_PENDING_CONNECTIONS if max_pending is None else max_pending, name)
@@ -335,6 +338,7 @@ async def listen(
             on_close=on_close,
             name=name,
             handshake_timeout=handshake_timeout,
+            thread_writes=thread_writes,
         )
         if not limit.admit(conn):
             return _Refused()
@@ -354,6 +358,7 @@ async def connect(
     name: str = "",
     timeout: float = 10.0,
     recorder: LatencyRecorder | None = None,
+    thread_writes: bool = False,
 ) -> Connection:
     """Open a connection to `address` (or the best of 'a|b' alternatives) once both sides have
     proved the token; a server that cannot prove it is refused (ConnectionClosed). With a
@@ -368,6 +373,7 @@ async def connect(
         on_close=on_close,
         name=name or address,
         handshake_timeout=timeout,
+        thread_writes=thread_writes,
     )
     await asyncio.wait_for(_backend(scheme).connect(loc, conn), timeout)
     await asyncio.wait_for(conn.ready, timeout)

@@ -189,7 +189,7 @@ class Connection(asyncio.Protocol):
         self._transport: Any = None
         self._loop = asyncio.get_event_loop()
         self._loop_thread = threading.get_ident()
-        self._out: list[bytes | bytearray | memoryview] = []
+        self._out: list[bytes | bytearray] = []
         self._flush_scheduled = False
         # Orders writes to the socket between the loop's thread and others (see the module
         # docstring); reentrant, since closing may happen inside a flush.
@@ -563,7 +563,7 @@ class Connection(asyncio.Protocol):
                     return
                 if written == len(frame):
                     return
-                frame = memoryview(frame)[written:]
+                frame = bytes(memoryview(frame)[written:])  # the rest, for the loop
             self._out.append(frame)
             if not self._flush_scheduled:
                 self._flush_scheduled = True

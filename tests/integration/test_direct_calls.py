@@ -1,0 +1,158 @@
+"""Calls a user thread pushes itself, and replies the executing thread sends itself.
+
+A call to an idle actor (every earlier call of this caller has ended, no ref among its
+arguments, not a generator) is written to the actor's socket by the calling thread; the
+worker's thread that ran a call writes its reply. These tests check that the short cut is
+taken where it should be, and that it never breaks the order of an actor's calls or loses a
+reply: behind a call still waiting for an argument, across threads, after a restart.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import skate
+from skate.protocol.connection import Connection
+
+
+@skate.remote
+class Recorder:
+    def __init__(self) -> None:
+        self.seen: list = []
+
+    def record(self, value):
+        self.seen.append(value)
+        return len(self.seen)
+
+    def log(self):
+        return list(self.seen)
+
+    def pid(self):
+        import os
+
+        return os.getpid()
+
+
+@skate.remote
+def late(value, delay):
+    time.sleep(delay)
+    return value
+
+
+@pytest.fixture
+def pushes(monkeypatch):
+    """Counts the calls the driver's user threads pushed themselves."""
+    counted: list[str] = []
+    real = Connection.call_threadsafe
+
+    def spy(self, method, payload=None):
+        fut = real(self, method, payload)
+        if fut is not None:
+            counted.append(method)
+        return fut
+
+    monkeypatch.setattr(Connection, "call_threadsafe", spy)
+    return counted
+
+
+def test_sync_calls_to_an_idle_actor_are_pushed_by_the_calling_thread(cluster, pushes):
+    a = Recorder.remote()
+    skate.get(a.record.remote(-1))  # the first call finds the actor's address
+    pushes.clear()
+    for i in range(50):
+        assert skate.get(a.record.remote(i)) == i + 2
+    assert pushes.count("push_actor_task") >= 45  # each found the actor idle
+
+
+def test_a_call_never_overtakes_one_waiting_for_its_argument(cluster, pushes):
+    """Call 0 waits for a task's result; calls 1..n have plain arguments. They must still
+    run after it: the caller pushes itself only when every earlier call has ended."""
+    a = Recorder.remote()
+    skate.get(a.record.remote("start"))
+    pushes.clear()
+    first = a.record.remote(late.remote("waited", 0.5))
+    later = [a.record.remote(f"plain-{i}") for i in range(5)]
+    skate.get([first, *later])
+    assert skate.get(a.log.remote()) == ["start", "waited", *[f"plain-{i}" for i in range(5)]]
+    assert pushes.count("push_actor_task") <= 1  # only the log() call found it idle
+
+
+def test_calls_from_many_threads_keep_each_threads_order(cluster):
+    """Threads mixing sync and pipelined calls: every call runs once, each thread's in order."""
+    a = Recorder.remote()
+    skate.get(a.record.remote(("warm", 0)))
+    errors: list[BaseException] = []
+
+    def caller(k: int) -> None:
+        try:
+            for i in range(60):
+                ref = a.record.remote((k, i))
+                if i % 3 == 0:
+                    skate.get(ref)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=caller, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    seen = skate.get(a.log.remote())[1:]
+    assert len(seen) == 240
+    for k in range(4):
+        mine = [i for who, i in seen if who == k]
+        assert mine == list(range(60))
+
+
+def test_refs_among_the_arguments_take_the_loop(cluster, pushes):
+    """A call carrying refs is sent by the I/O thread after what the refs posted."""
+    a = Recorder.remote()
+    skate.get(a.record.remote(0))
+    pushes.clear()
+    inner = skate.put("inside")
+    assert skate.get(a.record.remote([inner])) == 2
+    assert pushes == []
+
+
+def test_a_restarted_actor_gets_the_calls_made_after_it_died(cluster):
+    """The connection to a killed actor closes: calls go back through the I/O thread, which
+    finds the restarted actor; later idle calls are pushed directly again."""
+    a = Recorder.options(max_restarts=1, max_task_retries=-1).remote()
+    pid = skate.get(a.pid.remote())
+    skate.kill(a, no_restart=False)
+    deadline = time.monotonic() + 30
+    new_pid = pid
+    while new_pid == pid and time.monotonic() < deadline:
+        try:
+            new_pid = skate.get(a.pid.remote(), timeout=30)
+        except skate.exceptions.RayActorError:
+            time.sleep(0.1)
+    assert new_pid != pid
+    for i in range(20):
+        assert skate.get(a.record.remote(i)) == i + 1
+    skate.kill(a)
+
+
+def test_replies_of_threaded_and_async_actors_all_arrive(cluster):
+    """Replies sent by pool threads and by an async actor's loop thread."""
+
+    @skate.remote(max_concurrency=4)
+    class Threaded:
+        def work(self, i):
+            time.sleep(0.001)
+            return i
+
+    @skate.remote
+    class Async:
+        async def work(self, i):
+            return i
+
+    for cls in (Threaded, Async):
+        actor = cls.remote()
+        assert skate.get([actor.work.remote(i) for i in range(300)]) == list(range(300))
+        assert [skate.get(actor.work.remote(i)) for i in range(30)] == list(range(30))
+        skate.kill(actor)

@@ -241,7 +241,10 @@ class ActorSubmitter:
         plain = not hold and not dep_refs
         hold = [*hold, handle]  # the actor stays alive while calls to it are pending (hold may be shared)
         entry = TaskEntry(spec, return_ids, uses, retries, retry_exceptions, None, dep_refs, hold)
-        sent = None
+        # The refs exist before the call can leave: a reply handled before them would find
+        # its results unreferenced and free them.
+        refs = [ObjectRef(oid, None, core) for oid in return_ids]
+        sent = at = None
         with self._lock:
             state = self.states.get(actor_id)
             if state is None:
@@ -249,6 +252,7 @@ class ActorSubmitter:
             entry.seq = state.next_seq
             state.next_seq += 1
             entry.actor_state = state
+            entry.on_ready = lambda e, s=state: self._flush(s)
             conn = state.conn
             if (
                 state.finished == entry.seq  # every earlier call has ended: none to overtake
@@ -260,12 +264,14 @@ class ActorSubmitter:
                 and not conn.closed
             ):
                 # The actor is idle: push from this thread, saving the I/O thread's wake-up
-                # (a sync call's latency); the bookkeeping follows on the I/O thread.
-                sent = conn.call_threadsafe("push_actor_task", spec)
-        entry.on_ready = lambda e, s=state: self._flush(s)
-        refs = [ObjectRef(oid, None, core) for oid in return_ids]
+                # (a sync call's latency). The loop books the call when its reply comes, or
+                # before anything posted later (`_book`), whichever is first.
+                at = core.task_events and core.task_events.clock()
+                sent = conn.call_threadsafe(
+                    "push_actor_task", spec, functools.partial(self._on_direct_reply, state, entry, at)
+                )
         if sent is not None:
-            core.post(self._on_pushed, entry, state, sent)
+            core.post_quietly(self._book, entry, state, at)  # no wake-up: see _book
         else:
             core.post(self._on_submit, entry, state)
         return refs
@@ -276,17 +282,25 @@ class ActorSubmitter:
         state.queue.append(entry)
         self.core.submitter.resolve_dependencies(entry)
 
-    def _on_pushed(self, entry: TaskEntry, state: ActorState, fut: asyncio.Future) -> None:
-        """A call the user thread pushed itself (see `submit`): track it as `_push` would."""
+    def _book(self, entry: TaskEntry, state: ActorState, at: float | None) -> None:
+        """Track a call its user thread pushed at `at` (see `submit`) as `_push` would, once:
+        from the reply's callback or from the quiet post, whichever runs first."""
+        if entry.resolved or entry.done:
+            return
         self.core.submitter.manager.add(entry)
         entry.resolved = True
         state.inflight[entry.task_id] = entry
         entry.lease = state
         events = self.core.task_events
         if events is not None:
-            events.submitted(entry, True)
-            events.pushed(entry)
-        fut.add_done_callback(functools.partial(self._on_reply, state, entry))
+            events.submitted(entry, True, at)
+            events.pushed(entry, at)
+
+    def _on_direct_reply(
+        self, state: ActorState, entry: TaskEntry, at: float | None, fut: asyncio.Future
+    ) -> None:
+        self._book(entry, state, at)
+        self._on_reply(state, entry, fut)
 
     def _flush(self, state: ActorState) -> None:
         """Send queued calls in order; a call still resolving arguments holds back those after it."""

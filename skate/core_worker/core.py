@@ -338,6 +338,11 @@ class CoreWorker:
         except Exception:
             pass
 
+    def post_quietly(self, fn, *args) -> None:
+        """Queue fn(*args) for the loop without waking it: it runs with the next batch of
+        posted calls, in order. For work that may wait (a reply can do it first)."""
+        self._posted.append((fn, args))
+
     def nothing_posted(self) -> bool:
         """True when every call posted so far has run to its end: a thread may then send a
         frame itself (`Connection.send_threadsafe`) without overtaking what it posted."""

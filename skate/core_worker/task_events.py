@@ -97,10 +97,11 @@ class TaskEventBuffer:
         self._next_info = itertools.count()
 
     # -- an owner's calls (the I/O thread) ---------------------------------------------
-    def submitted(self, entry: Any, ready: bool = False) -> None:
+    def submitted(self, entry: Any, ready: bool = False, at: float | None = None) -> None:
         """A call was submitted and waits for its arguments (with ready, it has none to wait
         for: pending a node at the same instant). Its times live on the entry from now on:
-        `entry.ev = [info, args_time, ready_time, pushed_time, reported]`."""
+        `entry.ev = [info, args_time, ready_time, pushed_time, reported]`. `at`: when it was,
+        if earlier than now (a call its user thread pushed, recorded later on the loop)."""
         spec = entry.spec
         key = (
             spec.name,
@@ -114,7 +115,7 @@ class TaskEventBuffer:
         info: Any = self._info_ids.get(key)
         if info is None:
             info = self._cache_info(key, spec)
-        now = self.clock()
+        now = self.clock() if at is None else at
         entry.ev = [info, now, now if ready else None, None, False]
 
     def _cache_info(self, key: tuple, spec: Any) -> Any:
@@ -133,11 +134,11 @@ class TaskEventBuffer:
         if ev is not None:
             ev[2] = self.clock()
 
-    def pushed(self, entry: Any) -> None:
-        """The call was sent to a worker."""
+    def pushed(self, entry: Any, at: float | None = None) -> None:
+        """The call was sent to a worker (at `at`, if given)."""
         ev = entry.ev
         if ev is not None:
-            ev[3] = self.clock()
+            ev[3] = self.clock() if at is None else at
 
     def finished(self, entry: Any) -> None:
         """The call finished (or failed in the worker, which says why)."""

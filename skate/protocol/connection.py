@@ -504,15 +504,20 @@ class Connection(asyncio.Protocol):
         self.send_raw((pack_large_frame if large else pack_frame)([REQUEST, req_id, method, payload]))
         return fut
 
-    def call_threadsafe(self, method: str, payload: Any = None) -> asyncio.Future | None:
+    def call_threadsafe(
+        self, method: str, payload: Any = None, on_done: Callable[[asyncio.Future], None] | None = None
+    ) -> asyncio.Future | None:
         """`call` from any thread: the frame goes out at once (written by this thread when the
-        connection is idle, else queued for the loop); the future resolves on the loop's
-        thread, so add callbacks to it there. None, sending nothing, if the connection is
-        closed or not yet authenticated."""
+        connection is idle, else queued for the loop). The future resolves on the loop's
+        thread, which runs `on_done` with it (added here, before the frame leaves: other
+        callbacks must be added on the loop's thread). None, sending nothing, if the
+        connection is closed or not yet authenticated."""
         fut = self._loop.create_future()
         with self._wlock:
             if self.closed or not self.authenticated:
                 return None
+            if on_done is not None:  # still pending: the loop cannot be running callbacks of it
+                fut.add_done_callback(on_done)
             req_id = self._next_id
             self._next_id += 1
             self._pending[req_id] = fut

@@ -48,8 +48,8 @@ def pushes(monkeypatch):
     counted: list[str] = []
     real = Connection.call_threadsafe
 
-    def spy(self, method, payload=None):
-        fut = real(self, method, payload)
+    def spy(self, method, payload=None, on_done=None):
+        fut = real(self, method, payload, on_done)
         if fut is not None:
             counted.append(method)
         return fut
@@ -65,6 +65,28 @@ def test_sync_calls_to_an_idle_actor_are_pushed_by_the_calling_thread(cluster, p
     for i in range(50):
         assert skate.get(a.record.remote(i)) == i + 2
     assert pushes.count("push_actor_task") >= 45  # each found the actor idle
+
+
+def test_a_reply_handled_before_submit_returns_keeps_its_result(cluster, monkeypatch):
+    """The reply may be handled on the I/O thread before the submitting thread has even
+    returned (it was preempted right after its write): the result must still be there."""
+    real = Connection.call_threadsafe
+
+    def reply_first(self, method, payload=None, on_done=None):
+        fut = real(self, method, payload, on_done)
+        if fut is not None:
+            deadline = time.monotonic() + 10
+            while not fut.done() and time.monotonic() < deadline:
+                time.sleep(0.001)
+            time.sleep(0.05)  # and its callbacks have run
+        return fut
+
+    a = Recorder.remote()
+    skate.get(a.record.remote(0))
+    monkeypatch.setattr(Connection, "call_threadsafe", reply_first)
+    for i in range(5):
+        assert skate.get(a.record.remote(i), timeout=20) == i + 2
+    assert skate.get([a.record.remote(i) for i in range(20)], timeout=20) == list(range(7, 27))
 
 
 def test_a_call_never_overtakes_one_waiting_for_its_argument(cluster, pushes):

@@ -4,7 +4,7 @@ Owners record a task's life on their side (arguments pending, waiting for a node
 worker, finished or failed and why); workers record when they run it and how it ended.
 
 The common life costs a few clock reads and one append per side: the owner keeps the times
-of a call on its `TaskEntry` (`ev`) and appends one row of atoms when it finishes; the
+of a call on its `TaskEntry` (`ev_*` slots) and appends one row of atoms when it finishes; the
 worker appends one row when the call returns. A task's static info is an index into a small
 cache (function and options), not its spec, so nothing the garbage collector must trace stays
 alive. Every `interval` seconds the core worker's I/O loop takes the rows as they are (the
@@ -99,8 +99,8 @@ class TaskEventBuffer:
     # -- an owner's calls (the I/O thread) ---------------------------------------------
     def submitted(self, entry: Any, ready: bool = False, at: float | None = None) -> None:
         """A call was submitted and waits for its arguments (with ready, it has none to wait
-        for: pending a node at the same instant). Its times live on the entry from now on:
-        `entry.ev = [info, args_time, ready_time, pushed_time, reported]`. `at`: when it was,
+        for: pending a node at the same instant). Its times live on the entry from now on
+        (`ev_info`, `ev_args`, `ev_ready`, `ev_pushed`, `ev_reported`). `at`: when it was,
         if earlier than now (a call its user thread pushed, recorded later on the loop)."""
         spec = entry.spec
         key = (
@@ -116,7 +116,11 @@ class TaskEventBuffer:
         if info is None:
             info = self._cache_info(key, spec)
         now = self.clock() if at is None else at
-        entry.ev = [info, now, now if ready else None, None, False]
+        entry.ev_info = info
+        entry.ev_args = now
+        entry.ev_ready = now if ready else None
+        entry.ev_pushed = None
+        entry.ev_reported = False
 
     def _cache_info(self, key: tuple, spec: Any) -> Any:
         """The info id for a new key, or the spec itself once the cache is full (many
@@ -130,37 +134,37 @@ class TaskEventBuffer:
 
     def ready(self, entry: Any) -> None:
         """The call's arguments are ready: it is pending a node (or its actor)."""
-        ev = entry.ev
-        if ev is not None:
-            ev[2] = self.clock()
+        if entry.ev_info is not None:
+            entry.ev_ready = self.clock()
 
     def pushed(self, entry: Any, at: float | None = None) -> None:
         """The call was sent to a worker (at `at`, if given)."""
-        ev = entry.ev
-        if ev is not None:
-            ev[3] = self.clock() if at is None else at
+        if entry.ev_info is not None:
+            entry.ev_pushed = self.clock() if at is None else at
 
     def finished(self, entry: Any) -> None:
         """The call finished (or failed in the worker, which says why)."""
-        ev = entry.ev
-        if ev is None:
+        info = entry.ev_info
+        if info is None:
             return
-        entry.ev = None
+        entry.ev_info = None
         spec = entry.spec
-        if ev[4]:  # reported in flight: its end is an open record
+        if entry.ev_reported:  # reported in flight: its end is an open record
             self.events.append((spec.task_id, spec.attempt, ts.FINISHED, self.clock(), None))
         else:
-            self.owner_done.append((spec.task_id, spec.attempt, ev[0], ev[1], ev[2], ev[3], self.clock()))
+            times = (entry.ev_args, entry.ev_ready, entry.ev_pushed, self.clock())
+            self.owner_done.append((spec.task_id, spec.attempt, info, *times))
 
     def failed_entry(self, entry: Any, error_type: str | None, message: str | None = None) -> None:
         """The call failed on the owner's side (error_type None: the worker's event says why)."""
         spec = entry.spec
-        ev = entry.ev
-        entry.ev = None
-        if ev is not None and not ev[4]:  # its earlier states go first, as single events
+        info = entry.ev_info
+        entry.ev_info = None
+        if info is not None and not entry.ev_reported:  # its earlier states go first, as single events
             tid, attempt, append = spec.task_id, spec.attempt, self.events.append
-            append((tid, attempt, ts.PENDING_ARGS_AVAIL, ev[1], ev[0]))
-            for state, when in ((ts.PENDING_NODE_ASSIGNMENT, ev[2]), (ts.SUBMITTED_TO_WORKER, ev[3])):
+            append((tid, attempt, ts.PENDING_ARGS_AVAIL, entry.ev_args, info))
+            later = ((ts.PENDING_NODE_ASSIGNMENT, entry.ev_ready), (ts.SUBMITTED_TO_WORKER, entry.ev_pushed))
+            for state, when in later:
                 if when is not None:
                     append((tid, attempt, state, when, None))
         self.failed(spec, error_type, message)
@@ -213,19 +217,19 @@ class TaskEventBuffer:
         reported = self._reported
         limit = self.max_events
         for entry in in_flight:
-            ev = entry.ev
-            if ev is None:
+            info = entry.ev_info
+            if info is None:
                 continue
-            if ev[4] or len(reported) >= limit:
+            if entry.ev_reported or len(reported) >= limit:
                 break
-            ev[4] = True
+            entry.ev_reported = True
             spec = entry.spec
-            times = [ts.PENDING_ARGS_AVAIL, ev[1]]
-            if ev[2] is not None:
-                times += (ts.PENDING_NODE_ASSIGNMENT, ev[2])
-            if ev[3] is not None:
-                times += (ts.SUBMITTED_TO_WORKER, ev[3])
-            records[spec.task_id] = [spec.task_id, spec.attempt, times, self._info_key(ev[0], infos), None]
+            times = [ts.PENDING_ARGS_AVAIL, entry.ev_args]
+            if entry.ev_ready is not None:
+                times += (ts.PENDING_NODE_ASSIGNMENT, entry.ev_ready)
+            if entry.ev_pushed is not None:
+                times += (ts.SUBMITTED_TO_WORKER, entry.ev_pushed)
+            records[spec.task_id] = [spec.task_id, spec.attempt, times, self._info_key(info, infos), None]
         events = self.events
         n = len(events)
         if n >= self.max_events:

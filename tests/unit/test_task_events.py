@@ -34,7 +34,7 @@ class Entry:
 
     def __init__(self, spec: TaskSpec) -> None:
         self.spec = spec
-        self.ev: list | None = None
+        self.ev_info = None
 
 
 def _owner_life(buf: TaskEventBuffer, entry: Entry) -> None:

@@ -26,11 +26,14 @@ to go out (no frames queued here, none in the transport's buffer). That saves th
 the loop's thread, which on a synchronous call is a fifth of its latency. A partial write or
 a busy connection queues the rest here for the loop, in order. One lock (`_wlock`) orders
 every write to the socket, the loop's and other threads'; TLS transports never write directly.
+A connection made without thread_writes takes no lock at all: its thread-safe sends hop to
+the loop (`call_soon_threadsafe`), so its loop-side paths stay as cheap as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import hmac
@@ -69,6 +72,7 @@ NONCE_BYTES = 32
 _MAC_CONTEXT = b"skate-handshake-v2\0"
 
 
+_NO_LOCK = contextlib.nullcontext()  # stands in for a plain connection's absent write lock
 CHECK_THREADS = os.environ.get("SKATE_DEBUG_THREADS", "0") not in ("", "0", "false")
 # SKATE_THREAD_WRITES=0: threads never write to sockets themselves (every frame goes through
 # the loop), to rule the direct path out when chasing a problem, or to measure what it saves.
@@ -193,7 +197,7 @@ class Connection(asyncio.Protocol):
         self._flush_scheduled = False
         # Orders writes to the socket between the loop's thread and others (see the module
         # docstring); reentrant, since closing may happen inside a flush.
-        self._wlock = threading.RLock()
+        self._wlock: Any = threading.RLock() if thread_writes else None
         self._thread_writes = thread_writes
         self._wfd = -1  # this connection's own duplicate of the socket, for direct writes
         self._request_now = 0  # the id of the request whose handler runs now (for defer())
@@ -497,9 +501,13 @@ class Connection(asyncio.Protocol):
         if self.closed:
             fut.set_exception(ConnectionClosed(f"connection {self.name} is closed: {self.close_reason}"))
             return fut
-        with self._wlock:  # ids are shared with call_threadsafe
+        if self._wlock is None:
             req_id = self._next_id
             self._next_id += 1
+        else:
+            with self._wlock:  # ids are shared with call_threadsafe
+                req_id = self._next_id
+                self._next_id += 1
         self._pending[req_id] = fut
         self.send_raw((pack_large_frame if large else pack_frame)([REQUEST, req_id, method, payload]))
         return fut
@@ -513,16 +521,38 @@ class Connection(asyncio.Protocol):
         callbacks must be added on the loop's thread). None, sending nothing, if the
         connection is closed or not yet authenticated."""
         fut = self._loop.create_future()
+        if self.closed or not self.authenticated:
+            return None
+        if on_done is not None:  # still pending: the loop cannot be running callbacks of it
+            fut.add_done_callback(on_done)
+        if self._wlock is None:  # a plain connection: the loop's thread sends it
+            if threading.get_ident() == self._loop_thread:
+                self._call_with(fut, method, payload)
+            else:
+                try:
+                    self._loop.call_soon_threadsafe(self._call_with, fut, method, payload)
+                except RuntimeError:  # the loop is closed
+                    return None
+            return fut
         with self._wlock:
-            if self.closed or not self.authenticated:
+            if self.closed:
                 return None
-            if on_done is not None:  # still pending: the loop cannot be running callbacks of it
-                fut.add_done_callback(on_done)
             req_id = self._next_id
             self._next_id += 1
             self._pending[req_id] = fut
             self.send_threadsafe(pack_frame([REQUEST, req_id, method, payload]))
         return fut
+
+    def _call_with(self, fut: asyncio.Future, method: str, payload: Any) -> None:
+        """Loop thread: send a request whose future was made elsewhere (call_threadsafe)."""
+        if self.closed:
+            if not fut.done():
+                fut.set_exception(ConnectionClosed(f"connection {self.name} is closed: {self.close_reason}"))
+            return
+        req_id = self._next_id
+        self._next_id += 1
+        self._pending[req_id] = fut
+        self.send_raw(pack_frame([REQUEST, req_id, method, payload]))
 
     def notify(self, method: str, payload: Any = None) -> None:
         if not self.closed:
@@ -534,6 +564,12 @@ class Connection(asyncio.Protocol):
                 f"connection {self.name} written from thread {threading.current_thread().name}, "
                 "not its event loop's: hand the send to the loop (core.post)"
             )
+        if self._wlock is None:
+            self._out.append(frame)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
+            return
         with self._wlock:
             self._out.append(frame)
             if not self._flush_scheduled:
@@ -548,6 +584,12 @@ class Connection(asyncio.Protocol):
         left, the frame is queued and the loop is woken to write it."""
         if threading.get_ident() == self._loop_thread:
             self.send_raw(frame)
+            return
+        if self._wlock is None:  # a plain connection: only the loop's thread touches it
+            try:
+                self._loop.call_soon_threadsafe(self._send_if_open, frame)
+            except RuntimeError:  # the loop is closed: so is the connection
+                pass
             return
         with self._wlock:
             if self.closed:
@@ -577,20 +619,30 @@ class Connection(asyncio.Protocol):
                 except RuntimeError:  # the loop is closed: so is the connection, soon
                     pass
 
+    def _send_if_open(self, frame: bytes | bytearray) -> None:
+        if not self.closed:
+            self.send_raw(frame)
+
     def _flush(self) -> None:
-        with self._wlock:
-            self._flush_scheduled = False
-            if self.closed or not self._out:
-                self._out.clear()
-                return
-            if not self.authenticated:  # nothing reaches a peer that has not proved the token
-                return
-            out = self._out
-            data = out[0] if len(out) == 1 else b"".join(out)
-            out.clear()
-            self._transport.write(data)
+        if self._wlock is None:
+            self._write_out()
+        else:
+            with self._wlock:
+                self._write_out()
         if self.write_paused:  # only while the peer lags: no cost on the normal path
             self._check_write_buffer()
+
+    def _write_out(self) -> None:
+        self._flush_scheduled = False
+        out = self._out
+        if self.closed or not out:
+            out.clear()
+            return
+        if not self.authenticated:  # nothing reaches a peer that has not proved the token
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        self._transport.write(data)
 
     def _check_write_buffer(self) -> None:
         size = self._transport.get_write_buffer_size()
@@ -605,9 +657,9 @@ class Connection(asyncio.Protocol):
         """Write whole frames someone else encoded (a relay), after every frame queued here."""
         if self.closed:
             return
-        with self._wlock:
+        with self._wlock or _NO_LOCK:
             if self._out:
-                self._flush()
+                self._write_out()
             self._transport.write(data)
         if self.write_paused:
             self._check_write_buffer()
@@ -615,7 +667,7 @@ class Connection(asyncio.Protocol):
     def start_request_ids_at(self, first: int) -> None:
         """Number this connection's requests from `first` (a client reconnecting to the same
         session keeps its ids unique, so a late reply for the old connection matches nothing)."""
-        with self._wlock:
+        with self._wlock or _NO_LOCK:
             self._next_id = max(self._next_id, first)
 
     @property
@@ -654,7 +706,7 @@ class Connection(asyncio.Protocol):
         return dup
 
     def _write_now(self, frame: bytes) -> None:
-        with self._wlock:
+        with self._wlock or _NO_LOCK:
             if self._transport is not None and not self.closed:
                 self._transport.write(frame)
 
@@ -669,7 +721,7 @@ class Connection(asyncio.Protocol):
         self._mark_closed(reason)
 
     def _mark_closed(self, reason: str) -> None:
-        with self._wlock:  # no thread registers a request or writes once this is set
+        with self._wlock or _NO_LOCK:  # no thread registers a request or writes once this is set
             if self.closed:
                 return
             self.closed = True

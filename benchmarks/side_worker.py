@@ -1,0 +1,61 @@
+"""One side of side_by_side.py: start a runtime, warm up, then run timed blocks of a line on
+command (stdin: "<line> <seconds>"), printing calls per second for each. The lines are
+corebench's (../shared/anchors): tiny tasks and actor calls, one at a time or 1,000 at once."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+if sys.argv[1] == "ray":
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False)
+else:
+    import skate as ray
+
+    ray.init(num_cpus=2)
+
+
+@ray.remote
+def small_value():
+    return b"ok"
+
+
+@ray.remote
+class Actor:
+    def small_value(self):
+        return b"ok"
+
+
+@ray.remote
+class AsyncActor:
+    async def small_value(self):
+        return b"ok"
+
+
+a = Actor.remote()
+aa = AsyncActor.remote()
+ray.get([a.small_value.remote(), aa.small_value.remote(), small_value.remote()])
+LINES = {
+    "tasks sync": (1, lambda: ray.get(small_value.remote())),
+    "tasks async": (1000, lambda: ray.get([small_value.remote() for _ in range(1000)])),
+    "actor sync": (1, lambda: ray.get(a.small_value.remote())),
+    "actor async": (1000, lambda: ray.get([a.small_value.remote() for _ in range(1000)])),
+    "async-actor async": (1000, lambda: ray.get([aa.small_value.remote() for _ in range(1000)])),
+}
+for per_call, fn in LINES.values():
+    for _ in range(100 if per_call == 1 else 2):
+        fn()
+print("ready", flush=True)
+for command in sys.stdin:
+    name, seconds = command.strip().rsplit(" ", 1)
+    per_call, fn = LINES[name]
+    fn()
+    n = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < float(seconds):
+        fn()
+        n += 1
+    print(per_call * n / (time.perf_counter() - start), flush=True)
+ray.shutdown()

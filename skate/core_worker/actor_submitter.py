@@ -301,6 +301,7 @@ class ActorSubmitter:
     ) -> None:
         self._book(entry, state, at)
         self._on_reply(state, entry, fut)
+        self.core.drain_quiet()  # the quiet posts of earlier direct calls, now moot
 
     def _flush(self, state: ActorState) -> None:
         """Send queued calls in order; a call still resolving arguments holds back those after it."""

@@ -340,8 +340,15 @@ class CoreWorker:
 
     def post_quietly(self, fn, *args) -> None:
         """Queue fn(*args) for the loop without waking it: it runs with the next batch of
-        posted calls, in order. For work that may wait (a reply can do it first)."""
+        posted calls, in order, or at the latest when the loop next calls `drain_quiet`. For
+        work that may wait (a reply can do it first)."""
         self._posted.append((fn, args))
+
+    def drain_quiet(self) -> None:
+        """I/O loop: run what was posted quietly if no drain is on its way (so quiet posts
+        never pile up in a process that posts nothing else)."""
+        if self._posted and not self._post_scheduled and not self._draining:
+            self._drain_posted()
 
     def nothing_posted(self) -> bool:
         """True when every call posted so far has run to its end: a thread may then send a

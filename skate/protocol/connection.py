@@ -41,6 +41,7 @@ import logging
 import os
 import pickle
 import socket
+import sys
 import threading
 import traceback
 from collections.abc import Callable
@@ -525,14 +526,10 @@ class Connection(asyncio.Protocol):
             return None
         if on_done is not None:  # still pending: the loop cannot be running callbacks of it
             fut.add_done_callback(on_done)
-        if self._wlock is None:  # a plain connection: the loop's thread sends it
-            if threading.get_ident() == self._loop_thread:
-                self._call_with(fut, method, payload)
-            else:
-                try:
-                    self._loop.call_soon_threadsafe(self._call_with, fut, method, payload)
-                except RuntimeError:  # the loop is closed
-                    return None
+        if self._wlock is None:  # a plain connection: only the loop's thread may send on it
+            if threading.get_ident() != self._loop_thread:
+                return None  # (a hop to the loop could land after sends the caller posted)
+            self._call_with(fut, method, payload)
             return fut
         with self._wlock:
             if self.closed:
@@ -606,7 +603,11 @@ class Connection(asyncio.Protocol):
                     written = os.write(self._wfd, frame)
                 except (BlockingIOError, InterruptedError):
                     written = 0
-                except OSError:  # broken: the loop notices and closes; the frame is lost with it
+                except OSError as exc:  # broken: close, so that pending requests fail, not hang
+                    try:
+                        self._loop.call_soon_threadsafe(self.close, f"write failed: {exc}")
+                    except RuntimeError:  # the loop is closed
+                        pass
                     return
                 if written == len(frame):
                     return
@@ -753,6 +754,11 @@ def _own_descriptor(transport: Any) -> int:
     with it, so a number the loop closed and reused is never written to); -1 for TLS or
     in-process transports."""
     if transport.get_extra_info("ssl_object") is not None:
+        return -1
+    # uvloop counts bytes in its buffer until libuv has them; asyncio's selector transport from
+    # Python 3.12 briefly empties its buffer during a partial send, so "buffer empty" would not
+    # mean "nothing half-sent": there, frames from other threads go through the loop.
+    if sys.version_info >= (3, 12) and not type(transport).__module__.startswith("uvloop"):
         return -1
     sock = transport.get_extra_info("socket")
     if sock is None or sock.type != socket.SOCK_STREAM:

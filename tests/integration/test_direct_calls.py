@@ -67,6 +67,18 @@ def test_sync_calls_to_an_idle_actor_are_pushed_by_the_calling_thread(cluster, p
     assert pushes.count("push_actor_task") >= 45  # each found the actor idle
 
 
+def test_quiet_bookkeeping_does_not_pile_up(cluster):
+    """Each direct push posts its bookkeeping without waking the loop; replies run what is
+    left, so a driver that only makes sync calls keeps no backlog of them."""
+    from skate._api import _core
+
+    a = Recorder.remote()
+    skate.get(a.record.remote(0))
+    for i in range(300):
+        skate.get(a.record.remote(i))
+    assert len(_core()._posted) <= 2
+
+
 def test_a_reply_handled_before_submit_returns_keeps_its_result(cluster, monkeypatch):
     """The reply may be handled on the I/O thread before the submitting thread has even
     returned (it was preempted right after its write): the result must still be there."""

@@ -312,3 +312,45 @@ def test_tls_connections_never_write_from_a_thread(monkeypatch, tmp_path):
         run(main())
     finally:
         tls._context.cache_clear()
+
+
+def test_a_failed_direct_write_closes_the_connection(monkeypatch, address):
+    """An error the read side may never see (no buffer space): the connection closes, so the
+    request fails instead of waiting forever."""
+    import errno
+
+    from skate.protocol.connection import ConnectionClosed
+
+    async def main():
+        peer = Peer()
+        client = await connect(await peer.start(address), TOKEN, thread_writes=True)
+
+        def no_buffers(fd, data):
+            raise OSError(errno.ENOBUFS, "No buffer space available")
+
+        monkeypatch.setattr(os, "write", no_buffers)
+        fut = await asyncio.get_running_loop().run_in_executor(None, client.call_threadsafe, "echo", 1)
+        assert fut is not None
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(fut, 5)
+        assert client.closed and "write failed" in client.close_reason
+        peer.listener.close()
+
+    run(main())
+
+
+def test_a_plain_connection_refuses_calls_from_other_threads(address):
+    """Without thread_writes only the loop's thread sends: call_threadsafe from another thread
+    returns None (the caller takes its usual path), from the loop's thread it sends."""
+
+    async def main():
+        peer = Peer()
+        client = await connect(await peer.start(address), TOKEN)
+        loop = asyncio.get_running_loop()
+        assert await loop.run_in_executor(None, client.call_threadsafe, "echo", 1) is None
+        fut = client.call_threadsafe("echo", 2)
+        assert fut is not None and await fut == 2
+        client.close()
+        peer.listener.close()
+
+    run(main())

@@ -289,12 +289,10 @@ class ActorSubmitter:
             return
         self.core.submitter.manager.add(entry)
         entry.resolved = True
-        state.inflight[entry.task_id] = entry
-        entry.lease = state
         events = self.core.task_events
         if events is not None:
             events.submitted(entry, True, at)
-            events.pushed(entry, at)
+        self._in_flight(state, entry, at)
 
     def _on_direct_reply(
         self, state: ActorState, entry: TaskEntry, at: float | None, fut: asyncio.Future
@@ -328,12 +326,16 @@ class ActorSubmitter:
             if not entry.done:
                 self._push(state, entry)
 
-    def _push(self, state: ActorState, entry: TaskEntry) -> None:
+    def _in_flight(self, state: ActorState, entry: TaskEntry, at: float | None = None) -> None:
+        """The call is sent (at `at`, else now): it waits for its reply in `state.inflight`."""
         state.inflight[entry.task_id] = entry
         entry.lease = state
         events = self.core.task_events
         if events is not None:
-            events.pushed(entry)
+            events.pushed(entry, at)
+
+    def _push(self, state: ActorState, entry: TaskEntry) -> None:
+        self._in_flight(state, entry)
         if entry.spec.generator is not None:  # a retry skips the items already here
             entry.spec.generator[2] = self.core.streams.received(entry.task_id)
         fut = state.conn.call("push_actor_task", entry.spec)  # type: ignore[union-attr]

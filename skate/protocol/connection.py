@@ -199,7 +199,6 @@ class Connection(asyncio.Protocol):
         # Orders writes to the socket between the loop's thread and others (see the module
         # docstring); reentrant, since closing may happen inside a flush.
         self._wlock: Any = threading.RLock() if thread_writes else None
-        self._thread_writes = thread_writes
         self._wfd = -1  # this connection's own duplicate of the socket, for direct writes
         self._request_now = 0  # the id of the request whose handler runs now (for defer())
         self._next_id = 1
@@ -228,7 +227,7 @@ class Connection(asyncio.Protocol):
     # -- asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport) -> None:
         self._transport = transport
-        if self._thread_writes:
+        if self._wlock is not None:  # made with thread_writes
             self._wfd = _own_descriptor(transport)
         try:
             transport.set_write_buffer_limits(_config.WRITE_HIGH_WATER_BYTES, _config.WRITE_LOW_WATER_BYTES)
@@ -452,14 +451,7 @@ class Connection(asyncio.Protocol):
         then = None
         if isinstance(payload, ReplyThen):
             payload, then = payload.value, payload.then
-        try:
-            frame = pack_frame([RESPONSE, req_id, error, payload])
-        except Exception as exc:  # the handler returned something the wire cannot carry
-            logger.error("cannot encode the reply to request %s: %r", req_id, exc)
-            frame = pack_frame(
-                [RESPONSE, req_id, ErrorInfo(type(exc).__name__, f"unencodable reply: {exc}"), None]
-            )
-        self.send_raw(frame)
+        self.send_raw(_reply_frame(req_id, error, payload))
         if then is not None:
             self._flush()  # the reply is on its way before `then` runs, and nothing read since
             then(self)
@@ -472,15 +464,8 @@ class Connection(asyncio.Protocol):
     def _reply_any_thread(self, req_id: int, error: Any, payload: Any) -> None:
         if threading.get_ident() == self._loop_thread:
             self._reply(req_id, error, payload)
-            return
-        try:
-            frame = pack_frame([RESPONSE, req_id, error, payload])
-        except Exception as exc:
-            logger.error("cannot encode the reply to request %s: %r", req_id, exc)
-            frame = pack_frame(
-                [RESPONSE, req_id, ErrorInfo(type(exc).__name__, f"unencodable reply: {exc}"), None]
-            )
-        self.send_threadsafe(frame)
+        else:
+            self.send_threadsafe(_reply_frame(req_id, error, payload))
 
     def _on_notify(self, method: str, payload) -> None:
         handler = self.handlers.get(method)
@@ -503,15 +488,19 @@ class Connection(asyncio.Protocol):
             fut.set_exception(ConnectionClosed(f"connection {self.name} is closed: {self.close_reason}"))
             return fut
         if self._wlock is None:
-            req_id = self._next_id
-            self._next_id += 1
+            req_id = self._register(fut)
         else:
             with self._wlock:  # ids are shared with call_threadsafe
-                req_id = self._next_id
-                self._next_id += 1
-        self._pending[req_id] = fut
+                req_id = self._register(fut)
         self.send_raw((pack_large_frame if large else pack_frame)([REQUEST, req_id, method, payload]))
         return fut
+
+    def _register(self, fut: asyncio.Future) -> int:
+        """Number a request and remember its future (under `_wlock` where there is one)."""
+        req_id = self._next_id
+        self._next_id += 1
+        self._pending[req_id] = fut
+        return req_id
 
     def call_threadsafe(
         self, method: str, payload: Any = None, on_done: Callable[[asyncio.Future], None] | None = None
@@ -521,35 +510,24 @@ class Connection(asyncio.Protocol):
         thread, which runs `on_done` with it (added here, before the frame leaves: other
         callbacks must be added on the loop's thread). None, sending nothing, if the
         connection is closed or not yet authenticated."""
-        fut = self._loop.create_future()
         if self.closed or not self.authenticated:
             return None
-        if on_done is not None:  # still pending: the loop cannot be running callbacks of it
-            fut.add_done_callback(on_done)
         if self._wlock is None:  # a plain connection: only the loop's thread may send on it
             if threading.get_ident() != self._loop_thread:
                 return None  # (a hop to the loop could land after sends the caller posted)
-            self._call_with(fut, method, payload)
+            fut = self.call(method, payload)
+            if on_done is not None:
+                fut.add_done_callback(on_done)
             return fut
+        fut = self._loop.create_future()
+        if on_done is not None:  # still pending: the loop cannot be running callbacks of it
+            fut.add_done_callback(on_done)
         with self._wlock:
             if self.closed:
                 return None
-            req_id = self._next_id
-            self._next_id += 1
-            self._pending[req_id] = fut
+            req_id = self._register(fut)
             self.send_threadsafe(pack_frame([REQUEST, req_id, method, payload]))
         return fut
-
-    def _call_with(self, fut: asyncio.Future, method: str, payload: Any) -> None:
-        """Loop thread: send a request whose future was made elsewhere (call_threadsafe)."""
-        if self.closed:
-            if not fut.done():
-                fut.set_exception(ConnectionClosed(f"connection {self.name} is closed: {self.close_reason}"))
-            return
-        req_id = self._next_id
-        self._next_id += 1
-        self._pending[req_id] = fut
-        self.send_raw(pack_frame([REQUEST, req_id, method, payload]))
 
     def notify(self, method: str, payload: Any = None) -> None:
         if not self.closed:
@@ -562,16 +540,17 @@ class Connection(asyncio.Protocol):
                 "not its event loop's: hand the send to the loop (core.post)"
             )
         if self._wlock is None:
-            self._out.append(frame)
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                self._loop.call_soon(self._flush)
-            return
-        with self._wlock:
-            self._out.append(frame)
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                self._loop.call_soon(self._flush)
+            self._queue_out(frame)
+        else:
+            with self._wlock:
+                self._queue_out(frame)
+
+    def _queue_out(self, frame: bytes | bytearray) -> None:
+        """Loop thread: queue a frame for the next flush, scheduling one if needed."""
+        self._out.append(frame)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
 
     def send_threadsafe(self, frame: bytes | bytearray) -> None:
         """Send a whole frame from any thread, in order with every other frame sent here.
@@ -747,6 +726,16 @@ class Connection(asyncio.Protocol):
                 self._on_close(self)
             except Exception:
                 logger.exception("on_close callback failed")
+
+
+def _reply_frame(req_id: int, error: Any, payload: Any) -> bytes:
+    """A RESPONSE frame; an error response in its place when the wire cannot carry the value."""
+    try:
+        return pack_frame([RESPONSE, req_id, error, payload])
+    except Exception as exc:  # the handler returned something the wire cannot carry
+        logger.error("cannot encode the reply to request %s: %r", req_id, exc)
+        unencodable = ErrorInfo(type(exc).__name__, f"unencodable reply: {exc}")
+        return pack_frame([RESPONSE, req_id, unencodable, None])
 
 
 def _own_descriptor(transport: Any) -> int:

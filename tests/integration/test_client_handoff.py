@@ -15,6 +15,7 @@ import skate
 from skate.core_worker import context
 from skate.protocol import tls
 from tests.integration._client_helpers import Head, wait_until
+from tests.tls_certs import use_test_tls
 
 GRACE = "2"
 MB = 1024 * 1024
@@ -116,19 +117,7 @@ def test_a_proxy_that_dies_closes_its_clients_connection(head):
 
 @pytest.fixture
 def tls_head(tmp_path, monkeypatch):
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    paths = {k: str(tmp_path / f"node.{k}") for k in ("cert", "key", "ca")}
-    for i, pem in enumerate(cert.cert_chain_pems):
-        pem.write_to_path(paths["cert"], append=i > 0)
-    cert.private_key_pem.write_to_path(paths["key"])
-    ca.cert_pem.write_to_path(paths["ca"])
-    monkeypatch.setenv("SKATE_USE_TLS", "1")
-    monkeypatch.setenv("SKATE_TLS_SERVER_CERT", paths["cert"])
-    monkeypatch.setenv("SKATE_TLS_SERVER_KEY", paths["key"])
-    monkeypatch.setenv("SKATE_TLS_CA_CERT", paths["ca"])
-    tls._context.cache_clear()
+    use_test_tls(tmp_path, monkeypatch)
     if skate.is_initialized():
         skate.shutdown()
     h = Head(num_cpus=2, SKATE_CLIENT_RECONNECT_GRACE_S=GRACE)

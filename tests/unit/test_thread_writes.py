@@ -15,8 +15,10 @@ import threading
 import pytest
 
 from skate.protocol import connection as connection_module
+from skate.protocol import tls
 from skate.protocol.connection import Connection, DeferredReply, RemoteError
 from skate.protocol.transport import connect, listen
+from tests.tls_certs import use_test_tls
 
 TOKEN = b"thread-writes-token"
 
@@ -273,22 +275,7 @@ def test_a_thread_writes_the_socket_itself_when_the_connection_is_idle(monkeypat
 def test_tls_connections_never_write_from_a_thread(monkeypatch, tmp_path):
     """With TLS the session lives in the loop's SSL object: a thread's frames are queued for
     the loop, and still arrive whole and in order."""
-    trustme = pytest.importorskip("trustme")
-    from skate.protocol import tls
-
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    paths = {k: str(tmp_path / k) for k in ("cert", "key", "ca")}
-    cert.cert_chain_pems[0].write_to_path(paths["cert"])
-    for extra in cert.cert_chain_pems[1:]:
-        extra.write_to_path(paths["cert"], append=True)
-    cert.private_key_pem.write_to_path(paths["key"])
-    ca.cert_pem.write_to_path(paths["ca"])
-    monkeypatch.setenv("SKATE_USE_TLS", "1")
-    monkeypatch.setenv("SKATE_TLS_SERVER_CERT", paths["cert"])
-    monkeypatch.setenv("SKATE_TLS_SERVER_KEY", paths["key"])
-    monkeypatch.setenv("SKATE_TLS_CA_CERT", paths["ca"])
-    tls._context.cache_clear()
+    use_test_tls(tmp_path, monkeypatch)
 
     async def main():
         peer = Peer()

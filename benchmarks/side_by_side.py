@@ -8,9 +8,12 @@ goes first alternates), so both see the same minutes of a noisy machine.
     python benchmarks/side_by_side.py BLOCKS SECONDS [lines] [A B]
 
 A and B are "ray" (run by $RAY_PYTHON, a Python with ray==2.60.0 installed) or the path of a
-Skate tree (this one by default); the default pair is this tree against Ray. Lines are a
-comma-separated subset of: tasks sync, actor sync, tasks async, actor async, async-actor async.
-Prints a markdown table: medians and the ratio per block (min / median / max).
+Skate tree (this one by default), optionally after environment settings for that side:
+"SKATE_TASK_EVENTS=0@." is this tree with task events off (issue 17's on/off comparison:
+`side_by_side.py 10 1.0 all . SKATE_TASK_EVENTS=0@.`). The default pair is this tree against
+Ray. Lines are "all" or a comma-separated subset of: tasks sync, actor sync, tasks async,
+actor async, async-actor async. Prints a markdown table: medians and the ratio per block
+(min / median / max).
 """
 
 from __future__ import annotations
@@ -28,17 +31,20 @@ ALL_LINES = ["tasks sync", "actor sync", "tasks async", "actor async", "async-ac
 
 def start(spec: str) -> subprocess.Popen:
     worker = os.path.join(HERE, "side_worker.py")
+    settings, _, spec = spec.rpartition("@")
+    extra = dict(kv.split("=", 1) for kv in settings.split(",") if kv)
     if spec == "ray":
-        cmd, env = [RAY_PYTHON, worker, "ray"], dict(os.environ)
+        cmd, env = [RAY_PYTHON, worker, "ray"], dict(os.environ, **extra)
     else:
-        cmd, env = [sys.executable, worker, "skate"], dict(os.environ, PYTHONPATH=spec)
+        tree = os.path.abspath(spec)
+        cmd, env = [sys.executable, worker, "skate"], dict(os.environ, PYTHONPATH=tree, **extra)
     pipe, quiet = subprocess.PIPE, subprocess.DEVNULL
     return subprocess.Popen(cmd, stdin=pipe, stdout=pipe, stderr=quiet, text=True, env=env, cwd="/tmp")
 
 
 def main() -> None:
     blocks, secs = int(sys.argv[1]), float(sys.argv[2])
-    lines = sys.argv[3].split(",") if len(sys.argv) > 3 else ALL_LINES
+    lines = sys.argv[3].split(",") if len(sys.argv) > 3 and sys.argv[3] != "all" else ALL_LINES
     specs = sys.argv[4:6] if len(sys.argv) > 5 else [ROOT, "ray"]
     print(f"A = {specs[0]}, B = {specs[1]}; {blocks} blocks of {secs} s per line, a fresh runtime per block")
     res: dict[tuple[str, int], list[float]] = {}
@@ -54,18 +60,21 @@ def main() -> None:
                 res.setdefault((line, side), []).append(float(proc.stdout.readline()))
             proc.stdin.close()
             proc.wait(120)
-            if specs[side] == "ray":
+            if specs[side].rpartition("@")[2] == "ray":
                 ray = os.path.join(os.path.dirname(RAY_PYTHON), "ray")
                 subprocess.run([ray, "stop", "--force"], capture_output=True)
     print("| line | A (median) | B (median) | A / B (medians) | A / B per block: min / median / max |")
     print("|---|---|---|---|---|")
+    digits = (
+        1 if any(s.rpartition("@")[2] == "ray" for s in specs) else 3
+    )  # two Skates: the small differences matter
     for line in lines:
         a, b = res[(line, 0)], res[(line, 1)]
         ratios = sorted(x / y for x, y in zip(a, b))
         print(
             f"| {line} | {statistics.median(a):,.0f} | {statistics.median(b):,.0f} | "
-            f"{statistics.median(a) / statistics.median(b):.1f}x | "
-            f"{ratios[0]:.1f} / {statistics.median(ratios):.1f} / {ratios[-1]:.1f} |"
+            f"{statistics.median(a) / statistics.median(b):.{digits}f}x | "
+            f"{ratios[0]:.{digits}f} / {statistics.median(ratios):.{digits}f} / {ratios[-1]:.{digits}f} |"
         )
     print("raw", {f"{k[0]}/{'AB'[k[1]]}": [round(v) for v in vs] for k, vs in res.items()})
 

@@ -6,6 +6,8 @@ The order is the order of a task attempt's life, so the furthest state seen is i
 
 from __future__ import annotations
 
+import struct
+
 PENDING_ARGS_AVAIL = 0
 PENDING_NODE_ASSIGNMENT = 1
 SUBMITTED_TO_WORKER = 2
@@ -22,6 +24,15 @@ NAMES = (
     "FAILED",
 )
 TERMINAL = frozenset({FINISHED, FAILED})
+
+# Rows of attempts that began and ended between two sends of their process, packed and joined
+# into one byte string per batch (no object per row for the garbage collector, nothing to
+# encode): an owner's (task id, attempt, info key, then the times of PENDING_ARGS_AVAIL,
+# PENDING_NODE_ASSIGNMENT, SUBMITTED_TO_WORKER and FINISHED) and a worker's (task id,
+# attempt, RUNNING and FINISHED times). A time never seen is NaN.
+OWNER_ROW = struct.Struct("<16sIidddd")
+WORKER_ROW = struct.Struct("<16sIdd")
+ROW_TASK_ID_BYTES = 16
 
 # Ray's task types.
 NORMAL_TASK = "NORMAL_TASK"

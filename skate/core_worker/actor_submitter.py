@@ -291,8 +291,8 @@ class ActorSubmitter:
         entry.resolved = True
         events = self.core.task_events
         if events is not None:
-            events.submitted(entry, True, at)
-        self._in_flight(state, entry, at)
+            events.sent(entry, at)  # type: ignore[arg-type]  # (at is set when events are on)
+        self._in_flight(state, entry)
 
     def _on_direct_reply(
         self, state: ActorState, entry: TaskEntry, at: float | None, fut: asyncio.Future
@@ -326,16 +326,16 @@ class ActorSubmitter:
             if not entry.done:
                 self._push(state, entry)
 
-    def _in_flight(self, state: ActorState, entry: TaskEntry, at: float | None = None) -> None:
-        """The call is sent (at `at`, else now): it waits for its reply in `state.inflight`."""
+    def _in_flight(self, state: ActorState, entry: TaskEntry) -> None:
+        """The call is sent: it waits for its reply in `state.inflight`."""
         state.inflight[entry.task_id] = entry
         entry.lease = state
-        events = self.core.task_events
-        if events is not None:
-            events.pushed(entry, at)
 
     def _push(self, state: ActorState, entry: TaskEntry) -> None:
         self._in_flight(state, entry)
+        events = self.core.task_events
+        if events is not None:
+            entry.ev_pushed = events.clock()  # (`pushed`, inline: every pipelined call)
         if entry.spec.generator is not None:  # a retry skips the items already here
             entry.spec.generator[2] = self.core.streams.received(entry.task_id)
         fut = state.conn.call("push_actor_task", entry.spec)  # type: ignore[union-attr]

@@ -22,6 +22,8 @@ class CallContext:
     cancelled: bool = False  # cancel() reached it while it ran
     resources: dict = field(default_factory=dict)
     placement_group: list | None = None  # TaskSpec.placement_group of the call (or its actor)
+    attempt: int = 0  # TaskSpec.attempt
+    began: float = 0.0  # when it started running, if task events are recorded (else 0)
 
 
 _current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar("skate_call", default=None)

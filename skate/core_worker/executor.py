@@ -60,6 +60,8 @@ class Executor:
         self.core = core
         self.queue: queue.SimpleQueue = queue.SimpleQueue()  # (run, spec, reply) for the main thread
         self.running: dict[bytes, tuple[CallContext, Any]] = {}  # task id -> (call, thread id or Task)
+        if core.task_events is not None:  # a drain of task events reports the running calls
+            core.task_events.running_calls = self._running_calls
         self._cancelled_early: set[bytes] = set()
         self._calls: collections.Counter = collections.Counter()
         self.actor: Any = None  # the ActorRuntime once this worker hosts an actor
@@ -179,6 +181,12 @@ class Executor:
         return {"ok": True, "pid": os.getpid()}
 
     # -- one call -----------------------------------------------------------------------
+    def _running_calls(self) -> list[tuple[bytes, int, float]]:
+        """The calls running now, as (task id, attempt, start) for task events (I/O thread)."""
+        return [
+            (tid, call.attempt, call.began) for tid, (call, _) in list(self.running.items()) if call.began
+        ]
+
     def _begin(self, spec: TaskSpec) -> CallContext:
         core = self.core
         self.last_call = spec.name
@@ -195,7 +203,9 @@ class Executor:
                 self.actor_pg = pg
         else:
             pg = self.actor_pg
-        return CallContext(spec.task_id, spec.name, actor_call=spec.actor_id is not None, placement_group=pg)
+        return CallContext(
+            spec.task_id, spec.name, spec.actor_id is not None, placement_group=pg, attempt=spec.attempt
+        )
 
     def _prepare(self, spec: TaskSpec, call: CallContext) -> tuple[Any, tuple, dict]:
         """The callable and its arguments."""
@@ -224,7 +234,7 @@ class Executor:
         token = call_context.enter(call)
         self.running[spec.task_id] = (call, threading.get_ident())
         events = self.core.task_events
-        began = events.started(spec) if events is not None else 0.0
+        began = call.began = events.clock() if events is not None else 0.0
         start = time.perf_counter()
         try:
             try:
@@ -241,12 +251,13 @@ class Executor:
                 return self._failed(spec, call, exc, start)
             reply = self._succeeded(spec, result, start)
             if events is not None:
-                _record_end(events, spec, began, reply)
+                if reply.app_error:  # the result could not be stored
+                    _record_unstored(events, spec, began)
+                else:
+                    events.ran(spec, began)
             return reply
         finally:
             self.running.pop(spec.task_id, None)
-            if events is not None:
-                events.running.pop(spec.task_id, None)
             call_context.leave(token)
 
     async def run_call_async(self, spec: TaskSpec) -> TaskReply:
@@ -255,7 +266,7 @@ class Executor:
         token = call_context.enter(call)
         self.running[spec.task_id] = (call, asyncio.current_task())
         events = self.core.task_events
-        began = events.started(spec) if events is not None else 0.0
+        began = call.began = events.clock() if events is not None else 0.0
         start = time.perf_counter()
         try:
             try:
@@ -277,12 +288,13 @@ class Executor:
                 return self._failed(spec, call, exc, start)
             reply = self._succeeded(spec, result, start)
             if events is not None:
-                _record_end(events, spec, began, reply)
+                if reply.app_error:  # the result could not be stored
+                    _record_unstored(events, spec, began)
+                else:
+                    events.ran(spec, began)
             return reply
         finally:
             self.running.pop(spec.task_id, None)
-            if events is not None:
-                events.running.pop(spec.task_id, None)
             call_context.leave(token)
 
     def _succeeded(self, spec: TaskSpec, result: Any, start: float) -> TaskReply:
@@ -400,8 +412,5 @@ def _record_failure(events: Any, spec: TaskSpec, began: float, call: CallContext
         events.ran_and_failed(spec, began, ts.TASK_EXECUTION_EXCEPTION, f"{type(exc).__name__}: {exc}")
 
 
-def _record_end(events: Any, spec: TaskSpec, began: float, reply: TaskReply) -> None:
-    if reply.app_error:  # the result could not be stored
-        events.ran_and_failed(spec, began, ts.TASK_EXECUTION_EXCEPTION, "its result could not be stored")
-    else:
-        events.ran(spec, began)
+def _record_unstored(events: Any, spec: TaskSpec, began: float) -> None:
+    events.ran_and_failed(spec, began, ts.TASK_EXECUTION_EXCEPTION, "its result could not be stored")

@@ -4,11 +4,13 @@ Owners record a task's life on their side (arguments pending, waiting for a node
 worker, finished or failed and why); workers record when they run it and how it ended.
 
 The common life costs a few clock reads and one append per side: the owner keeps the times
-of a call on its `TaskEntry` (`ev_*` slots) and appends one row of atoms when it finishes; the
-worker appends one row when the call returns. A task's static info is an index into a small
-cache (function and options), not its spec, so nothing the garbage collector must trace stays
-alive. Every `interval` seconds the core worker's I/O loop takes the rows as they are (the
-GCS keeps them as one msgpack blob it reads only when asked) and reports what is still in
+of a call on its `TaskEntry` (`ev_*` slots) and appends one packed row (`OWNER_ROW`: bytes, not
+a tuple) when it finishes; the worker appends one (`WORKER_ROW`) when the call returns. A
+task's static info is an index into a small cache (function and options; the last one found
+is remembered, so a burst of calls of one function costs a few identity checks), not its
+spec, so nothing the garbage collector must trace stays alive and no row is ever traced.
+Every `interval` seconds the core worker's I/O loop joins the rows into one byte string (the
+GCS keeps it, in a msgpack blob, and reads it only when asked) and reports what is still in
 flight (calls submitted or running since the last send) as open records, once; rarer things
 (failures, a call that ends after it was reported) go through a deque of single events. One
 `add_task_events` message per interval, never one per event; the GCS keeps a bounded window
@@ -24,10 +26,9 @@ from __future__ import annotations
 
 import collections
 import itertools
-import operator
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import msgspec
@@ -40,6 +41,10 @@ MAX_CACHED_INFOS = 1024  # distinct (function, options) whose info is cached per
 ERROR_MESSAGE_LIMIT = 1000
 # A single event that stands for two: ran (RUNNING at `extra`, FINISHED at `when`).
 _RAN = -2
+OWNER_ROW, WORKER_ROW, TASK_ID_BYTES = ts.OWNER_ROW, ts.WORKER_ROW, ts.ROW_TASK_ID_BYTES
+_NAN = float("nan")
+_pack_owner = OWNER_ROW.pack
+_pack_worker = WORKER_ROW.pack
 
 
 def enabled() -> bool:
@@ -78,16 +83,19 @@ class TaskEventBuffer:
 
     def __init__(self, max_events: int = DEFAULT_MAX_EVENTS, clock=time.time):
         self.events: collections.deque = collections.deque(maxlen=max_events)  # single events
-        # rows of calls that ended without being reported in flight: an owner's
-        # (task_id, attempt, info, args_time, ready_time, pushed_time, end_time) and a worker's
-        # (task_id, attempt, start_time, end_time)
-        self.owner_done: collections.deque = collections.deque(maxlen=max_events)
+        # packed rows (OWNER_ROW, WORKER_ROW) of calls that ended without being reported in
+        # flight: the owner's appended by the I/O thread only, the worker's by any thread
+        self.owner_done: list[bytes] = []
         self.worker_done: collections.deque = collections.deque(maxlen=max_events)
+        self._owner_infos: set[int] = set()  # the info keys of the owner rows
+        self._last_row_info: Any = None  # the last key added to _owner_infos
+        self._owner_missing = 0  # times the owner rows have as NaN (never seen)
         self.max_events = max_events
         self.clock = clock
         self.dropped = 0  # events overwritten because a deque was full
-        # calls running in this worker: task id -> (spec, start time)
-        self.running: dict[bytes, tuple[Any, float]] = {}
+        # the calls running in this worker now, as (task id, attempt, start time): the
+        # executor's own table of running calls, read at each drain (see `ran`)
+        self.running_calls: Callable[[], Iterable[tuple[bytes, int, float]]] = tuple
         # attempts reported while in flight (by task id): their ends go as open records too
         self._reported: set[bytes] = set()
         # info ids by what makes two calls' infos equal; the entries of `_infos` keep the
@@ -95,6 +103,11 @@ class TaskEventBuffer:
         self._info_ids: dict[tuple, int] = {}
         self._infos: dict[int, tuple] = {}
         self._next_info = itertools.count()
+        # the last spec's (name, actor_id, job_id, resources, placement_group, runtime_env,
+        # is creation) and its info id: a burst of calls of one function skips the key
+        self._last_info: tuple = (None,) * 8
+        # infos of specs the cache had no room for, keyed for the next batch only
+        self._batch_infos: dict[int, dict] = {}
 
     # -- an owner's calls (the I/O thread) ---------------------------------------------
     def submitted(self, entry: Any, ready: bool = False, at: float | None = None) -> None:
@@ -102,7 +115,34 @@ class TaskEventBuffer:
         for: pending a node at the same instant). Its times live on the entry from now on
         (`ev_info`, `ev_args`, `ev_ready`, `ev_pushed`, `ev_reported`). `at`: when it was,
         if earlier than now (a call its user thread pushed, recorded later on the loop)."""
-        spec = entry.spec
+        now = self.clock() if at is None else at
+        entry.ev_info = self.info_id(entry.spec)
+        entry.ev_args = now
+        entry.ev_ready = now if ready else None
+        entry.ev_pushed = None
+        entry.ev_reported = False
+
+    def sent(self, entry: Any, at: float) -> None:
+        """A call with nothing to wait for was sent to its worker the moment it was submitted,
+        at `at` (an actor call its user thread pushed): `submitted`, `ready` and `pushed` in one."""
+        entry.ev_info = self.info_id(entry.spec)
+        entry.ev_args = entry.ev_ready = entry.ev_pushed = at
+        entry.ev_reported = False
+
+    def info_id(self, spec: Any) -> Any:
+        """The cached info id of the spec's function and options (or the spec itself, when
+        the cache is full: its info is built when its row is added)."""
+        last = self._last_info
+        if (
+            last[0] == spec.name
+            and last[1] == spec.actor_id
+            and last[2] == spec.job_id
+            and last[3] is spec.resources
+            and last[4] is spec.placement_group
+            and last[5] is spec.runtime_env
+            and last[6] is (spec.method is None)
+        ):
+            return last[7]
         key = (
             spec.name,
             spec.actor_id,
@@ -115,12 +155,19 @@ class TaskEventBuffer:
         info: Any = self._info_ids.get(key)
         if info is None:
             info = self._cache_info(key, spec)
-        now = self.clock() if at is None else at
-        entry.ev_info = info
-        entry.ev_args = now
-        entry.ev_ready = now if ready else None
-        entry.ev_pushed = None
-        entry.ev_reported = False
+            if type(info) is not int:
+                return info
+        self._last_info = (
+            spec.name,
+            spec.actor_id,
+            spec.job_id,
+            spec.resources,
+            spec.placement_group,
+            spec.runtime_env,
+            spec.method is None,
+            info,
+        )
+        return info
 
     def _cache_info(self, key: tuple, spec: Any) -> Any:
         """The info id for a new key, or the spec itself once the cache is full (many
@@ -138,7 +185,8 @@ class TaskEventBuffer:
             entry.ev_ready = self.clock()
 
     def pushed(self, entry: Any, at: float | None = None) -> None:
-        """The call was sent to a worker (at `at`, if given)."""
+        """The call was sent to a worker (at `at`, if given). (The submitters set
+        `ev_pushed` themselves: harmless on an entry not recorded, which no one reads.)"""
         if entry.ev_info is not None:
             entry.ev_pushed = self.clock() if at is None else at
 
@@ -151,9 +199,23 @@ class TaskEventBuffer:
         spec = entry.spec
         if entry.ev_reported:  # reported in flight: its end is an open record
             self.events.append((spec.task_id, spec.attempt, ts.FINISHED, self.clock(), None))
-        else:
-            times = (entry.ev_args, entry.ev_ready, entry.ev_pushed, self.clock())
-            self.owner_done.append((spec.task_id, spec.attempt, info, *times))
+            return
+        rows = self.owner_done
+        if len(rows) >= self.max_events:
+            self.dropped += 1
+            return
+        if info is not self._last_row_info:
+            if type(info) is not int:  # not cached: keyed for this batch
+                info = next(self._next_info)
+                self._batch_infos[info] = task_info(spec)
+            self._owner_infos.add(info)
+            self._last_row_info = info
+        ready, pushed = entry.ev_ready, entry.ev_pushed
+        if ready is None or pushed is None:
+            self._owner_missing += (ready is None) + (pushed is None)
+            ready = _NAN if ready is None else ready
+            pushed = _NAN if pushed is None else pushed
+        rows.append(_pack_owner(spec.task_id, spec.attempt, info, entry.ev_args, ready, pushed, self.clock()))
 
     def failed_entry(self, entry: Any, error_type: str | None, message: str | None = None) -> None:
         """The call failed on the owner's side (error_type None: the worker's event says why)."""
@@ -177,26 +239,19 @@ class TaskEventBuffer:
         self.events.append((spec.task_id, spec.attempt, ts.FAILED, self.clock(), extra))
 
     # -- a worker's calls (the thread that runs them) ------------------------------------
-    def started(self, spec: Any) -> float:
-        """The call starts running. Nothing is queued: a drain finds it among the running
-        ones (so a long call shows RUNNING), and `ran` records start and end at once."""
-        now = self.clock()
-        self.running[spec.task_id] = (spec, now)
-        return now
-
+    # A call's start is not queued: the executor notes it (from `clock`) in its table of
+    # running calls, which a drain reads through `running_calls` (so a long call shows
+    # RUNNING), and `ran` records start and end at once.
     def ran(self, spec: Any, start: float) -> None:
-        """The call that `started` at `start` finished. (The caller also takes it out of
-        `running`, in a `finally`, whatever happened.)"""
+        """The call that started at `start` finished."""
         tid = spec.task_id
-        self.running.pop(tid, None)
-        if tid in self._reported:
+        if tid in self._reported or len(tid) != TASK_ID_BYTES:
             self.events.append((tid, spec.attempt, _RAN, self.clock(), start))
         else:
-            self.worker_done.append((tid, spec.attempt, start, self.clock()))
+            self.worker_done.append(_pack_worker(tid, spec.attempt, start, self.clock()))
 
     def ran_and_failed(self, spec: Any, start: float, error_type: str, message: str) -> None:
-        """The call that `started` at `start` failed, and why."""
-        self.running.pop(spec.task_id, None)
+        """The call that started at `start` failed, and why."""
         self.events.append((spec.task_id, spec.attempt, ts.RUNNING, start, None))
         self.failed(spec, error_type, message)
 
@@ -254,16 +309,15 @@ class TaskEventBuffer:
             else:
                 rec[4] = list(extra)
         try:
-            running = list(self.running.items())
+            running = list(self.running_calls())
         except RuntimeError:  # changed by another thread as it was read: next time
             running = []
-        for tid, (spec, start) in running:  # calls running now, shown once
+        for tid, attempt, start in running:  # calls running now, shown once
             if tid not in reported and tid not in records and len(reported) < limit:
-                records[tid] = [tid, spec.attempt, [ts.RUNNING, start], -1, None]
-        owner_done = list(self.owner_done)  # (appended on this thread only)
-        self.owner_done.clear()
-        worker_done = _take(self.worker_done)
-        if not records and not owner_done and not worker_done:
+                records[tid] = [tid, attempt, [ts.RUNNING, start], -1, None]
+        owner_rows, self.owner_done = self.owner_done, []  # (appended on this thread only)
+        worker_rows = _take(self.worker_done)
+        if not records and not owner_rows and not worker_rows:
             return None
         opened: list[list] = []
         for rec in itertools.chain(earlier, records.values()):
@@ -274,27 +328,26 @@ class TaskEventBuffer:
                 reported.discard(tid)
             opened.append(rec)
         jobs: dict[str, int] = {}
-        if owner_done:
-            if not all(type(row[2]) is int for row in owner_done):  # specs whose info was not cached
-                owner_done = [
-                    row if type(row[2]) is int else (row[0], row[1], self._info_key(row[2], infos), *row[3:])
-                    for row in owner_done
-                ]
-            for info, count in collections.Counter(map(_third, owner_done)).items():
+        if owner_rows:
+            row_infos, self._owner_infos, self._last_row_info = self._owner_infos, set(), None
+            extra, self._batch_infos = self._batch_infos, {}
+            for info in row_infos:
                 if info not in infos:
-                    infos[info] = cached[info][0]
-                job = infos[info]["job_id"] or ""
-                jobs[job] = jobs.get(job, 0) + count
-        if reported and worker_done:  # reported by a drain between `ran` and its row's taking
-            for row in worker_done:
-                reported.discard(row[0])
-        num = (
-            n
-            + 2 * len(worker_done)
-            + 4 * len(owner_done)
-            - list(map(_fifth, owner_done)).count(None)
-            - list(map(_sixth, owner_done)).count(None)
-        )
+                    infos[info] = extra[info] if info in extra else cached[info][0]
+            if len(row_infos) == 1:  # the usual: every row of one function
+                jobs[infos[next(iter(row_infos))]["job_id"] or ""] = len(owner_rows)
+            else:
+                by_info = collections.Counter(row[2] for row in OWNER_ROW.iter_unpack(b"".join(owner_rows)))
+                for info, count in by_info.items():
+                    job = infos[info]["job_id"] or ""
+                    jobs[job] = jobs.get(job, 0) + count
+        if reported and worker_rows:  # reported by a drain between `ran` and its row's taking
+            for row in worker_rows:
+                reported.discard(row[:TASK_ID_BYTES])
+        num = n + 2 * len(worker_rows) + 4 * len(owner_rows) - self._owner_missing
+        self._owner_missing = 0
+        owner_done = b"".join(owner_rows)
+        worker_done = b"".join(worker_rows)
         return Drained(infos, opened, owner_done, worker_done, jobs, num)
 
     def _info_key(self, info: Any, infos: dict[int, dict]) -> int:
@@ -317,7 +370,7 @@ class TaskEventBuffer:
             return None
         dropped, self.dropped = self.dropped, 0
         blob = None
-        done = len(drained.owner_done) + len(drained.worker_done)
+        done = len(drained.owner_done) // OWNER_ROW.size + len(drained.worker_done) // WORKER_ROW.size
         if done:
             blob = _encode([node_id, worker_id, pid, drained.infos, drained.owner_done, drained.worker_done])
         return {
@@ -334,9 +387,6 @@ class TaskEventBuffer:
         }
 
 
-_third, _fifth, _sixth = operator.itemgetter(2), operator.itemgetter(4), operator.itemgetter(5)
-
-
 def _take(rows: collections.deque) -> list:
     """Everything in `rows` now, oldest first (appends by other threads meanwhile stay)."""
     n = len(rows)
@@ -348,12 +398,12 @@ def _take(rows: collections.deque) -> list:
 
 class Drained(NamedTuple):
     """What one drain took: the batch's info dicts by key, its open records, the done rows of
-    each side, the owner rows by job, and how many events all that stands for."""
+    each side (packed, joined), the owner rows by job, and how many events all that stands for."""
 
     infos: dict[int, dict]
     opened: list[list]
-    owner_done: list
-    worker_done: list
+    owner_done: bytes
+    worker_done: bytes
     jobs: dict[str, int]
     num_events: int
 

@@ -18,6 +18,8 @@ are dropped unread and counted as evicted.
 from __future__ import annotations
 
 import collections
+import math
+import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,7 +31,7 @@ _encode = msgspec.msgpack.Encoder().encode
 
 DEFAULT_MAX_TASKS = 100_000
 _decode = msgspec.msgpack.Decoder().decode
-_MALFORMED = (msgspec.DecodeError, ValueError, TypeError, IndexError, KeyError, AttributeError)
+_MALFORMED = (msgspec.DecodeError, ValueError, TypeError, IndexError, KeyError, AttributeError, struct.error)
 # Distinct static task infos shared between records (see TaskEventStore._shared_info); the
 # table is emptied when it reaches this size (records keep the dicts they already share).
 SHARED_INFO_LIMIT = 4096
@@ -250,24 +252,26 @@ class TaskEventStore:
         }
 
 
-def _owner_records(rows: list) -> list[list]:
-    """An owner's done rows `[task_id, attempt, info, args, ready, pushed, end]` as records."""
+def _owner_records(rows: bytes) -> list[list]:
+    """An owner's done rows (`_task_states.OWNER_ROW`, packed) as records."""
     out = []
-    for tid, attempt, info, args, ready, pushed, end in rows:
+    isnan = math.isnan
+    for tid, attempt, info, args, ready, pushed, end in ts.OWNER_ROW.iter_unpack(rows):
         times = [ts.PENDING_ARGS_AVAIL, args]
-        if ready is not None:
+        if not isnan(ready):
             times += (ts.PENDING_NODE_ASSIGNMENT, ready)
-        if pushed is not None:
+        if not isnan(pushed):
             times += (ts.SUBMITTED_TO_WORKER, pushed)
         times += (ts.FINISHED, end)
         out.append([tid, attempt, times, info, None])
     return out
 
 
-def _worker_records(rows: list) -> list[list]:
-    """A worker's done rows `[task_id, attempt, start, end]` as records."""
+def _worker_records(rows: bytes) -> list[list]:
+    """A worker's done rows (`_task_states.WORKER_ROW`, packed) as records."""
     return [
-        [tid, attempt, [ts.RUNNING, start, ts.FINISHED, end], -1, None] for tid, attempt, start, end in rows
+        [tid, attempt, [ts.RUNNING, start, ts.FINISHED, end], -1, None]
+        for tid, attempt, start, end in ts.WORKER_ROW.iter_unpack(rows)
     ]
 
 

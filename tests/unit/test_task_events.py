@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from skate import _task_states as ts
@@ -156,7 +157,7 @@ def test_store_merges_owner_and_worker_events_into_one_attempt():
     _owner_life(owner, Entry(spec))
     entry = Entry(spec)
     _owner_life(owner, entry)
-    began = worker.started(spec)
+    began = worker.clock()
     worker.ran_and_failed(spec, began, ts.TASK_EXECUTION_EXCEPTION, "ValueError: boom")
     owner.failed_entry(entry, None)
     store = TaskEventStore(10)
@@ -280,9 +281,10 @@ def test_done_attempts_wait_as_one_blob_until_a_read_and_open_ones_merge_at_once
     for entry in (quick, slow):
         _owner_life(owner, entry)
     owner.finished(quick)
-    began = worker.started(quick.spec)
+    began = worker.clock()
     worker.ran(quick.spec, began)
-    slow_began = worker.started(slow.spec)
+    slow_began = worker.clock()
+    worker.running_calls = lambda: [(slow.spec.task_id, 0, slow_began)]
     store = TaskEventStore(10)
     ob, wb = owner.batch("nodeA", "driver", 1, [slow, quick]), worker.batch("nodeB", "w", 2)
     assert ob is not None and wb is not None
@@ -293,6 +295,7 @@ def test_done_attempts_wait_as_one_blob_until_a_read_and_open_ones_merge_at_once
     store.add_batch(wb)
     assert len(store._live) == 1 and len(store._done) == 0 and len(store._blobs) == 2  # nothing decoded yet
     owner.finished(slow)  # ends after the slow attempt was reported open: open again
+    worker.running_calls = tuple
     worker.ran(slow.spec, slow_began)
     ob2, wb2 = owner.batch("nodeA", "driver", 1), worker.batch("nodeB", "w", 2)
     assert ob2["done"] is None and wb2["done"] is None  # type: ignore[index]
@@ -346,17 +349,17 @@ def test_a_malformed_blob_is_counted_and_the_rest_of_the_window_survives():
 def test_a_worker_reports_a_long_call_as_running_once_then_its_end():
     worker = TaskEventBuffer(clock=Clock())
     quick, slow = _spec(1), _spec(2)
-    began = worker.started(quick)
+    began = worker.clock()
     worker.ran(quick, began)
-    worker.running.pop(quick.task_id, None)  # the executor's `finally`
-    slow_began = worker.started(slow)
+    slow_began = worker.clock()
+    worker.running_calls = lambda: [(slow.task_id, 0, slow_began)]  # the executor's table
     first = worker.batch("n", "w", 1)
     assert first is not None
     assert first["done_records"] == 1  # the quick call: RUNNING and FINISHED in one record
     assert first["events"] == [[slow.task_id, 0, [ts.RUNNING, slow_began], -1, None]]
     assert worker.batch("n", "w", 1) is None  # still running: not reported again
     worker.ran_and_failed(slow, slow_began, ts.TASK_EXECUTION_EXCEPTION, "ValueError: late")
-    worker.running.pop(slow.task_id, None)
+    worker.running_calls = tuple
     last = worker.batch("n", "w", 1)
     assert last is not None and last["done"] is None  # its start went out already: open
     (rec,) = last["events"]
@@ -364,3 +367,103 @@ def test_a_worker_reports_a_long_call_as_running_once_then_its_end():
         ts.TASK_EXECUTION_EXCEPTION,
         "ValueError: late",
     ]
+
+
+def _finish_all(buf: TaskEventBuffer, specs: list[TaskSpec]) -> list[Entry]:
+    entries = [Entry(spec) for spec in specs]
+    for entry in entries:
+        _owner_life(buf, entry)
+        buf.finished(entry)
+    return entries
+
+
+def _stored_rows(batch: dict | None) -> dict[str, dict]:
+    store = TaskEventStore(100)
+    store.add_batch(batch)  # type: ignore[arg-type]
+    return {r["task_id"]: r for r in answer(store, {"limit": 100})["rows"]}
+
+
+@pytest.mark.timeout(10)
+def test_interleaved_functions_and_changed_options_keep_their_own_infos():
+    buf = TaskEventBuffer(clock=Clock())
+    specs = [_spec(i) for i in range(6)]
+    for i, spec in enumerate(specs):
+        spec.name = "f" if i % 2 else "g"  # two functions, alternating
+    specs[5].resources = {"CPU": 2.0}  # same function as 1 and 3, other options
+    specs[4].actor_id, specs[4].method, specs[4].name = b"a" * 16, "m", "A.m"
+    assert buf.batch("n", "w", 1, ()) is None  # nothing yet
+    _finish_all(buf, specs)
+    batch = buf.batch("n", "w", 1, ())
+    assert batch is not None and batch["done_records"] == 6 and batch["done_jobs"] == {"01000000": 6}
+    rows = _stored_rows(batch)
+    got = [(rows[s.task_id.hex()]["name"], rows[s.task_id.hex()]["required_resources"]) for s in specs]
+    assert got == [
+        ("g", {"CPU": 1.0}),
+        ("f", {"CPU": 1.0}),
+        ("g", {"CPU": 1.0}),
+        ("f", {"CPU": 1.0}),
+        ("A.m", {"CPU": 1.0}),
+        ("f", {"CPU": 2.0}),
+    ]
+    assert rows[specs[4].task_id.hex()]["type"] == ts.ACTOR_TASK
+    assert rows[specs[4].task_id.hex()]["actor_id"] == (b"a" * 16).hex()
+
+
+@pytest.mark.timeout(10)
+def test_rows_of_two_jobs_are_counted_by_job_and_specs_past_the_cache_get_batch_infos(monkeypatch):
+    from skate.core_worker import task_events
+
+    monkeypatch.setattr(task_events, "MAX_CACHED_INFOS", 2)
+    buf = TaskEventBuffer(clock=Clock())
+    specs = [_spec(i) for i in range(5)]
+    for i, spec in enumerate(specs):
+        spec.name = f"fn{i}"  # five functions: three past the cache
+        spec.job_id = "02000000" if i >= 3 else "01000000"
+    _finish_all(buf, specs)
+    batch = buf.batch("n", "w", 1, ())
+    assert batch is not None
+    assert batch["done_jobs"] == {"01000000": 3, "02000000": 2} and batch["num_events"] == 20
+    rows = _stored_rows(batch)
+    assert [rows[s.task_id.hex()]["name"] for s in specs] == [f"fn{i}" for i in range(5)]
+    assert [rows[s.task_id.hex()]["job_id"] for s in specs] == ["01000000"] * 3 + ["02000000"] * 2
+    again = _finish_all(buf, [_spec(9)])  # the next batch carries its own infos
+    rows = _stored_rows(buf.batch("n", "w", 1, ()))
+    assert rows[again[0].spec.task_id.hex()]["name"] == "f9"
+
+
+@pytest.mark.timeout(10)
+def test_owner_rows_are_bounded_and_each_dropped_row_counted():
+    buf = TaskEventBuffer(max_events=3, clock=Clock())
+    _finish_all(buf, [_spec(i) for i in range(5)])
+    batch = buf.batch("n", "w", 1, ())
+    assert batch is not None and batch["done_records"] == 3 and batch["dropped"] == 2
+    assert len(_stored_rows(batch)) == 3
+
+
+@pytest.mark.timeout(10)
+def test_times_never_seen_stay_unset_and_a_sent_call_has_three_at_once():
+    buf = TaskEventBuffer(clock=Clock())
+    bare, direct = Entry(_spec(1)), Entry(_spec(2, actor_id=b"a" * 16, method="m"))
+    buf.submitted(bare)  # never ready nor pushed (it ended first)
+    buf.finished(bare)
+    buf.sent(direct, 50.0)  # pushed by its user thread when submitted
+    buf.finished(direct)
+    batch = buf.batch("n", "w", 1, ())
+    assert batch is not None and batch["num_events"] == 2 + 4
+    rows = _stored_rows(batch)
+    assert [e["state"] for e in rows[bare.spec.task_id.hex()]["events"]] == ["PENDING_ARGS_AVAIL", "FINISHED"]
+    assert [(e["state"], e["created_ms"]) for e in rows[direct.spec.task_id.hex()]["events"]] == [
+        ("PENDING_ARGS_AVAIL", 50_000),
+        ("PENDING_NODE_ASSIGNMENT", 50_000),
+        ("SUBMITTED_TO_WORKER", 50_000),
+        ("FINISHED", 103_000),
+    ]
+
+
+@pytest.mark.timeout(10)
+def test_a_worker_row_blob_of_the_wrong_size_is_malformed():
+    store = TaskEventStore(10)
+    bad = _batch("n", "w", 1, [])
+    bad.update(done=msgspec.msgpack.encode(["n", "w", 1, {}, b"", b"\x00" * 7]), done_records=1, done_jobs={})
+    store.add_batch(bad)
+    assert len(store) == 0 and store.stats()["num_malformed_batches"] == 1

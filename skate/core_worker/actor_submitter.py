@@ -291,7 +291,7 @@ class ActorSubmitter:
         entry.resolved = True
         events = self.core.task_events
         if events is not None:
-            events.sent(entry, at)  # type: ignore[arg-type]  # (at is set when events are on)
+            events.sent(entry, at)  # (at is set when events are on)
         self._in_flight(state, entry)
 
     def _on_direct_reply(

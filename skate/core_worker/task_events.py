@@ -11,7 +11,7 @@ is remembered, so a burst of calls of one function costs a few identity checks),
 spec, so nothing the garbage collector must trace stays alive and no row is ever traced.
 Every `interval` seconds the core worker's I/O loop joins the rows into one byte string (the
 GCS keeps it, in a msgpack blob, and reads it only when asked) and reports what is still in
-flight (calls submitted or running since the last send) as open records, once; rarer things
+flight and was already at the previous send as open records, once; rarer things
 (failures, a call that ends after it was reported) go through a deque of single events. One
 `add_task_events` message per interval, never one per event; the GCS keeps a bounded window
 (`gcs.task_event_store`).
@@ -93,6 +93,9 @@ class TaskEventBuffer:
         self.max_events = max_events
         self.clock = clock
         self.dropped = 0  # events overwritten because a deque was full
+        # when the last drain was (calls begun since are not reported in flight yet; the
+        # first drain reports every call in flight)
+        self._last_drain = float("inf")
         # the calls running in this worker now, as (task id, attempt, start time): the
         # executor's own table of running calls, read at each drain (see `ran`)
         self.running_calls: Callable[[], Iterable[tuple[bytes, int, float]]] = tuple
@@ -259,9 +262,12 @@ class TaskEventBuffer:
     def drain(self, in_flight: Iterable[Any] = ()) -> Drained | None:
         """Take everything recorded so far.
 
-        `in_flight`: the owner's pending entries, newest first; those not reported yet are
-        reported now, as open records, and the walk stops at the first one already reported
-        (the older ones were seen by an earlier drain). Single events are coalesced into one
+        `in_flight`: the owner's pending entries, newest first; those not reported yet and
+        submitted before the previous drain are reported now, as open records, and the walk
+        stops at the first one already reported (the older ones were seen by an earlier
+        drain). Calls running in this worker since before the previous drain too. A call is
+        shown in flight once it has been so for an interval: the many short ones of a
+        pipeline go only as done rows, never as open records merged one by one. Single events are coalesced into one
         open record per attempt, `[task_id, attempt, [state, time, ...], info, error]` (`info`
         a key of the infos, -1: none; `error` `[error_type, message]` or None). The done rows
         go as they are."""
@@ -271,12 +277,15 @@ class TaskEventBuffer:
         earlier: list[list] = []  # records of attempts a later one of the same task replaced
         reported = self._reported
         limit = self.max_events
+        cutoff, self._last_drain = self._last_drain, self.clock()
         for entry in in_flight:
             info = entry.ev_info
             if info is None:
                 continue
             if entry.ev_reported or len(reported) >= limit:
                 break
+            if entry.ev_args > cutoff:  # submitted since the last drain: next time, if still on
+                continue
             entry.ev_reported = True
             spec = entry.spec
             times = [ts.PENDING_ARGS_AVAIL, entry.ev_args]
@@ -312,8 +321,8 @@ class TaskEventBuffer:
             running = list(self.running_calls())
         except RuntimeError:  # changed by another thread as it was read: next time
             running = []
-        for tid, attempt, start in running:  # calls running now, shown once
-            if tid not in reported and tid not in records and len(reported) < limit:
+        for tid, attempt, start in running:  # calls running since before the last drain, shown once
+            if start <= cutoff and tid not in reported and tid not in records and len(reported) < limit:
                 records[tid] = [tid, attempt, [ts.RUNNING, start], -1, None]
         owner_rows, self.owner_done = self.owner_done, []  # (appended on this thread only)
         worker_rows = _take(self.worker_done)

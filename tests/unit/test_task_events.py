@@ -69,19 +69,21 @@ def test_in_flight_calls_are_reported_once_as_open_records_newest_first():
     assert first["name"] == "f0" and first["type"] == ts.NORMAL_TASK
     assert first["required_resources"] == {"CPU": 1.0} and first["job_id"] == "01000000"
     late = Entry(_spec(9))
-    buf.submitted(late, ready=True)  # no arguments to wait for: pending a node at once
+    buf.submitted(late, ready=True)  # no arguments to wait for: pending a node at once (111)
+    # submitted since the last drain (110): not in flight for an interval yet, not reported
+    assert buf.batch("n", "w", 1, reversed([*entries, late])) is None
     again = buf.batch("n", "w", 1, reversed([*entries, late]))
     assert again is not None and [r[0] for r in again["events"]] == [
         late.spec.task_id
     ]  # the walk stops there
-    assert again["events"][0][2] == [ts.PENDING_ARGS_AVAIL, 110.0, ts.PENDING_NODE_ASSIGNMENT, 110.0]
+    assert again["events"][0][2] == [ts.PENDING_ARGS_AVAIL, 111.0, ts.PENDING_NODE_ASSIGNMENT, 111.0]
     assert buf.batch("node", "worker", 7, reversed(entries)) is None  # nothing new: no message at all
     buf.finished(entries[1])  # reported in flight: its end is an open record too
     end = buf.batch("n", "w", 1)
     assert (
         end is not None
         and end["done"] is None
-        and end["events"][0][:3] == [entries[1].spec.task_id, 0, [ts.FINISHED, 111.0]]
+        and end["events"][0][:3] == [entries[1].spec.task_id, 0, [ts.FINISHED, 115.0]]
     )
 
 
@@ -358,12 +360,15 @@ def test_a_worker_reports_a_long_call_as_running_once_then_its_end():
     assert first["done_records"] == 1  # the quick call: RUNNING and FINISHED in one record
     assert first["events"] == [[slow.task_id, 0, [ts.RUNNING, slow_began], -1, None]]
     assert worker.batch("n", "w", 1) is None  # still running: not reported again
+    fresh = _spec(3)
+    worker.running_calls = lambda: [(slow.task_id, 0, slow_began), (fresh.task_id, 0, worker.clock())]
+    assert worker.batch("n", "w", 1) is None  # begun since the last drain: not yet
     worker.ran_and_failed(slow, slow_began, ts.TASK_EXECUTION_EXCEPTION, "ValueError: late")
     worker.running_calls = tuple
     last = worker.batch("n", "w", 1)
     assert last is not None and last["done"] is None  # its start went out already: open
     (rec,) = last["events"]
-    assert rec[2] == [ts.RUNNING, slow_began, ts.FAILED, 104.0] and rec[4] == [
+    assert rec[2] == [ts.RUNNING, slow_began, ts.FAILED, 108.0] and rec[4] == [
         ts.TASK_EXECUTION_EXCEPTION,
         "ValueError: late",
     ]

@@ -203,6 +203,9 @@ class Connection(asyncio.Protocol):
         self._request_now = 0  # the id of the request whose handler runs now (for defer())
         self._next_id = 1
         self._pending: dict[int, asyncio.Future] = {}
+        # call_threadsafe's on_done by request id: run as its response is read, not a loop
+        # iteration later as a future's callback would be (a sync call's latency)
+        self._on_done: dict[int, Callable[[asyncio.Future], None]] = {}
         self._server_nonce = b""
         self._client_nonce = b""
         self._preauth = bytearray()  # bytes received before the handshake finished
@@ -405,6 +408,7 @@ class Connection(asyncio.Protocol):
     # -- dispatch ---------------------------------------------------------------------
     def _on_response(self, req_id: int, error, payload) -> None:
         fut = self._pending.pop(req_id, None)
+        on_done = self._on_done.pop(req_id, None) if self._on_done else None
         if fut is None or fut.done():
             return
         if error is not None:
@@ -414,6 +418,8 @@ class Connection(asyncio.Protocol):
                 raise ProtocolError(f"malformed error in response {req_id}") from None
         else:
             fut.set_result(payload)
+        if on_done is not None:
+            _run_callback(on_done, fut)
 
     def _on_request(self, req_id: int, method: str, payload) -> None:
         handler = self.handlers.get(method)
@@ -520,12 +526,12 @@ class Connection(asyncio.Protocol):
                 fut.add_done_callback(on_done)
             return fut
         fut = self._loop.create_future()
-        if on_done is not None:  # still pending: the loop cannot be running callbacks of it
-            fut.add_done_callback(on_done)
         with self._wlock:
             if self.closed:
                 return None
             req_id = self._register(fut)
+            if on_done is not None:  # before the frame leaves: its response finds it
+                self._on_done[req_id] = on_done
             self.send_threadsafe(pack_frame([REQUEST, req_id, method, payload]))
         return fut
 
@@ -705,8 +711,10 @@ class Connection(asyncio.Protocol):
             if self.closed:
                 return
             self.closed = True
-            pending = list(self._pending.values())
+            pending = dict(self._pending)
             self._pending.clear()
+            on_done = list(self._on_done.items())
+            self._on_done.clear()
             if self._wfd >= 0:
                 os.close(self._wfd)
                 self._wfd = -1
@@ -715,9 +723,16 @@ class Connection(asyncio.Protocol):
             self._handshake_timer.cancel()
             self._handshake_timer = None
         err = ConnectionClosed(f"connection {self.name} closed: {reason}")
-        for fut in pending:
+        for fut in pending.values():
             if not fut.done():
                 fut.set_exception(err)
+        for req_id, callback in on_done:  # their futures failed just above
+            fut = pending.get(req_id)
+            if fut is not None:
+                try:
+                    self._loop.call_soon_threadsafe(_run_callback, callback, fut)
+                except RuntimeError:  # the loop is closed: nobody is left to tell
+                    pass
         if not self.ready.done():
             self.ready.set_exception(err)
             self.ready.exception()  # mark retrieved
@@ -736,6 +751,15 @@ def _reply_frame(req_id: int, error: Any, payload: Any) -> bytes:
         logger.error("cannot encode the reply to request %s: %r", req_id, exc)
         unencodable = ErrorInfo(type(exc).__name__, f"unencodable reply: {exc}")
         return pack_frame([RESPONSE, req_id, unencodable, None])
+
+
+def _run_callback(callback: Callable[[asyncio.Future], None], fut: asyncio.Future) -> None:
+    """Run a request's on_done as a future's callback would run: its error is logged, and
+    does not reach the reader that ran it."""
+    try:
+        callback(fut)
+    except Exception:
+        logger.exception("the callback of a request failed")
 
 
 def _own_descriptor(transport: Any) -> int:

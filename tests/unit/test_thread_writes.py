@@ -341,3 +341,59 @@ def test_a_plain_connection_refuses_calls_from_other_threads(address):
         peer.listener.close()
 
     run(main())
+
+
+def test_on_done_runs_as_the_response_is_read_and_its_error_stays_there(address):
+    """call_threadsafe's on_done runs within the read of its response (no loop iteration in
+    between, so nothing the loop runs meanwhile comes first); an on_done that raises is logged
+    and the connection goes on."""
+
+    async def main():
+        peer = Peer()
+        client = await connect(await peer.start(address), TOKEN, thread_writes=True)
+        loop = asyncio.get_running_loop()
+        seen: list = []
+        arrived = asyncio.Event()
+
+        def on_done(fut):
+            seen.append(("done", fut.result()))
+            arrived.set()
+
+        def boom(fut):
+            raise RuntimeError("a caller's bug")
+
+        real = client._on_response
+
+        def on_response(req_id, error, payload):
+            real(req_id, error, payload)
+            seen.append(("read", payload))
+
+        client._on_response = on_response  # type: ignore[method-assign]
+        await loop.run_in_executor(None, client.call_threadsafe, "echo", "x", on_done)
+        await asyncio.wait_for(arrived.wait(), 5)
+        assert seen == [("done", "x"), ("read", "x")]  # ran inside the read, not after it
+        await loop.run_in_executor(None, client.call_threadsafe, "echo", "y", boom)
+        assert await client.call("echo", "still open") == "still open" and not client.closed
+        assert not client._on_done  # nothing left behind
+        peer.listener.close()
+
+    run(main())
+
+
+def test_on_done_of_a_call_cut_by_a_close_gets_the_failed_future(address):
+    from skate.protocol.connection import ConnectionClosed
+
+    async def main():
+        peer = Peer()
+        client = await connect(await peer.start(address), TOKEN, thread_writes=True)
+        loop = asyncio.get_running_loop()
+        got: asyncio.Future = loop.create_future()
+        fut = await loop.run_in_executor(
+            None, client.call_threadsafe, "later", None, lambda f: got.set_result(f.exception())
+        )
+        await loop.run_in_executor(None, peer.got_deferred.wait, 5)
+        client.close()
+        assert isinstance(await asyncio.wait_for(got, 5), ConnectionClosed) and fut.done()
+        peer.listener.close()
+
+    run(main())

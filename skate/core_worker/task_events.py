@@ -267,10 +267,11 @@ class TaskEventBuffer:
         stops at the first one already reported (the older ones were seen by an earlier
         drain). Calls running in this worker since before the previous drain too. A call is
         shown in flight once it has been so for an interval: the many short ones of a
-        pipeline go only as done rows, never as open records merged one by one. Single events are coalesced into one
-        open record per attempt, `[task_id, attempt, [state, time, ...], info, error]` (`info`
-        a key of the infos, -1: none; `error` `[error_type, message]` or None). The done rows
-        go as they are."""
+        pipeline go only as done rows, never as open records merged one by one.
+
+        Single events are coalesced into one open record per attempt, `[task_id, attempt,
+        [state, time, ...], info, error]` (`info` a key of the infos, -1: none; `error`
+        `[error_type, message]` or None). The done rows go as they are."""
         infos: dict[int, dict] = {}
         cached = self._infos
         records: dict[bytes, list] = {}  # by task id: the usual one attempt per task and batch

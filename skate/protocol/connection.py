@@ -727,10 +727,10 @@ class Connection(asyncio.Protocol):
             if not fut.done():
                 fut.set_exception(err)
         for req_id, callback in on_done:  # their futures failed just above
-            fut = pending.get(req_id)
-            if fut is not None:
+            failed = pending.get(req_id)
+            if failed is not None:
                 try:
-                    self._loop.call_soon_threadsafe(_run_callback, callback, fut)
+                    self._loop.call_soon_threadsafe(_run_callback, callback, failed)
                 except RuntimeError:  # the loop is closed: nobody is left to tell
                     pass
         if not self.ready.done():

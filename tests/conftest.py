@@ -18,7 +18,13 @@ import time
 import psutil
 import pytest
 
-_ROOT = tempfile.mkdtemp(prefix="skate-tests-")
+_inherited = os.environ.get("SKATE_TEMP_DIR", "")
+if os.path.basename(_inherited).startswith("skate-tests-") and os.path.isdir(_inherited):
+    # A process a test started (a job's entrypoint, a workload script) that imports this
+    # module: it belongs to its parent's run (a root of its own would be left behind).
+    _ROOT, _OWN_ROOT = _inherited, False
+else:
+    _ROOT, _OWN_ROOT = tempfile.mkdtemp(prefix="skate-tests-"), True
 os.environ["SKATE_TEMP_DIR"] = _ROOT
 # Shared-memory files of this run's clusters carry a tag of _ROOT (see plasma.arena_path).
 _SHM_GLOB = "/dev/shm/skate-" + hashlib.sha1(_ROOT.encode()).hexdigest()[:8] + "-*"
@@ -90,4 +96,5 @@ def fresh():
 def pytest_sessionfinish(session, exitstatus):
     if skate.is_initialized():
         skate.shutdown()
-    shutil.rmtree(_ROOT, ignore_errors=True)
+    if _OWN_ROOT:
+        shutil.rmtree(_ROOT, ignore_errors=True)

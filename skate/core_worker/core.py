@@ -128,10 +128,12 @@ class CoreWorker:
     def _send_task_events(self, again: bool = False) -> None:
         """I/O loop: send what the task event buffer holds as one message; with again, every
         interval from now on."""
-        in_flight = reversed(self.submitter.manager.pending.values())  # newest first
-        batch = self.task_events.batch(self.node_id, self.worker_id, os.getpid(), in_flight)  # type: ignore[union-attr]
-        if batch is not None and self.gcs is not None and not self.gcs.closed:
-            self.gcs.notify("add_task_events", batch)
+        events = self.task_events
+        if events is not None:  # (None: switched off meanwhile, by a benchmark)
+            in_flight = reversed(self.submitter.manager.pending.values())  # newest first
+            batch = events.batch(self.node_id, self.worker_id, os.getpid(), in_flight)
+            if batch is not None and self.gcs is not None and not self.gcs.closed:
+                self.gcs.notify("add_task_events", batch)
         if again and not self.stopped:
             self.loop.call_later(interval_s(), self._send_task_events, True)
 

@@ -335,7 +335,7 @@ class ActorSubmitter:
         self._in_flight(state, entry)
         events = self.core.task_events
         if events is not None:
-            entry.ev_pushed = events.clock()  # (`pushed`, inline: every pipelined call)
+            entry.ev_pushed = events.clock()  # (task_events: set here, no method call)
         if entry.spec.generator is not None:  # a retry skips the items already here
             entry.spec.generator[2] = self.core.streams.received(entry.task_id)
         fut = state.conn.call("push_actor_task", entry.spec)  # type: ignore[union-attr]

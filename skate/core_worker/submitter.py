@@ -229,7 +229,7 @@ class TaskSubmitter:
             entry.spec.gpus = lease.gpu_ids
         events = self.core.task_events
         if events is not None:
-            entry.ev_pushed = events.clock()  # (`pushed`, inline: every call)
+            entry.ev_pushed = events.clock()  # (task_events: set here, no method call)
         if entry.spec.generator is not None:  # a retry skips the items already here
             entry.spec.generator[2] = self.core.streams.received(entry.task_id)
         fut = lease.conn.call("push_task", entry.spec)

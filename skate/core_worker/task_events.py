@@ -127,7 +127,7 @@ class TaskEventBuffer:
 
     def sent(self, entry: Any, at: float) -> None:
         """A call with nothing to wait for was sent to its worker the moment it was submitted,
-        at `at` (an actor call its user thread pushed): `submitted`, `ready` and `pushed` in one."""
+        at `at` (an actor call its user thread pushed): submitted, ready and pushed in one."""
         entry.ev_info = self.info_id(entry.spec)
         entry.ev_args = entry.ev_ready = entry.ev_pushed = at
         entry.ev_reported = False
@@ -182,16 +182,14 @@ class TaskEventBuffer:
         self._info_ids[key] = i
         return i
 
+    # The call was sent to a worker: the submitters set `entry.ev_pushed` from `clock`
+    # themselves (every call passes there: no method call for it). Harmless on an entry not
+    # recorded, which nothing reads.
+
     def ready(self, entry: Any) -> None:
         """The call's arguments are ready: it is pending a node (or its actor)."""
         if entry.ev_info is not None:
             entry.ev_ready = self.clock()
-
-    def pushed(self, entry: Any, at: float | None = None) -> None:
-        """The call was sent to a worker (at `at`, if given). (The submitters set
-        `ev_pushed` themselves: harmless on an entry not recorded, which no one reads.)"""
-        if entry.ev_info is not None:
-            entry.ev_pushed = self.clock() if at is None else at
 
     def finished(self, entry: Any) -> None:
         """The call finished (or failed in the worker, which says why)."""

@@ -29,10 +29,15 @@ RAY_PYTHON = os.environ.get("RAY_PYTHON", "python")
 ALL_LINES = ["tasks sync", "actor sync", "tasks async", "actor async", "async-actor async"]
 
 
-def start(spec: str) -> subprocess.Popen:
+def parse(side: str) -> tuple[dict[str, str], str]:
+    """A side's environment settings and its runtime ("ray" or a tree's path)."""
+    settings, _, spec = side.rpartition("@")
+    return dict(kv.split("=", 1) for kv in settings.split(",") if kv), spec
+
+
+def start(side: str) -> subprocess.Popen:
     worker = os.path.join(HERE, "side_worker.py")
-    settings, _, spec = spec.rpartition("@")
-    extra = dict(kv.split("=", 1) for kv in settings.split(",") if kv)
+    extra, spec = parse(side)
     if spec == "ray":
         cmd, env = [RAY_PYTHON, worker, "ray"], dict(os.environ, **extra)
     else:
@@ -60,14 +65,12 @@ def main() -> None:
                 res.setdefault((line, side), []).append(float(proc.stdout.readline()))
             proc.stdin.close()
             proc.wait(120)
-            if specs[side].rpartition("@")[2] == "ray":
+            if parse(specs[side])[1] == "ray":
                 ray = os.path.join(os.path.dirname(RAY_PYTHON), "ray")
                 subprocess.run([ray, "stop", "--force"], capture_output=True)
     print("| line | A (median) | B (median) | A / B (medians) | A / B per block: min / median / max |")
     print("|---|---|---|---|---|")
-    digits = (
-        1 if any(s.rpartition("@")[2] == "ray" for s in specs) else 3
-    )  # two Skates: the small differences matter
+    digits = 1 if any(parse(s)[1] == "ray" for s in specs) else 3  # two Skates: the small differences matter
     for line in lines:
         a, b = res[(line, 0)], res[(line, 1)]
         ratios = sorted(x / y for x, y in zip(a, b))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import struct
 
+from skate._ids import TASK_ID_BYTES
+
 PENDING_ARGS_AVAIL = 0
 PENDING_NODE_ASSIGNMENT = 1
 SUBMITTED_TO_WORKER = 2
@@ -30,9 +32,8 @@ TERMINAL = frozenset({FINISHED, FAILED})
 # encode): an owner's (task id, attempt, info key, then the times of PENDING_ARGS_AVAIL,
 # PENDING_NODE_ASSIGNMENT, SUBMITTED_TO_WORKER and FINISHED) and a worker's (task id,
 # attempt, RUNNING and FINISHED times). A time never seen is NaN.
-OWNER_ROW = struct.Struct("<16sIidddd")
-WORKER_ROW = struct.Struct("<16sIdd")
-ROW_TASK_ID_BYTES = 16
+OWNER_ROW = struct.Struct(f"<{TASK_ID_BYTES}sIidddd")
+WORKER_ROW = struct.Struct(f"<{TASK_ID_BYTES}sIdd")
 
 # Ray's task types.
 NORMAL_TASK = "NORMAL_TASK"

@@ -290,8 +290,9 @@ class ActorSubmitter:
         self.core.submitter.manager.add(entry)
         entry.resolved = True
         events = self.core.task_events
-        if events is not None:
-            events.sent(entry, at)  # (at is set when events are on)
+        if events is not None:  # (then `at` is set): submitted, ready and pushed at once
+            events.submitted(entry, True, at)
+            entry.ev_pushed = at
         self._in_flight(state, entry)
 
     def _on_direct_reply(

@@ -251,10 +251,7 @@ class Executor:
                 return self._failed(spec, call, exc, start)
             reply = self._succeeded(spec, result, start)
             if events is not None:
-                if reply.app_error:  # the result could not be stored
-                    _record_unstored(events, spec, began)
-                else:
-                    events.ran(spec, began)
+                _record_end(events, spec, began, reply)
             return reply
         finally:
             self.running.pop(spec.task_id, None)
@@ -288,10 +285,7 @@ class Executor:
                 return self._failed(spec, call, exc, start)
             reply = self._succeeded(spec, result, start)
             if events is not None:
-                if reply.app_error:  # the result could not be stored
-                    _record_unstored(events, spec, began)
-                else:
-                    events.ran(spec, began)
+                _record_end(events, spec, began, reply)
             return reply
         finally:
             self.running.pop(spec.task_id, None)
@@ -412,5 +406,8 @@ def _record_failure(events: Any, spec: TaskSpec, began: float, call: CallContext
         events.ran_and_failed(spec, began, ts.TASK_EXECUTION_EXCEPTION, f"{type(exc).__name__}: {exc}")
 
 
-def _record_unstored(events: Any, spec: TaskSpec, began: float) -> None:
-    events.ran_and_failed(spec, began, ts.TASK_EXECUTION_EXCEPTION, "its result could not be stored")
+def _record_end(events: Any, spec: TaskSpec, began: float, reply: TaskReply) -> None:
+    if reply.app_error:  # the result could not be stored
+        events.ran_and_failed(spec, began, ts.TASK_EXECUTION_EXCEPTION, "its result could not be stored")
+    else:
+        events.ran(spec, began)

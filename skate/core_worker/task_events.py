@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from skate import _task_states as ts
+from skate._ids import TASK_ID_BYTES
 
 DEFAULT_INTERVAL_S = 1.0
 DEFAULT_MAX_EVENTS = 100_000
@@ -41,7 +42,7 @@ MAX_CACHED_INFOS = 1024  # distinct (function, options) whose info is cached per
 ERROR_MESSAGE_LIMIT = 1000
 # A single event that stands for two: ran (RUNNING at `extra`, FINISHED at `when`).
 _RAN = -2
-OWNER_ROW, WORKER_ROW, TASK_ID_BYTES = ts.OWNER_ROW, ts.WORKER_ROW, ts.ROW_TASK_ID_BYTES
+OWNER_ROW, WORKER_ROW = ts.OWNER_ROW, ts.WORKER_ROW
 _NAN = float("nan")
 _pack_owner = OWNER_ROW.pack
 _pack_worker = WORKER_ROW.pack
@@ -123,13 +124,6 @@ class TaskEventBuffer:
         entry.ev_args = now
         entry.ev_ready = now if ready else None
         entry.ev_pushed = None
-        entry.ev_reported = False
-
-    def sent(self, entry: Any, at: float) -> None:
-        """A call with nothing to wait for was sent to its worker the moment it was submitted,
-        at `at` (an actor call its user thread pushed): submitted, ready and pushed in one."""
-        entry.ev_info = self.info_id(entry.spec)
-        entry.ev_args = entry.ev_ready = entry.ev_pushed = at
         entry.ev_reported = False
 
     def info_id(self, spec: Any) -> Any:

@@ -203,8 +203,7 @@ class Connection(asyncio.Protocol):
         self._request_now = 0  # the id of the request whose handler runs now (for defer())
         self._next_id = 1
         self._pending: dict[int, asyncio.Future] = {}
-        # call_threadsafe's on_done by request id: run as its response is read, not a loop
-        # iteration later as a future's callback would be (a sync call's latency)
+        # requests' on_done by request id (see `_register`)
         self._on_done: dict[int, Callable[[asyncio.Future], None]] = {}
         self._server_nonce = b""
         self._client_nonce = b""
@@ -486,26 +485,38 @@ class Connection(asyncio.Protocol):
             logger.exception("notification handler %s failed", method)
 
     # -- sending ----------------------------------------------------------------------
-    def call(self, method: str, payload: Any = None, *, large: bool = False) -> asyncio.Future:
+    def call(
+        self,
+        method: str,
+        payload: Any = None,
+        *,
+        large: bool = False,
+        on_done: Callable[[asyncio.Future], None] | None = None,
+    ) -> asyncio.Future:
         """Send a request; the future resolves to the reply or raises RemoteError. `large`:
-        the payload carries megabytes (encoded without the extra copy, see pack_large_frame)."""
+        the payload carries megabytes (encoded without the extra copy, see pack_large_frame).
+        `on_done`: run with the future as its response is read (see `_register`)."""
         fut = self._loop.create_future()
         if self.closed:
             fut.set_exception(ConnectionClosed(f"connection {self.name} is closed: {self.close_reason}"))
             return fut
         if self._wlock is None:
-            req_id = self._register(fut)
+            req_id = self._register(fut, on_done)
         else:
             with self._wlock:  # ids are shared with call_threadsafe
-                req_id = self._register(fut)
+                req_id = self._register(fut, on_done)
         self.send_raw((pack_large_frame if large else pack_frame)([REQUEST, req_id, method, payload]))
         return fut
 
-    def _register(self, fut: asyncio.Future) -> int:
-        """Number a request and remember its future (under `_wlock` where there is one)."""
+    def _register(self, fut: asyncio.Future, on_done: Callable[[asyncio.Future], None] | None = None) -> int:
+        """Number a request and remember its future (under `_wlock` where there is one), and
+        its `on_done`: run inside the read of the response, not a loop iteration later as a
+        future's callback would be (a sync call's latency), or with the failed future on close."""
         req_id = self._next_id
         self._next_id += 1
         self._pending[req_id] = fut
+        if on_done is not None:
+            self._on_done[req_id] = on_done
         return req_id
 
     def call_threadsafe(
@@ -521,17 +532,12 @@ class Connection(asyncio.Protocol):
         if self._wlock is None:  # a plain connection: only the loop's thread may send on it
             if threading.get_ident() != self._loop_thread:
                 return None  # (a hop to the loop could land after sends the caller posted)
-            fut = self.call(method, payload)
-            if on_done is not None:
-                fut.add_done_callback(on_done)
-            return fut
+            return self.call(method, payload, on_done=on_done)
         fut = self._loop.create_future()
         with self._wlock:
             if self.closed:
                 return None
-            req_id = self._register(fut)
-            if on_done is not None:  # before the frame leaves: its response finds it
-                self._on_done[req_id] = on_done
+            req_id = self._register(fut, on_done)  # before the frame leaves: its response finds it
             self.send_threadsafe(pack_frame([REQUEST, req_id, method, payload]))
         return fut
 

@@ -451,7 +451,8 @@ def test_times_never_seen_stay_unset_and_a_sent_call_has_three_at_once():
     bare, direct = Entry(_spec(1)), Entry(_spec(2, actor_id=b"a" * 16, method="m"))
     buf.submitted(bare)  # never ready nor pushed (it ended first)
     buf.finished(bare)
-    buf.sent(direct, 50.0)  # pushed by its user thread when submitted
+    buf.submitted(direct, True, 50.0)  # pushed by its user thread when submitted
+    direct.ev_pushed = 50.0
     buf.finished(direct)
     batch = buf.batch("n", "w", 1, ())
     assert batch is not None and batch["num_events"] == 2 + 4

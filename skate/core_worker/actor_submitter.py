@@ -173,6 +173,8 @@ class ActorSubmitter:
                 {"actor_id": actor_id, "no_restart": True, "reason": "an argument of its constructor failed"},
             )
             return
+        if core.task_events is not None:  # the GCS sends it: the owner does not see when
+            core.task_events.stamp(entry, float("nan"))
         fut = core.gcs.call(
             "create_actor",
             {
@@ -266,12 +268,15 @@ class ActorSubmitter:
                 # The actor is idle: push from this thread, saving the I/O thread's wake-up
                 # (a sync call's latency). The loop books the call when its reply comes, or
                 # before anything posted later (`_book`), whichever is first.
-                at = core.task_events and core.task_events.clock()
+                events = core.task_events
+                if events is not None:  # submitted, ready and sent at once (see task_events)
+                    at = events.clock()
+                    spec.times = (at, at, at)
                 sent = conn.call_threadsafe(
-                    "push_actor_task", spec, functools.partial(self._on_direct_reply, state, entry, at)
+                    "push_actor_task", spec, functools.partial(self._on_direct_reply, state, entry)
                 )
         if sent is not None:
-            core.post_quietly(self._book, entry, state, at)  # no wake-up: see _book
+            core.post_quietly(self._book, entry, state)  # no wake-up: see _book
         else:
             core.post(self._on_submit, entry, state)
         return refs
@@ -282,23 +287,18 @@ class ActorSubmitter:
         state.queue.append(entry)
         self.core.submitter.resolve_dependencies(entry)
 
-    def _book(self, entry: TaskEntry, state: ActorState, at: float | None) -> None:
-        """Track a call its user thread pushed at `at` (see `submit`) as `_push` would, once:
-        from the reply's callback or from the quiet post, whichever runs first."""
+    def _book(self, entry: TaskEntry, state: ActorState) -> None:
+        """Track a call its user thread pushed (see `submit`; its task event times are in its
+        spec) as `_push` would, once: from the reply's callback or from the quiet post,
+        whichever runs first."""
         if entry.resolved or entry.done:
             return
         self.core.submitter.manager.add(entry)
         entry.resolved = True
-        events = self.core.task_events
-        if events is not None:  # (then `at` is set): submitted, ready and pushed at once
-            events.submitted(entry, True, at)
-            entry.ev_pushed = at
         self._in_flight(state, entry)
 
-    def _on_direct_reply(
-        self, state: ActorState, entry: TaskEntry, at: float | None, fut: asyncio.Future
-    ) -> None:
-        self._book(entry, state, at)
+    def _on_direct_reply(self, state: ActorState, entry: TaskEntry, fut: asyncio.Future) -> None:
+        self._book(entry, state)
         self._on_reply(state, entry, fut)
         self.core.drain_quiet()  # the quiet posts of earlier direct calls, now moot
 
@@ -336,7 +336,7 @@ class ActorSubmitter:
         self._in_flight(state, entry)
         events = self.core.task_events
         if events is not None:
-            entry.ev_pushed = events.clock()  # (task_events: set here, no method call)
+            events.stamp(entry)
         if entry.spec.generator is not None:  # a retry skips the items already here
             entry.spec.generator[2] = self.core.streams.received(entry.task_id)
         fut = state.conn.call("push_actor_task", entry.spec)  # type: ignore[union-attr]

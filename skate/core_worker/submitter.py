@@ -30,10 +30,10 @@ from skate.core_worker.lease_pool import (
 )
 from skate.core_worker.memory_store import Waiter
 from skate.core_worker.object_table import RECORD_CALL_SITES, call_site
-from skate.core_worker.task_manager import KIND_ERROR, Complete, Fail, Retry, TaskEntry, TaskManager
+from skate.core_worker.task_manager import Complete, Fail, Retry, TaskEntry, TaskManager
 from skate.exceptions import ObjectLostError, RaySystemError, RuntimeEnvSetupError
 from skate.object_ref import ObjectRef
-from skate.protocol.messages import INLINE, TaskReply, TaskSpec
+from skate.protocol.messages import TaskReply, TaskSpec
 
 logger = logging.getLogger(__name__)
 
@@ -229,7 +229,7 @@ class TaskSubmitter:
             entry.spec.gpus = lease.gpu_ids
         events = self.core.task_events
         if events is not None:
-            entry.ev_pushed = events.clock()  # (task_events: set here, no method call)
+            events.stamp(entry)
         if entry.spec.generator is not None:  # a retry skips the items already here
             entry.spec.generator[2] = self.core.streams.received(entry.task_id)
         fut = lease.conn.call("push_task", entry.spec)
@@ -331,11 +331,9 @@ class TaskSubmitter:
 
     def complete(self, entry: TaskEntry, returns: list, holder: str | None = None) -> None:
         core = self.core
-        events = core.task_events
-        if events is not None:
-            if returns and returns[0][0] == INLINE and returns[0][1][0] == KIND_ERROR:
-                events.failed_entry(entry, None)  # the worker's event says why
-            else:
+        if entry.ev_reported:  # (the worker's task events record the end: see task_events)
+            events = core.task_events
+            if events is not None:
                 events.finished(entry)
         if entry.spec.generator is not None:  # the end of its stream of items
             returns = core.streams.on_task_end(entry.task_id, returns)

@@ -1,25 +1,27 @@
 """What one process records of task state transitions, until the I/O loop sends them.
 
-Owners record a task's life on their side (arguments pending, waiting for a node, sent to a
-worker, finished or failed and why); workers record when they run it and how it ended.
+Owners see a task's first states (arguments pending, waiting for a node, sent to a worker);
+workers see it run and end. The common life costs the owner no record at all: it stamps its
+three times into the `TaskSpec` it sends anyway (`TaskSpec.times`), and the worker, when the
+call returns, appends one packed row with the whole life (`DONE_ROW`: bytes, not a tuple:
+task id, attempt, info key, the owner's three times, start, end). The owner's user thread is
+the bottleneck of a pipeline of calls; the worker's execution thread has the time.
 
-The common life costs a few clock reads and one append per side: the owner keeps the times
-of a call on its `TaskEntry` (`ev_*` slots) and appends one packed row (`OWNER_ROW`: bytes, not
-a tuple) when it finishes; the worker appends one (`WORKER_ROW`) when the call returns. A
-task's static info is an index into a small cache (function and options; the last one found
-is remembered, so a burst of calls of one function costs a few identity checks), not its
-spec, so nothing the garbage collector must trace stays alive and no row is ever traced.
-Every `interval` seconds the core worker's I/O loop joins the rows into one byte string (the
-GCS keeps it, in a msgpack blob, and reads it only when asked) and reports what is still in
-flight and was already at the previous send as open records, once; rarer things
-(failures, a call that ends after it was reported) go through a deque of single events. One
-`add_task_events` message per interval, never one per event; the GCS keeps a bounded window
-(`gcs.task_event_store`).
+A task's static info (name, type, job, resources...) is an index into a small cache keyed by
+function and options (the last one found is remembered, so a burst of calls of one function
+costs a few comparisons), so nothing the garbage collector must trace stays alive and no row
+is ever traced. Every `interval` seconds the core worker's I/O loop joins the rows into one
+byte string (the GCS keeps it, in a msgpack blob, and reads it only when asked) and reports
+what is still in flight and was already at the previous send as open records, once: the
+owner its calls waiting or sent (with the times it keeps on its `TaskEntry`, `ev_*` slots),
+the worker the calls it runs. Rarer things (failures, a call that ends after it was
+reported) go through a deque of single events. One `add_task_events` message per interval,
+never one per event; the GCS keeps a bounded window (`gcs.task_event_store`).
 
-The deque is bounded too (`max_events`): a process that cannot send keeps the newest
-events and counts the overflow as dropped. Off with `_system_config={"enable_task_events":
-False}` or SKATE_TASK_EVENTS=0: the core worker then has no buffer and the hooks are
-skipped after one `is None` test.
+The deques are bounded (`max_events`): a process that cannot send keeps the newest events
+and counts the overflow as dropped. Off with `_system_config={"enable_task_events": False}`
+or SKATE_TASK_EVENTS=0: the core worker then has no buffer and the hooks are skipped after
+one `is None` test (its specs carry no times, and a worker that records writes NaN for them).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import collections
 import itertools
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
@@ -40,12 +43,18 @@ DEFAULT_INTERVAL_S = 1.0
 DEFAULT_MAX_EVENTS = 100_000
 MAX_CACHED_INFOS = 1024  # distinct (function, options) whose info is cached per process
 ERROR_MESSAGE_LIMIT = 1000
-# A single event that stands for two: ran (RUNNING at `extra`, FINISHED at `when`).
+# Single events that stand for more than one state: ran (RUNNING at `extra`, FINISHED at
+# `when`), and a task's static info (`extra`: an info id or the spec).
 _RAN = -2
-OWNER_ROW, WORKER_ROW = ts.OWNER_ROW, ts.WORKER_ROW
+_INFO = -3
+DONE_ROW = ts.DONE_ROW
 _NAN = float("nan")
-_pack_owner = OWNER_ROW.pack
-_pack_worker = WORKER_ROW.pack
+_NO_TIMES = (_NAN, _NAN, _NAN)
+_pack = DONE_ROW.pack
+# The info key of each packed row, read as ints straight from the joined rows (no tuple per
+# row): the row is a whole number of 4-byte words and the key is the sixth.
+_INFO_WORD, _ROW_WORDS = 5, DONE_ROW.size // 4
+_LITTLE_ENDIAN = sys.byteorder == "little"
 
 
 def enabled() -> bool:
@@ -60,7 +69,7 @@ def interval_s() -> float:
 
 def task_info(spec: Any) -> dict:
     """The static part of a task's record, from its spec (built once per distinct function
-    and options, see `TaskEventBuffer.submitted`)."""
+    and options, see `TaskEventBuffer.info_id`)."""
     if spec.actor_id is None:
         kind = ts.NORMAL_TASK
     elif spec.method is None:
@@ -84,13 +93,10 @@ class TaskEventBuffer:
 
     def __init__(self, max_events: int = DEFAULT_MAX_EVENTS, clock=time.time):
         self.events: collections.deque = collections.deque(maxlen=max_events)  # single events
-        # packed rows (OWNER_ROW, WORKER_ROW) of calls that ended without being reported in
-        # flight: the owner's appended by the I/O thread only, the worker's by any thread
-        self.owner_done: list[bytes] = []
-        self.worker_done: collections.deque = collections.deque(maxlen=max_events)
-        self._owner_infos: set[int] = set()  # the info keys of the owner rows
-        self._last_row_info: Any = None  # the last key added to _owner_infos
-        self._owner_missing = 0  # times the owner rows have as NaN (never seen)
+        # packed rows (DONE_ROW) of calls that ran here and ended without being reported in
+        # flight, appended by the threads that run them
+        self.done: collections.deque = collections.deque(maxlen=max_events)
+        self._bare_rows = 0  # rows without the owner's times (a statistic: racy by design)
         self.max_events = max_events
         self.clock = clock
         self.dropped = 0  # events overwritten because a deque was full
@@ -102,151 +108,139 @@ class TaskEventBuffer:
         self.running_calls: Callable[[], Iterable[tuple[bytes, int, float]]] = tuple
         # attempts reported while in flight (by task id): their ends go as open records too
         self._reported: set[bytes] = set()
-        # info ids by what makes two calls' infos equal; the entries of `_infos` keep the
-        # objects whose ids are in the keys alive (so no id is reused while cached)
-        self._info_ids: dict[tuple, int] = {}
-        self._infos: dict[int, tuple] = {}
+        # info ids by (name, actor id, is creation, job id): [(options, id), ...], options
+        # being (resources, placement group, runtime env), compared by value (a worker's
+        # specs are decoded afresh for every call)
+        self._info_ids: dict[tuple, list] = {}
+        self._infos: dict[int, dict] = {}
+        self._num_infos = 0
         self._next_info = itertools.count()
-        # the last spec's (name, actor_id, job_id, resources, placement_group, runtime_env,
-        # is creation) and its info id: a burst of calls of one function skips the key
-        self._last_info: tuple = (None,) * 8
-        # infos of specs the cache had no room for, keyed for the next batch only
-        self._batch_infos: dict[int, dict] = {}
+        # the last spec's (name, actor_id, job_id, is creation, options) and its info id: a
+        # burst of calls of one function skips the lookup (replaced whole: threads race on it)
+        self._last_info: tuple = (None,) * 6
 
     # -- an owner's calls (the I/O thread) ---------------------------------------------
-    def submitted(self, entry: Any, ready: bool = False, at: float | None = None) -> None:
+    def submitted(self, entry: Any, ready: bool = False) -> None:
         """A call was submitted and waits for its arguments (with ready, it has none to wait
         for: pending a node at the same instant). Its times live on the entry from now on
-        (`ev_info`, `ev_args`, `ev_ready`, `ev_pushed`, `ev_reported`). `at`: when it was,
-        if earlier than now (a call its user thread pushed, recorded later on the loop)."""
-        now = self.clock() if at is None else at
-        entry.ev_info = self.info_id(entry.spec)
+        (`ev_args`, `ev_ready`, `ev_reported`) and go with the spec when it is pushed."""
+        now = self.clock()
         entry.ev_args = now
         entry.ev_ready = now if ready else None
-        entry.ev_pushed = None
         entry.ev_reported = False
 
+    def ready(self, entry: Any) -> None:
+        """The call's arguments are ready: it is pending a node (or its actor)."""
+        if entry.ev_args:
+            entry.ev_ready = self.clock()
+
+    def stamp(self, entry: Any, pushed: float | None = None) -> None:
+        """The call is being sent (at `pushed`, default now; NaN: sent by someone else, the
+        GCS for an actor's constructor): its spec carries the owner's times to the worker,
+        which writes the whole row. A call its user thread pushes at once sets `spec.times`
+        itself (see `ActorSubmitter.submit`), without this call."""
+        now = self.clock() if pushed is None else pushed
+        spec = entry.spec
+        times = spec.times
+        if times is not None:  # sent before: a retry keeps its first two times
+            spec.times = (times[0], times[1], now)
+        else:
+            args, ready = entry.ev_args or now, entry.ev_ready
+            spec.times = (args, now if ready is None else ready, now)
+
+    def finished(self, entry: Any) -> None:
+        """A call reported in flight is over (the worker's events say how): forget it."""
+        if entry.ev_reported:
+            entry.ev_reported = False
+            self._reported.discard(entry.spec.task_id)
+
+    def failed_entry(self, entry: Any, error_type: str | None, message: str | None = None) -> None:
+        """The call failed. error_type None: in the worker, whose events say why (and carry
+        the owner's times); otherwise on the owner's side, which records what it saw."""
+        if error_type is None:
+            self.finished(entry)
+            return
+        spec = entry.spec
+        if not entry.ev_reported:  # its earlier states go first, as single events
+            times = spec.times
+            if times is None:
+                times = (entry.ev_args or _NAN, _NAN if entry.ev_ready is None else entry.ev_ready, _NAN)
+            self._owner_states(spec, times, self.info_id(spec))
+        self.failed(spec, error_type, message)
+
+    def _owner_states(self, spec: Any, times: tuple, info: Any) -> None:
+        """The owner's times of a call and its info, as single events (NaN: not seen)."""
+        tid, attempt, append = spec.task_id, spec.attempt, self.events.append
+        append((tid, attempt, _INFO, 0.0, info))
+        for state, when in zip(
+            (ts.PENDING_ARGS_AVAIL, ts.PENDING_NODE_ASSIGNMENT, ts.SUBMITTED_TO_WORKER), times
+        ):
+            if when == when:  # (not NaN)
+                append((tid, attempt, state, when, None))
+
+    # -- static info (any thread) ------------------------------------------------------
     def info_id(self, spec: Any) -> Any:
         """The cached info id of the spec's function and options (or the spec itself, when
-        the cache is full: its info is built when its row is added)."""
+        the cache is full: its info is built at the drain)."""
         last = self._last_info
+        options = (spec.resources, spec.placement_group, spec.runtime_env)
         if (
             last[0] == spec.name
             and last[1] == spec.actor_id
             and last[2] == spec.job_id
-            and last[3] is spec.resources
-            and last[4] is spec.placement_group
-            and last[5] is spec.runtime_env
-            and last[6] is (spec.method is None)
+            and last[3] is (spec.method is None)
+            and last[4] == options
         ):
-            return last[7]
-        key = (
-            spec.name,
-            spec.actor_id,
-            spec.method is None,
-            spec.job_id,
-            id(spec.resources),
-            id(spec.placement_group),
-            id(spec.runtime_env),
-        )
-        info: Any = self._info_ids.get(key)
+            return last[5]
+        key = (spec.name, spec.actor_id, spec.method is None, spec.job_id)
+        found = self._info_ids.get(key)
+        info: Any = None
+        if found is not None:
+            for opts, i in found:
+                if opts == options:
+                    info = i
+                    break
         if info is None:
-            info = self._cache_info(key, spec)
-            if type(info) is not int:
-                return info
-        self._last_info = (
-            spec.name,
-            spec.actor_id,
-            spec.job_id,
-            spec.resources,
-            spec.placement_group,
-            spec.runtime_env,
-            spec.method is None,
-            info,
-        )
+            if self._num_infos >= MAX_CACHED_INFOS:
+                return spec
+            info = next(self._next_info)
+            self._num_infos += 1
+            self._infos[info] = task_info(spec)
+            self._info_ids.setdefault(key, []).append((options, info))
+        self._last_info = (spec.name, spec.actor_id, spec.job_id, spec.method is None, options, info)
         return info
-
-    def _cache_info(self, key: tuple, spec: Any) -> Any:
-        """The info id for a new key, or the spec itself once the cache is full (many
-        distinct options: those calls' infos are built at drain)."""
-        if len(self._info_ids) >= MAX_CACHED_INFOS:
-            return spec
-        i = next(self._next_info)
-        self._infos[i] = (task_info(spec), spec.resources, spec.placement_group, spec.runtime_env)
-        self._info_ids[key] = i
-        return i
-
-    # The call was sent to a worker: the submitters set `entry.ev_pushed` from `clock`
-    # themselves (every call passes there: no method call for it). Harmless on an entry not
-    # recorded, which nothing reads.
-
-    def ready(self, entry: Any) -> None:
-        """The call's arguments are ready: it is pending a node (or its actor)."""
-        if entry.ev_info is not None:
-            entry.ev_ready = self.clock()
-
-    def finished(self, entry: Any) -> None:
-        """The call finished (or failed in the worker, which says why)."""
-        info = entry.ev_info
-        if info is None:
-            return
-        entry.ev_info = None
-        spec = entry.spec
-        if entry.ev_reported:  # reported in flight: its end is an open record
-            self.events.append((spec.task_id, spec.attempt, ts.FINISHED, self.clock(), None))
-            return
-        rows = self.owner_done
-        if len(rows) >= self.max_events:
-            self.dropped += 1
-            return
-        if info is not self._last_row_info:
-            if type(info) is not int:  # not cached: keyed for this batch
-                info = next(self._next_info)
-                self._batch_infos[info] = task_info(spec)
-            self._owner_infos.add(info)
-            self._last_row_info = info
-        ready, pushed = entry.ev_ready, entry.ev_pushed
-        if ready is None or pushed is None:
-            self._owner_missing += (ready is None) + (pushed is None)
-            ready = _NAN if ready is None else ready
-            pushed = _NAN if pushed is None else pushed
-        rows.append(_pack_owner(spec.task_id, spec.attempt, info, entry.ev_args, ready, pushed, self.clock()))
-
-    def failed_entry(self, entry: Any, error_type: str | None, message: str | None = None) -> None:
-        """The call failed on the owner's side (error_type None: the worker's event says why)."""
-        spec = entry.spec
-        info = entry.ev_info
-        entry.ev_info = None
-        if info is not None and not entry.ev_reported:  # its earlier states go first, as single events
-            tid, attempt, append = spec.task_id, spec.attempt, self.events.append
-            append((tid, attempt, ts.PENDING_ARGS_AVAIL, entry.ev_args, info))
-            later = ((ts.PENDING_NODE_ASSIGNMENT, entry.ev_ready), (ts.SUBMITTED_TO_WORKER, entry.ev_pushed))
-            for state, when in later:
-                if when is not None:
-                    append((tid, attempt, state, when, None))
-        self.failed(spec, error_type, message)
 
     # -- single events (any thread) ------------------------------------------------------
     def failed(self, spec: Any, error_type: str | None, message: str | None = None) -> None:
-        """The attempt failed; error_type None when the recorder does not know why (an owner
-        that got an error result: the worker's event says why)."""
+        """The attempt failed; error_type None when the recorder does not know why."""
         extra = None if error_type is None else (error_type, (message or "")[:ERROR_MESSAGE_LIMIT])
         self.events.append((spec.task_id, spec.attempt, ts.FAILED, self.clock(), extra))
 
     # -- a worker's calls (the thread that runs them) ------------------------------------
     # A call's start is not queued: the executor notes it (from `clock`) in its table of
     # running calls, which a drain reads through `running_calls` (so a long call shows
-    # RUNNING), and `ran` records start and end at once.
+    # RUNNING), and `ran` records the whole life at once.
     def ran(self, spec: Any, start: float) -> None:
-        """The call that started at `start` finished."""
+        """The call that started at `start` finished: its row, with the owner's times."""
         tid = spec.task_id
-        if tid in self._reported or len(tid) != TASK_ID_BYTES:
+        times = spec.times
+        info = self.info_id(spec)
+        if tid in self._reported or type(info) is not int or len(tid) != TASK_ID_BYTES:
+            self._owner_states(spec, _NO_TIMES if times is None else times, info)
             self.events.append((tid, spec.attempt, _RAN, self.clock(), start))
-        else:
-            self.worker_done.append(_pack_worker(tid, spec.attempt, start, self.clock()))
+            return
+        if times is None:
+            times = _NO_TIMES
+            self._bare_rows += 1
+        done = self.done
+        if len(done) >= self.max_events:  # the oldest row goes (counted; racy, like the count)
+            self.dropped += 1
+        done.append(_pack(tid, spec.attempt, info, *times, start, self.clock()))
 
     def ran_and_failed(self, spec: Any, start: float, error_type: str, message: str) -> None:
         """The call that started at `start` failed, and why."""
+        times = spec.times
+        self._owner_states(spec, _NO_TIMES if times is None else times, self.info_id(spec))
         self.events.append((spec.task_id, spec.attempt, ts.RUNNING, start, None))
         self.failed(spec, error_type, message)
 
@@ -265,32 +259,43 @@ class TaskEventBuffer:
         [state, time, ...], info, error]` (`info` a key of the infos, -1: none; `error`
         `[error_type, message]` or None). The done rows go as they are."""
         infos: dict[int, dict] = {}
-        cached = self._infos
         records: dict[bytes, list] = {}  # by task id: the usual one attempt per task and batch
         earlier: list[list] = []  # records of attempts a later one of the same task replaced
         reported = self._reported
         limit = self.max_events
         cutoff, self._last_drain = self._last_drain, self.clock()
         for entry in in_flight:
-            info = entry.ev_info
-            if info is None:
-                continue
             if entry.ev_reported or len(reported) >= limit:
                 break
-            if entry.ev_args > cutoff:  # submitted since the last drain: next time, if still on
+            spec = entry.spec
+            times = spec.times
+            if times is None:
+                if not entry.ev_args:  # not recorded
+                    continue
+                times = (entry.ev_args, _NAN if entry.ev_ready is None else entry.ev_ready, _NAN)
+            if times[0] > cutoff:  # submitted since the last drain: next time, if still on
                 continue
             entry.ev_reported = True
-            spec = entry.spec
-            times = [ts.PENDING_ARGS_AVAIL, entry.ev_args]
-            if entry.ev_ready is not None:
-                times += (ts.PENDING_NODE_ASSIGNMENT, entry.ev_ready)
-            if entry.ev_pushed is not None:
-                times += (ts.SUBMITTED_TO_WORKER, entry.ev_pushed)
-            records[spec.task_id] = [spec.task_id, spec.attempt, times, self._info_key(info, infos), None]
+            seen = [
+                s
+                for state, when in zip(
+                    (ts.PENDING_ARGS_AVAIL, ts.PENDING_NODE_ASSIGNMENT, ts.SUBMITTED_TO_WORKER), times
+                )
+                if when == when
+                for s in (state, when)
+            ]
+            records[spec.task_id] = [
+                spec.task_id,
+                spec.attempt,
+                seen,
+                self._info_key(self.info_id(spec), infos),
+                None,
+            ]
         events = self.events
         n = len(events)
         if n >= self.max_events:
             self.dropped += 1  # at least one: the deque may have overwritten some
+        singles = 0
         popleft = events.popleft
         for _ in range(n):
             tid, attempt, state, when, extra = popleft()
@@ -301,15 +306,14 @@ class TaskEventBuffer:
                 rec = records[tid] = [tid, attempt, [], -1, None]
             if state >= 0:
                 rec[2] += (state, when)
+                singles += 1
+                if extra is not None:
+                    rec[4] = list(extra)
             elif state == _RAN:  # extra: when it started
                 rec[2] += (ts.RUNNING, extra, ts.FINISHED, when)
-                continue
-            if extra is None:
-                continue
-            if state == ts.PENDING_ARGS_AVAIL:
+                singles += 2
+            else:  # _INFO
                 rec[3] = self._info_key(extra, infos)
-            else:
-                rec[4] = list(extra)
         try:
             running = list(self.running_calls())
         except RuntimeError:  # changed by another thread as it was read: next time
@@ -317,46 +321,37 @@ class TaskEventBuffer:
         for tid, attempt, start in running:  # calls running since before the last drain, shown once
             if start <= cutoff and tid not in reported and tid not in records and len(reported) < limit:
                 records[tid] = [tid, attempt, [ts.RUNNING, start], -1, None]
-        owner_rows, self.owner_done = self.owner_done, []  # (appended on this thread only)
-        worker_rows = _take(self.worker_done)
-        if not records and not owner_rows and not worker_rows:
+        rows = _take(self.done)
+        if not records and not rows:
             return None
         opened: list[list] = []
         for rec in itertools.chain(earlier, records.values()):
             tid = rec[0]
-            if rec[2][-2] < ts.FINISHED:  # not over (its last state is its furthest)
+            if max(rec[2][::2], default=-1) < ts.FINISHED:  # not over
                 reported.add(tid)
             else:
                 reported.discard(tid)
             opened.append(rec)
-        jobs: dict[str, int] = {}
-        if owner_rows:
-            row_infos, self._owner_infos, self._last_row_info = self._owner_infos, set(), None
-            extra, self._batch_infos = self._batch_infos, {}
-            for info in row_infos:
-                if info not in infos:
-                    infos[info] = extra[info] if info in extra else cached[info][0]
-            if len(row_infos) == 1:  # the usual: every row of one function
-                jobs[infos[next(iter(row_infos))]["job_id"] or ""] = len(owner_rows)
-            else:
-                by_info = collections.Counter(row[2] for row in OWNER_ROW.iter_unpack(b"".join(owner_rows)))
-                for info, count in by_info.items():
-                    job = infos[info]["job_id"] or ""
-                    jobs[job] = jobs.get(job, 0) + count
-        if reported and worker_rows:  # reported by a drain between `ran` and its row's taking
-            for row in worker_rows:
+        if reported and rows:  # reported by a drain between `ran` and its row's taking
+            for row in rows:
                 reported.discard(row[:TASK_ID_BYTES])
-        num = n + 2 * len(worker_rows) + 4 * len(owner_rows) - self._owner_missing
-        self._owner_missing = 0
-        owner_done = b"".join(owner_rows)
-        worker_done = b"".join(worker_rows)
-        return Drained(infos, opened, owner_done, worker_done, jobs, num)
+        done = b"".join(rows)
+        jobs: dict[str, int] = {}
+        if done:
+            for info, count in _count_infos(done).items():
+                if info not in infos:
+                    infos[info] = self._infos[info]
+                job = infos[info]["job_id"] or ""
+                jobs[job] = jobs.get(job, 0) + count
+        bare, self._bare_rows = self._bare_rows, 0
+        num = singles + 5 * len(rows) - 3 * min(bare, len(rows))
+        return Drained(infos, opened, done, jobs, num)
 
     def _info_key(self, info: Any, infos: dict[int, dict]) -> int:
         """The batch's key of a cached info id, or of a spec's info built now."""
         if type(info) is int:
             if info not in infos:
-                infos[info] = self._infos[info][0]
+                infos[info] = self._infos[info]
             return info
         i = next(self._next_info)
         infos[i] = task_info(info)
@@ -365,16 +360,17 @@ class TaskEventBuffer:
     def batch(self, node_id: str, worker_id: str, pid: int, in_flight: Iterable[Any] = ()) -> dict | None:
         """The `add_task_events` message for what was recorded since the last one (None:
         nothing): {node_id, worker_id, pid, infos (by key), events (the open records), done
-        (one blob of `[node_id, worker_id, pid, infos, owner rows, worker rows]`, or None),
-        done_records, done_jobs (owner rows by job), num_events, dropped}."""
+        (one blob of `[node_id, worker_id, pid, infos, rows]`, or None), done_records,
+        done_jobs (rows by job), num_events (a row counts five, or two without its owner's
+        times), dropped}."""
         drained = self.drain(in_flight)
         if drained is None:
             return None
         dropped, self.dropped = self.dropped, 0
         blob = None
-        done = len(drained.owner_done) // OWNER_ROW.size + len(drained.worker_done) // WORKER_ROW.size
+        done = len(drained.done) // DONE_ROW.size
         if done:
-            blob = _encode([node_id, worker_id, pid, drained.infos, drained.owner_done, drained.worker_done])
+            blob = _encode([node_id, worker_id, pid, drained.infos, drained.done])
         return {
             "node_id": node_id,
             "worker_id": worker_id,
@@ -389,6 +385,13 @@ class TaskEventBuffer:
         }
 
 
+def _count_infos(rows: bytes) -> collections.Counter:
+    """How many of the packed rows have each info key."""
+    if _LITTLE_ENDIAN:
+        return collections.Counter(memoryview(rows).cast("i")[_INFO_WORD::_ROW_WORDS])
+    return collections.Counter(row[2] for row in DONE_ROW.iter_unpack(rows))
+
+
 def _take(rows: collections.deque) -> list:
     """Everything in `rows` now, oldest first (appends by other threads meanwhile stay)."""
     n = len(rows)
@@ -399,13 +402,12 @@ def _take(rows: collections.deque) -> list:
 
 
 class Drained(NamedTuple):
-    """What one drain took: the batch's info dicts by key, its open records, the done rows of
-    each side (packed, joined), the owner rows by job, and how many events all that stands for."""
+    """What one drain took: the batch's info dicts by key, its open records, the done rows
+    (packed, joined), the rows by job, and how many events all that stands for."""
 
     infos: dict[int, dict]
     opened: list[list]
-    owner_done: bytes
-    worker_done: bytes
+    done: bytes
     jobs: dict[str, int]
     num_events: int
 

@@ -79,10 +79,8 @@ class TaskEntry:
         "strategy",
         "on_ready",
         "lineage_bytes",
-        "ev_info",
         "ev_args",
         "ev_ready",
-        "ev_pushed",
         "ev_reported",
         "actor_state",
     )
@@ -116,13 +114,11 @@ class TaskEntry:
         self.strategy: Any = None
         self.on_ready: Callable[[TaskEntry], None] | None = None  # set for actor calls
         self.lineage_bytes = 0
-        # Its task event while in flight (core_worker.task_events): info key (None: nothing
-        # recorded), times submitted / arguments ready / pushed, and whether it was reported.
-        # Slots, not a list: no container per call for the collector to scan.
-        self.ev_info: Any = None
+        # Its task event while it waits (core_worker.task_events): when it was submitted (0:
+        # not recorded) and its arguments ready, and whether it was reported in flight; once
+        # sent, its spec carries them (`TaskSpec.times`). Slots: no container per call.
         self.ev_args = 0.0
         self.ev_ready: float | None = None
-        self.ev_pushed: float | None = None
         self.ev_reported = False
         self.actor_state: Any = None  # an actor call's ActorState, counted there when it ends
 

@@ -11,7 +11,7 @@ can say it is incomplete. Memory stays flat however many tasks run.
 Attempts that began and ended between two sends of their process arrive as one blob per
 batch, kept undecoded until something reads the window (a listing, a summary, stats): the
 common case costs the GCS no per-task work. Blobs count against the window too (at most
-`2 * max_tasks` records, an owner's and a worker's per attempt); past it the oldest blobs
+`max_tasks` records, one per attempt: the worker's, with its owner's times); past it the oldest blobs
 are dropped unread and counted as evicted.
 """
 
@@ -135,7 +135,7 @@ class TaskEventStore:
 
         Its open records are merged now. Its done records (attempts that began and ended
         between two sends) stay one opaque blob until a read needs them: most attempts cost
-        the GCS nothing but keeping a few bytes. Past `2 * max_tasks` records waiting, the
+        the GCS nothing but keeping a few bytes. Past `max_tasks` records waiting, the
         oldest blobs go unread (evicted: finished attempts, and the oldest)."""
         self.reported_dropped += int(batch.get("dropped") or 0)
         self.events_received += int(batch.get("num_events") or 0)
@@ -144,7 +144,7 @@ class TaskEventStore:
             count = int(batch.get("done_records") or 0)
             self._blobs.append((blob, count, batch.get("done_jobs") or {}))
             self._blob_records += count
-            while self._blob_records > 2 * self.max_tasks and len(self._blobs) > 1:
+            while self._blob_records > self.max_tasks and len(self._blobs) > 1:
                 _, dropped, jobs = self._blobs.popleft()
                 self._blob_records -= dropped
                 for job, n in jobs.items():
@@ -196,9 +196,8 @@ class TaskEventStore:
             blob, count, _ = blobs.popleft()
             self._blob_records -= count
             try:
-                node_id, worker_id, pid, infos, owner_rows, worker_rows = _decode(blob)
-                self._merge(node_id, worker_id, pid, infos, _owner_records(owner_rows))
-                self._merge(node_id, worker_id, pid, infos, _worker_records(worker_rows))
+                node_id, worker_id, pid, infos, rows = _decode(blob)
+                self._merge(node_id, worker_id, pid, infos, _done_records(rows))
             except _MALFORMED:
                 self.malformed += 1  # a sender's bug: its records are lost, the window is not
 
@@ -252,27 +251,23 @@ class TaskEventStore:
         }
 
 
-def _owner_records(rows: bytes) -> list[list]:
-    """An owner's done rows (`_task_states.OWNER_ROW`, packed) as records."""
+_OWNER_STATES = (ts.PENDING_ARGS_AVAIL, ts.PENDING_NODE_ASSIGNMENT, ts.SUBMITTED_TO_WORKER)
+
+
+def _done_records(rows: bytes) -> list[list]:
+    """A worker's done rows (`_task_states.DONE_ROW`, packed) as records."""
     out = []
     isnan = math.isnan
-    for tid, attempt, info, args, ready, pushed, end in ts.OWNER_ROW.iter_unpack(rows):
-        times = [ts.PENDING_ARGS_AVAIL, args]
-        if not isnan(ready):
-            times += (ts.PENDING_NODE_ASSIGNMENT, ready)
-        if not isnan(pushed):
-            times += (ts.SUBMITTED_TO_WORKER, pushed)
-        times += (ts.FINISHED, end)
+    for tid, attempt, info, args, ready, pushed, start, end in ts.DONE_ROW.iter_unpack(rows):
+        times = [
+            s
+            for state, when in zip(_OWNER_STATES, (args, ready, pushed))
+            if not isnan(when)
+            for s in (state, when)
+        ]
+        times += (ts.RUNNING, start, ts.FINISHED, end)
         out.append([tid, attempt, times, info, None])
     return out
-
-
-def _worker_records(rows: bytes) -> list[list]:
-    """A worker's done rows (`_task_states.WORKER_ROW`, packed) as records."""
-    return [
-        [tid, attempt, [ts.RUNNING, start, ts.FINISHED, end], -1, None]
-        for tid, attempt, start, end in ts.WORKER_ROW.iter_unpack(rows)
-    ]
 
 
 def answer(store: TaskEventStore, p: dict) -> dict:

@@ -56,6 +56,11 @@ class TaskSpec(msgspec.Struct, array_like=True):
     # ("streaming" or "dynamic"): its items are reported one by one (`GeneratorItem`), and a
     # retried attempt skips the items its owner already has. None for other calls.
     generator: list | None = None
+    # The owner's times of this attempt for task events (`core_worker.task_events`): when it
+    # was submitted, when its arguments were ready, when it was sent (NaN: not seen). The
+    # worker writes them in its record of the call, so the owner records nothing per call.
+    # None when the owner records no task events.
+    times: tuple[float, float, float] | None = None
 
     @classmethod
     def from_wire(cls, fields: list) -> TaskSpec:

@@ -54,6 +54,8 @@ def dash():
         assert wait_for(
             lambda: state.list_tasks(filters=[("name", "=", "crash"), ("state", "=", "FAILED")]), 15
         )
+        # each worker sends what it ran (with its owner's times) on its own timer
+        assert wait_for(lambda: len(state.list_tasks(filters=[("state", "=", "FINISHED")])) >= 3, 15)
         url = cluster.head_node.dashboard_url
         yield {
             "url": url if url.startswith("http") else "http://" + url,

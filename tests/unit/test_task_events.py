@@ -35,13 +35,27 @@ class Entry:
 
     def __init__(self, spec: TaskSpec) -> None:
         self.spec = spec
-        self.ev_info = None
+        self.ev_args = 0.0
+        self.ev_ready = None
+        self.ev_reported = False
 
 
 def _owner_life(buf: TaskEventBuffer, entry: Entry) -> None:
     buf.submitted(entry)
     buf.ready(entry)
-    entry.ev_pushed = buf.clock()  # as the submitters do when they push
+    buf.stamp(entry)  # as the submitters do when they push
+
+
+def _wire(spec: TaskSpec) -> TaskSpec:
+    """The spec as a worker gets it: decoded afresh (no object shared with the owner's)."""
+    return TaskSpec.from_wire(msgspec.msgpack.decode(msgspec.msgpack.encode(spec)))
+
+
+def _run(worker: TaskEventBuffer, spec: TaskSpec) -> TaskSpec:
+    """The worker runs the call: its row, with the owner's times the spec carries."""
+    got = _wire(spec)
+    worker.ran(got, worker.clock())
+    return got
 
 
 @pytest.mark.timeout(10)
@@ -78,37 +92,45 @@ def test_in_flight_calls_are_reported_once_as_open_records_newest_first():
     ]  # the walk stops there
     assert again["events"][0][2] == [ts.PENDING_ARGS_AVAIL, 111.0, ts.PENDING_NODE_ASSIGNMENT, 111.0]
     assert buf.batch("node", "worker", 7, reversed(entries)) is None  # nothing new: no message at all
-    buf.finished(entries[1])  # reported in flight: its end is an open record too
-    end = buf.batch("n", "w", 1)
-    assert (
-        end is not None
-        and end["done"] is None
-        and end["events"][0][:3] == [entries[1].spec.task_id, 0, [ts.FINISHED, 115.0]]
-    )
+    assert entries[1].spec.task_id in buf._reported
+    buf.finished(entries[1])  # reported in flight: forgotten (the worker's events say how it ended)
+    assert entries[1].spec.task_id not in buf._reported and not entries[1].ev_reported
+    assert buf.batch("n", "w", 1) is None
+
+
+@pytest.mark.timeout(10)
+def test_the_owner_records_nothing_for_a_call_that_ends_unreported():
+    owner = TaskEventBuffer(clock=Clock())
+    entry = Entry(_spec(1))
+    _owner_life(owner, entry)
+    assert entry.spec.times == (101.0, 102.0, 103.0)  # its times go with the spec instead
+    owner.finished(entry)
+    owner.failed_entry(Entry(_spec(2)), None)  # failed in the worker: the worker's events say it all
+    assert owner.batch("n", "w", 1, ()) is None and not owner.events and not owner.done
 
 
 @pytest.mark.timeout(10)
 def test_calls_that_begin_and_end_between_sends_are_rows_with_one_info_per_function():
-    buf = TaskEventBuffer(clock=Clock())
-    resources = {"CPU": 1.0}
+    owner, worker = TaskEventBuffer(clock=Clock()), TaskEventBuffer(clock=Clock())
     entries = []
     for i in range(4):
         spec = _spec(i)
         spec.name = "same"
-        spec.resources = resources  # one remote function's calls share their options
         entry = Entry(spec)
         entries.append(entry)
-        _owner_life(buf, entry)
-        buf.finished(entry)
-    batch = buf.batch("n", "w", 1, reversed(entries))
+        _owner_life(owner, entry)
+        _run(worker, spec)  # each decoded afresh: the info cache compares options by value
+    assert len(worker._infos) == 1
+    batch = worker.batch("n", "w", 1)
     assert batch is not None and batch["events"] == [] and batch["done_records"] == 4
-    assert batch["done_jobs"] == {"01000000": 4} and batch["num_events"] == 16
+    assert batch["done_jobs"] == {"01000000": 4} and batch["num_events"] == 20
     store = TaskEventStore(10)
     store.add_batch(batch)
     rows = answer(store, {"limit": 10})["rows"]
     assert {r["state"] for r in rows} == {"FINISHED"} and {r["name"] for r in rows} == {"same"}
+    assert {r["node_id"] for r in rows} == {"n"}
     first = store.get(entries[0].spec.task_id)[0]
-    assert [s for s, t in enumerate(first.times) if t is not None] == [0, 1, 2, 4]
+    assert first.times == [101.0, 102.0, 103.0, 101.0, 102.0, None]  # the owner's three, the worker's two
     assert first.info is store.get(entries[3].spec.task_id)[0].info
 
 
@@ -158,13 +180,13 @@ def test_store_merges_owner_and_worker_events_into_one_attempt():
     spec = _spec(1)
     _owner_life(owner, Entry(spec))
     entry = Entry(spec)
-    _owner_life(owner, entry)
+    _owner_life(owner, entry)  # (the spec was sent before: its first two times stay)
     began = worker.clock()
-    worker.ran_and_failed(spec, began, ts.TASK_EXECUTION_EXCEPTION, "ValueError: boom")
+    worker.ran_and_failed(_wire(spec), began, ts.TASK_EXECUTION_EXCEPTION, "ValueError: boom")
     owner.failed_entry(entry, None)
+    assert owner.batch("nodeA", "driver", 1) is None
     store = TaskEventStore(10)
     store.add_batch(worker.batch("nodeB", "workerB", 42))  # type: ignore[arg-type]
-    store.add_batch(owner.batch("nodeA", "driver", 1))  # type: ignore[arg-type]
     (rec,) = store.get(spec.task_id)
     row = rec.row()
     assert row["state"] == "FAILED" and row["name"] == "f1" and row["type"] == "NORMAL_TASK"
@@ -178,7 +200,7 @@ def test_store_merges_owner_and_worker_events_into_one_attempt():
         "FAILED",
     ]
     assert row["start_time_ms"] == 101_000 and row["end_time_ms"] == 102_000
-    assert row["events"][0]["created_ms"] == 104_000  # the owner's own times
+    assert [e["created_ms"] for e in row["events"][:3]] == [101_000, 102_000, 106_000]  # the owner's
 
 
 @pytest.mark.timeout(10)
@@ -223,11 +245,9 @@ def test_store_memory_is_flat_past_the_window():
     assert store.events_received == 10_000
     buf = TaskEventBuffer(clock=Clock())
     for i in range(5000):  # done records (kept as blobs until read)
-        entry = Entry(_spec(10_000 + i))
-        buf.submitted(entry)
-        buf.finished(entry)
+        buf.ran(_spec(10_000 + i), 1.0)
         store.add_batch(buf.batch("n", "w", 1))  # type: ignore[arg-type]
-        assert store._blob_records <= 200
+        assert store._blob_records <= 100
     assert len(store) == 100 and store.evicted == 9900 and store.events_received == 20_000
 
 
@@ -241,15 +261,17 @@ def test_store_counts_events_dropped_at_the_source():
 @pytest.mark.timeout(10)
 def test_answer_filters_limits_and_summarizes():
     store = TaskEventStore(100)
-    owner = TaskEventBuffer(clock=Clock())
+    owner, worker = TaskEventBuffer(clock=Clock()), TaskEventBuffer(clock=Clock())
     for i in range(5):
         entry = Entry(_spec(i))
         owner.submitted(entry)
         if i % 2:
-            owner.failed_entry(entry, "WORKER_DIED", "gone")
+            owner.failed_entry(entry, "WORKER_DIED", "gone")  # on the owner's side, with its info
         else:
-            owner.finished(entry)
+            owner.stamp(entry)
+            _run(worker, entry.spec)
     store.add_batch(owner.batch("n", "w", 1))  # type: ignore[arg-type]
+    store.add_batch(worker.batch("n", "w", 1))  # type: ignore[arg-type]
     failed = answer(store, {"filters": [("state", "=", "failed")], "limit": 100})
     assert failed["total"] == 2 and {r["name"] for r in failed["rows"]} == {"f1", "f3"}
     assert all(r["error_type"] == "WORKER_DIED" for r in failed["rows"])
@@ -283,26 +305,25 @@ def test_done_attempts_wait_as_one_blob_until_a_read_and_open_ones_merge_at_once
     for entry in (quick, slow):
         _owner_life(owner, entry)
     owner.finished(quick)
-    began = worker.clock()
-    worker.ran(quick.spec, began)
+    _run(worker, quick.spec)
     slow_began = worker.clock()
     worker.running_calls = lambda: [(slow.spec.task_id, 0, slow_began)]
     store = TaskEventStore(10)
-    ob, wb = owner.batch("nodeA", "driver", 1, [slow, quick]), worker.batch("nodeB", "w", 2)
+    ob, wb = owner.batch("nodeA", "driver", 1, [slow]), worker.batch("nodeB", "w", 2)
     assert ob is not None and wb is not None
-    assert [r[0] for r in ob["events"]] == [slow.spec.task_id] and ob["done_records"] == 1
+    assert [r[0] for r in ob["events"]] == [slow.spec.task_id] and ob["done_records"] == 0
     assert [r[0] for r in wb["events"]] == [slow.spec.task_id] and wb["done_records"] == 1
-    assert ob["done_jobs"] == {"01000000": 1} and wb["done_jobs"] == {}  # only the owner's rows have info
+    assert ob["done"] is None and wb["done_jobs"] == {"01000000": 1}
     store.add_batch(ob)
     store.add_batch(wb)
-    assert len(store._live) == 1 and len(store._done) == 0 and len(store._blobs) == 2  # nothing decoded yet
-    owner.finished(slow)  # ends after the slow attempt was reported open: open again
+    assert len(store._live) == 1 and len(store._done) == 0 and len(store._blobs) == 1  # nothing decoded yet
+    owner.finished(slow)  # ends after the slow attempt was reported open: the worker says so
     worker.running_calls = tuple
-    worker.ran(slow.spec, slow_began)
-    ob2, wb2 = owner.batch("nodeA", "driver", 1), worker.batch("nodeB", "w", 2)
-    assert ob2["done"] is None and wb2["done"] is None  # type: ignore[index]
-    store.add_batch(ob2)  # type: ignore[arg-type]
-    store.add_batch(wb2)  # type: ignore[arg-type]
+    worker.ran(_wire(slow.spec), slow_began)
+    assert owner.batch("nodeA", "driver", 1) is None
+    wb2 = worker.batch("nodeB", "w", 2)
+    assert wb2 is not None and wb2["done"] is None  # its start went out already: open
+    store.add_batch(wb2)
     assert not store._live  # the slow attempt ended, without reading any blob
     rows = {r["task_id"]: r for r in answer(store, {"limit": 10})["rows"]}
     assert not store._blobs
@@ -319,16 +340,14 @@ def test_done_attempts_wait_as_one_blob_until_a_read_and_open_ones_merge_at_once
 
 
 @pytest.mark.timeout(10)
-def test_unread_blobs_past_twice_the_window_are_dropped_and_counted_by_job():
+def test_unread_blobs_past_the_window_are_dropped_and_counted_by_job():
     store = TaskEventStore(2)
     for i in range(6):
         buf = TaskEventBuffer(clock=Clock())
-        entry = Entry(_spec(i))
-        buf.submitted(entry)
-        buf.finished(entry)
+        buf.ran(_spec(i), 1.0)
         store.add_batch(buf.batch("n", "w", 1))  # type: ignore[arg-type]
-    assert store._blob_records == 4 and store.evicted == 2
-    assert store.evicted_by_job["01000000"] == 2
+    assert store._blob_records == 2 and store.evicted == 4
+    assert store.evicted_by_job["01000000"] == 4
     assert len(store) == 2  # the window after reading: the newest attempts
     assert {r.task_id for r in store.records()} == {_spec(4).task_id, _spec(5).task_id}
 
@@ -372,14 +391,15 @@ def test_a_worker_reports_a_long_call_as_running_once_then_its_end():
         ts.TASK_EXECUTION_EXCEPTION,
         "ValueError: late",
     ]
+    assert last["infos"][rec[3]]["name"] == "f2"  # with its info (no owner times: none were sent)
 
 
-def _finish_all(buf: TaskEventBuffer, specs: list[TaskSpec]) -> list[Entry]:
-    entries = [Entry(spec) for spec in specs]
-    for entry in entries:
-        _owner_life(buf, entry)
-        buf.finished(entry)
-    return entries
+def _finish_all(buf: TaskEventBuffer, specs: list[TaskSpec]) -> None:
+    """Each call submitted by an owner and run by the worker `buf`."""
+    owner = TaskEventBuffer(clock=Clock())
+    for spec in specs:
+        _owner_life(owner, Entry(spec))
+        _run(buf, spec)
 
 
 def _stored_rows(batch: dict | None) -> dict[str, dict]:
@@ -398,6 +418,7 @@ def test_interleaved_functions_and_changed_options_keep_their_own_infos():
     specs[4].actor_id, specs[4].method, specs[4].name = b"a" * 16, "m", "A.m"
     assert buf.batch("n", "w", 1, ()) is None  # nothing yet
     _finish_all(buf, specs)
+    assert len(buf._infos) == 4
     batch = buf.batch("n", "w", 1, ())
     assert batch is not None and batch["done_records"] == 6 and batch["done_jobs"] == {"01000000": 6}
     rows = _stored_rows(batch)
@@ -415,7 +436,7 @@ def test_interleaved_functions_and_changed_options_keep_their_own_infos():
 
 
 @pytest.mark.timeout(10)
-def test_rows_of_two_jobs_are_counted_by_job_and_specs_past_the_cache_get_batch_infos(monkeypatch):
+def test_rows_of_two_jobs_are_counted_by_job_and_calls_past_the_cache_go_with_their_info(monkeypatch):
     from skate.core_worker import task_events
 
     monkeypatch.setattr(task_events, "MAX_CACHED_INFOS", 2)
@@ -423,53 +444,85 @@ def test_rows_of_two_jobs_are_counted_by_job_and_specs_past_the_cache_get_batch_
     specs = [_spec(i) for i in range(5)]
     for i, spec in enumerate(specs):
         spec.name = f"fn{i}"  # five functions: three past the cache
-        spec.job_id = "02000000" if i >= 3 else "01000000"
+        spec.job_id = "02000000" if i >= 2 else "01000000"
     _finish_all(buf, specs)
     batch = buf.batch("n", "w", 1, ())
     assert batch is not None
-    assert batch["done_jobs"] == {"01000000": 3, "02000000": 2} and batch["num_events"] == 20
+    assert batch["done_records"] == 2 and batch["done_jobs"] == {"01000000": 2}
+    assert batch["num_events"] == 25 and len(batch["events"]) == 3  # the rest: open records
     rows = _stored_rows(batch)
     assert [rows[s.task_id.hex()]["name"] for s in specs] == [f"fn{i}" for i in range(5)]
-    assert [rows[s.task_id.hex()]["job_id"] for s in specs] == ["01000000"] * 3 + ["02000000"] * 2
-    again = _finish_all(buf, [_spec(9)])  # the next batch carries its own infos
-    rows = _stored_rows(buf.batch("n", "w", 1, ()))
-    assert rows[again[0].spec.task_id.hex()]["name"] == "f9"
+    assert [rows[s.task_id.hex()]["job_id"] for s in specs] == ["01000000"] * 2 + ["02000000"] * 3
+    assert {rows[s.task_id.hex()]["state"] for s in specs} == {"FINISHED"}
 
 
 @pytest.mark.timeout(10)
-def test_owner_rows_are_bounded_and_each_dropped_row_counted():
+def test_done_rows_are_bounded_and_each_dropped_row_counted():
     buf = TaskEventBuffer(max_events=3, clock=Clock())
     _finish_all(buf, [_spec(i) for i in range(5)])
     batch = buf.batch("n", "w", 1, ())
     assert batch is not None and batch["done_records"] == 3 and batch["dropped"] == 2
-    assert len(_stored_rows(batch)) == 3
+    assert set(_stored_rows(batch)) == {_spec(i).task_id.hex() for i in (2, 3, 4)}  # the newest
 
 
 @pytest.mark.timeout(10)
 def test_times_never_seen_stay_unset_and_a_sent_call_has_three_at_once():
-    buf = TaskEventBuffer(clock=Clock())
-    bare, direct = Entry(_spec(1)), Entry(_spec(2, actor_id=b"a" * 16, method="m"))
-    buf.submitted(bare)  # never ready nor pushed (it ended first)
-    buf.finished(bare)
-    buf.submitted(direct, True, 50.0)  # pushed by its user thread when submitted
-    direct.ev_pushed = 50.0
-    buf.finished(direct)
+    owner, buf = TaskEventBuffer(clock=Clock()), TaskEventBuffer(clock=Clock())
+    bare = _spec(1)  # its owner records nothing: no times
+    direct = _spec(2, actor_id=b"a" * 16, method="m")
+    direct.times = (50.0, 50.0, 50.0)  # pushed by its user thread when submitted
+    creation = Entry(_spec(3, actor_id=b"a" * 16))
+    owner.submitted(creation, True)
+    owner.stamp(creation, float("nan"))  # the GCS sends an actor's constructor
+    for spec in (bare, direct, creation.spec):
+        _run(buf, spec)
     batch = buf.batch("n", "w", 1, ())
-    assert batch is not None and batch["num_events"] == 2 + 4
+    assert batch is not None and batch["num_events"] == 2 + 5 + 5  # (a row with owner times: five)
     rows = _stored_rows(batch)
-    assert [e["state"] for e in rows[bare.spec.task_id.hex()]["events"]] == ["PENDING_ARGS_AVAIL", "FINISHED"]
-    assert [(e["state"], e["created_ms"]) for e in rows[direct.spec.task_id.hex()]["events"]] == [
+    assert [e["state"] for e in rows[bare.task_id.hex()]["events"]] == ["RUNNING", "FINISHED"]
+    assert [(e["state"], e["created_ms"]) for e in rows[direct.task_id.hex()]["events"]] == [
         ("PENDING_ARGS_AVAIL", 50_000),
         ("PENDING_NODE_ASSIGNMENT", 50_000),
         ("SUBMITTED_TO_WORKER", 50_000),
-        ("FINISHED", 103_000),
+        ("RUNNING", 103_000),
+        ("FINISHED", 104_000),
+    ]
+    made = rows[creation.spec.task_id.hex()]
+    assert made["type"] == ts.ACTOR_CREATION_TASK
+    assert [e["state"] for e in made["events"]] == [
+        "PENDING_ARGS_AVAIL",
+        "PENDING_NODE_ASSIGNMENT",
+        "RUNNING",
+        "FINISHED",
     ]
 
 
 @pytest.mark.timeout(10)
-def test_a_worker_row_blob_of_the_wrong_size_is_malformed():
+def test_a_retry_is_sent_with_its_first_times_and_a_new_push_time():
+    owner = TaskEventBuffer(clock=Clock())
+    entry = Entry(_spec(1))
+    _owner_life(owner, entry)
+    entry.spec.attempt += 1  # as the task manager does for a retry
+    owner.stamp(entry)
+    assert entry.spec.times == (101.0, 102.0, 104.0)
+
+
+@pytest.mark.timeout(10)
+def test_the_owner_times_go_over_the_wire_checked():
+    spec = _spec(1)
+    spec.times = (1.0, float("nan"), 3.0)
+    got = _wire(spec)
+    assert got.times is not None and got.times[0] == 1.0 and got.times[1] != got.times[1]
+    fields = msgspec.msgpack.decode(msgspec.msgpack.encode(spec))
+    fields[-1] = ["now", "then", "later"]
+    with pytest.raises(msgspec.ValidationError):
+        TaskSpec.from_wire(fields)
+
+
+@pytest.mark.timeout(10)
+def test_a_row_blob_of_the_wrong_size_is_malformed():
     store = TaskEventStore(10)
     bad = _batch("n", "w", 1, [])
-    bad.update(done=msgspec.msgpack.encode(["n", "w", 1, {}, b"", b"\x00" * 7]), done_records=1, done_jobs={})
+    bad.update(done=msgspec.msgpack.encode(["n", "w", 1, {}, b"\x00" * 7]), done_records=1, done_jobs={})
     store.add_batch(bad)
     assert len(store) == 0 and store.stats()["num_malformed_batches"] == 1

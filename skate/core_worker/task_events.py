@@ -115,9 +115,9 @@ class TaskEventBuffer:
         self._infos: dict[int, dict] = {}
         self._num_infos = 0
         self._next_info = itertools.count()
-        # the last spec's (name, actor_id, job_id, is creation, options) and its info id: a
+        # the last spec's (name, actor_id, job_id, is creation, *options) and its info id: a
         # burst of calls of one function skips the lookup (replaced whole: threads race on it)
-        self._last_info: tuple = (None,) * 6
+        self._last_info: tuple = (None,) * 8
 
     # -- an owner's calls (the I/O thread) ---------------------------------------------
     def submitted(self, entry: Any, ready: bool = False) -> None:
@@ -183,15 +183,17 @@ class TaskEventBuffer:
         """The cached info id of the spec's function and options (or the spec itself, when
         the cache is full: its info is built at the drain)."""
         last = self._last_info
-        options = (spec.resources, spec.placement_group, spec.runtime_env)
         if (
             last[0] == spec.name
             and last[1] == spec.actor_id
             and last[2] == spec.job_id
             and last[3] is (spec.method is None)
-            and last[4] == options
+            and last[4] == spec.resources
+            and last[5] == spec.placement_group
+            and last[6] == spec.runtime_env
         ):
-            return last[5]
+            return last[7]
+        options = (spec.resources, spec.placement_group, spec.runtime_env)
         key = (spec.name, spec.actor_id, spec.method is None, spec.job_id)
         found = self._info_ids.get(key)
         info: Any = None
@@ -207,7 +209,7 @@ class TaskEventBuffer:
             self._num_infos += 1
             self._infos[info] = task_info(spec)
             self._info_ids.setdefault(key, []).append((options, info))
-        self._last_info = (spec.name, spec.actor_id, spec.job_id, spec.method is None, options, info)
+        self._last_info = (spec.name, spec.actor_id, spec.job_id, spec.method is None, *options, info)
         return info
 
     # -- single events (any thread) ------------------------------------------------------

@@ -75,7 +75,7 @@ class ActorRuntime:
         elif self.pools:
             self.pools[group].submit(self._run_sync, spec, reply)
         else:
-            executor.queue.put((executor.run_call, spec, reply))
+            executor.inbox.put((executor.run_call, spec, reply))
 
     def _drain_inbox(self) -> None:
         """Actor loop: start a coroutine for every call the I/O thread handed over."""

@@ -17,6 +17,7 @@ import asyncio
 import collections
 import functools
 import logging
+import os
 import threading
 from typing import Any
 
@@ -32,6 +33,10 @@ from skate.protocol.messages import ActorCreation, TaskReply, TaskSpec
 logger = logging.getLogger(__name__)
 
 RESTARTING = "RESTARTING"
+# After this many calls a user thread pushed itself to one actor (a caller waiting on each
+# call in turn), open a lane to it (`core_worker.lanes`); SKATE_ACTOR_LANES=0: never.
+LANE_AFTER = 16
+LANES = os.environ.get("SKATE_ACTOR_LANES", "1") not in ("", "0", "false")
 DEAD = "DEAD"
 
 
@@ -50,6 +55,10 @@ class ActorState:
         "incarnation",
         "name",
         "finished",
+        "address",
+        "lane",
+        "lane_busy",
+        "direct_calls",
     )
 
     def __init__(self, actor_id: bytes, name: str):
@@ -67,6 +76,13 @@ class ActorState:
         # next_seq nothing is queued, in flight or being resent: a user thread may push the
         # next call itself (`submit`), in order by construction.
         self.finished = 0
+        self.address: str | None = None  # where the current incarnation listens
+        # A lane to the actor (core_worker.lanes): its own connection, read by the actor's
+        # main thread. A call goes on it only when every earlier one has ended, and while one
+        # is on it (`lane_busy`) no other call is sent (`_flush`): the two never overtake.
+        self.lane: Connection | None = None
+        self.lane_busy = False
+        self.direct_calls = 0  # calls pushed by user threads, until a lane is opened
 
 
 class ActorSubmitter:
@@ -256,6 +272,7 @@ class ActorSubmitter:
             entry.actor_state = state
             entry.on_ready = lambda e, s=state: self._flush(s)
             conn = state.conn
+            open_lane = False
             if (
                 state.finished == entry.seq  # every earlier call has ended: none to overtake
                 and conn is not None
@@ -272,11 +289,21 @@ class ActorSubmitter:
                 if events is not None:  # submitted, ready and sent at once (see task_events)
                     at = events.clock()
                     spec.times = (at, at, at)
+                on_reply = self._on_direct_reply
+                lane = state.lane
+                if lane is not None and not lane.closed:  # the actor's main thread reads it
+                    conn, on_reply = lane, self._on_lane_reply
+                    state.lane_busy = True
+                elif state.direct_calls < LANE_AFTER and LANES:
+                    state.direct_calls += 1
+                    open_lane = state.direct_calls == LANE_AFTER
                 sent = conn.call_threadsafe(
-                    "push_actor_task", spec, functools.partial(self._on_direct_reply, state, entry)
+                    "push_actor_task", spec, functools.partial(on_reply, state, entry)
                 )
         if sent is not None:
             core.post_quietly(self._book, entry, state)  # no wake-up: see _book
+            if open_lane:
+                core.post(self._open_lane, state)
         else:
             core.post(self._on_submit, entry, state)
         return refs
@@ -302,6 +329,28 @@ class ActorSubmitter:
         self._on_reply(state, entry, fut)
         self.core.drain_quiet()  # the quiet posts of earlier direct calls, now moot
 
+    def _on_lane_reply(self, state: ActorState, entry: TaskEntry, fut: asyncio.Future) -> None:
+        state.lane_busy = False
+        self._on_direct_reply(state, entry, fut)
+        self._flush(state)  # calls queued behind it go now
+
+    def _open_lane(self, state: ActorState) -> None:
+        if state.address is not None and state.lane is None and not self.core.stopped:
+            asyncio.ensure_future(self._connect_lane(state, state.incarnation, state.address))
+
+    async def _connect_lane(self, state: ActorState, incarnation: int, address: str) -> None:
+        try:
+            lane = await self.core.lane(address, state.actor_id)
+        except Exception as exc:  # the usual connection serves on
+            logger.debug("no lane to actor %s: %s", state.actor_id.hex(), exc)
+            return
+        if lane is None:
+            return
+        if state.incarnation != incarnation or state.dead_error is not None:
+            lane.close("the actor restarted")
+            return
+        state.lane = lane
+
     def _flush(self, state: ActorState) -> None:
         """Send queued calls in order; a call still resolving arguments holds back those after it."""
         queue = state.queue
@@ -321,6 +370,8 @@ class ActorSubmitter:
             if not state.connecting and state.queue:
                 state.connecting = True
                 asyncio.ensure_future(self._locate(state))
+            return
+        if state.lane_busy:  # a call on the lane goes first (`_on_lane_reply` flushes)
             return
         while queue and (queue[0].resolved or queue[0].done):
             entry = queue.popleft()
@@ -417,6 +468,8 @@ class ActorSubmitter:
                     try:
                         state.conn = await core.peer(info["address"])
                         state.incarnation = info["incarnation"]
+                        state.address = info["address"]
+                        state.lane, state.direct_calls = None, 0  # a new process: a new lane later
                         state.restarting = False
                         break
                     except (OSError, RaySystemError):

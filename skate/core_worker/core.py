@@ -73,6 +73,7 @@ class CoreWorker:
         self.raylet: Connection = None  # type: ignore[assignment]
         self._listeners: list = []
         self._peer_conns: dict[str, asyncio.Future] = {}
+        self._lanes: set[Connection] = set()  # lanes to actors (see lane())
         self.plasma: ArenaMapping | None = None
         self._infeasible_reported: set = set()
         self.actor_id: str | None = None
@@ -280,6 +281,8 @@ class CoreWorker:
                 for fut in self._peer_conns.values():
                     if fut.done() and not fut.exception():
                         fut.result().close("shutdown")
+                for lane in list(self._lanes):
+                    lane.close("shutdown")
                 for listener in self._listeners:
                     listener.close()
                 others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
@@ -404,6 +407,27 @@ class CoreWorker:
             fut.exception()
             raise
         fut.set_result(conn)
+        return conn
+
+    async def lane(self, address: str, actor_id: bytes) -> Connection | None:
+        """A new connection to the actor at `address` whose main thread reads it itself (a
+        lane: `core_worker.lanes`), or None when the actor declines one."""
+        conn = await connect(
+            address,
+            self.token,
+            self.handlers,
+            name=f"lane {address[-20:]}",
+            on_close=self._lanes.discard,
+            thread_writes=True,  # the caller's thread writes its calls itself
+        )
+        self._lanes.add(conn)
+        try:
+            accepted = await conn.call("open_lane", actor_id)
+        except Exception:
+            accepted = False
+        if accepted is not True or self.stopped:
+            conn.close("lane declined")
+            return None
         return conn
 
     def _on_server_conn_closed(self, conn: Connection) -> None:

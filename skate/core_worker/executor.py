@@ -22,7 +22,6 @@ import ctypes
 import inspect
 import logging
 import os
-import queue
 import signal
 import socket
 import threading
@@ -37,8 +36,9 @@ from skate.core_worker.args import load_args
 from skate.core_worker.call_context import CallContext
 from skate.core_worker.errors import error_entry, task_error_entry
 from skate.core_worker.generator_runner import GeneratorRunner
+from skate.core_worker.lanes import MAX_LANES, MainThreadInbox
 from skate.exceptions import ActorDiedError, TaskCancelledError
-from skate.protocol.connection import DeferredReply
+from skate.protocol.connection import DeferredReply, ReplyThen
 from skate.protocol.messages import IN_STORE, INLINE, ActorCreation, TaskReply, TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -58,7 +58,8 @@ def _node_ip() -> str:
 class Executor:
     def __init__(self, core: Any):
         self.core = core
-        self.queue: queue.SimpleQueue = queue.SimpleQueue()  # (run, spec, reply) for the main thread
+        # (run, spec, reply) items for the main thread, and the lanes it reads itself
+        self.inbox = MainThreadInbox(self._run_lane_call)
         self.running: dict[bytes, tuple[CallContext, Any]] = {}  # task id -> (call, thread id or Task)
         if core.task_events is not None:  # a drain of task events reports the running calls
             core.task_events.running_calls = self._running_calls
@@ -76,6 +77,7 @@ class Executor:
         handlers["cancel_task"] = self._h_cancel
         handlers["create_actor"] = self._h_create_actor
         handlers["push_actor_task"] = self._h_push_actor_task
+        handlers["open_lane"] = self._h_open_lane
         handlers["process_info"] = lambda conn, p: self.process_info()
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, self._on_sigint)
@@ -98,7 +100,7 @@ class Executor:
         reply = conn.defer()
         spec = TaskSpec.from_wire(fields)
         self.generators.remember(spec, conn)
-        self.queue.put((self.run_call, spec, reply))
+        self.inbox.put((self.run_call, spec, reply))
         return reply
 
     def _h_create_actor(self, conn: Any, msg: dict) -> DeferredReply:
@@ -107,7 +109,7 @@ class Executor:
         spec.gpus = msg.get("gpus") or []
         creation = ActorCreation.from_wire(msg["creation"])
         creation.restarts = msg.get("restarts", 0)
-        self.queue.put((lambda s: self._create_actor(s, creation), spec, reply))
+        self.inbox.put((lambda s: self._create_actor(s, creation), spec, reply))
         return reply
 
     def _h_push_actor_task(self, conn: Any, fields: list) -> DeferredReply:
@@ -118,6 +120,35 @@ class Executor:
         self.generators.remember(spec, conn)
         self.actor.submit(spec, reply)
         return reply
+
+    def _h_open_lane(self, conn: Any, actor_id: Any) -> Any:
+        """A caller asks for this connection to become a lane (`core_worker.lanes`): only a
+        plain actor (sync, one call at a time) takes one. The socket moves to the main
+        thread right after the reply, before anything more is read from it."""
+        actor = self.actor
+        if (
+            actor is None
+            or actor.is_async
+            or actor.pools
+            or self.exiting
+            or actor_id != bytes.fromhex(self.core.actor_id or "")
+            or self.inbox.lane_count >= MAX_LANES
+        ):
+            return False
+        return ReplyThen(True, self._adopt_lane)
+
+    def _adopt_lane(self, conn: Any) -> None:
+        sock = conn.detach_socket()
+        if sock is not None:  # (None: it cannot move, and stays a connection like any other)
+            self.inbox.add_lane(sock)
+
+    def _run_lane_call(self, spec: TaskSpec) -> TaskReply:
+        """Main thread: a call read from a lane, checked as `ActorRuntime.submit` checks one."""
+        group = spec.concurrency_group
+        if group is not None and group not in self.actor.limits:
+            spec.concurrency_group = None
+            return self._error_reply(spec, ValueError(f"unknown concurrency group {group!r}"), 0.0)
+        return self.run_call(spec)
 
     def _h_cancel(self, conn: Any, payload: dict) -> None:
         tid = payload["tid"]
@@ -148,7 +179,7 @@ class Executor:
         """Run calls queued for the main thread until the worker stops or the actor exits."""
         core = self.core
         while not core.stopped:
-            run, spec, sink = self.queue.get()
+            run, spec, sink = self.inbox.get()
             if run is None:
                 return
             if self.exiting:
@@ -352,7 +383,7 @@ class Executor:
 
     def stop_main_thread(self) -> None:
         """Wake the main thread's loop so that it returns (the worker then leaves)."""
-        self.queue.put((None, None, None))
+        self.inbox.put((None, None, None))
 
     def _store_returns(self, result: Any, spec: TaskSpec) -> list:
         nret = spec.num_returns

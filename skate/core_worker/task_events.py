@@ -18,10 +18,11 @@ the worker the calls it runs. Rarer things (failures, a call that ends after it 
 reported) go through a deque of single events. One `add_task_events` message per interval,
 never one per event; the GCS keeps a bounded window (`gcs.task_event_store`).
 
-The deques are bounded (`max_events`): a process that cannot send keeps the newest events
-and counts the overflow as dropped. Off with `_system_config={"enable_task_events": False}`
-or SKATE_TASK_EVENTS=0: the core worker then has no buffer and the hooks are skipped after
-one `is None` test (its specs carry no times, and a worker that records writes NaN for them).
+Both are bounded (`max_events`): a process that cannot send keeps the newest single events
+and the oldest rows, and counts the overflow as dropped. Off with
+`_system_config={"enable_task_events": False}` or SKATE_TASK_EVENTS=0: the core worker then
+has no buffer and the hooks are skipped after one `is None` test (its specs carry no times,
+and a worker that records writes NaN for them).
 """
 
 from __future__ import annotations
@@ -94,8 +95,11 @@ class TaskEventBuffer:
     def __init__(self, max_events: int = DEFAULT_MAX_EVENTS, clock=time.time):
         self.events: collections.deque = collections.deque(maxlen=max_events)  # single events
         # packed rows (DONE_ROW) of calls that ran here and ended without being reported in
-        # flight, appended by the threads that run them
-        self.done: collections.deque = collections.deque(maxlen=max_events)
+        # flight, appended by the threads that run them: one growing byte string, so a drain
+        # takes them all in two steps (each atomic under the GIL, appends meanwhile stay)
+        self.done = bytearray()
+        self._add_row = self.done.extend
+        self._max_done_bytes = max_events * DONE_ROW.size
         self._bare_rows = 0  # rows without the owner's times (a statistic: racy by design)
         self.max_events = max_events
         self.clock = clock
@@ -234,10 +238,10 @@ class TaskEventBuffer:
         if times is None:
             times = _NO_TIMES
             self._bare_rows += 1
-        done = self.done
-        if len(done) >= self.max_events:  # the oldest row goes (counted; racy, like the count)
+        if len(self.done) >= self._max_done_bytes:  # full: the row goes (counted; racy, as the count)
             self.dropped += 1
-        done.append(_pack(tid, spec.attempt, info, *times, start, self.clock()))
+            return
+        self._add_row(_pack(tid, spec.attempt, info, *times, start, self.clock()))
 
     def ran_and_failed(self, spec: Any, start: float, error_type: str, message: str) -> None:
         """The call that started at `start` failed, and why."""
@@ -323,8 +327,8 @@ class TaskEventBuffer:
         for tid, attempt, start in running:  # calls running since before the last drain, shown once
             if start <= cutoff and tid not in reported and tid not in records and len(reported) < limit:
                 records[tid] = [tid, attempt, [ts.RUNNING, start], -1, None]
-        rows = _take(self.done)
-        if not records and not rows:
+        done = _take(self.done)
+        if not records and not done:
             return None
         opened: list[list] = []
         for rec in itertools.chain(earlier, records.values()):
@@ -334,10 +338,10 @@ class TaskEventBuffer:
             else:
                 reported.discard(tid)
             opened.append(rec)
+        rows = len(done) // DONE_ROW.size
         if reported and rows:  # reported by a drain between `ran` and its row's taking
-            for row in rows:
-                reported.discard(row[:TASK_ID_BYTES])
-        done = b"".join(rows)
+            for tid, *_ in DONE_ROW.iter_unpack(done):
+                reported.discard(tid)
         jobs: dict[str, int] = {}
         if done:
             for info, count in _count_infos(done).items():
@@ -346,7 +350,7 @@ class TaskEventBuffer:
                 job = infos[info]["job_id"] or ""
                 jobs[job] = jobs.get(job, 0) + count
         bare, self._bare_rows = self._bare_rows, 0
-        num = singles + 5 * len(rows) - 3 * min(bare, len(rows))
+        num = singles + 5 * rows - 3 * min(bare, rows)
         return Drained(infos, opened, done, jobs, num)
 
     def _info_key(self, info: Any, infos: dict[int, dict]) -> int:
@@ -394,13 +398,16 @@ def _count_infos(rows: bytes) -> collections.Counter:
     return collections.Counter(row[2] for row in DONE_ROW.iter_unpack(rows))
 
 
-def _take(rows: collections.deque) -> list:
-    """Everything in `rows` now, oldest first (appends by other threads meanwhile stay)."""
+def _take(rows: bytearray) -> bytes:
+    """Every row in `rows` now (rows other threads append meanwhile stay): a copy, then the
+    copied part deleted, each one operation that holds the GIL throughout."""
     n = len(rows)
     if n == 0:
-        return []
-    popleft = rows.popleft
-    return [popleft() for _ in range(n)]
+        return b""
+    with memoryview(rows) as view:
+        taken = bytes(view[:n])
+    del rows[:n]
+    return taken
 
 
 class Drained(NamedTuple):

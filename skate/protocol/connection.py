@@ -456,7 +456,7 @@ class Connection(asyncio.Protocol):
         then = None
         if isinstance(payload, ReplyThen):
             payload, then = payload.value, payload.then
-        self.send_raw(_reply_frame(req_id, error, payload))
+        self.send_raw(reply_frame(req_id, error, payload))
         if then is not None:
             self._flush()  # the reply is on its way before `then` runs, and nothing read since
             then(self)
@@ -470,7 +470,7 @@ class Connection(asyncio.Protocol):
         if threading.get_ident() == self._loop_thread:
             self._reply(req_id, error, payload)
         else:
-            self.send_threadsafe(_reply_frame(req_id, error, payload))
+            self.send_threadsafe(reply_frame(req_id, error, payload))
 
     def _on_notify(self, method: str, payload) -> None:
         handler = self.handlers.get(method)
@@ -749,7 +749,7 @@ class Connection(asyncio.Protocol):
                 logger.exception("on_close callback failed")
 
 
-def _reply_frame(req_id: int, error: Any, payload: Any) -> bytes:
+def reply_frame(req_id: int, error: Any, payload: Any) -> bytes:
     """A RESPONSE frame; an error response in its place when the wire cannot carry the value."""
     try:
         return pack_frame([RESPONSE, req_id, error, payload])

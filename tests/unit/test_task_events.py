@@ -462,7 +462,7 @@ def test_done_rows_are_bounded_and_each_dropped_row_counted():
     _finish_all(buf, [_spec(i) for i in range(5)])
     batch = buf.batch("n", "w", 1, ())
     assert batch is not None and batch["done_records"] == 3 and batch["dropped"] == 2
-    assert set(_stored_rows(batch)) == {_spec(i).task_id.hex() for i in (2, 3, 4)}  # the newest
+    assert set(_stored_rows(batch)) == {_spec(i).task_id.hex() for i in (0, 1, 2)}  # the first
 
 
 @pytest.mark.timeout(10)

@@ -90,6 +90,7 @@ class ActorSubmitter:
         self.core = core
         self.states: dict[bytes, ActorState] = {}
         self._lock = threading.RLock()
+        self.lanes_declined = 0  # lanes an actor declined (it runs its calls elsewhere)
 
     # -- creation (user thread) ---------------------------------------------------------
     def create(
@@ -345,6 +346,7 @@ class ActorSubmitter:
             logger.debug("no lane to actor %s: %s", state.actor_id.hex(), exc)
             return
         if lane is None:
+            self.lanes_declined += 1
             return
         if state.incarnation != incarnation or state.dead_error is not None:
             lane.close("the actor restarted")

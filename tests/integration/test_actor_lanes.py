@@ -1,0 +1,157 @@
+"""Lanes (`core_worker.lanes`): a caller that waits on each call to a plain actor gets its own
+connection, read by the actor's main thread. Order, failures, cancellation and exit behave as
+on the usual path; actors that run calls elsewhere decline a lane."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+import skate
+from skate._api import _core
+from skate.core_worker import actor_submitter
+from skate.exceptions import ActorDiedError, RayActorError, TaskCancelledError
+from tests.integration._actor_helpers import wait_pid_gone
+from tests.integration._helpers import wait_for
+
+WARM = actor_submitter.LANE_AFTER + 4  # sync calls after which the lane is open
+
+
+def _lane_count() -> int:
+    """In an actor: how many lanes its main thread reads."""
+    from skate._api import _core
+
+    return _core().handlers["open_lane"].__self__.inbox.lane_count
+
+
+@skate.remote
+class Log:
+    def __init__(self):
+        self.seen = []
+
+    def add(self, x):
+        self.seen.append(x)
+        return x
+
+    def lanes(self):
+        return _lane_count()
+
+    def log(self):
+        return self.seen
+
+    def pid(self):
+        return os.getpid()
+
+    def die(self):
+        os._exit(1)
+
+    def sleep(self, seconds, marker):
+        open(marker, "w").close()
+        time.sleep(seconds)
+        return "slept"
+
+    def leave(self):
+        skate.actor.exit_actor()
+
+
+def _warm(actor) -> None:
+    for _ in range(WARM):
+        assert skate.get(actor.add.remote(-1)) == -1
+    assert wait_for(lambda: skate.get(actor.lanes.remote()) == 1, 10)
+
+
+@pytest.mark.timeout(60)
+def test_sync_calls_move_to_a_lane_and_every_call_keeps_its_order(cluster):
+    log = Log.remote()
+    _warm(log)
+    expected = []
+    for round_ in range(5):
+        first = log.add.remote((round_, "sync"))  # goes on the lane (the actor is idle)
+        burst = [log.add.remote((round_, i)) for i in range(20)]  # queued behind it
+        expected += [(round_, "sync"), *((round_, i) for i in range(20))]
+        assert skate.get(first) == (round_, "sync")
+        skate.get(burst)
+    seen = [x for x in skate.get(log.log.remote()) if x != -1]
+    assert [tuple(x) for x in seen] == expected
+    assert skate.get(log.lanes.remote()) == 1  # one lane per caller, reused
+
+
+@pytest.mark.timeout(60)
+def test_an_actor_dying_in_a_lane_call_fails_it_and_its_restart_gets_a_new_lane(cluster):
+    log = Log.options(max_restarts=1).remote()
+    _warm(log)
+    first_pid = skate.get(log.pid.remote())
+    with pytest.raises(RayActorError):
+        skate.get(log.die.remote())
+    assert wait_for(lambda: _pid_after_restart(log) not in (None, first_pid), 30)
+    _warm(log)  # the new process takes a lane again
+
+
+def _pid_after_restart(actor):
+    try:
+        return skate.get(actor.pid.remote(), timeout=5)
+    except Exception:
+        return None
+
+
+@pytest.mark.timeout(60)
+def test_a_running_lane_call_can_be_cancelled(cluster, tmp_path):
+    log = Log.remote()
+    _warm(log)
+    marker = str(tmp_path / "started")
+    ref = log.sleep.remote(60, marker)
+    assert wait_for(lambda: os.path.exists(marker), 10)  # running (a queued call is another path)
+    skate.cancel(ref)
+    with pytest.raises(TaskCancelledError):
+        skate.get(ref, timeout=30)
+    assert skate.get(log.add.remote("after")) == "after"
+
+
+@pytest.mark.timeout(60)
+def test_exit_actor_in_a_lane_call_ends_the_actor(cluster):
+    log = Log.remote()
+    _warm(log)
+    pid = skate.get(log.pid.remote())
+    with pytest.raises(RayActorError):
+        skate.get(log.leave.remote())
+    with pytest.raises(ActorDiedError):
+        skate.get(log.add.remote(1), timeout=30)
+    assert wait_pid_gone(pid)
+
+
+@skate.remote(max_concurrency=2)
+class Threaded:
+    def lanes(self):
+        return _lane_count()
+
+
+@skate.remote
+class Async:
+    async def lanes(self):
+        return _lane_count()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("cls", [Threaded, Async], ids=["threaded", "async"])
+def test_actors_that_run_calls_elsewhere_decline_a_lane(cluster, cls):
+    submitter = _core().actor_submitter
+    declined = submitter.lanes_declined
+    actor = cls.remote()
+    for _ in range(WARM):
+        assert skate.get(actor.lanes.remote()) == 0
+    assert wait_for(lambda: submitter.lanes_declined == declined + 1, 10)
+    assert skate.get(actor.lanes.remote()) == 0
+    assert not _core()._lanes  # the declined connection is closed
+
+
+@pytest.mark.timeout(60)
+def test_lanes_can_be_switched_off(cluster, monkeypatch):
+    monkeypatch.setattr(actor_submitter, "LANES", False)
+    log = Log.remote()
+    for _ in range(WARM):
+        skate.get(log.add.remote(0))
+    state = _core().actor_submitter.states[log._actor_id]
+    assert state.direct_calls == 0 and state.lane is None  # no lane was even asked for
+    assert skate.get(log.lanes.remote()) == 0

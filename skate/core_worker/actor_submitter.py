@@ -57,7 +57,8 @@ class ActorState:
         "finished",
         "address",
         "lane",
-        "lane_busy",
+        "lane_inflight",
+        "conn_inflight",
         "direct_calls",
     )
 
@@ -78,10 +79,13 @@ class ActorState:
         self.finished = 0
         self.address: str | None = None  # where the current incarnation listens
         # A lane to the actor (core_worker.lanes): its own connection, read by the actor's
-        # main thread. A call goes on it only when every earlier one has ended, and while one
-        # is on it (`lane_busy`) no other call is sent (`_flush`): the two never overtake.
+        # main thread. Once it is open every call goes on it, but a streaming one (its items
+        # are reported on `conn`); calls on the two are never in flight at once (`_channel`),
+        # so neither overtakes the other. Each count is raised where a call is sent and
+        # lowered first thing when it is answered, before the call counts as finished.
         self.lane: Connection | None = None
-        self.lane_busy = False
+        self.lane_inflight = 0
+        self.conn_inflight = 0
         self.direct_calls = 0  # calls pushed by user threads, until a lane is opened
 
 
@@ -290,16 +294,18 @@ class ActorSubmitter:
                 if events is not None:  # submitted, ready and sent at once (see task_events)
                     at = events.clock()
                     spec.times = (at, at, at)
-                on_reply = self._on_direct_reply
                 lane = state.lane
-                if lane is not None and not lane.closed:  # the actor's main thread reads it
-                    conn, on_reply = lane, self._on_lane_reply
-                    state.lane_busy = True
-                elif state.direct_calls < LANE_AFTER and LANES:
-                    state.direct_calls += 1
-                    open_lane = state.direct_calls == LANE_AFTER
+                on_lane = lane is not None and not lane.closed  # the actor's main thread reads it
+                if on_lane:
+                    conn = lane
+                    state.lane_inflight += 1  # (nothing in flight: no reply changes it now)
+                else:
+                    state.conn_inflight += 1
+                    if state.direct_calls < LANE_AFTER and LANES:
+                        state.direct_calls += 1
+                        open_lane = state.direct_calls == LANE_AFTER
                 sent = conn.call_threadsafe(
-                    "push_actor_task", spec, functools.partial(on_reply, state, entry)
+                    "push_actor_task", spec, functools.partial(self._on_direct_reply, state, entry, on_lane)
                 )
         if sent is not None:
             core.post_quietly(self._book, entry, state)  # no wake-up: see _book
@@ -325,15 +331,12 @@ class ActorSubmitter:
         entry.resolved = True
         self._in_flight(state, entry)
 
-    def _on_direct_reply(self, state: ActorState, entry: TaskEntry, fut: asyncio.Future) -> None:
+    def _on_direct_reply(
+        self, state: ActorState, entry: TaskEntry, on_lane: bool, fut: asyncio.Future
+    ) -> None:
         self._book(entry, state)
-        self._on_reply(state, entry, fut)
+        self._on_reply(state, entry, on_lane, fut)
         self.core.drain_quiet()  # the quiet posts of earlier direct calls, now moot
-
-    def _on_lane_reply(self, state: ActorState, entry: TaskEntry, fut: asyncio.Future) -> None:
-        state.lane_busy = False
-        self._on_direct_reply(state, entry, fut)
-        self._flush(state)  # calls queued behind it go now
 
     def _open_lane(self, state: ActorState) -> None:
         if state.address is not None and state.lane is None and not self.core.stopped:
@@ -373,29 +376,50 @@ class ActorSubmitter:
                 state.connecting = True
                 asyncio.ensure_future(self._locate(state))
             return
-        if state.lane_busy:  # a call on the lane goes first (`_on_lane_reply` flushes)
-            return
         while queue and (queue[0].resolved or queue[0].done):
-            entry = queue.popleft()
+            entry = queue[0]
             if not entry.done:
-                self._push(state, entry)
+                conn = self._channel(state, entry)
+                if conn is None:  # the other channel has calls in flight: after their replies
+                    return
+                self._push(state, entry, conn)
+            queue.popleft()
+
+    def _channel(self, state: ActorState, entry: TaskEntry) -> Connection | None:
+        """Where the call goes: the lane when there is one (and it is not streaming), else
+        the connection; None while calls sent on the other are still in flight."""
+        lane = state.lane
+        if lane is not None and not lane.closed and entry.spec.generator is None:
+            return None if state.conn_inflight else lane
+        if lane is not None and lane.closed:
+            state.lane = None
+        return None if state.lane_inflight else state.conn
 
     def _in_flight(self, state: ActorState, entry: TaskEntry) -> None:
         """The call is sent: it waits for its reply in `state.inflight`."""
         state.inflight[entry.task_id] = entry
         entry.lease = state
 
-    def _push(self, state: ActorState, entry: TaskEntry) -> None:
+    def _push(self, state: ActorState, entry: TaskEntry, conn: Connection) -> None:
+        on_lane = conn is state.lane
+        if on_lane:
+            state.lane_inflight += 1
+        else:
+            state.conn_inflight += 1
         self._in_flight(state, entry)
         events = self.core.task_events
         if events is not None:
             events.stamp(entry)
         if entry.spec.generator is not None:  # a retry skips the items already here
             entry.spec.generator[2] = self.core.streams.received(entry.task_id)
-        fut = state.conn.call("push_actor_task", entry.spec)  # type: ignore[union-attr]
-        fut.add_done_callback(functools.partial(self._on_reply, state, entry))
+        fut = conn.call("push_actor_task", entry.spec)
+        fut.add_done_callback(functools.partial(self._on_reply, state, entry, on_lane))
 
-    def _on_reply(self, state: ActorState, entry: TaskEntry, fut: asyncio.Future) -> None:
+    def _on_reply(self, state: ActorState, entry: TaskEntry, on_lane: bool, fut: asyncio.Future) -> None:
+        if on_lane:
+            state.lane_inflight -= 1
+        else:
+            state.conn_inflight -= 1
         state.inflight.pop(entry.task_id, None)
         entry.lease = None
         if entry.done:
@@ -413,6 +437,8 @@ class ActorSubmitter:
             outcome = manager.on_reply(entry, reply)
             if isinstance(outcome, Complete):
                 self.core.submitter.complete(entry, outcome.returns, outcome.holder)
+                if state.queue:  # calls held back while the other channel had some in flight
+                    self._flush(state)
             else:
                 state.queue.appendleft(entry)
                 self._flush(state)

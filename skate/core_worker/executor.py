@@ -36,7 +36,7 @@ from skate.core_worker.args import load_args
 from skate.core_worker.call_context import CallContext
 from skate.core_worker.errors import error_entry, task_error_entry
 from skate.core_worker.generator_runner import GeneratorRunner
-from skate.core_worker.lanes import MAX_LANES, MainThreadInbox
+from skate.core_worker.lanes import MainThreadInbox
 from skate.exceptions import ActorDiedError, TaskCancelledError
 from skate.protocol.connection import DeferredReply, ReplyThen
 from skate.protocol.messages import IN_STORE, INLINE, ActorCreation, TaskReply, TaskSpec
@@ -132,15 +132,17 @@ class Executor:
             or actor.pools
             or self.exiting
             or actor_id != bytes.fromhex(self.core.actor_id or "")
-            or self.inbox.lane_count >= MAX_LANES
+            or not self.inbox.reserve()
         ):
             return False
         return ReplyThen(True, self._adopt_lane)
 
     def _adopt_lane(self, conn: Any) -> None:
         sock = conn.detach_socket()
-        if sock is not None:  # (None: it cannot move, and stays a connection like any other)
+        if sock is not None:
             self.inbox.add_lane(sock)
+        else:  # it cannot move (TLS...): it stays a connection like any other
+            self.inbox.unreserve()
 
     def _run_lane_call(self, spec: TaskSpec) -> TaskReply:
         """Main thread: a call read from a lane, checked as `ActorRuntime.submit` checks one."""

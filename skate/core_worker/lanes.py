@@ -10,11 +10,13 @@ request (`open_lane`) so that the main thread reads it itself, waiting on its la
 the queue at once (`poll`); it runs a call as soon as it has read it and writes the reply
 on the same socket.
 
-A lane carries only `push_actor_task` requests without streaming results, from a caller
-that sends one only when every earlier call of its to this actor has ended (the caller's
-`ActorSubmitter` keeps that rule), so order is kept by construction. Anything else on a lane
-(a malformed frame, another method) closes that lane, and only it; so does the caller
-closing it. Only a plain actor (sync, one call at a time) takes lanes, at most `MAX_LANES`.
+A lane carries only `push_actor_task` requests without streaming results. Once a caller has
+one, all its calls to the actor go on it but streaming ones, and it never has calls in flight
+on the lane and on its connection at once (the caller's `ActorSubmitter` keeps that rule), so
+order is kept by construction; the main thread reads and runs a lane's calls in order.
+Anything else on a lane (a malformed frame, another method) closes that lane, and only it; so
+does the caller closing it. Only a plain actor (sync, one call at a time) takes lanes, at most
+`MAX_LANES` (a slot is reserved when one is accepted, so an accepted lane is never refused).
 """
 
 from __future__ import annotations
@@ -108,10 +110,25 @@ class MainThreadInbox:
         os.set_blocking(self._wake_w, False)
         self._poll = select.poll()
         self._poll.register(self._wake_r, select.POLLIN)
+        self._slots_lock = threading.Lock()
+        self._slots = 0  # lanes accepted and not dropped yet (at most MAX_LANES)
 
     @property
     def lane_count(self) -> int:
         return len(self._lanes)
+
+    def reserve(self) -> bool:
+        """I/O thread: room for one more lane? (Taken now, before the caller is told yes: a
+        lane accepted is never closed for want of room.)"""
+        with self._slots_lock:
+            if self._slots >= MAX_LANES:
+                return False
+            self._slots += 1
+            return True
+
+    def unreserve(self) -> None:
+        with self._slots_lock:
+            self._slots -= 1
 
     def put(self, item: tuple) -> None:
         """Any thread: queue an item for the main thread."""
@@ -164,9 +181,6 @@ class MainThreadInbox:
                         self._read(fd, lane)
 
     def _add(self, sock: socket.socket) -> None:
-        if len(self._lanes) >= MAX_LANES:
-            sock.close()  # the caller sees it closed and keeps using its connection
-            return
         lane = Lane(sock)
         self._lanes[sock.fileno()] = lane
         self._poll.register(sock.fileno(), select.POLLIN)
@@ -197,6 +211,7 @@ class MainThreadInbox:
     def _drop(self, fd: int, lane: Lane) -> None:
         if self._lanes.pop(fd, None) is not None:
             self._poll.unregister(fd)
+            self.unreserve()
         lane.close()
 
     def close(self) -> None:

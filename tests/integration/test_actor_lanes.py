@@ -41,6 +41,11 @@ class Log:
     def log(self):
         return self.seen
 
+    def stream(self, n):
+        for i in range(n):
+            self.seen.append(("stream", i))
+            yield i
+
     def pid(self):
         return os.getpid()
 
@@ -76,6 +81,23 @@ def test_sync_calls_move_to_a_lane_and_every_call_keeps_its_order(cluster):
     seen = [x for x in skate.get(log.log.remote()) if x != -1]
     assert [tuple(x) for x in seen] == expected
     assert skate.get(log.lanes.remote()) == 1  # one lane per caller, reused
+
+
+@pytest.mark.timeout(60)
+def test_a_streaming_call_between_lane_calls_keeps_its_place(cluster):
+    log = Log.remote()
+    _warm(log)
+    before = [log.add.remote(("before", i)) for i in range(10)]  # on the lane
+    stream = log.stream.options(num_returns="streaming").remote(3)  # on the connection
+    after = [log.add.remote(("after", i)) for i in range(10)]  # on the lane again
+    assert [skate.get(ref) for ref in stream] == [0, 1, 2]
+    skate.get(before + after)
+    seen = [tuple(x) for x in skate.get(log.log.remote()) if x != -1]
+    assert seen == [
+        *(("before", i) for i in range(10)),
+        *(("stream", i) for i in range(3)),
+        *(("after", i) for i in range(10)),
+    ]
 
 
 @pytest.mark.timeout(60)
@@ -143,7 +165,9 @@ def test_actors_that_run_calls_elsewhere_decline_a_lane(cluster, cls):
         assert skate.get(actor.lanes.remote()) == 0
     assert wait_for(lambda: submitter.lanes_declined == declined + 1, 10)
     assert skate.get(actor.lanes.remote()) == 0
-    assert not _core()._lanes  # the declined connection is closed
+    state = submitter.states[actor._actor_id]
+    assert state.lane is None
+    assert not [c for c in _core()._lanes if c.name == f"lane {state.address[-20:]}"]  # closed
 
 
 @pytest.mark.timeout(60)

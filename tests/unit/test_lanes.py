@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 
 import msgspec
 import pytest
@@ -45,6 +46,8 @@ class Fixture:
         return TaskReply([[0, [0, b"x"]]], 0.0)
 
     def lane(self) -> socket.socket:
+        """A lane as the executor accepts one: a slot first, then the socket."""
+        assert self.inbox.reserve()
         caller, worker = socket.socketpair()
         self.callers.append(caller)
         self.inbox.add_lane(worker)
@@ -130,6 +133,14 @@ def test_a_bad_frame_closes_its_lane_only(fx, bad):
     assert bad_caller.recv(10) == b""  # closed on the worker's side
 
 
+def _put_when(fx: Fixture, condition, timeout: float = 5.0) -> None:
+    """Queue an item once `condition` holds (from another thread, as the I/O thread would)."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    fx.inbox.put((None, "woken", None))
+
+
 def _take_lanes_in(fx: Fixture) -> None:
     fx.inbox.put((None, "take the lanes in", None))
     fx.serve(1)
@@ -159,15 +170,21 @@ def test_a_caller_closing_its_lane_drops_it(fx):
 
 
 @pytest.mark.timeout(10)
-def test_lanes_past_the_limit_are_closed(fx, monkeypatch):
+def test_no_lane_is_accepted_past_the_limit_and_a_dropped_one_frees_its_slot(fx, monkeypatch):
     monkeypatch.setattr(lanes_module, "MAX_LANES", 1)
-    kept, extra = fx.lane(), fx.lane()
-    fx.inbox.put((None, "in", None))
+    first = fx.lane()
+    assert not fx.inbox.reserve()  # (the executor then answers the caller no)
+    _take_lanes_in(fx)
+    first.close()
+    waker = threading.Thread(target=_put_when, args=(fx, lambda: fx.inbox.lane_count == 0))
+    waker.start()
+    fx.serve(1)  # polls: reads the close, drops the lane, then gets the waker's item
+    waker.join(5)
+    second = fx.lane()
+    _take_lanes_in(fx)
+    second.sendall(_call(1, _spec(1)))
     fx.serve(1)
-    assert fx.inbox.lane_count == 1 and extra.recv(10) == b""
-    kept.sendall(_call(1, _spec(1)))
-    fx.serve(1)
-    assert _reply(kept)[1] == 1
+    assert _reply(second)[1] == 1 and fx.inbox.lane_count == 1
 
 
 @pytest.mark.timeout(10)

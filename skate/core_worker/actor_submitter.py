@@ -295,9 +295,9 @@ class ActorSubmitter:
                     at = events.clock()
                     spec.times = (at, at, at)
                 lane = state.lane
-                on_lane = lane is not None and not lane.closed  # the actor's main thread reads it
-                if on_lane:
-                    conn = lane
+                on_lane = False
+                if lane is not None and not lane.closed:  # the actor's main thread reads it
+                    conn, on_lane = lane, True
                     state.lane_inflight += 1  # (nothing in flight: no reply changes it now)
                 else:
                     state.conn_inflight += 1

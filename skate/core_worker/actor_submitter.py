@@ -33,11 +33,11 @@ from skate.protocol.messages import ActorCreation, TaskReply, TaskSpec
 logger = logging.getLogger(__name__)
 
 RESTARTING = "RESTARTING"
+DEAD = "DEAD"
 # After this many calls a user thread pushed itself to one actor (a caller waiting on each
 # call in turn), open a lane to it (`core_worker.lanes`); SKATE_ACTOR_LANES=0: never.
 LANE_AFTER = 16
 LANES = os.environ.get("SKATE_ACTOR_LANES", "1") not in ("", "0", "false")
-DEAD = "DEAD"
 
 
 class ActorState:
@@ -423,6 +423,8 @@ class ActorSubmitter:
         state.inflight.pop(entry.task_id, None)
         entry.lease = None
         if entry.done:
+            if state.queue:  # calls held back while the other channel had some in flight
+                self._flush(state)
             return
         manager = self.core.submitter.manager
         exc = fut.exception()

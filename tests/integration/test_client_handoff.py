@@ -137,4 +137,6 @@ def test_with_tls_the_server_keeps_the_connection_and_relays(tls_head):
     assert _holds(server, port) and not _holds(proxy, port)
     before = _wakeups(server)
     _burst()
-    assert _wakeups(server) - before > 400  # every round trip went through the server
+    # every round trip went through the server: at least one wake-up each (two when it slept
+    # between request and reply; a quick reply can arrive before it does)
+    assert _wakeups(server) - before > 200

@@ -17,6 +17,11 @@ order is kept by construction; the main thread reads and runs a lane's calls in 
 Anything else on a lane (a malformed frame, another method) closes that lane, and only it; so
 does the caller closing it. Only a plain actor (sync, one call at a time) takes lanes, at most
 `MAX_LANES` (a slot is reserved when one is accepted, so an accepted lane is never refused).
+
+Replies are written with a blocking `sendall`: a caller that stops reading its lane while
+its replies fill the socket's buffers holds up the actor's main thread (on a connection the
+loop would buffer them instead). Replies are small (inline values), so this takes a caller
+frozen with many calls in flight.
 """
 
 from __future__ import annotations

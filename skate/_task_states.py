@@ -26,6 +26,14 @@ NAMES = (
     "FAILED",
 )
 TERMINAL = frozenset({FINISHED, FAILED})
+OWNER_STATES = (PENDING_ARGS_AVAIL, PENDING_NODE_ASSIGNMENT, SUBMITTED_TO_WORKER)
+
+
+def owner_states(times: tuple | list) -> list:
+    """An owner's (submitted, ready, sent) times as `[state, time, ...]`, leaving out those it
+    never saw (NaN)."""
+    return [s for state, when in zip(OWNER_STATES, times) if when == when for s in (state, when)]
+
 
 # Rows of attempts that began and ended between two sends of the worker that ran them, packed
 # and joined into one byte string per batch (no object per row for the garbage collector,

@@ -62,11 +62,11 @@ class ActorRuntime:
         executor = self.executor
         if executor.exiting:
             return  # exit_actor() ran: the call fails when the connection drops
-        group = spec.concurrency_group or DEFAULT_GROUP
-        if group not in self.limits:
-            spec.concurrency_group = None
-            reply.send(executor._error_reply(spec, ValueError(f"unknown concurrency group {group!r}"), 0.0))
+        unknown = self.unknown_group(spec)
+        if unknown is not None:
+            reply.send(unknown)
             return
+        group = spec.concurrency_group or DEFAULT_GROUP
         if self.is_async:
             self._inbox.append((spec, reply, group))
             if not self._inbox_scheduled:
@@ -76,6 +76,15 @@ class ActorRuntime:
             self.pools[group].submit(self._run_sync, spec, reply)
         else:
             executor.inbox.put((executor.run_call, spec, reply))
+
+    def unknown_group(self, spec: TaskSpec) -> Any:
+        """The error reply of a call naming a concurrency group this actor lacks (None: it
+        names none, or one it has)."""
+        group = spec.concurrency_group or DEFAULT_GROUP
+        if group in self.limits:
+            return None
+        spec.concurrency_group = None
+        return self.executor._error_reply(spec, ValueError(f"unknown concurrency group {group!r}"), 0.0)
 
     def _drain_inbox(self) -> None:
         """Actor loop: start a coroutine for every call the I/O thread handed over."""

@@ -146,11 +146,8 @@ class Executor:
 
     def _run_lane_call(self, spec: TaskSpec) -> TaskReply:
         """Main thread: a call read from a lane, checked as `ActorRuntime.submit` checks one."""
-        group = spec.concurrency_group
-        if group is not None and group not in self.actor.limits:
-            spec.concurrency_group = None
-            return self._error_reply(spec, ValueError(f"unknown concurrency group {group!r}"), 0.0)
-        return self.run_call(spec)
+        unknown = self.actor.unknown_group(spec)
+        return unknown if unknown is not None else self.run_call(spec)
 
     def _h_cancel(self, conn: Any, payload: dict) -> None:
         tid = payload["tid"]

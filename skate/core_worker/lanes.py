@@ -37,7 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from skate.exceptions import ProtocolError
-from skate.protocol.connection import error_info, reply_frame
+from skate.protocol.connection import DeferredReply, reply_frame
 from skate.protocol.framing import REQUEST, FrameDecoder
 from skate.protocol.messages import TaskSpec
 
@@ -50,7 +50,8 @@ _READ_BYTES = 1 << 18
 
 class Lane:
     """One caller's lane: its socket, the frames read so far, and a lock that orders the
-    replies written by the main thread and, now and then, by the I/O thread."""
+    replies written by the main thread and, now and then, by the I/O thread. A call read
+    from it is answered through a `DeferredReply` on it, as one read from a connection."""
 
     __slots__ = ("sock", "decoder", "lock", "closed")
 
@@ -70,31 +71,13 @@ class Lane:
             except OSError:
                 self.closed = True  # the caller went away: the main thread drops the lane
 
+    def reply_any_thread(self, req_id: int, error: Any, payload: Any) -> None:
+        self.send(reply_frame(req_id, error, payload))
+
     def close(self) -> None:
         with self.lock:
             self.closed = True
             self.sock.close()
-
-
-class LaneReply:
-    """The reply to one call read from a lane (what `DeferredReply` is for a connection)."""
-
-    __slots__ = ("lane", "req_id", "sent")
-
-    def __init__(self, lane: Lane, req_id: int):
-        self.lane = lane
-        self.req_id = req_id
-        self.sent = False
-
-    def send(self, value: Any) -> None:
-        if not self.sent:
-            self.sent = True
-            self.lane.send(reply_frame(self.req_id, None, value))
-
-    def fail(self, exc: BaseException) -> None:
-        if not self.sent:
-            self.sent = True
-            self.lane.send(reply_frame(self.req_id, error_info(exc), None))
 
 
 class MainThreadInbox:
@@ -208,7 +191,7 @@ class MainThreadInbox:
                 spec = TaskSpec.from_wire(payload)
                 if spec.generator is not None:
                     raise ProtocolError("a streaming call cannot take a lane")
-                self._ready.append((self._run_lane_call, spec, LaneReply(lane, req_id)))
+                self._ready.append((self._run_lane_call, spec, DeferredReply(lane, req_id)))
         except Exception as exc:  # a bad frame closes this lane, nothing else
             logger.warning("closing a lane after a bad request: %s", exc)
             self._drop(fd, lane)

@@ -176,11 +176,9 @@ class TaskEventBuffer:
         """The owner's times of a call and its info, as single events (NaN: not seen)."""
         tid, attempt, append = spec.task_id, spec.attempt, self.events.append
         append((tid, attempt, _INFO, 0.0, info))
-        for state, when in zip(
-            (ts.PENDING_ARGS_AVAIL, ts.PENDING_NODE_ASSIGNMENT, ts.SUBMITTED_TO_WORKER), times
-        ):
-            if when == when:  # (not NaN)
-                append((tid, attempt, state, when, None))
+        seen = iter(ts.owner_states(times))
+        for state, when in zip(seen, seen):
+            append((tid, attempt, state, when, None))
 
     # -- static info (any thread) ------------------------------------------------------
     def info_id(self, spec: Any) -> Any:
@@ -282,14 +280,7 @@ class TaskEventBuffer:
             if times[0] > cutoff:  # submitted since the last drain: next time, if still on
                 continue
             entry.ev_reported = True
-            seen = [
-                s
-                for state, when in zip(
-                    (ts.PENDING_ARGS_AVAIL, ts.PENDING_NODE_ASSIGNMENT, ts.SUBMITTED_TO_WORKER), times
-                )
-                if when == when
-                for s in (state, when)
-            ]
+            seen = ts.owner_states(times)
             records[spec.task_id] = [
                 spec.task_id,
                 spec.attempt,

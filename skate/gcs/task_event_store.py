@@ -18,7 +18,6 @@ are dropped unread and counted as evicted.
 from __future__ import annotations
 
 import collections
-import math
 import struct
 from collections.abc import Iterator
 from typing import Any
@@ -251,20 +250,11 @@ class TaskEventStore:
         }
 
 
-_OWNER_STATES = (ts.PENDING_ARGS_AVAIL, ts.PENDING_NODE_ASSIGNMENT, ts.SUBMITTED_TO_WORKER)
-
-
 def _done_records(rows: bytes) -> list[list]:
     """A worker's done rows (`_task_states.DONE_ROW`, packed) as records."""
     out = []
-    isnan = math.isnan
     for tid, attempt, info, args, ready, pushed, start, end in ts.DONE_ROW.iter_unpack(rows):
-        times = [
-            s
-            for state, when in zip(_OWNER_STATES, (args, ready, pushed))
-            if not isnan(when)
-            for s in (state, when)
-        ]
+        times = ts.owner_states((args, ready, pushed))
         times += (ts.RUNNING, start, ts.FINISHED, end)
         out.append([tid, attempt, times, info, None])
     return out

@@ -45,7 +45,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from skate import _config
 from skate.exceptions import ProtocolError, RaySystemError
@@ -137,13 +137,19 @@ def _is_nonce(value: Any) -> bool:
     return isinstance(value, bytes) and len(value) == NONCE_BYTES
 
 
+class Replier(Protocol):
+    """Where a `DeferredReply` goes: a connection, or a worker's lane (`core_worker.lanes`)."""
+
+    def reply_any_thread(self, req_id: int, error: Any, payload: Any) -> None: ...
+
+
 class DeferredReply:
     """The reply to one request, sent later by whoever holds this (any thread): a handler
     returns `conn.defer()` instead of a value or a future. At most one reply is sent."""
 
     __slots__ = ("conn", "req_id", "sent")
 
-    def __init__(self, conn: Connection, req_id: int) -> None:
+    def __init__(self, conn: Replier, req_id: int) -> None:
         self.conn = conn
         self.req_id = req_id
         self.sent = False
@@ -151,12 +157,12 @@ class DeferredReply:
     def send(self, value: Any) -> None:
         if not self.sent:
             self.sent = True
-            self.conn._reply_any_thread(self.req_id, None, value)
+            self.conn.reply_any_thread(self.req_id, None, value)
 
     def fail(self, exc: BaseException) -> None:
         if not self.sent:
             self.sent = True
-            self.conn._reply_any_thread(self.req_id, error_info(exc), None)
+            self.conn.reply_any_thread(self.req_id, error_info(exc), None)
 
 
 class ReplyThen:
@@ -466,7 +472,8 @@ class Connection(asyncio.Protocol):
         The handler returns it; the reply goes out when its `send` or `fail` is called."""
         return DeferredReply(self, self._request_now)
 
-    def _reply_any_thread(self, req_id: int, error: Any, payload: Any) -> None:
+    def reply_any_thread(self, req_id: int, error: Any, payload: Any) -> None:
+        """Send a response from any thread (what a `DeferredReply` calls)."""
         if threading.get_ident() == self._loop_thread:
             self._reply(req_id, error, payload)
         else:

@@ -4,6 +4,7 @@ on the usual path; actors that run calls elsewhere decline a lane."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
@@ -179,3 +180,15 @@ def test_lanes_can_be_switched_off(cluster, monkeypatch):
     state = _core().actor_submitter.states[log._actor_id]
     assert state.direct_calls == 0 and state.lane is None  # no lane was even asked for
     assert skate.get(log.lanes.remote()) == 0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("bad", [b"\x00" * 16, "not bytes", None], ids=["other-actor", "str", "none"])
+def test_a_lane_request_naming_another_actor_is_declined(cluster, bad):
+    log = Log.remote()
+    _warm(log)
+    core = _core()
+    address = core.actor_submitter.states[log._actor_id].address
+    lane = asyncio.run_coroutine_threadsafe(core.lane(address, bad), core.loop).result(30)
+    assert lane is None  # declined, and the connection it came on closed
+    assert skate.get(log.lanes.remote()) == 1  # the caller's own lane is untouched

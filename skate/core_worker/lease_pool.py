@@ -6,6 +6,10 @@ many tasks a worker holds at once (functions whose recent runs were short are pi
 `max_in_flight` deep, others go one at a time so a slow task never hides a fast one behind
 it), and when an idle lease goes back (after `idle_seconds`, on the injected clock).
 
+The I/O loop drives it, with one exception: a user thread may take an idle lease for a task
+of its own (`claim`) and push the task itself, saving the loop's wake-up (a sync task's
+latency). So every method runs under one lock: a claim never meets a lease half-returned.
+
 Every method returns the actions for the I/O shell to carry out, as tuples:
     (PUSH, lease, entry)          send the task to the leased worker
     (REQUEST, key_state, rid)     ask for a lease (rid counts as pending from now on)
@@ -16,7 +20,9 @@ Every method returns the actions for the I/O shell to carry out, as tuples:
 
 from __future__ import annotations
 
+import functools
 import itertools
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -30,6 +36,17 @@ from skate._config import (
 )
 
 PUSH, REQUEST, CANCEL_REQUEST, IDLE_CHECK, RETURN = range(5)
+
+
+def _locked(method: Callable) -> Callable:
+    """Run a LeasePool method under the pool's lock."""
+
+    @functools.wraps(method)
+    def run(self: LeasePool, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return run
 
 
 class Lease:
@@ -113,6 +130,9 @@ class LeasePool:
         self.max_pending_requests = max_pending_requests
         self.keys: dict[Any, KeyState] = {}
         self._rids = itertools.count(1)
+        # Reentrant: methods call each other. Held briefly (no I/O here), so the loop never
+        # waits long for a claiming thread, nor it for the loop.
+        self._lock = threading.RLock()
 
     def key_state(self, key: Any, shape: dict, strategy: Any) -> KeyState:
         ks = self.keys.get(key)
@@ -120,16 +140,44 @@ class LeasePool:
             ks = self.keys[key] = KeyState(shape, strategy)
         return ks
 
+    # -- a user thread's own push -------------------------------------------------------
+    @_locked
+    def claim(self, ks: KeyState, entry: Any) -> Lease | None:
+        """Any thread: an idle lease of `ks`, taken for `entry` now, or None (none is idle,
+        or tasks of the key wait in its queue: the task must not overtake them). The caller
+        sends the task itself; if it cannot, it gives the lease back with `unclaim`."""
+        if ks.queue:
+            return None
+        for lease in ks.leases.values():
+            if not lease.inflight and not lease.dead:
+                lease.inflight[entry.task_id] = entry
+                lease.idle_since = None
+                entry.lease = lease
+                return lease
+        return None
+
+    @_locked
+    def unclaim(self, lease: Lease, entry: Any) -> None:
+        """A claimed lease's task was not sent: its worker's connection closed meanwhile, so
+        the lease is gone (as in `push_refused`; the task goes the loop's way instead)."""
+        lease.inflight.pop(entry.task_id, None)
+        entry.lease = None
+        lease.dead = True
+        lease.key.leases.pop(lease.worker_id, None)
+
     # -- tasks in ---------------------------------------------------------------------
+    @_locked
     def enqueue(self, ks: KeyState, entry: Any) -> list[tuple]:
         if ks.removed and entry in ks.removed:  # queued again (rebuilt): its old place must go
             self._compact(ks)
         ks.queue.append(entry)
         return self.dispatch(ks)
 
+    @_locked
     def requeue_front(self, ks: KeyState, entry: Any) -> None:
         ks.queue.appendleft(entry)
 
+    @_locked
     def remove_queued(self, ks: KeyState, entry: Any) -> None:
         """Take a queued task out of the queue (it was cancelled).
 
@@ -157,6 +205,7 @@ class LeasePool:
             return self.max_in_flight
         return 1
 
+    @_locked
     def dispatch(self, ks: KeyState) -> list[tuple]:
         """Hand queued tasks to leased workers with room; ask for more leases while tasks wait."""
         actions: list[tuple] = []
@@ -197,6 +246,7 @@ class LeasePool:
         return actions
 
     # -- leases -----------------------------------------------------------------------
+    @_locked
     def granted(self, ks: KeyState, rid: int, lease: Lease | None) -> list[tuple]:
         """A lease request ended: with a lease, or None when it was refused or redirected."""
         ks.pending_requests.discard(rid)
@@ -204,6 +254,7 @@ class LeasePool:
             ks.leases[lease.worker_id] = lease
         return self.dispatch(ks)
 
+    @_locked
     def request_failed(self, ks: KeyState, rid: int, fatal: bool = False) -> tuple[list[tuple], list]:
         """A lease request failed for good. Returns (actions, tasks to fail). `fatal`: the
         failure holds for every task of the key (its runtime env cannot be set up), so the
@@ -216,6 +267,7 @@ class LeasePool:
         ks.removed.clear()
         return [], failed
 
+    @_locked
     def idle_expired(self, lease: Lease) -> list[tuple]:
         """The idle timer of a lease fired: return it if it stayed idle all along."""
         if lease.dead or lease.inflight or lease.idle_since is None:
@@ -224,6 +276,7 @@ class LeasePool:
             return [(IDLE_CHECK, lease, self.idle_seconds - (self.clock() - lease.idle_since))]
         return self.release(lease, kill=False)
 
+    @_locked
     def release(self, lease: Lease, kill: bool) -> list[tuple]:
         if lease.dead:
             return []
@@ -232,6 +285,7 @@ class LeasePool:
         lease.key.leases.pop(lease.worker_id, None)
         return [(RETURN, lease, kill)]
 
+    @_locked
     def idle_leases(self) -> list[tuple]:
         """The raylet wants resources back: return every lease with nothing in flight."""
         actions: list[tuple] = []
@@ -242,6 +296,7 @@ class LeasePool:
         return actions
 
     # -- results ----------------------------------------------------------------------
+    @_locked
     def finished(self, lease: Lease, entry: Any, duration: float | None) -> None:
         """A task left its worker (a reply came); its run time tunes the pipelining depth."""
         lease.inflight.pop(entry.task_id, None)
@@ -252,6 +307,7 @@ class LeasePool:
         if not lease.inflight:
             lease.idle_since = None  # re-armed by the next dispatch
 
+    @_locked
     def lease_failed(self, lease: Lease, entry: Any) -> list[tuple]:
         """The worker died or its connection broke while `entry` ran there.
 
@@ -261,6 +317,7 @@ class LeasePool:
         entry.lease = None
         return self.release(lease, kill=True)
 
+    @_locked
     def push_refused(self, lease: Lease, entry: Any) -> None:
         """The worker went away while idle: not the task's failure; it goes first in line again."""
         lease.inflight.pop(entry.task_id, None)
@@ -269,6 +326,7 @@ class LeasePool:
         lease.key.leases.pop(lease.worker_id, None)
         lease.key.queue.appendleft(entry)
 
+    @_locked
     def connection_lost(self, conn: Any) -> list[KeyState]:
         """A worker's connection closed: its idle leases are gone (busy ones fail their tasks).
 
@@ -285,6 +343,7 @@ class LeasePool:
                 again.append(ks)
         return again
 
+    @_locked
     def mark_oom(self, worker_id: str, threshold: float) -> None:
         """The raylet is about to kill this worker for memory: its failure is an OOM."""
         for ks in self.keys.values():

@@ -16,7 +16,7 @@ from typing import Any
 
 from skate import _ids
 from skate import _task_states as ts
-from skate.core_worker.args import prepare_args
+from skate.core_worker.args import NO_REFS, prepare_args
 from skate.core_worker.errors import error_entry
 from skate.core_worker.lease_pool import (
     CANCEL_REQUEST,
@@ -102,8 +102,40 @@ class TaskSubmitter:
             site = call_site()
             for oid in return_ids:
                 core.ownership.call_sites[oid] = site
+        # No refs among the arguments (nothing posted for them that the push could overtake),
+        # no stream: with a leased worker of its key idle, push the task from this thread.
+        if hold is NO_REFS and generator is None and self._push_direct(entry):
+            return refs
         core.post(self._on_submit, entry)
         return refs
+
+    def _push_direct(self, entry: TaskEntry) -> bool:
+        """User thread: send the task to an idle leased worker itself, saving the I/O loop's
+        wake-up (most of a sync task's latency, as for an idle actor: ActorSubmitter.submit).
+        The loop books it when its reply comes or with its next batch of posts, whichever is
+        first (`_book`). False when no lease of its key is idle."""
+        ks = self.pool.keys.get(entry.key)
+        if ks is None or self.core.stopped:
+            return False
+        lease = self.pool.claim(ks, entry)
+        if lease is None:
+            return False
+        spec = entry.spec
+        if lease.gpu_ids:
+            spec.gpus = lease.gpu_ids
+        events = self.core.task_events
+        if events is not None:  # submitted, ready and sent at once (see task_events)
+            at = events.clock()
+            spec.times = (at, at, at)
+        sent = lease.conn.call_threadsafe(
+            "push_task", spec, functools.partial(self._on_direct_reply, lease, entry)
+        )
+        if sent is None:  # the worker's connection closed: the loop's way, with a new lease
+            self.pool.unclaim(lease, entry)
+            spec.times = None
+            return False
+        self.core.post_quietly(self._book, entry)  # no wake-up: see _book
+        return True
 
     def _scheduling_key(
         self, function_key: bytes, resources: dict, strategy: Any, labels: Any, env_key: Any
@@ -134,6 +166,19 @@ class TaskSubmitter:
     def _on_submit(self, entry: TaskEntry) -> None:
         self.manager.add(entry)
         self.resolve_dependencies(entry)
+
+    def _book(self, entry: TaskEntry) -> None:
+        """Track a task its user thread pushed (`_push_direct`) as `_push` would, once: from
+        its reply's callback or from the quiet post, whichever runs first."""
+        if entry.resolved or entry.done:
+            return
+        self.manager.add(entry)
+        entry.resolved = True
+
+    def _on_direct_reply(self, lease: Lease, entry: TaskEntry, fut: asyncio.Future) -> None:
+        self._book(entry)
+        self._on_reply(lease, entry, fut)
+        self.core.drain_quiet()  # the quiet posts of earlier direct pushes, now moot
 
     def resolve_dependencies(self, entry: TaskEntry) -> None:
         """Fill the call's deps once every dependency is ready, then hand it on (to its
@@ -202,10 +247,12 @@ class TaskSubmitter:
                 task = asyncio.ensure_future(self._request_lease(ks, rid))
                 task.add_done_callback(functools.partial(self._lease_task_done, ks, rid))
             elif kind == IDLE_CHECK:
+                # One timer per lease at a time: one armed earlier fires sooner, and the check
+                # then arms another for what is left (a busy lease's check does nothing). Not
+                # a new timer per task, as a sync caller's lease goes idle after each.
                 lease = action[1]
-                if lease.idle_timer is not None:
-                    lease.idle_timer.cancel()
-                lease.idle_timer = self.core.loop.call_later(action[2], self._idle_check, lease)
+                if lease.idle_timer is None:
+                    lease.idle_timer = self.core.loop.call_later(action[2], self._idle_check, lease)
             elif kind == RETURN:
                 lease, kill = action[1], action[2]
                 if not self.core.stopped:
@@ -218,9 +265,6 @@ class TaskSubmitter:
         self._run(self.pool.idle_expired(lease))
 
     def _push(self, lease: Lease, entry: TaskEntry) -> None:
-        if lease.idle_timer is not None:  # busy again: the idle check would find nothing to do
-            lease.idle_timer.cancel()
-            lease.idle_timer = None
         if lease.conn.closed:  # the worker went away while idle: not this task's failure
             self.pool.push_refused(lease, entry)
             self._run(self.pool.dispatch(lease.key))

@@ -1,10 +1,12 @@
 """Calls a user thread pushes itself, and replies the executing thread sends itself.
 
 A call to an idle actor (every earlier call of this caller has ended, no ref among its
-arguments, not a generator) is written to the actor's socket by the calling thread; the
+arguments, not a generator) is written to the actor's socket by the calling thread; so is a
+task when a worker leased for its function is idle and no task of that function waits. The
 worker's thread that ran a call writes its reply. These tests check that the short cut is
 taken where it should be, and that it never breaks the order of an actor's calls or loses a
-reply: behind a call still waiting for an argument, across threads, after a restart.
+reply: behind a call still waiting for an argument, across threads, after a restart; and that
+a task pushed this way is retried, cancelled and accounted for as any other.
 """
 
 from __future__ import annotations
@@ -190,3 +192,111 @@ def test_replies_of_threaded_and_async_actors_all_arrive(cluster):
         assert skate.get([actor.work.remote(i) for i in range(300)]) == list(range(300))
         assert [skate.get(actor.work.remote(i)) for i in range(30)] == list(range(30))
         skate.kill(actor)
+
+
+# -- tasks -------------------------------------------------------------------------------
+@skate.remote
+def square(x):
+    return x * x
+
+
+@skate.remote
+def die_if_marked(path):
+    """Exits its worker the first time `path` exists (removing it), else returns its pid."""
+    import os
+
+    if os.path.exists(path):
+        os.remove(path)
+        os._exit(1)
+    return os.getpid()
+
+
+@skate.remote
+def nap(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def test_sync_tasks_are_pushed_by_the_calling_thread(cluster, pushes):
+    skate.get(square.remote(0))  # leases a worker for the function
+    pushes.clear()
+    for i in range(50):
+        assert skate.get(square.remote(i)) == i * i
+    assert pushes.count("push_task") >= 45  # each found the leased worker idle
+
+
+def test_tasks_with_refs_among_the_arguments_take_the_loop(cluster, pushes):
+    skate.get(square.remote(1))
+    pushes.clear()
+    arg = skate.put(7)
+    assert skate.get(square.remote(arg)) == 49
+    assert pushes == []
+
+
+def test_a_burst_after_a_direct_push_runs_every_task_once(cluster, pushes):
+    """The first of a burst takes the idle lease; the rest queue on the loop behind it."""
+    skate.get(square.remote(2))
+    pushes.clear()
+    assert skate.get([square.remote(i) for i in range(300)]) == [i * i for i in range(300)]
+    assert 1 <= pushes.count("push_task") < 300
+
+
+def test_tasks_from_many_threads_all_run_once(cluster):
+    from skate._api import _core
+
+    skate.get(square.remote(3))
+    errors: list[BaseException] = []
+    results: dict[int, list] = {}
+
+    def caller(k: int) -> None:
+        try:
+            mine = []
+            for i in range(60):
+                ref = square.remote(k * 1000 + i)
+                mine.append(ref if i % 3 else skate.get(ref))
+            results[k] = [x if isinstance(x, int) else skate.get(x) for x in mine]
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=caller, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    for k in range(4):
+        assert results[k] == [(k * 1000 + i) ** 2 for i in range(60)]
+    for i in range(100):
+        skate.get(square.remote(i))
+    assert len(_core()._posted) <= 2  # the quiet bookkeeping of direct pushes did not pile up
+
+
+def test_a_direct_task_whose_worker_dies_is_retried(cluster, tmp_path, pushes):
+    marker = tmp_path / "die"
+    first = skate.get(die_if_marked.options(max_retries=1).remote(str(marker)))
+    marker.touch()
+    pushes.clear()
+    second = skate.get(die_if_marked.options(max_retries=1).remote(str(marker)), timeout=60)
+    assert pushes.count("push_task") >= 1  # the attempt that died was pushed directly
+    assert second != first and not marker.exists()  # a new worker ran the retry
+
+
+def test_a_direct_task_whose_worker_dies_without_retries_fails(cluster, tmp_path):
+    marker = tmp_path / "die"
+    skate.get(die_if_marked.options(max_retries=0).remote(str(marker)))
+    marker.touch()
+    with pytest.raises(skate.exceptions.WorkerCrashedError):
+        skate.get(die_if_marked.options(max_retries=0).remote(str(marker)), timeout=60)
+    assert skate.get(die_if_marked.options(max_retries=0).remote(str(marker))) > 0  # leases anew
+
+
+def test_a_direct_task_can_be_cancelled(cluster, pushes):
+    skate.get(nap.remote(0))
+    pushes.clear()
+    ref = nap.remote(60)
+    assert pushes.count("push_task") == 1
+    skate.cancel(ref)  # (its cancel follows its push on the worker's connection)
+    started = time.monotonic()
+    with pytest.raises((skate.exceptions.TaskCancelledError, skate.exceptions.RayTaskError)):
+        skate.get(ref, timeout=30)
+    assert time.monotonic() - started < 20

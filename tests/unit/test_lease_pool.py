@@ -180,3 +180,115 @@ def test_oom_marks_the_lease():
     lease, _ = grant(pool, ks, 1)
     pool.mark_oom("w1", 0.9)
     assert lease.oom == 0.9
+
+
+# -- a user thread's own push (claim) --------------------------------------------------
+def idle_lease(pool, ks):
+    t = Task()
+    rid = pool.enqueue(ks, t)[0][2]
+    lease, _ = grant(pool, ks, rid)
+    pool.finished(lease, t, 0.01)
+    assert pool.dispatch(ks) == [(IDLE_CHECK, lease, 0.2)]
+    return lease
+
+
+def test_claim_takes_an_idle_lease_for_the_task():
+    pool, ks, _ = pool_and_key()
+    lease = idle_lease(pool, ks)
+    t = Task()
+    assert pool.claim(ks, t) is lease
+    assert lease.inflight == {t.task_id: t} and t.lease is lease and lease.idle_since is None
+    assert pool.claim(ks, Task()) is None  # busy now: the next one takes the loop's way
+
+
+def test_a_claimed_lease_is_not_returned_by_its_idle_timer():
+    pool, ks, clock = pool_and_key()
+    lease = idle_lease(pool, ks)
+    t = Task()
+    pool.claim(ks, t)
+    clock.now += 5
+    assert pool.idle_expired(lease) == []
+    assert not lease.dead
+    pool.finished(lease, t, 0.01)
+    assert pool.dispatch(ks) == [(IDLE_CHECK, lease, 0.2)]  # idle again: timed from now
+    clock.now += 0.2
+    assert pool.idle_expired(lease) == [(RETURN, lease, False)]
+
+
+def test_no_claim_while_tasks_of_the_key_are_queued():
+    """A queued task came first: a claim would let a later one overtake it."""
+    pool, ks, _ = pool_and_key()
+    lease = idle_lease(pool, ks)
+    waiting = Task()
+    ks.queue.append(waiting)  # as between the loop's append and its dispatch
+    assert pool.claim(ks, Task()) is None
+    assert lease.inflight == {}
+
+
+def test_no_claim_of_a_returned_or_dead_lease():
+    pool, ks, clock = pool_and_key()
+    lease = idle_lease(pool, ks)
+    clock.now += 0.2
+    assert kinds(pool.idle_expired(lease)) == [RETURN]
+    assert pool.claim(ks, Task()) is None
+    pool2, ks2, _ = pool_and_key()
+    lease2 = idle_lease(pool2, ks2)
+    lease2.dead = True
+    assert pool2.claim(ks2, Task()) is None
+
+
+def test_unclaim_drops_the_lease_whose_connection_closed():
+    pool, ks, _ = pool_and_key()
+    lease = idle_lease(pool, ks)
+    t = Task()
+    pool.claim(ks, t)
+    pool.unclaim(lease, t)
+    assert t.lease is None and lease.inflight == {} and lease.dead
+    assert "w1" not in ks.leases
+    t2 = Task()
+    assert kinds(pool.enqueue(ks, t2)) == [REQUEST]  # the task goes the loop's way: a new lease
+
+
+def test_claims_racing_the_loops_idle_returns_never_share_a_lease():
+    """A thread claiming while the loop returns idle leases: every lease is either claimed
+    (busy, kept) or returned (dead, never claimed after), never both. The clock yields to
+    the other thread inside the idle check, between its look at the lease and the return."""
+    import threading
+    import time
+
+    class YieldingClock(Clock):
+        def __call__(self) -> float:
+            time.sleep(0.0002)
+            return self.now
+
+    for _ in range(5):
+        clock = YieldingClock()
+        pool = LeasePool(clock=clock, idle_seconds=0.2, max_in_flight=8)
+        ks = pool.key_state(("f", (("CPU", 1.0),), None), {"CPU": 1.0}, None)
+        leases = []
+        for i in range(10):
+            t = Task()
+            rid = pool.enqueue(ks, t)[0][2]
+            lease, _ = grant(pool, ks, rid, worker=f"w{i}")
+            pool.finished(lease, t, 0.01)
+            leases.append(lease)
+        pool.dispatch(ks)
+        clock.now += 1
+        claimed: list = []
+        start = threading.Event()
+
+        def claimer() -> None:
+            start.wait()
+            for _ in range(200):
+                got = pool.claim(ks, Task())
+                if got is not None:
+                    claimed.append(got)
+                time.sleep(0.00005)
+
+        th = threading.Thread(target=claimer)
+        th.start()
+        start.set()
+        returned = [a[1] for lease in leases for a in pool.idle_expired(lease) if a[0] == RETURN]
+        th.join()
+        assert not set(map(id, claimed)) & set(map(id, returned))
+        assert all(not le.dead for le in claimed)

@@ -276,19 +276,21 @@ def test_claims_racing_the_loops_idle_returns_never_share_a_lease():
         clock.now += 1
         claimed: list = []
         start = threading.Event()
-
-        def claimer() -> None:
-            start.wait()
-            for _ in range(200):
-                got = pool.claim(ks, Task())
-                if got is not None:
-                    claimed.append(got)
-                time.sleep(0.00005)
-
-        th = threading.Thread(target=claimer)
+        th = threading.Thread(target=_claimer, args=(pool, ks, claimed, start))
         th.start()
         start.set()
         returned = [a[1] for lease in leases for a in pool.idle_expired(lease) if a[0] == RETURN]
         th.join()
         assert not set(map(id, claimed)) & set(map(id, returned))
         assert all(not le.dead for le in claimed)
+
+
+def _claimer(pool, ks, claimed: list, start) -> None:
+    import time
+
+    start.wait()
+    for _ in range(200):
+        got = pool.claim(ks, Task())
+        if got is not None:
+            claimed.append(got)
+        time.sleep(0.00005)

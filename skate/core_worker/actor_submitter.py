@@ -19,16 +19,18 @@ import functools
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 from skate import _ids
 from skate._options import actor_shapes, label_constraint, resolve_placement_group, wire_strategy
 from skate.core_worker.args import prepare_args
+from skate.core_worker.caller_lane import LOOP, USER, CallerLane
 from skate.core_worker.task_manager import Complete, Fail, TaskEntry
 from skate.exceptions import ActorDiedError, ActorUnavailableError, RaySystemError, RuntimeEnvSetupError
 from skate.object_ref import ObjectRef
-from skate.protocol.connection import Connection, RemoteError
-from skate.protocol.messages import ActorCreation, TaskReply, TaskSpec
+from skate.protocol.connection import Connection, ConnectionClosed, RemoteError
+from skate.protocol.messages import INLINE, ActorCreation, TaskReply, TaskSpec
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,12 @@ DEAD = "DEAD"
 # call in turn), open a lane to it (`core_worker.lanes`); SKATE_ACTOR_LANES=0: never.
 LANE_AFTER = 16
 LANES = os.environ.get("SKATE_ACTOR_LANES", "1") not in ("", "0", "false")
+# Every SWEEP_SECONDS the loop reads the replies on lanes that nobody came for within that
+# time (a call whose result no one waits for: its end still frees what it holds).
+SWEEP_SECONDS = 0.25
+# Counting a call's end (`ActorState.finished`): by the I/O thread, or by a user thread that
+# read a lane's reply itself.
+_ENDS = threading.Lock()
 
 
 class ActorState:
@@ -60,6 +68,7 @@ class ActorState:
         "lane_inflight",
         "conn_inflight",
         "direct_calls",
+        "held",
     )
 
     def __init__(self, actor_id: bytes, name: str):
@@ -78,15 +87,27 @@ class ActorState:
         # next call itself (`submit`), in order by construction.
         self.finished = 0
         self.address: str | None = None  # where the current incarnation listens
-        # A lane to the actor (core_worker.lanes): its own connection, read by the actor's
-        # main thread. Once it is open every call goes on it, but a streaming one (its items
-        # are reported on `conn`); calls on the two are never in flight at once (`_channel`),
-        # so neither overtakes the other. Each count is raised where a call is sent and
-        # lowered first thing when it is answered, before the call counts as finished.
-        self.lane: Connection | None = None
+        # A lane to the actor (core_worker.lanes, caller_lane): a socket of its own, read by
+        # the actor's main thread at one end and by our user threads at the other. Once it is
+        # open, the calls user threads push themselves (one at a time: the actor is idle
+        # for this caller) go on it; calls the loop sends go on `conn`. Calls on the two are
+        # never in flight at once (`_channel`), so neither overtakes the other. Each count
+        # is raised where a call is sent and lowered first thing when it is answered, before
+        # the call counts as finished.
+        self.lane: CallerLane | None = None
         self.lane_inflight = 0
         self.conn_inflight = 0
         self.direct_calls = 0  # calls pushed by user threads, until a lane is opened
+        # The loop holds calls back until the lane's call in flight is over (under the
+        # submitter's lock, with lane_inflight): its reader must then wake the loop.
+        self.held = False
+
+    def end_call(self, entry: TaskEntry) -> None:
+        """Count a call as ended, once (by whichever thread gets here first)."""
+        with _ENDS:
+            if entry.actor_state is self:
+                entry.actor_state = None
+                self.finished += 1
 
 
 class ActorSubmitter:
@@ -95,6 +116,11 @@ class ActorSubmitter:
         self.states: dict[bytes, ActorState] = {}
         self._lock = threading.RLock()
         self.lanes_declined = 0  # lanes an actor declined (it runs its calls elsewhere)
+        # Result ids of the calls in flight on lanes -> their ActorState (see `collect`).
+        self.lane_calls: dict[bytes, ActorState] = {}
+        self.lane_reads = 0  # replies user threads read themselves (a statistic)
+        self._lane_states: set[ActorState] = set()  # actors we have a lane to
+        self._sweep_armed = False
 
     # -- creation (user thread) ---------------------------------------------------------
     def create(
@@ -267,7 +293,8 @@ class ActorSubmitter:
         # The refs exist before the call can leave: a reply handled before them would find
         # its results unreferenced and free them.
         refs = [ObjectRef(oid, None, core) for oid in return_ids]
-        sent = at = None
+        sent: Any = None
+        at = None
         with self._lock:
             state = self.states.get(actor_id)
             if state is None:
@@ -295,20 +322,24 @@ class ActorSubmitter:
                     at = events.clock()
                     spec.times = (at, at, at)
                 lane = state.lane
-                on_lane = False
-                if lane is not None and not lane.closed:  # the actor's main thread reads it
-                    conn, on_lane = lane, True
-                    state.lane_inflight += 1  # (nothing in flight: no reply changes it now)
+                if lane is not None and return_ids and lane.push(spec, entry):
+                    # The actor's main thread reads it, and our user thread its reply (`collect`).
+                    state.lane_inflight = 1  # (nothing in flight: no reply changes it now)
+                    for oid in return_ids:
+                        self.lane_calls[oid] = state
+                    sent = True
                 else:
                     state.conn_inflight += 1
                     if state.direct_calls < LANE_AFTER and LANES:
                         state.direct_calls += 1
                         open_lane = state.direct_calls == LANE_AFTER
-                sent = conn.call_threadsafe(
-                    "push_actor_task", spec, functools.partial(self._on_direct_reply, state, entry, on_lane)
-                )
+                    sent = conn.call_threadsafe(
+                        "push_actor_task", spec, functools.partial(self._on_direct_reply, state, entry)
+                    )
+                    if sent is None:
+                        state.conn_inflight -= 1
         if sent is not None:
-            core.post_quietly(self._book, entry, state)  # no wake-up: see _book
+            core.post_lazily(self._book, entry, state)  # no wake-up (while few wait): see _book
             if open_lane:
                 core.post(self._open_lane, state)
         else:
@@ -331,11 +362,9 @@ class ActorSubmitter:
         entry.resolved = True
         self._in_flight(state, entry)
 
-    def _on_direct_reply(
-        self, state: ActorState, entry: TaskEntry, on_lane: bool, fut: asyncio.Future
-    ) -> None:
+    def _on_direct_reply(self, state: ActorState, entry: TaskEntry, fut: asyncio.Future) -> None:
         self._book(entry, state)
-        self._on_reply(state, entry, on_lane, fut)
+        self._on_reply(state, entry, False, fut)
         self.core.drain_quiet()  # the quiet posts of earlier direct calls, now moot
 
     def _open_lane(self, state: ActorState) -> None:
@@ -351,10 +380,147 @@ class ActorSubmitter:
         if lane is None:
             self.lanes_declined += 1
             return
-        if state.incarnation != incarnation or state.dead_error is not None:
+        if state.incarnation != incarnation or state.dead_error is not None or self.core.stopped:
             lane.close("the actor restarted")
+            self.core._lanes.discard(lane)
             return
         state.lane = lane
+        self._lane_states.add(state)
+        if not self._sweep_armed:
+            self._sweep_armed = True
+            self.core.loop.call_later(SWEEP_SECONDS, self._sweep)
+
+    # -- lane replies (core_worker.caller_lane) -------------------------------------------
+    def collect(self, oid: bytes, timeout: float | None) -> bool | None:
+        """User thread, in `get` of `oid` alone: when `oid` is the result of the call in flight
+        on a lane and nobody reads that lane, read its reply here. True: the reply was read
+        (a plain result is in the store now; anything else the loop handles, to be waited
+        for as usual); False: nothing to read here; None: `timeout` seconds passed first."""
+        state = self.lane_calls.get(oid)
+        lane = state.lane if state is not None else None
+        if state is None or lane is None:
+            return False
+        pending = lane.pending
+        if pending is None or oid not in pending[1].return_ids or not lane.take_reader(USER, pending[1]):
+            return False
+        answered = False
+        try:
+            message = lane.read_reply(timeout)
+            answered = message is not None
+        finally:
+            entry = lane.release_reader(answered)
+        if entry is None:
+            return None
+        self.lane_reads += 1
+        self._lane_answered(state, entry, message, on_loop=False)
+        return True
+
+    def need(self, oids: list[bytes]) -> None:
+        """Any thread: something waits for these objects (MemoryStore.watch); those made by a
+        lane's call in flight get their reply read by the loop, if nobody reads it yet."""
+        lane_calls = self.lane_calls
+        if not lane_calls:
+            return
+        for oid in oids:
+            state = lane_calls.get(oid)
+            if state is not None:
+                self.core.post(self._collect_on_loop, state)
+
+    def _collect_on_loop(self, state: ActorState) -> None:
+        """I/O thread: read the reply of the lane's call in flight as it comes, unless a user
+        thread reads it (it hands the outcome over itself)."""
+        lane = state.lane
+        if lane is None or not lane.take_reader(LOOP):
+            return
+        try:
+            self.core.loop.add_reader(lane.fd, self._lane_readable, state, lane)
+        except (ValueError, OSError) as exc:  # the socket is gone
+            entry = lane.release_reader(True)
+            if entry is not None:
+                self._lane_answered(state, entry, ConnectionClosed(f"the lane broke: {exc}"), on_loop=True)
+
+    def _lane_readable(self, state: ActorState, lane: CallerLane) -> None:
+        message = lane.read_nowait()
+        if message is None:
+            return
+        self.core.loop.remove_reader(lane.fd)
+        entry = lane.release_reader(True)
+        if entry is not None:
+            self._lane_answered(state, entry, message, on_loop=True)
+
+    def _lane_answered(self, state: ActorState, entry: TaskEntry, message: Any, on_loop: bool) -> None:
+        """The reply of a lane's call was read (`message`: the response, or the exception of
+        a broken lane). A user thread stores a plain result itself and counts the call as
+        ended, so its get returns and its next call may be pushed at once; the loop does the
+        rest of the bookkeeping later, without being woken for it (`_on_lane_reply`)."""
+        with self._lock:
+            state.lane_inflight = 0
+            held, state.held = state.held, False
+            for oid in entry.return_ids:
+                self.lane_calls.pop(oid, None)
+        core = self.core
+        if on_loop:
+            self._on_lane_reply(state, entry, message)
+            return
+        returns = _plain_returns(message, len(entry.return_ids)) if not entry.done else None
+        if returns is None:
+            core.post(self._on_lane_reply, state, entry, message)
+            return
+        put = core.store.put
+        for oid, ret in zip(entry.return_ids, returns):
+            put(oid, tuple(ret))
+        state.end_call(entry)
+        # Calls held back behind this one: wake the loop to send them.
+        (core.post if held else core.post_lazily)(self._on_lane_reply, state, entry, message)
+
+    def _on_lane_reply(self, state: ActorState, entry: TaskEntry, message: Any) -> None:
+        """I/O thread: a lane call's outcome, handled as one from the connection (`_on_reply`)."""
+        self._book(entry, state)
+        fut = self.core.loop.create_future()
+        if isinstance(message, BaseException):
+            fut.set_exception(message)
+        elif message[2] is not None:
+            try:
+                fut.set_exception(RemoteError.from_info(message[2]))
+            except Exception:
+                fut.set_exception(ConnectionClosed("the lane to the actor sent a malformed error"))
+        else:
+            fut.set_result(message[3])
+        self._on_reply(state, entry, True, fut)
+
+    def _close_lane(self, state: ActorState, reason: str) -> None:
+        """I/O thread: drop the actor's lane (a restart, a lane that broke). Its call in flight,
+        unless a user thread is reading it, ends as if its connection had broken."""
+        lane = state.lane
+        state.lane = None
+        self._lane_states.discard(state)
+        if lane is None:
+            return
+        self.core._lanes.discard(lane)
+        if lane.reader == LOOP:
+            self.core.loop.remove_reader(lane.fd)
+            entry = lane.release_reader(True)
+        else:
+            entry = lane.release_reader(True) if lane.take_reader(LOOP) else None
+        lane.close(reason)
+        if entry is not None:
+            self._lane_answered(state, entry, ConnectionClosed(f"the lane closed: {reason}"), on_loop=True)
+
+    def _sweep(self) -> None:
+        """I/O thread, every SWEEP_SECONDS while lanes are open: read the replies that no one
+        came for (their calls' ends free what they hold), and drop broken lanes."""
+        now = time.monotonic()
+        for state in list(self._lane_states):
+            lane = state.lane
+            if lane is None:
+                self._lane_states.discard(state)
+            elif lane.closed:
+                self._close_lane(state, "closed")
+            elif lane.pending is not None and lane.reader is None and now - lane.sent_at >= SWEEP_SECONDS:
+                self._collect_on_loop(state)
+        self._sweep_armed = bool(self._lane_states) and not self.core.stopped
+        if self._sweep_armed:
+            self.core.loop.call_later(SWEEP_SECONDS, self._sweep)
 
     def _flush(self, state: ActorState) -> None:
         """Send queued calls in order; a call still resolving arguments holds back those after it."""
@@ -386,14 +552,14 @@ class ActorSubmitter:
             queue.popleft()
 
     def _channel(self, state: ActorState, entry: TaskEntry) -> Connection | None:
-        """Where the call goes: the lane when there is one (and it is not streaming), else
-        the connection; None while calls sent on the other are still in flight."""
-        lane = state.lane
-        if lane is not None and not lane.closed and entry.spec.generator is None:
-            return None if state.conn_inflight else lane
-        if lane is not None and lane.closed:
-            state.lane = None
-        return None if state.lane_inflight else state.conn
+        """Where the loop sends a call: the connection, once the lane's call (if any) is over;
+        None meanwhile, having the loop read that call's reply (nobody else may come for it)."""
+        with self._lock:
+            held = state.held = state.lane_inflight > 0
+        if held:
+            self._collect_on_loop(state)
+            return None
+        return state.conn
 
     def _in_flight(self, state: ActorState, entry: TaskEntry) -> None:
         """The call is sent: it waits for its reply in `state.inflight`."""
@@ -401,11 +567,7 @@ class ActorSubmitter:
         entry.lease = state
 
     def _push(self, state: ActorState, entry: TaskEntry, conn: Connection) -> None:
-        on_lane = conn is state.lane
-        if on_lane:
-            state.lane_inflight += 1
-        else:
-            state.conn_inflight += 1
+        state.conn_inflight += 1
         self._in_flight(state, entry)
         events = self.core.task_events
         if events is not None:
@@ -413,12 +575,12 @@ class ActorSubmitter:
         if entry.spec.generator is not None:  # a retry skips the items already here
             entry.spec.generator[2] = self.core.streams.received(entry.task_id)
         fut = conn.call("push_actor_task", entry.spec)
-        fut.add_done_callback(functools.partial(self._on_reply, state, entry, on_lane))
+        fut.add_done_callback(functools.partial(self._on_reply, state, entry, False))
 
     def _on_reply(self, state: ActorState, entry: TaskEntry, on_lane: bool, fut: asyncio.Future) -> None:
-        if on_lane:
-            state.lane_inflight -= 1
-        else:
+        """A call's outcome: its reply, or its connection's loss. `on_lane`: it was a lane's
+        call, whose count its reader lowered already (`_lane_answered`)."""
+        if not on_lane:
             state.conn_inflight -= 1
         state.inflight.pop(entry.task_id, None)
         entry.lease = None
@@ -499,7 +661,8 @@ class ActorSubmitter:
                         state.conn = await core.peer(info["address"])
                         state.incarnation = info["incarnation"]
                         state.address = info["address"]
-                        state.lane, state.direct_calls = None, 0  # a new process: a new lane later
+                        self._close_lane(state, "the actor restarted")  # a new process: a new lane later
+                        state.direct_calls = 0
                         state.restarting = False
                         break
                     except (OSError, RaySystemError):
@@ -584,3 +747,29 @@ def _insert_in_order(queue: collections.deque, entry: TaskEntry) -> None:
             queue.insert(i, entry)
             return
     queue.append(entry)
+
+
+def _plain_returns(message: Any, count: int) -> list | None:
+    """The result entries of a lane reply that is a plain success (values inline, nothing
+    held for us, the actor staying): what a user thread may store itself. None otherwise."""
+    if type(message) is not list or message[2] is not None:
+        return None
+    payload = message[3]
+    try:
+        reply = TaskReply.from_wire(payload)
+    except Exception:
+        return None
+    returns = reply.returns
+    if (
+        reply.app_error
+        or reply.actor_exited
+        or reply.exiting
+        or reply.holder is not None
+        or type(returns) is not list
+        or len(returns) != count
+    ):
+        return None
+    for ret in returns:
+        if type(ret) is not list or len(ret) != 2 or ret[0] != INLINE:
+            return None
+    return returns

@@ -27,6 +27,7 @@ from typing import Any
 from skate import _config, _event_loop, _ids
 from skate.core_worker import call_context, context
 from skate.core_worker.actor_submitter import ActorSubmitter
+from skate.core_worker.caller_lane import CallerLane
 from skate.core_worker.functions import FunctionManager
 from skate.core_worker.generator_streams import GeneratorStreams
 from skate.core_worker.memory_store import MemoryStore
@@ -43,6 +44,8 @@ from skate.protocol import Connection, connect, listen
 from skate.protocol.connection import DeferredReply
 
 logger = logging.getLogger(__name__)
+# Calls posted lazily (post_lazily) that wake the loop when this many wait.
+LAZY_BACKLOG = 64
 
 
 class CoreWorker:
@@ -73,7 +76,7 @@ class CoreWorker:
         self.raylet: Connection = None  # type: ignore[assignment]
         self._listeners: list = []
         self._peer_conns: dict[str, asyncio.Future] = {}
-        self._lanes: set[Connection] = set()  # lanes to actors (see lane())
+        self._lanes: set[Connection | CallerLane] = set()  # lanes to actors (see lane())
         self.plasma: ArenaMapping | None = None
         self._infeasible_reported: set = set()
         self.actor_id: str | None = None
@@ -98,6 +101,7 @@ class CoreWorker:
         # for a driver (set by init).
         self.runtime_envs = RuntimeEnvResolver(self, info.get("runtime_env"))
         self.actor_submitter = ActorSubmitter(self)
+        self.store.on_wait = self.actor_submitter.need
         self.streams = GeneratorStreams(self)  # generator tasks' items, as their owner
 
     def current_task_id(self) -> bytes:
@@ -349,6 +353,19 @@ class CoreWorker:
         work that may wait (a reply can do it first)."""
         self._posted.append((fn, args))
 
+    def post_lazily(self, fn, *args) -> None:
+        """`post_quietly`, but the loop is woken once LAZY_BACKLOG calls wait: for a thread
+        whose own reads mean the loop may not wake for a while (caller lanes), the backlog
+        stays bounded."""
+        posted = self._posted
+        posted.append((fn, args))
+        if len(posted) >= LAZY_BACKLOG and not self._post_scheduled:
+            self._post_scheduled = True
+            try:
+                self.loop.call_soon_threadsafe(self._drain_posted)
+            except RuntimeError:
+                pass  # loop closed during shutdown
+
     def drain_quiet(self) -> None:
         """I/O loop: run what was posted quietly if no drain is on its way (so quiet posts
         never pile up in a process that posts nothing else)."""
@@ -409,26 +426,30 @@ class CoreWorker:
         fut.set_result(conn)
         return conn
 
-    async def lane(self, address: str, actor_id: bytes) -> Connection | None:
-        """A new connection to the actor at `address` whose main thread reads it itself (a
-        lane: `core_worker.lanes`), or None when the actor declines one."""
+    async def lane(self, address: str, actor_id: bytes) -> CallerLane | None:
+        """A new connection to the actor at `address` whose main thread reads it itself, and
+        whose replies this process's user threads read themselves (a lane: `core_worker.lanes`
+        and `caller_lane`), or None when the actor declines one or the socket cannot move
+        out of the loop (TLS)."""
         conn = await connect(
             address,
             self.token,
             self.handlers,
             name=f"lane {address[-20:]}",
             on_close=self._lanes.discard,
-            thread_writes=True,  # the caller's thread writes its calls itself
         )
         self._lanes.add(conn)
         try:
             accepted = await conn.call("open_lane", actor_id)
         except Exception:
             accepted = False
-        if accepted is not True or self.stopped:
+        sock = conn.detach_socket() if accepted is True and not self.stopped else None
+        if sock is None:
             conn.close("lane declined")
             return None
-        return conn
+        lane = CallerLane(sock)
+        self._lanes.add(lane)
+        return lane
 
     def _on_server_conn_closed(self, conn: Connection) -> None:
         """A peer that connected to us went away: it borrows nothing any more."""

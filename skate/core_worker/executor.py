@@ -61,6 +61,10 @@ class Executor:
         # (run, spec, reply) items for the main thread, and the lanes it reads itself
         self.inbox = MainThreadInbox(self._run_lane_call)
         self.running: dict[bytes, tuple[CallContext, Any]] = {}  # task id -> (call, thread id or Task)
+        # A cancel that finds its call not running yet marks it for `_prepare`; this lock
+        # makes "not running yet" and "now running" exclusive (else a cancel arriving as
+        # the call starts could be lost, the call running to its end).
+        self._cancel_lock = threading.Lock()
         if core.task_events is not None:  # a drain of task events reports the running calls
             core.task_events.running_calls = self._running_calls
         self._cancelled_early: set[bytes] = set()
@@ -151,10 +155,11 @@ class Executor:
 
     def _h_cancel(self, conn: Any, payload: dict) -> None:
         tid = payload["tid"]
-        running = self.running.get(tid)
-        if running is None:
-            self._cancelled_early.add(tid)
-        else:
+        with self._cancel_lock:
+            running = self.running.get(tid)
+            if running is None:
+                self._cancelled_early.add(tid)
+        if running is not None:
             call, where = running
             call.cancelled = True
             if isinstance(where, asyncio.Task):
@@ -262,7 +267,8 @@ class Executor:
         """Run one call on this thread and return its reply."""
         call = self._begin(spec)
         token = call_context.enter(call)
-        self.running[spec.task_id] = (call, threading.get_ident())
+        with self._cancel_lock:
+            self.running[spec.task_id] = (call, threading.get_ident())
         events = self.core.task_events
         began = call.began = events.clock() if events is not None else 0.0
         start = time.perf_counter()
@@ -291,7 +297,8 @@ class Executor:
         """Run one call of an async actor as a coroutine on the actor's loop."""
         call = self._begin(spec)
         token = call_context.enter(call)
-        self.running[spec.task_id] = (call, asyncio.current_task())
+        with self._cancel_lock:
+            self.running[spec.task_id] = (call, asyncio.current_task())
         events = self.core.task_events
         began = call.began = events.clock() if events is not None else 0.0
         start = time.perf_counter()

@@ -81,6 +81,9 @@ class MemoryStore:
         self._lock = threading.RLock()  # reentrant: see ReferenceCounter
         self._objects: dict[bytes, tuple] = {}
         self._waiters: dict[bytes, list[Waiter]] = {}
+        # Told the ids a waiter waits for (any thread): a lane's reply may have to be read
+        # for them (ActorSubmitter.need).
+        self.on_wait: Callable[[list[bytes]], None] | None = None
 
     def __contains__(self, object_id: bytes) -> bool:
         return object_id in self._objects
@@ -106,6 +109,7 @@ class MemoryStore:
     def watch(self, object_ids: Iterable[bytes], waiter: Waiter) -> list[bytes]:
         """Register `waiter` on the objects not ready yet; returns those already ready."""
         ready = []
+        waiting = []
         with self._lock:
             objects = self._objects
             for oid in object_ids:
@@ -114,8 +118,11 @@ class MemoryStore:
                     ready.append((oid, entry))
                 else:
                     self._waiters.setdefault(oid, []).append(waiter)
+                    waiting.append(oid)
         for oid, entry in ready:
             waiter._hit(oid, entry)
+        if waiting and self.on_wait is not None:
+            self.on_wait(waiting)
         return [oid for oid, _ in ready]
 
     def unwatch(self, object_ids: Iterable[bytes], waiter: Waiter) -> None:

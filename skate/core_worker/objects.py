@@ -147,6 +147,11 @@ class Objects:
         """The values of `refs`, waiting as needed; the first error among them is raised at once."""
         store = self.store
         entries = [store.get(r._id) for r in refs]
+        if None in entries and len(refs) == 1 and self.core.actor_submitter.lane_calls:
+            # A sync actor call's result: read its reply off the lane here (caller_lane).
+            if self.core.actor_submitter.collect(refs[0]._id, timeout) is None:
+                raise GetTimeoutError(f"Get timed out: 1 of 1 objects were not ready after {timeout} s.")
+            entries = [store.get(refs[0]._id)]
         if None in entries:
             missing = {r._id: r for r, e in zip(refs, entries) if e is None}
             waiter = Waiter(len(missing), fail_fast=True)

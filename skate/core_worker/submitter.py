@@ -411,8 +411,7 @@ class TaskSubmitter:
     def _release(self, entry: TaskEntry, returns: list | None) -> None:
         state = entry.actor_state
         if state is not None:  # counted once: lets the caller push its next call itself
-            entry.actor_state = None
-            state.finished += 1
+            state.end_call(entry)
         released = self.manager.finish(entry, returns, self.core.refs.has)
         if self.manager.has_unpinned():
             released = [*released, *self.manager.take_unpinned()]  # finish's may be a shared tuple

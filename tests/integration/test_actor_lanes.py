@@ -168,7 +168,9 @@ def test_actors_that_run_calls_elsewhere_decline_a_lane(cluster, cls):
     assert skate.get(actor.lanes.remote()) == 0
     state = submitter.states[actor._actor_id]
     assert state.lane is None
-    assert not [c for c in _core()._lanes if c.name == f"lane {state.address[-20:]}"]  # closed
+    assert not [
+        c for c in _core()._lanes if getattr(c, "name", "") == f"lane {state.address[-20:]}"
+    ]  # closed
 
 
 @pytest.mark.timeout(60)

@@ -1,0 +1,189 @@
+"""The caller's end of a lane (`core_worker.lanes`): a socket its user threads read themselves.
+
+A sync call to a plain actor, `x = ray.get(a.f.remote())` in a loop, crosses the actor's
+main thread and, on the way back, the caller's I/O thread, which hands the reply to the
+waiting user thread: a wake-up of a sleeping thread and a turn of the GIL, most of a call's
+cost on a small machine. With a caller lane the user thread that pushed the call reads its
+reply from the socket itself, in `get`, so the reply wakes it directly.
+
+A caller lane carries one call at a time, pushed by a user thread when every earlier call of
+this caller to the actor has ended (`ActorSubmitter.submit`); calls the I/O loop sends go on
+the ordinary connection. Whoever reads the reply of the call in flight takes the lane's
+`reader` first, under its lock: a user thread in `get` of that call's result (it blocks in
+`poll` on the socket), or the I/O loop when something else needs the reply (another waiter,
+a call queued behind it, a periodic sweep for replies nobody came for). The other party then
+waits for the outcome as for any call. This module only moves bytes; what a reply means is
+the `ActorSubmitter`'s.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+import time
+from typing import Any
+
+from skate.exceptions import ProtocolError
+from skate.protocol.connection import ConnectionClosed
+from skate.protocol.framing import REQUEST, RESPONSE, FrameDecoder, pack_frame
+
+USER = "user"  # a user thread reads (in get)
+LOOP = "loop"  # the I/O loop reads (a reader callback)
+_READ_BYTES = 1 << 18
+
+
+class CallerLane:
+    """A lane's socket, the call in flight on it (`pending`: (request id, item)) and who reads it.
+
+    `pending`, `reader` and `closed` change under `lock`; reading and writing the socket
+    happen outside it, by the one party that took `reader` (reads) or pushed (writes).
+    """
+
+    __slots__ = (
+        "sock",
+        "fd",
+        "lock",
+        "reader",
+        "pending",
+        "sent_at",
+        "closed",
+        "_decoder",
+        "_poll",
+        "_next_id",
+    )
+
+    def __init__(self, sock: socket.socket):
+        sock.setblocking(False)
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.lock = threading.Lock()
+        self.reader: str | None = None
+        self.pending: tuple[int, Any] | None = None
+        self.sent_at = 0.0  # (time.monotonic) when the call in flight was pushed
+        self.closed = False
+        self._decoder = FrameDecoder()
+        self._poll = select.poll()
+        self._poll.register(self.fd, select.POLLIN)
+        self._next_id = 1
+
+    # -- the pushing thread ---------------------------------------------------------------
+    def push(self, spec: Any, item: Any) -> bool:
+        """Send a call; `item` is what `pending` names it by. False, sending nothing (or
+        part of a frame, closing the lane), when the lane is closed, busy or broken."""
+        with self.lock:
+            if self.closed or self.pending is not None:
+                return False
+            req_id = self._next_id
+            self._next_id += 1
+            self.pending = (req_id, item)
+            self.sent_at = time.monotonic()
+        try:
+            self._write(pack_frame([REQUEST, req_id, "push_actor_task", spec]))
+        except OSError:
+            with self.lock:
+                self.pending = None
+            self.close()
+            return False
+        return True
+
+    def _write(self, frame: bytes) -> None:
+        view = memoryview(frame)
+        while view:
+            try:
+                sent = self.sock.send(view)
+            except (BlockingIOError, InterruptedError):
+                select.select([], [self.sock], [], 1.0)  # the actor reads between calls
+                continue
+            view = view[sent:]
+
+    # -- the reading party ----------------------------------------------------------------
+    def take_reader(self, who: str, item: Any = None) -> bool:
+        """Become the reader of the call in flight (of `item`, when given); False when there
+        is none, another party reads it, or it is another call."""
+        with self.lock:
+            if self.pending is None or self.reader is not None or self.closed:
+                return False
+            if item is not None and self.pending[1] is not item:
+                return False
+            self.reader = who
+            return True
+
+    def release_reader(self, answered: bool) -> Any:
+        """Stop reading; with `answered`, the call in flight is over: returns its item."""
+        with self.lock:
+            self.reader = None
+            item = None
+            if answered and self.pending is not None:
+                item = self.pending[1]
+                self.pending = None
+            if self.closed:
+                self._close_socket()
+            return item
+
+    def read_reply(self, timeout: float | None) -> list | BaseException | None:
+        """Reader: wait up to `timeout` seconds (None: for ever) for the response to the call
+        in flight: its message `[RESPONSE, id, error, payload]`, an exception when the lane
+        broke (ConnectionClosed), or None when the time ran out."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:  # (poll first: the reply is rarely there already, and a recv costs a call)
+            wait_ms = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000) + 1)
+            if self._poll.poll(wait_ms):
+                got = self.read_nowait()
+                if got is not None:
+                    return got
+            elif deadline is not None and time.monotonic() >= deadline:
+                return None
+
+    def read_nowait(self) -> list | BaseException | None:
+        """Reader: what the socket holds now: the response, an exception, or None (not all
+        of it has come)."""
+        try:
+            data = self.sock.recv(_READ_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as exc:
+            return ConnectionClosed(f"the lane to the actor broke: {exc}")
+        if not data:
+            return ConnectionClosed("the actor closed its lane")
+        try:
+            messages = self._decoder.feed(data)
+        except ProtocolError as exc:
+            return ConnectionClosed(f"the lane to the actor sent a bad frame: {exc}")
+        if not messages:
+            return None
+        pending = self.pending
+        message = messages[0]
+        if (
+            len(messages) != 1
+            or pending is None
+            or type(message) is not list
+            or len(message) != 4
+            or message[0] != RESPONSE
+            or message[1] != pending[0]
+        ):
+            return ConnectionClosed("the lane to the actor sent something else than the reply awaited")
+        return message
+
+    # -- closing ----------------------------------------------------------------------------
+    def close(self, reason: str = "closed") -> None:
+        """Close the lane. A user thread reading it wakes (the socket is shut down) and closes
+        the socket as it stops; otherwise it closes now. The call in flight, if any, stays
+        `pending`: the caller decides what it means (`ActorSubmitter._close_lane`)."""
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            if self.reader != USER:
+                self._close_socket()
+
+    def _close_socket(self) -> None:
+        try:
+            self._poll.unregister(self.fd)
+        except (KeyError, ValueError, OSError):
+            pass
+        self.sock.close()

@@ -474,10 +474,17 @@ class ActorSubmitter:
         (core.post if held else core.post_lazily)(self._on_lane_reply, state, entry, message)
 
     def _on_lane_reply(self, state: ActorState, entry: TaskEntry, message: Any) -> None:
-        """I/O thread: a lane call's outcome, handled as one from the connection (`_on_reply`)."""
+        """I/O thread: a lane call's outcome, handled as one from the connection (`_on_reply`).
+
+        A lane that broke means the actor's process is gone, or misbehaves: the lane closes,
+        and so does the connection (its calls go back through `_locate`, which waits for the
+        restart), so that a retry is not sent to a process that is dying."""
         self._book(entry, state)
         fut = self.core.loop.create_future()
         if isinstance(message, BaseException):
+            self._close_lane(state, str(message))
+            if state.conn is not None:
+                state.conn.close(f"the lane to the actor broke ({message})")
             fut.set_exception(message)
         elif message[2] is not None:
             try:
@@ -487,6 +494,7 @@ class ActorSubmitter:
         else:
             fut.set_result(message[3])
         self._on_reply(state, entry, True, fut)
+        self.core.drain_quiet()  # the bookkeeping user threads posted lazily, now moot
 
     def _close_lane(self, state: ActorState, reason: str) -> None:
         """I/O thread: drop the actor's lane (a restart, a lane that broke). Its call in flight,
@@ -509,6 +517,7 @@ class ActorSubmitter:
     def _sweep(self) -> None:
         """I/O thread, every SWEEP_SECONDS while lanes are open: read the replies that no one
         came for (their calls' ends free what they hold), and drop broken lanes."""
+        self.core.drain_quiet()  # (a caller that only reads its lanes never wakes the loop)
         now = time.monotonic()
         for state in list(self._lane_states):
             lane = state.lane

@@ -194,3 +194,129 @@ def test_a_lane_request_naming_another_actor_is_declined(cluster, bad):
     lane = asyncio.run_coroutine_threadsafe(core.lane(address, bad), core.loop).result(30)
     assert lane is None  # declined, and the connection it came on closed
     assert skate.get(log.lanes.remote()) == 1  # the caller's own lane is untouched
+
+
+# -- the caller's end: user threads read their replies (core_worker.caller_lane) ------------
+@skate.remote
+def plus_one(x):
+    return x + 1
+
+
+def _lane_state(actor):
+    return _core().actor_submitter.states[actor._actor_id]
+
+
+@pytest.mark.timeout(60)
+def test_sync_calls_are_answered_to_the_calling_thread(cluster):
+    log = Log.remote()
+    _warm(log)
+    submitter = _core().actor_submitter
+    reads = submitter.lane_reads
+    for i in range(50):
+        assert skate.get(log.add.remote(i)) == i
+    assert submitter.lane_reads - reads >= 45  # read off the lane by this thread
+    assert not submitter.lane_calls
+
+
+@pytest.mark.timeout(60)
+def test_a_lane_call_nobody_waits_for_still_ends(cluster):
+    """Its reply is read by the loop's sweep: the call ends, and the next calls go on."""
+    log = Log.remote()
+    _warm(log)
+    state = _lane_state(log)
+    log.add.remote("unwaited")  # on the lane; its result is dropped at once
+    assert wait_for(lambda: state.finished == state.next_seq and not state.lane_inflight, 10)
+    assert "unwaited" in skate.get(log.log.remote())
+
+
+@pytest.mark.timeout(60)
+def test_other_waiters_get_a_lane_calls_result(cluster):
+    """Another thread's get, wait() and a task depending on it: the loop reads the reply."""
+    import threading
+
+    log = Log.remote()
+    _warm(log)
+    ref = log.sleep.remote(0.3, os.devnull)
+    got: list = []
+    other = threading.Thread(target=lambda: got.append(skate.get(ref, timeout=30)))
+    other.start()
+    ready, _ = skate.wait([ref], timeout=30)
+    assert ready == [ref]
+    other.join(30)
+    assert got == ["slept"]
+    ref2 = log.add.remote(41)
+    assert skate.get(plus_one.remote(ref2), timeout=30) == 42  # a dependency of a task
+
+
+@pytest.mark.timeout(60)
+def test_a_get_of_a_lane_call_times_out_then_succeeds(cluster):
+    log = Log.remote()
+    _warm(log)
+    ref = log.sleep.remote(1.0, os.devnull)
+    with pytest.raises(skate.exceptions.GetTimeoutError):
+        skate.get(ref, timeout=0.05)
+    assert skate.get(ref, timeout=30) == "slept"
+
+
+@pytest.mark.timeout(60)
+def test_an_error_in_a_lane_call_is_raised(cluster):
+    @skate.remote
+    class Failing:
+        def ok(self, x):
+            return x
+
+        def fail(self):
+            raise ValueError("broken on purpose")
+
+    actor = Failing.remote()
+    for _ in range(WARM):
+        skate.get(actor.ok.remote(1))
+    assert wait_for(lambda: _lane_state(actor).lane is not None, 10)
+    with pytest.raises(ValueError, match="broken on purpose"):
+        skate.get(actor.fail.remote())
+    assert skate.get(actor.ok.remote(2)) == 2
+
+
+@pytest.mark.timeout(60)
+def test_a_call_retried_after_the_actor_died_in_it_on_the_lane(cluster, tmp_path):
+    """The user thread reading the lane sees it break: the call is resent to the restart."""
+
+    @skate.remote(max_restarts=1, max_task_retries=1)
+    class Once:
+        def ok(self):
+            return os.getpid()
+
+        def die_once(self, marker):
+            if not os.path.exists(marker):
+                open(marker, "w").close()
+                os._exit(1)
+            return "survived"
+
+    actor = Once.remote()
+    for _ in range(WARM):
+        skate.get(actor.ok.remote())
+    assert wait_for(lambda: _lane_state(actor).lane is not None, 10)
+    assert skate.get(actor.die_once.remote(str(tmp_path / "died")), timeout=30) == "survived"
+
+
+@pytest.mark.timeout(60)
+def test_an_actor_whose_handle_is_dropped_after_a_lane_call_goes_away(cluster):
+    log = Log.remote()
+    _warm(log)
+    pid = skate.get(log.pid.remote())
+    log.add.remote("last")  # never waited for: the sweep ends it, and the handle with it
+    del log
+    assert wait_pid_gone(pid, 20)
+
+
+@pytest.mark.timeout(60)
+def test_an_actor_whose_handle_is_dropped_after_read_lane_calls_goes_away(cluster):
+    """Replies read by the caller leave their bookkeeping for the loop, which must still
+    run it (and let the handle go) though nothing else wakes the loop."""
+    log = Log.remote()
+    _warm(log)
+    pid = skate.get(log.pid.remote())
+    for i in range(5):
+        skate.get(log.add.remote(i))
+    del log
+    assert wait_pid_gone(pid, 20)

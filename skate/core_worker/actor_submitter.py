@@ -482,9 +482,10 @@ class ActorSubmitter:
         self._book(entry, state)
         fut = self.core.loop.create_future()
         if isinstance(message, BaseException):
-            self._close_lane(state, str(message))
-            if state.conn is not None:
-                state.conn.close(f"the lane to the actor broke ({message})")
+            if state.lane is not None:  # it broke (not closed by us: `_close_lane`)
+                self._close_lane(state, str(message))
+                if state.conn is not None:
+                    state.conn.close(f"the lane to the actor broke ({message})")
             fut.set_exception(message)
         elif message[2] is not None:
             try:
@@ -666,11 +667,11 @@ class ActorSubmitter:
                     )
                     break
                 if info["state"] == "ALIVE" and info["incarnation"] != state.incarnation:
+                    self._close_lane(state, "the actor restarted")  # a new process: a new lane later
                     try:
                         state.conn = await core.peer(info["address"])
                         state.incarnation = info["incarnation"]
                         state.address = info["address"]
-                        self._close_lane(state, "the actor restarted")  # a new process: a new lane later
                         state.direct_calls = 0
                         state.restarting = False
                         break

@@ -82,9 +82,12 @@ class CallerLane:
             self._write(pack_frame([REQUEST, req_id, "push_actor_task", spec]))
         except OSError:
             with self.lock:
-                self.pending = None
+                mine = self.pending is not None and self.pending[0] == req_id
+                if mine:
+                    self.pending = None
             self.close()
-            return False
+            # Taken meanwhile by a party closing the lane: the call is theirs to end (as lost).
+            return not mine
         return True
 
     def _write(self, frame: bytes) -> None:

@@ -564,12 +564,14 @@ class ActorSubmitter:
     def _channel(self, state: ActorState, entry: TaskEntry) -> Connection | None:
         """Where the loop sends a call: the connection, once the lane's call (if any) is over;
         None meanwhile, having the loop read that call's reply (nobody else may come for it)."""
-        with self._lock:
-            held = state.held = state.lane_inflight > 0
-        if held:
-            self._collect_on_loop(state)
+        if state.held:  # (a burst behind the lane's call: asked for its reply already)
             return None
-        return state.conn
+        with self._lock:
+            if not state.lane_inflight:
+                return state.conn
+            state.held = True  # (its reader clears it, and wakes the loop if it is a user thread)
+        self._collect_on_loop(state)
+        return None
 
     def _in_flight(self, state: ActorState, entry: TaskEntry) -> None:
         """The call is sent: it waits for its reply in `state.inflight`."""

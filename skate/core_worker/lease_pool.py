@@ -8,7 +8,11 @@ it), and when an idle lease goes back (after `idle_seconds`, on the injected clo
 
 The I/O loop drives it, with one exception: a user thread may take an idle lease for a task
 of its own (`claim`) and push the task itself, saving the loop's wake-up (a sync task's
-latency). So every method runs under one lock: a claim never meets a lease half-returned.
+latency). A claim and the loop's decisions to give a lease up or drop it (`idle_expired`,
+`release`, `idle_leases`, `connection_lost`, `push_refused`) run under one lock, so a claim
+never meets a lease half-returned. The loop's hot path (enqueue, dispatch, finished) takes no
+lock: a claim racing it at worst adds one task to a worker that the loop also fills (one
+more in flight than `max_in_flight`), or overtakes a task being queued (tasks keep no order).
 
 Every method returns the actions for the I/O shell to carry out, as tuples:
     (PUSH, lease, entry)          send the task to the leased worker
@@ -141,19 +145,25 @@ class LeasePool:
         return ks
 
     # -- a user thread's own push -------------------------------------------------------
-    @_locked
     def claim(self, ks: KeyState, entry: Any) -> Lease | None:
         """Any thread: an idle lease of `ks`, taken for `entry` now, or None (none is idle,
-        or tasks of the key wait in its queue: the task must not overtake them). The caller
-        sends the task itself; if it cannot, it gives the lease back with `unclaim`."""
+        or tasks of the key wait in its queue). The caller sends the task itself; if it
+        cannot, it gives the lease back with `unclaim`."""
         if ks.queue:
             return None
-        for lease in ks.leases.values():
+        leases = list(ks.leases.values())  # (a copy: the loop may add one meanwhile)
+        for lease in leases:  # a look without the lock first: in a burst, all are busy
             if not lease.inflight and not lease.dead:
-                lease.inflight[entry.task_id] = entry
-                lease.idle_since = None
-                entry.lease = lease
-                return lease
+                break
+        else:
+            return None
+        with self._lock:
+            for lease in leases:
+                if not lease.inflight and not lease.dead:
+                    lease.inflight[entry.task_id] = entry
+                    lease.idle_since = None
+                    entry.lease = lease
+                    return lease
         return None
 
     @_locked
@@ -166,18 +176,15 @@ class LeasePool:
         lease.key.leases.pop(lease.worker_id, None)
 
     # -- tasks in ---------------------------------------------------------------------
-    @_locked
     def enqueue(self, ks: KeyState, entry: Any) -> list[tuple]:
         if ks.removed and entry in ks.removed:  # queued again (rebuilt): its old place must go
             self._compact(ks)
         ks.queue.append(entry)
         return self.dispatch(ks)
 
-    @_locked
     def requeue_front(self, ks: KeyState, entry: Any) -> None:
         ks.queue.appendleft(entry)
 
-    @_locked
     def remove_queued(self, ks: KeyState, entry: Any) -> None:
         """Take a queued task out of the queue (it was cancelled).
 
@@ -205,7 +212,6 @@ class LeasePool:
             return self.max_in_flight
         return 1
 
-    @_locked
     def dispatch(self, ks: KeyState) -> list[tuple]:
         """Hand queued tasks to leased workers with room; ask for more leases while tasks wait."""
         actions: list[tuple] = []
@@ -246,7 +252,6 @@ class LeasePool:
         return actions
 
     # -- leases -----------------------------------------------------------------------
-    @_locked
     def granted(self, ks: KeyState, rid: int, lease: Lease | None) -> list[tuple]:
         """A lease request ended: with a lease, or None when it was refused or redirected."""
         ks.pending_requests.discard(rid)
@@ -254,7 +259,6 @@ class LeasePool:
             ks.leases[lease.worker_id] = lease
         return self.dispatch(ks)
 
-    @_locked
     def request_failed(self, ks: KeyState, rid: int, fatal: bool = False) -> tuple[list[tuple], list]:
         """A lease request failed for good. Returns (actions, tasks to fail). `fatal`: the
         failure holds for every task of the key (its runtime env cannot be set up), so the
@@ -296,7 +300,6 @@ class LeasePool:
         return actions
 
     # -- results ----------------------------------------------------------------------
-    @_locked
     def finished(self, lease: Lease, entry: Any, duration: float | None) -> None:
         """A task left its worker (a reply came); its run time tunes the pipelining depth."""
         lease.inflight.pop(entry.task_id, None)
@@ -307,7 +310,6 @@ class LeasePool:
         if not lease.inflight:
             lease.idle_since = None  # re-armed by the next dispatch
 
-    @_locked
     def lease_failed(self, lease: Lease, entry: Any) -> list[tuple]:
         """The worker died or its connection broke while `entry` ran there.
 
@@ -343,7 +345,6 @@ class LeasePool:
                 again.append(ks)
         return again
 
-    @_locked
     def mark_oom(self, worker_id: str, threshold: float) -> None:
         """The raylet is about to kill this worker for memory: its failure is an OOM."""
         for ks in self.keys.values():

@@ -320,3 +320,46 @@ def test_an_actor_whose_handle_is_dropped_after_read_lane_calls_goes_away(cluste
         skate.get(log.add.remote(i))
     del log
     assert wait_pid_gone(pid, 20)
+
+
+@pytest.mark.timeout(120)
+def test_threads_mixing_sync_calls_bursts_and_waits_on_a_lane(cluster):
+    """Four threads share one lane: sync gets (read off the lane by whichever thread pushed),
+    bursts queued behind them, wait() and gets of other threads' refs. Every call runs once,
+    each thread's calls in order, and nothing is left in flight."""
+    import threading
+
+    log = Log.remote()
+    _warm(log)
+    errors: list[BaseException] = []
+    shared: list = []
+
+    def caller(k: int) -> None:
+        try:
+            for i in range(40):
+                ref = log.add.remote((k, i))
+                if i % 4 == 0:
+                    assert skate.get(ref, timeout=60) == (k, i)
+                elif i % 4 == 1:
+                    ready, _ = skate.wait([ref], timeout=60)
+                    assert ready == [ref]
+                elif i % 4 == 2:
+                    shared.append(ref)
+                    if len(shared) > 3:
+                        skate.get(shared[-3], timeout=60)  # often another thread's call
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=caller, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    assert not errors, errors
+    seen = [tuple(x) for x in skate.get(log.log.remote()) if x != -1]
+    assert len(seen) == 160
+    for k in range(4):
+        assert [i for who, i in seen if who == k] == list(range(40))
+    state = _lane_state(log)
+    assert wait_for(lambda: state.finished == state.next_seq, 10)
+    assert not _core().actor_submitter.lane_calls

@@ -69,7 +69,6 @@ class ActorState:
         "conn_inflight",
         "direct_calls",
         "held",
-        "direct_run",
     )
 
     def __init__(self, actor_id: bytes, name: str):
@@ -102,10 +101,6 @@ class ActorState:
         # The loop holds calls back until the lane's call in flight is over (under the
         # submitter's lock, with lane_inflight): its reader must then wake the loop.
         self.held = False
-        # Calls pushed by user threads in a row, none queued on the loop between them: a
-        # caller waiting on each call. Only then does a call take the lane: the first call
-        # of a burst would hold the rest back until its reply (`_channel`), idling the actor.
-        self.direct_run = 0
 
     def end_call(self, entry: TaskEntry) -> None:
         """Count a call as ended, once (by whichever thread gets here first)."""
@@ -310,7 +305,7 @@ class ActorSubmitter:
             entry.on_ready = lambda e, s=state: self._flush(s)
             conn = state.conn
             open_lane = False
-            if not (
+            if (
                 state.finished == entry.seq  # every earlier call has ended: none to overtake
                 and conn is not None
                 and plain
@@ -319,8 +314,6 @@ class ActorSubmitter:
                 and not state.restarting
                 and not conn.closed
             ):
-                state.direct_run = 0
-            else:
                 # The actor is idle: push from this thread, saving the I/O thread's wake-up
                 # (a sync call's latency). The loop books the call when its reply comes, or
                 # before anything posted later (`_book`), whichever is first.
@@ -329,8 +322,7 @@ class ActorSubmitter:
                     at = events.clock()
                     spec.times = (at, at, at)
                 lane = state.lane
-                state.direct_run += 1
-                if lane is not None and return_ids and state.direct_run > 1 and lane.push(spec, entry):
+                if lane is not None and return_ids and lane.push(spec, entry):
                     # The actor's main thread reads it, and our user thread its reply (`collect`).
                     state.lane_inflight = 1  # (nothing in flight: no reply changes it now)
                     for oid in return_ids:

@@ -119,6 +119,7 @@ class ActorSubmitter:
         # Result ids of the calls in flight on lanes -> their ActorState (see `collect`).
         self.lane_calls: dict[bytes, ActorState] = {}
         self.lane_reads = 0  # replies user threads read themselves (a statistic)
+        self.lane_sends = 0  # calls the loop sent on lanes (a statistic)
         self._lane_states: set[ActorState] = set()  # actors we have a lane to
         self._sweep_armed = False
 
@@ -324,7 +325,7 @@ class ActorSubmitter:
                 lane = state.lane
                 if lane is not None and return_ids and lane.push(spec, entry):
                     # The actor's main thread reads it, and our user thread its reply (`collect`).
-                    state.lane_inflight = 1  # (nothing in flight: no reply changes it now)
+                    state.lane_inflight += 1  # (nothing else in flight: no reply changes it now)
                     for oid in return_ids:
                         self.lane_calls[oid] = state
                     sent = True
@@ -432,21 +433,43 @@ class ActorSubmitter:
         lane = state.lane
         if lane is None or not lane.take_reader(LOOP):
             return
+        self._watch_lane(state, lane)
+
+    def _watch_lane(self, state: ActorState, lane: CallerLane) -> None:
+        """I/O thread, reading the lane: have its replies handled as they come."""
+        if lane.watched:
+            return
         try:
             self.core.loop.add_reader(lane.fd, self._lane_readable, state, lane)
+            lane.watched = True
         except (ValueError, OSError) as exc:  # the socket is gone
-            entry = lane.release_reader(True)
-            if entry is not None:
-                self._lane_answered(state, entry, ConnectionClosed(f"the lane broke: {exc}"), on_loop=True)
+            self._lane_broke(state, lane, ConnectionClosed(f"the lane broke: {exc}"))
 
     def _lane_readable(self, state: ActorState, lane: CallerLane) -> None:
-        message = lane.read_nowait()
-        if message is None:
+        got = lane.read_all()
+        if got is None:
             return
-        self.core.loop.remove_reader(lane.fd)
-        entry = lane.release_reader(True)
-        if entry is not None:
+        if isinstance(got, BaseException):
+            self._lane_broke(state, lane, got)
+            return
+        for entry, message in got:
             self._lane_answered(state, entry, message, on_loop=True)
+        if lane.loop_done() and lane.watched:  # a user thread may push and read it again
+            lane.watched = False
+            self.core.loop.remove_reader(lane.fd)
+
+    def _lane_writable(self, lane: CallerLane) -> None:
+        if lane.flush_out():
+            self.core.loop.remove_writer(lane.fd)
+
+    def _lane_broke(self, state: ActorState, lane: CallerLane, exc: BaseException) -> None:
+        """I/O thread: the lane the loop reads broke: the actor's process is gone, or
+        misbehaves. The lane closes, and so does the connection (its calls go back through
+        `_locate`, which waits for the restart), and the lane's calls end as lost."""
+        if state.conn is not None:
+            state.conn.close(f"the lane to the actor broke ({exc})")
+        if state.lane is lane:
+            self._close_lane(state, str(exc))
 
     def _lane_answered(self, state: ActorState, entry: TaskEntry, message: Any, on_loop: bool) -> None:
         """The reply of a lane's call was read (`message`: the response, or the exception of
@@ -454,7 +477,7 @@ class ActorSubmitter:
         ended, so its get returns and its next call may be pushed at once; the loop does the
         rest of the bookkeeping later, without being woken for it (`_on_lane_reply`)."""
         with self._lock:
-            state.lane_inflight = 0
+            state.lane_inflight = max(0, state.lane_inflight - 1)
             held, state.held = state.held, False
             for oid in entry.return_ids:
                 self.lane_calls.pop(oid, None)
@@ -476,16 +499,13 @@ class ActorSubmitter:
     def _on_lane_reply(self, state: ActorState, entry: TaskEntry, message: Any) -> None:
         """I/O thread: a lane call's outcome, handled as one from the connection (`_on_reply`).
 
-        A lane that broke means the actor's process is gone, or misbehaves: the lane closes,
-        and so does the connection (its calls go back through `_locate`, which waits for the
-        restart), so that a retry is not sent to a process that is dying."""
+        A broken lane also closes the lane and the connection (`_lane_broke`), so that a
+        retry is not sent to a process that is dying."""
         self._book(entry, state)
         fut = self.core.loop.create_future()
         if isinstance(message, BaseException):
-            if state.lane is not None:  # it broke (not closed by us: `_close_lane`)
-                self._close_lane(state, str(message))
-                if state.conn is not None:
-                    state.conn.close(f"the lane to the actor broke ({message})")
+            if state.lane is not None:  # it broke (read so by a user thread)
+                self._lane_broke(state, state.lane, message)
             fut.set_exception(message)
         elif message[2] is not None:
             try:
@@ -506,13 +526,14 @@ class ActorSubmitter:
         if lane is None:
             return
         self.core._lanes.discard(lane)
-        if lane.reader == LOOP:
+        if lane.watched:
+            lane.watched = False
             self.core.loop.remove_reader(lane.fd)
-            entry = lane.release_reader(True)
-        else:
-            entry = lane.release_reader(True) if lane.take_reader(LOOP) else None
+        if not lane.closed:
+            self.core.loop.remove_writer(lane.fd)
+        entries = lane.take_all()
         lane.close(reason)
-        if entry is not None:
+        for entry in entries:
             self._lane_answered(state, entry, ConnectionClosed(f"the lane closed: {reason}"), on_loop=True)
 
     def _sweep(self) -> None:
@@ -561,10 +582,23 @@ class ActorSubmitter:
                 self._push(state, entry, conn)
             queue.popleft()
 
-    def _channel(self, state: ActorState, entry: TaskEntry) -> Connection | None:
-        """Where the loop sends a call: the connection, once the lane's call (if any) is over;
-        None meanwhile, having the loop read that call's reply (nobody else may come for it)."""
-        if state.held:  # (a burst behind the lane's call: asked for its reply already)
+    def _channel(self, state: ActorState, entry: TaskEntry) -> Connection | CallerLane | None:
+        """Where the loop sends a call: the lane, when there is one, the call is not streaming
+        (its items come on the connection), nothing is in flight on the connection and no user
+        thread reads the lane (the loop then reads it, and every reply on it); else the
+        connection, once nothing is in flight on the lane; None meanwhile."""
+        lane = state.lane
+        if (
+            lane is not None
+            and entry.spec.generator is None
+            and not state.conn_inflight
+            and not lane.closed
+            and lane.take_for_loop()
+        ):
+            self._watch_lane(state, lane)
+            if state.lane is lane:  # (still there: watching it may have found it broken)
+                return lane
+        if state.held:  # (a burst behind a call a user thread reads: asked for its reply)
             return None
         with self._lock:
             if not state.lane_inflight:
@@ -578,12 +612,19 @@ class ActorSubmitter:
         state.inflight[entry.task_id] = entry
         entry.lease = state
 
-    def _push(self, state: ActorState, entry: TaskEntry, conn: Connection) -> None:
-        state.conn_inflight += 1
+    def _push(self, state: ActorState, entry: TaskEntry, conn: Connection | CallerLane) -> None:
         self._in_flight(state, entry)
         events = self.core.task_events
         if events is not None:
             events.stamp(entry)
+        if isinstance(conn, CallerLane):
+            self.lane_sends += 1
+            with self._lock:
+                state.lane_inflight += 1
+            if conn.send_from_loop(entry.spec, entry):
+                self.core.loop.add_writer(conn.fd, self._lane_writable, conn)
+            return
+        state.conn_inflight += 1
         if entry.spec.generator is not None:  # a retry skips the items already here
             entry.spec.generator[2] = self.core.streams.received(entry.task_id)
         fut = conn.call("push_actor_task", entry.spec)

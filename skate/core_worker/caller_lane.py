@@ -6,14 +6,15 @@ waiting user thread: a wake-up of a sleeping thread and a turn of the GIL, most 
 cost on a small machine. With a caller lane the user thread that pushed the call reads its
 reply from the socket itself, in `get`, so the reply wakes it directly.
 
-A caller lane carries one call at a time, pushed by a user thread when every earlier call of
-this caller to the actor has ended (`ActorSubmitter.submit`); calls the I/O loop sends go on
-the ordinary connection. Whoever reads the reply of the call in flight takes the lane's
-`reader` first, under its lock: a user thread in `get` of that call's result (it blocks in
-`poll` on the socket), or the I/O loop when something else needs the reply (another waiter,
-a call queued behind it, a periodic sweep for replies nobody came for). The other party then
-waits for the outcome as for any call. This module only moves bytes; what a reply means is
-the `ActorSubmitter`'s.
+A user thread pushes a call on the lane when every earlier call of this caller to the actor
+has ended (`ActorSubmitter.submit`): that call is `pending`. Whoever reads its reply takes the
+lane's `reader` first, under its lock: a user thread in `get` of that call's result (it blocks
+in `poll` on the socket), or the I/O loop when something else needs the reply (another
+waiter, a periodic sweep for replies nobody came for). The I/O loop also sends the calls it
+queued (a burst) on the lane, after the pending one, once it reads the lane (`loop_calls`):
+then it alone reads every reply, until nothing is in flight and the lane is free for a user
+thread's next push. This module only moves bytes; what a reply means is the
+`ActorSubmitter`'s.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ class CallerLane:
         "_decoder",
         "_poll",
         "_next_id",
+        "loop_calls",
+        "_out",
+        "watched",
     )
 
     def __init__(self, sock: socket.socket):
@@ -66,6 +70,9 @@ class CallerLane:
         self._poll = select.poll()
         self._poll.register(self.fd, select.POLLIN)
         self._next_id = 1
+        self.loop_calls: dict[int, Any] = {}  # calls the loop sent, by request id (reader LOOP)
+        self._out = bytearray()  # what the loop could not write yet
+        self.watched = False  # the loop has a reader callback on the socket (loop only)
 
     # -- the pushing thread ---------------------------------------------------------------
     def push(self, spec: Any, item: Any) -> bool:
@@ -167,6 +174,101 @@ class CallerLane:
         ):
             return ConnectionClosed("the lane to the actor sent something else than the reply awaited")
         return message
+
+    # -- the loop's own calls -------------------------------------------------------------
+    def take_for_loop(self) -> bool:
+        """I/O thread: read the lane (if no user thread does) so as to send calls on it too."""
+        with self.lock:
+            if self.closed or self.reader == USER:
+                return False
+            self.reader = LOOP
+            return True
+
+    def send_from_loop(self, spec: Any, item: Any) -> bool:
+        """I/O thread, reading the lane: send a call after those in flight. True when part of
+        it waits in the lane's buffer: call `flush_out` when the socket is writable."""
+        with self.lock:
+            req_id = self._next_id
+            self._next_id += 1
+            self.loop_calls[req_id] = item
+        frame = pack_frame([REQUEST, req_id, "push_actor_task", spec])
+        if not self._out:
+            try:
+                sent = self.sock.send(frame)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:  # broken: the reads say so
+                return False
+            if sent == len(frame):
+                return False
+            frame = frame[sent:]
+        self._out += frame
+        return True
+
+    def flush_out(self) -> bool:
+        """I/O thread: write what waits; True when nothing is left (or the socket broke)."""
+        try:
+            sent = self.sock.send(self._out)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            self._out.clear()
+            return True
+        del self._out[:sent]
+        return not self._out
+
+    def read_all(self) -> list[tuple[Any, list]] | BaseException | None:
+        """I/O thread, reading the lane: the responses the socket holds now, each with its
+        call's item (the pending call's, or one of `loop_calls`); an exception when the lane
+        broke; None when no whole response has come."""
+        try:
+            data = self.sock.recv(_READ_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as exc:
+            return ConnectionClosed(f"the lane to the actor broke: {exc}")
+        if not data:
+            return ConnectionClosed("the actor closed its lane")
+        try:
+            messages = self._decoder.feed(data)
+        except ProtocolError as exc:
+            return ConnectionClosed(f"the lane to the actor sent a bad frame: {exc}")
+        out = []
+        with self.lock:
+            for message in messages:
+                if type(message) is not list or len(message) != 4 or message[0] != RESPONSE:
+                    return ConnectionClosed("the lane to the actor sent something else than replies")
+                req_id = message[1]
+                if self.pending is not None and self.pending[0] == req_id:
+                    out.append((self.pending[1], message))
+                    self.pending = None
+                elif req_id in self.loop_calls:
+                    out.append((self.loop_calls.pop(req_id), message))
+                else:
+                    return ConnectionClosed(f"the lane to the actor answered an unknown request {req_id!r}")
+        return out or None
+
+    def loop_done(self) -> bool:
+        """I/O thread, reading the lane: when nothing is in flight on it any more, stop reading
+        (a user thread may push and read again); True then."""
+        with self.lock:
+            if self.pending is not None or self.loop_calls or self._out:
+                return False
+            self.reader = None
+            return True
+
+    def take_all(self) -> list[Any]:
+        """I/O thread: the items of every call in flight that no user thread reads (the lane
+        is going: they end as lost)."""
+        with self.lock:
+            items = list(self.loop_calls.values())
+            self.loop_calls.clear()
+            if self.pending is not None and self.reader != USER:
+                items.insert(0, self.pending[1])
+                self.pending = None
+            if self.reader == LOOP:
+                self.reader = None
+            return items
 
     # -- closing ----------------------------------------------------------------------------
     def close(self, reason: str = "closed") -> None:

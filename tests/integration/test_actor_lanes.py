@@ -363,3 +363,20 @@ def test_threads_mixing_sync_calls_bursts_and_waits_on_a_lane(cluster):
     state = _lane_state(log)
     assert wait_for(lambda: state.finished == state.next_seq, 10)
     assert not _core().actor_submitter.lane_calls
+
+
+@pytest.mark.timeout(60)
+def test_a_burst_goes_on_the_lane_behind_a_pushed_call(cluster):
+    """The loop sends queued calls on the lane too (it reads every reply meanwhile), then
+    hands the lane back to the caller's next sync call."""
+    log = Log.remote()
+    _warm(log)
+    submitter = _core().actor_submitter
+    sends, reads = submitter.lane_sends, submitter.lane_reads
+    assert skate.get([log.add.remote(i) for i in range(200)]) == list(range(200))
+    assert submitter.lane_sends - sends >= 150
+    lane = _lane_state(log).lane
+    assert wait_for(lambda: lane.reader is None and not lane.loop_calls and not lane.watched, 10)
+    for i in range(20):
+        assert skate.get(log.add.remote(i)) == i
+    assert submitter.lane_reads - reads >= 15  # sync calls read by this thread again

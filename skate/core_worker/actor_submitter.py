@@ -88,12 +88,12 @@ class ActorState:
         self.finished = 0
         self.address: str | None = None  # where the current incarnation listens
         # A lane to the actor (core_worker.lanes, caller_lane): a socket of its own, read by
-        # the actor's main thread at one end and by our user threads at the other. Once it is
-        # open, the calls user threads push themselves (one at a time: the actor is idle
-        # for this caller) go on it; calls the loop sends go on `conn`. Calls on the two are
-        # never in flight at once (`_channel`), so neither overtakes the other. Each count
-        # is raised where a call is sent and lowered first thing when it is answered, before
-        # the call counts as finished.
+        # the actor's main thread at one end and by our user threads or the loop at the
+        # other. Once it is open, the calls user threads push themselves (when the actor is
+        # idle for this caller) go on it, and so do the loop's but streaming ones, which go
+        # on `conn`. Calls on the two are never in flight at once (`_channel`), so neither
+        # overtakes the other. Each count is raised where a call is sent and lowered first
+        # thing when it is answered, before the call counts as finished.
         self.lane: CallerLane | None = None
         self.lane_inflight = 0
         self.conn_inflight = 0

@@ -15,6 +15,12 @@ queued (a burst) on the lane, after the pending one, once it reads the lane (`lo
 then it alone reads every reply, until nothing is in flight and the lane is free for a user
 thread's next push. This module only moves bytes; what a reply means is the
 `ActorSubmitter`'s.
+
+A user thread writes its call with a blocking send loop (under the actor submitter's lock,
+which orders its calls): the lane is empty then (every earlier call has ended) and a call's
+frame is small (arguments of 100 KiB or more travel through the object store), so the send
+does not wait in practice. The loop's writes never block: what the socket does not take waits
+in the lane's buffer for a writer callback.
 """
 
 from __future__ import annotations

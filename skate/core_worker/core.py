@@ -9,7 +9,8 @@ The parts, each in its own module:
     objects       put, get, wait, reads from shared memory, fetches from owners
     ownership     borrowers, contained refs, releasing what nobody holds (objects, actors)
     submitter     normal tasks: TaskManager (what happens to a task) + LeasePool (workers)
-    actor_submitter  actor creation and ordered method calls
+    actor_submitter  actor creation and ordered method calls (per actor: actor_state;
+                  a lane's caller end, read by user threads: caller_lane)
     executor      running calls in a worker (worker processes only)
 """
 

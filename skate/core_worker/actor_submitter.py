@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from skate import _ids
@@ -319,7 +320,7 @@ class ActorSubmitter:
             return
         if state.incarnation != incarnation or state.dead_error is not None or self.core.stopped:
             lane.close("the actor restarted")
-            self.core._lanes.discard(lane)
+            self.core.forget_lane(lane)
             return
         state.lane = lane
         self._lane_states.add(state)
@@ -352,7 +353,7 @@ class ActorSubmitter:
         self._lane_answered(state, entry, message, on_loop=False)
         return True
 
-    def need(self, oids: list[bytes]) -> None:
+    def need(self, oids: Iterable[bytes]) -> None:
         """Any thread: something waits for these objects (MemoryStore.watch); those made by a
         lane's call in flight get their reply read by the loop, if nobody reads it yet."""
         lane_calls = self.lane_calls
@@ -461,7 +462,7 @@ class ActorSubmitter:
         self._lane_states.discard(state)
         if lane is None:
             return
-        self.core._lanes.discard(lane)
+        self.core.forget_lane(lane)
         if lane.watched:
             lane.watched = False
             self.core.loop.remove_reader(lane.fd)

@@ -151,21 +151,28 @@ class CallerLane:
             elif deadline is not None and time.monotonic() >= deadline:
                 return None
 
-    def read_nowait(self) -> list | BaseException | None:
-        """Reader: what the socket holds now: the response, an exception, or None (not all
-        of it has come)."""
+    def _receive(self) -> list | BaseException:
+        """Reader: the messages the socket holds now (maybe none yet), or an exception when
+        the lane broke."""
         try:
             data = self.sock.recv(_READ_BYTES)
         except (BlockingIOError, InterruptedError):
-            return None
+            return []
         except OSError as exc:
             return ConnectionClosed(f"the lane to the actor broke: {exc}")
         if not data:
             return ConnectionClosed("the actor closed its lane")
         try:
-            messages = self._decoder.feed(data)
+            return self._decoder.feed(data)
         except ProtocolError as exc:
             return ConnectionClosed(f"the lane to the actor sent a bad frame: {exc}")
+
+    def read_nowait(self) -> list | BaseException | None:
+        """Reader: what the socket holds now: the response, an exception, or None (not all
+        of it has come)."""
+        messages = self._receive()
+        if isinstance(messages, BaseException):
+            return messages
         if not messages:
             return None
         pending = self.pending
@@ -227,18 +234,9 @@ class CallerLane:
         """I/O thread, reading the lane: the responses the socket holds now, each with its
         call's item (the pending call's, or one of `loop_calls`); an exception when the lane
         broke; None when no whole response has come."""
-        try:
-            data = self.sock.recv(_READ_BYTES)
-        except (BlockingIOError, InterruptedError):
-            return None
-        except OSError as exc:
-            return ConnectionClosed(f"the lane to the actor broke: {exc}")
-        if not data:
-            return ConnectionClosed("the actor closed its lane")
-        try:
-            messages = self._decoder.feed(data)
-        except ProtocolError as exc:
-            return ConnectionClosed(f"the lane to the actor sent a bad frame: {exc}")
+        messages = self._receive()
+        if isinstance(messages, BaseException):
+            return messages
         out = []
         with self.lock:
             for message in messages:

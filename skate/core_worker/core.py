@@ -358,14 +358,10 @@ class CoreWorker:
         """`post_quietly`, but the loop is woken once LAZY_BACKLOG calls wait: for a thread
         whose own reads mean the loop may not wake for a while (caller lanes), the backlog
         stays bounded."""
-        posted = self._posted
-        posted.append((fn, args))
-        if len(posted) >= LAZY_BACKLOG and not self._post_scheduled:
-            self._post_scheduled = True
-            try:
-                self.loop.call_soon_threadsafe(self._drain_posted)
-            except RuntimeError:
-                pass  # loop closed during shutdown
+        if len(self._posted) + 1 >= LAZY_BACKLOG:
+            self.post(fn, *args)
+        else:
+            self._posted.append((fn, args))
 
     def drain_quiet(self) -> None:
         """I/O loop: run what was posted quietly if no drain is on its way (so quiet posts
@@ -451,6 +447,10 @@ class CoreWorker:
         lane = CallerLane(sock)
         self._lanes.add(lane)
         return lane
+
+    def forget_lane(self, lane: CallerLane) -> None:
+        """A lane (see `lane()`) closed by its user: nothing to close at shutdown."""
+        self._lanes.discard(lane)
 
     def _on_server_conn_closed(self, conn: Connection) -> None:
         """A peer that connected to us went away: it borrows nothing any more."""

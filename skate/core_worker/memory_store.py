@@ -81,9 +81,9 @@ class MemoryStore:
         self._lock = threading.RLock()  # reentrant: see ReferenceCounter
         self._objects: dict[bytes, tuple] = {}
         self._waiters: dict[bytes, list[Waiter]] = {}
-        # Told the ids a waiter waits for (any thread): a lane's reply may have to be read
-        # for them (ActorSubmitter.need).
-        self.on_wait: Callable[[list[bytes]], None] | None = None
+        # Told the ids of a watch that waits (any thread): a lane's reply may have to be
+        # read for them (ActorSubmitter.need).
+        self.on_wait: Callable[[Iterable[bytes]], None] | None = None
 
     def __contains__(self, object_id: bytes) -> bool:
         return object_id in self._objects
@@ -109,7 +109,7 @@ class MemoryStore:
     def watch(self, object_ids: Iterable[bytes], waiter: Waiter) -> list[bytes]:
         """Register `waiter` on the objects not ready yet; returns those already ready."""
         ready = []
-        waiting = []
+        waits = False
         with self._lock:
             objects = self._objects
             for oid in object_ids:
@@ -118,11 +118,11 @@ class MemoryStore:
                     ready.append((oid, entry))
                 else:
                     self._waiters.setdefault(oid, []).append(waiter)
-                    waiting.append(oid)
+                    waits = True
         for oid, entry in ready:
             waiter._hit(oid, entry)
-        if waiting and self.on_wait is not None:
-            self.on_wait(waiting)
+        if waits and self.on_wait is not None:
+            self.on_wait(object_ids)  # (ids already here are none of a lane's calls in flight)
         return [oid for oid, _ in ready]
 
     def unwatch(self, object_ids: Iterable[bytes], waiter: Waiter) -> None:

@@ -21,6 +21,25 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: f
     return value
 
 
+def in_threads(work: Callable[[int], None], count: int, timeout: float = 60.0) -> list[BaseException]:
+    """Run work(0) .. work(count - 1) on threads of their own at once; the exceptions they
+    raised (an empty list when all ended well)."""
+    errors: list[BaseException] = []
+
+    def run(k: int) -> None:
+        try:
+            work(k)
+        except BaseException as exc:  # reported to the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    return errors
+
+
 def max_overlap(intervals: list[tuple[float, float]]) -> int:
     """The largest number of (start, end) intervals that are open at one instant."""
     events = []

@@ -15,7 +15,7 @@ from skate._api import _core
 from skate.core_worker import actor_submitter
 from skate.exceptions import ActorDiedError, RayActorError, TaskCancelledError
 from tests.integration._actor_helpers import wait_pid_gone
-from tests.integration._helpers import wait_for
+from tests.integration._helpers import in_threads, wait_for
 
 WARM = actor_submitter.LANE_AFTER + 4  # sync calls after which the lane is open
 
@@ -327,34 +327,24 @@ def test_threads_mixing_sync_calls_bursts_and_waits_on_a_lane(cluster):
     """Four threads share one lane: sync gets (read off the lane by whichever thread pushed),
     bursts queued behind them, wait() and gets of other threads' refs. Every call runs once,
     each thread's calls in order, and nothing is left in flight."""
-    import threading
-
     log = Log.remote()
     _warm(log)
-    errors: list[BaseException] = []
     shared: list = []
 
     def caller(k: int) -> None:
-        try:
-            for i in range(40):
-                ref = log.add.remote((k, i))
-                if i % 4 == 0:
-                    assert skate.get(ref, timeout=60) == (k, i)
-                elif i % 4 == 1:
-                    ready, _ = skate.wait([ref], timeout=60)
-                    assert ready == [ref]
-                elif i % 4 == 2:
-                    shared.append(ref)
-                    if len(shared) > 3:
-                        skate.get(shared[-3], timeout=60)  # often another thread's call
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        for i in range(40):
+            ref = log.add.remote((k, i))
+            if i % 4 == 0:
+                assert skate.get(ref, timeout=60) == (k, i)
+            elif i % 4 == 1:
+                ready, _ = skate.wait([ref], timeout=60)
+                assert ready == [ref]
+            elif i % 4 == 2:
+                shared.append(ref)
+                if len(shared) > 3:
+                    skate.get(shared[-3], timeout=60)  # often another thread's call
 
-    threads = [threading.Thread(target=caller, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(90)
+    errors = in_threads(caller, 4, timeout=90)
     assert not errors, errors
     seen = [tuple(x) for x in skate.get(log.log.remote()) if x != -1]
     assert len(seen) == 160

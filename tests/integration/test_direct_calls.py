@@ -11,7 +11,6 @@ a task pushed this way is retried, cancelled and accounted for as any other.
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -20,6 +19,7 @@ import skate
 from skate.core_worker.caller_lane import CallerLane
 from skate.core_worker.core import LAZY_BACKLOG
 from skate.protocol.connection import Connection
+from tests.integration._helpers import in_threads
 
 
 @skate.remote
@@ -132,22 +132,14 @@ def test_calls_from_many_threads_keep_each_threads_order(cluster):
     """Threads mixing sync and pipelined calls: every call runs once, each thread's in order."""
     a = Recorder.remote()
     skate.get(a.record.remote(("warm", 0)))
-    errors: list[BaseException] = []
 
     def caller(k: int) -> None:
-        try:
-            for i in range(60):
-                ref = a.record.remote((k, i))
-                if i % 3 == 0:
-                    skate.get(ref)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        for i in range(60):
+            ref = a.record.remote((k, i))
+            if i % 3 == 0:
+                skate.get(ref)
 
-    threads = [threading.Thread(target=caller, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    errors = in_threads(caller, 4)
     assert not errors
     seen = skate.get(a.log.remote())[1:]
     assert len(seen) == 240
@@ -257,24 +249,16 @@ def test_tasks_from_many_threads_all_run_once(cluster):
     from skate._api import _core
 
     skate.get(square.remote(3))
-    errors: list[BaseException] = []
     results: dict[int, list] = {}
 
     def caller(k: int) -> None:
-        try:
-            mine = []
-            for i in range(60):
-                ref = square.remote(k * 1000 + i)
-                mine.append(ref if i % 3 else skate.get(ref))
-            results[k] = [x if isinstance(x, int) else skate.get(x) for x in mine]
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        mine = []
+        for i in range(60):
+            ref = square.remote(k * 1000 + i)
+            mine.append(ref if i % 3 else skate.get(ref))
+        results[k] = [x if isinstance(x, int) else skate.get(x) for x in mine]
 
-    threads = [threading.Thread(target=caller, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    errors = in_threads(caller, 4)
     assert not errors
     for k in range(4):
         assert results[k] == [(k * 1000 + i) ** 2 for i in range(60)]

@@ -232,7 +232,6 @@ class ActorSubmitter:
         # its results unreferenced and free them.
         refs = [ObjectRef(oid, None, core) for oid in return_ids]
         sent: Any = None
-        at = None
         with self._lock:
             state = self.states.get(actor_id)
             if state is None:
@@ -257,8 +256,7 @@ class ActorSubmitter:
                 # before anything posted later (`_book`), whichever is first.
                 events = core.task_events
                 if events is not None:  # submitted, ready and sent at once (see task_events)
-                    at = events.clock()
-                    spec.times = (at, at, at)
+                    spec.submitted_at = spec.ready_at = spec.sent_at = events.clock()
                 lane = state.lane
                 if lane is not None and return_ids and lane.push(spec, entry):
                     # The actor's main thread reads it, and our user thread its reply (`collect`).

@@ -23,7 +23,7 @@ class CallContext:
     resources: dict = field(default_factory=dict)
     placement_group: list | None = None  # TaskSpec.placement_group of the call (or its actor)
     attempt: int = 0  # TaskSpec.attempt
-    began: float = 0.0  # when it started running, if task events are recorded (else 0)
+    began: float = 0.0  # when it started running, by time.perf_counter() (0: not yet)
 
 
 _current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar("skate_call", default=None)

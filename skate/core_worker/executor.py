@@ -217,10 +217,10 @@ class Executor:
 
     # -- one call -----------------------------------------------------------------------
     def _running_calls(self) -> list[tuple[bytes, int, float]]:
-        """The calls running now, as (task id, attempt, start) for task events (I/O thread)."""
-        return [
-            (tid, call.attempt, call.began) for tid, (call, _) in list(self.running.items()) if call.began
-        ]
+        """The calls running now, as (task id, attempt, start by perf_counter) for task
+        events (I/O thread)."""
+        running = list(self.running.items())
+        return [(tid, call.attempt, call.began) for tid, (call, _) in running if call.began]
 
     def _begin(self, spec: TaskSpec) -> CallContext:
         core = self.core
@@ -270,8 +270,7 @@ class Executor:
         with self._cancel_lock:
             self.running[spec.task_id] = (call, threading.get_ident())
         events = self.core.task_events
-        began = call.began = events.clock() if events is not None else 0.0
-        start = time.perf_counter()
+        start = call.began = time.perf_counter()
         try:
             try:
                 fn, args, kwargs = self._prepare(spec, call)
@@ -283,11 +282,14 @@ class Executor:
                     self.instance, result = result, None
             except BaseException as exc:
                 if events is not None:
-                    _record_failure(events, spec, began, call, exc)
+                    _record_failure(events, spec, start, call, exc)
                 return self._failed(spec, call, exc, start)
             reply = self._succeeded(spec, result, start)
             if events is not None:
-                _record_end(events, spec, began, reply)
+                if reply.app_error:  # the result could not be stored
+                    _record_unstored(events, spec, start)
+                else:
+                    events.ran(spec, start, reply.duration)
             return reply
         finally:
             self.running.pop(spec.task_id, None)
@@ -300,8 +302,7 @@ class Executor:
         with self._cancel_lock:
             self.running[spec.task_id] = (call, asyncio.current_task())
         events = self.core.task_events
-        began = call.began = events.clock() if events is not None else 0.0
-        start = time.perf_counter()
+        start = call.began = time.perf_counter()
         try:
             try:
                 fn, args, kwargs = self._prepare(spec, call)
@@ -314,15 +315,18 @@ class Executor:
             except asyncio.CancelledError as exc:
                 call.cancelled = True
                 if events is not None:
-                    _record_failure(events, spec, began, call, exc)
+                    _record_failure(events, spec, start, call, exc)
                 return self._failed(spec, call, exc, start)
             except BaseException as exc:
                 if events is not None:
-                    _record_failure(events, spec, began, call, exc)
+                    _record_failure(events, spec, start, call, exc)
                 return self._failed(spec, call, exc, start)
             reply = self._succeeded(spec, result, start)
             if events is not None:
-                _record_end(events, spec, began, reply)
+                if reply.app_error:  # the result could not be stored
+                    _record_unstored(events, spec, start)
+                else:
+                    events.ran(spec, start, reply.duration)
             return reply
         finally:
             self.running.pop(spec.task_id, None)
@@ -434,7 +438,8 @@ def _terminate() -> None:
 
 
 def _record_failure(events: Any, spec: TaskSpec, began: float, call: CallContext, exc: BaseException) -> None:
-    """A task event for a call that raised: why, in Ray's error types."""
+    """A task event for a call that raised: why, in Ray's error types (`began`: by
+    `time.perf_counter()`)."""
     if call.cancelled and isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
         events.ran_and_failed(spec, began, "TASK_CANCELLED", f"Task {spec.name} was cancelled.")
     elif isinstance(exc, SystemExit) and spec.actor_id is not None:
@@ -443,8 +448,6 @@ def _record_failure(events: Any, spec: TaskSpec, began: float, call: CallContext
         events.ran_and_failed(spec, began, ts.TASK_EXECUTION_EXCEPTION, f"{type(exc).__name__}: {exc}")
 
 
-def _record_end(events: Any, spec: TaskSpec, began: float, reply: TaskReply) -> None:
-    if reply.app_error:  # the result could not be stored
-        events.ran_and_failed(spec, began, ts.TASK_EXECUTION_EXCEPTION, "its result could not be stored")
-    else:
-        events.ran(spec, began)
+def _record_unstored(events: Any, spec: TaskSpec, began: float) -> None:
+    """A task event for a call whose result could not be stored (`began`: by perf_counter)."""
+    events.ran_and_failed(spec, began, ts.TASK_EXECUTION_EXCEPTION, "its result could not be stored")

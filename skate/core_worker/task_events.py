@@ -2,10 +2,13 @@
 
 Owners see a task's first states (arguments pending, waiting for a node, sent to a worker);
 workers see it run and end. The common life costs the owner no record at all: it stamps its
-three times into the `TaskSpec` it sends anyway (`TaskSpec.times`), and the worker, when the
-call returns, appends one packed row with the whole life (`DONE_ROW`: bytes, not a tuple:
-task id, attempt, info key, the owner's three times, start, end). The owner's user thread is
-the bottleneck of a pipeline of calls; the worker's execution thread has the time.
+three times into the `TaskSpec` it sends anyway (`submitted_at`, `ready_at`, `sent_at`), and
+the worker, when the call returns, appends one packed row with the whole life (`DONE_ROW`:
+bytes, not a tuple: task id, attempt, info key, the owner's three times, start, end). The
+worker reads no clock for it: the executor times every call anyway (`time.perf_counter()`,
+for the reply's duration), and the buffer turns that into the wall clock with an offset it
+refreshes at each send. Both sides pay for this on every call, so each hook is a few
+attribute reads and writes; everything else waits for the send.
 
 A task's static info (name, type, job, resources...) is an index into a small cache keyed by
 function and options (the last one found is remembered, so a burst of calls of one function
@@ -30,6 +33,7 @@ from __future__ import annotations
 import collections
 import itertools
 import os
+import struct
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -63,6 +67,19 @@ def enabled() -> bool:
     return os.environ.get("SKATE_TASK_EVENTS", "1") != "0"
 
 
+def wall_minus_perf() -> float:
+    """What to add to a `time.perf_counter()` reading to get `time.time()`'s (now)."""
+    return time.time() - time.perf_counter()
+
+
+def owner_times(spec: Any) -> tuple[float, float, float] | None:
+    """The owner's three times a spec carries (NaN for one it did not send), None if none."""
+    args, ready, sent = spec.submitted_at, spec.ready_at, spec.sent_at
+    if args is None and ready is None and sent is None:
+        return None
+    return (_NAN if args is None else args, _NAN if ready is None else ready, _NAN if sent is None else sent)
+
+
 def interval_s() -> float:
     ms = os.environ.get("SKATE_TASK_EVENTS_REPORT_INTERVAL_MS")
     return int(ms) / 1000 if ms else DEFAULT_INTERVAL_S
@@ -92,7 +109,12 @@ def task_info(spec: Any) -> dict:
 class TaskEventBuffer:
     """Task events recorded by this process, waiting for the next send."""
 
-    def __init__(self, max_events: int = DEFAULT_MAX_EVENTS, clock=time.time):
+    def __init__(
+        self,
+        max_events: int = DEFAULT_MAX_EVENTS,
+        clock: Callable[[], float] = time.time,
+        perf_offset: Callable[[], float] = wall_minus_perf,
+    ):
         self.events: collections.deque = collections.deque(maxlen=max_events)  # single events
         # packed rows (DONE_ROW) of calls that ran here and ended without being reported in
         # flight, appended by the threads that run them: one growing byte string, so a drain
@@ -103,12 +125,16 @@ class TaskEventBuffer:
         self._bare_rows = 0  # rows without the owner's times (a statistic: racy by design)
         self.max_events = max_events
         self.clock = clock
+        # what turns the executor's `time.perf_counter()` readings into `clock`'s time (a
+        # function: refreshed at each drain, so a wall clock that is stepped is followed)
+        self._perf_offset = perf_offset
+        self.perf_offset = perf_offset()
         self.dropped = 0  # events overwritten because a deque was full
         # when the last drain was (calls begun since are not reported in flight yet; the
         # first drain reports every call in flight)
         self._last_drain = float("inf")
-        # the calls running in this worker now, as (task id, attempt, start time): the
-        # executor's own table of running calls, read at each drain (see `ran`)
+        # the calls running in this worker now, as (task id, attempt, start by perf_counter):
+        # the executor's own table of running calls, read at each drain (see `ran`)
         self.running_calls: Callable[[], Iterable[tuple[bytes, int, float]]] = tuple
         # attempts reported while in flight (by task id): their ends go as open records too
         self._reported: set[bytes] = set()
@@ -119,15 +145,17 @@ class TaskEventBuffer:
         self._infos: dict[int, dict] = {}
         self._num_infos = 0
         self._next_info = itertools.count()
-        # the last spec's (name, actor_id, job_id, is creation, *options) and its info id: a
-        # burst of calls of one function skips the lookup (replaced whole: threads race on it)
-        self._last_info: tuple = (None,) * 8
+        # the last spec's `_static_key` and its info id: a burst of calls of one function
+        # skips the lookup for one comparison of two tuples (replaced whole: threads race)
+        self._last_info: tuple = ((), None)
 
     # -- an owner's calls (the I/O thread) ---------------------------------------------
     def submitted(self, entry: Any, ready: bool = False) -> None:
-        """A call was submitted and waits for its arguments (with ready, it has none to wait
-        for: pending a node at the same instant). Its times live on the entry from now on
-        (`ev_args`, `ev_ready`, `ev_reported`) and go with the spec when it is pushed."""
+        """A call waits for its arguments, or with ready for a node (a lease) or its actor,
+        since now. Its times live on the entry from now on (`ev_args`, `ev_ready`,
+        `ev_reported`) and go with the spec when it is pushed. A call without arguments to
+        wait for that is pushed as it is submitted never comes here: `stamp` gives it all
+        three times at once."""
         now = self.clock()
         entry.ev_args = now
         entry.ev_ready = now if ready else None
@@ -141,16 +169,15 @@ class TaskEventBuffer:
     def stamp(self, entry: Any, pushed: float | None = None) -> None:
         """The call is being sent (at `pushed`, default now; NaN: sent by someone else, the
         GCS for an actor's constructor): its spec carries the owner's times to the worker,
-        which writes the whole row. A call its user thread pushes at once sets `spec.times`
+        which writes the whole row. A call its user thread pushes at once sets the three
         itself (see `ActorSubmitter.submit`), without this call."""
         now = self.clock() if pushed is None else pushed
         spec = entry.spec
-        times = spec.times
-        if times is not None:  # sent before: a retry keeps its first two times
-            spec.times = (times[0], times[1], now)
-        else:
-            args, ready = entry.ev_args or now, entry.ev_ready
-            spec.times = (args, now if ready is None else ready, now)
+        if spec.sent_at is None:  # (sent before: a retry keeps its first two times)
+            ready = entry.ev_ready
+            spec.submitted_at = entry.ev_args or now
+            spec.ready_at = now if ready is None else ready
+        spec.sent_at = now
 
     def finished(self, entry: Any) -> None:
         """A call reported in flight is over (the worker's events say how): forget it."""
@@ -166,9 +193,14 @@ class TaskEventBuffer:
             return
         spec = entry.spec
         if not entry.ev_reported:  # its earlier states go first, as single events
-            times = spec.times
+            times = owner_times(spec)
             if times is None:
-                times = (entry.ev_args or _NAN, _NAN if entry.ev_ready is None else entry.ev_ready, _NAN)
+                args = entry.ev_args
+                if args:
+                    times = (args, _NAN if entry.ev_ready is None else entry.ev_ready, _NAN)
+                else:  # failed as it was submitted (a call without dependencies is recorded once it waits)
+                    now = self.clock()
+                    times = (now, now, _NAN)
             self._owner_states(spec, times, self.info_id(spec))
         self.failed(spec, error_type, message)
 
@@ -184,20 +216,15 @@ class TaskEventBuffer:
     def info_id(self, spec: Any) -> Any:
         """The cached info id of the spec's function and options (or the spec itself, when
         the cache is full: its info is built at the drain)."""
+        key = _static_key(spec)
         last = self._last_info
-        if (
-            last[0] == spec.name
-            and last[1] == spec.actor_id
-            and last[2] == spec.job_id
-            and last[3] is (spec.method is None)
-            and last[4] == spec.resources
-            and last[5] == spec.placement_group
-            and last[6] == spec.runtime_env
-        ):
-            return last[7]
+        return last[1] if key == last[0] else self._info_of(key, spec)
+
+    def _info_of(self, key: tuple, spec: Any) -> Any:
+        """`info_id` past the last call's: look the function and options up, or add them."""
         options = (spec.resources, spec.placement_group, spec.runtime_env)
-        key = (spec.name, spec.actor_id, spec.method is None, spec.job_id)
-        found = self._info_ids.get(key)
+        by_function = (spec.name, spec.actor_id, spec.method is None, spec.job_id)
+        found = self._info_ids.get(by_function)
         info: Any = None
         if found is not None:
             for opts, i in found:
@@ -210,8 +237,8 @@ class TaskEventBuffer:
             info = next(self._next_info)
             self._num_infos += 1
             self._infos[info] = task_info(spec)
-            self._info_ids.setdefault(key, []).append((options, info))
-        self._last_info = (spec.name, spec.actor_id, spec.job_id, spec.method is None, *options, info)
+            self._info_ids.setdefault(by_function, []).append((options, info))
+        self._last_info = (key, info)
         return info
 
     # -- single events (any thread) ------------------------------------------------------
@@ -224,28 +251,51 @@ class TaskEventBuffer:
     # A call's start is not queued: the executor notes it (from `clock`) in its table of
     # running calls, which a drain reads through `running_calls` (so a long call shows
     # RUNNING), and `ran` records the whole life at once.
-    def ran(self, spec: Any, start: float) -> None:
-        """The call that started at `start` finished: its row, with the owner's times."""
-        tid = spec.task_id
-        times = spec.times
-        info = self.info_id(spec)
-        if tid in self._reported or type(info) is not int or len(tid) != TASK_ID_BYTES:
-            self._owner_states(spec, _NO_TIMES if times is None else times, info)
-            self.events.append((tid, spec.attempt, _RAN, self.clock(), start))
+    def ran(self, spec: Any, start: float, took: float) -> None:
+        """The call that began at `start` (a `time.perf_counter()` reading) ended `took`
+        seconds later: its row, with the owner's times. The executor's thread pays for this
+        on every call: the common case is one comparison with the previous call's function
+        and options, one pack and one append (`info_id`'s lines, inlined: a call less)."""
+        key = _static_key(spec)
+        last = self._last_info
+        info = last[1] if key == last[0] else self._info_of(key, spec)
+        start += self.perf_offset
+        tid, end = spec.task_id, start + took
+        if type(info) is int and len(tid) == TASK_ID_BYTES and len(self.done) < self._max_done_bytes:
+            try:
+                row = _pack(
+                    tid, spec.attempt, info, spec.submitted_at, spec.ready_at, spec.sent_at, start, end
+                )
+            except struct.error:  # no times from its owner (or a bad attempt number)
+                pass
+            else:
+                self._add_row(row)
+                return
+        self._ran_rarely(spec, info, start, end)
+
+    def _ran_rarely(self, spec: Any, info: Any, start: float, end: float) -> None:
+        """`ran`'s other cases: a full buffer (the row is dropped, counted; racy as the
+        count), no owner times (a row with NaN for them), an info the cache could not hold
+        or an id a row cannot (single events)."""
+        tid, attempt = spec.task_id, spec.attempt
+        times = owner_times(spec)
+        if type(info) is int and len(tid) == TASK_ID_BYTES and 0 <= attempt < 1 << 32:
+            if len(self.done) >= self._max_done_bytes:
+                self.dropped += 1
+                return
+            if times is None:
+                times = _NO_TIMES
+                self._bare_rows += 1
+            self._add_row(_pack(tid, attempt, info, *times, start, end))
             return
-        if times is None:
-            times = _NO_TIMES
-            self._bare_rows += 1
-        if len(self.done) >= self._max_done_bytes:  # full: the row goes (counted; racy, as the count)
-            self.dropped += 1
-            return
-        self._add_row(_pack(tid, spec.attempt, info, *times, start, self.clock()))
+        self._owner_states(spec, _NO_TIMES if times is None else times, info)
+        self.events.append((tid, attempt, _RAN, end, start))
 
     def ran_and_failed(self, spec: Any, start: float, error_type: str, message: str) -> None:
-        """The call that started at `start` failed, and why."""
-        times = spec.times
+        """The call that began at `start` (by `time.perf_counter()`) failed, and why."""
+        times = owner_times(spec)
         self._owner_states(spec, _NO_TIMES if times is None else times, self.info_id(spec))
-        self.events.append((spec.task_id, spec.attempt, ts.RUNNING, start, None))
+        self.events.append((spec.task_id, spec.attempt, ts.RUNNING, start + self.perf_offset, None))
         self.failed(spec, error_type, message)
 
     # -- sending (I/O loop) --------------------------------------------------------------
@@ -268,11 +318,12 @@ class TaskEventBuffer:
         reported = self._reported
         limit = self.max_events
         cutoff, self._last_drain = self._last_drain, self.clock()
+        offset = self.perf_offset = self._perf_offset()
         for entry in in_flight:
             if entry.ev_reported or len(reported) >= limit:
                 break
             spec = entry.spec
-            times = spec.times
+            times = owner_times(spec)
             if times is None:
                 if not entry.ev_args:  # not recorded
                     continue
@@ -315,10 +366,14 @@ class TaskEventBuffer:
             running = list(self.running_calls())
         except RuntimeError:  # changed by another thread as it was read: next time
             running = []
-        for tid, attempt, start in running:  # calls running since before the last drain, shown once
+        for tid, attempt, began in running:  # calls running since before the last drain, shown once
+            start = began + offset
             if start <= cutoff and tid not in reported and tid not in records and len(reported) < limit:
                 records[tid] = [tid, attempt, [ts.RUNNING, start], -1, None]
         done = _take(self.done)
+        if reported and done:  # ended calls an earlier drain reported in flight: open records
+            done, states = self._reopen(done, records, earlier, infos)
+            singles += states
         if not records and not done:
             return None
         opened: list[list] = []
@@ -343,6 +398,31 @@ class TaskEventBuffer:
         bare, self._bare_rows = self._bare_rows, 0
         num = singles + 5 * rows - 3 * min(bare, rows)
         return Drained(infos, opened, done, jobs, num)
+
+    def _reopen(self, done: bytes, records: dict, earlier: list, infos: dict) -> tuple[bytes, int]:
+        """Take the rows of calls reported in flight out of `done`: their start went out as an
+        open record, and so goes their end (merged into `records`). The rest, and how many
+        states the records gained."""
+        reported = self._reported
+        kept = bytearray()
+        states = 0
+        size = DONE_ROW.size
+        for at in range(0, len(done), size):
+            row = done[at : at + size]
+            tid, attempt, info, args, ready, sent, start, end = DONE_ROW.unpack(row)
+            if tid not in reported:
+                kept += row
+                continue
+            seen = [*ts.owner_states((args, ready, sent)), ts.RUNNING, start, ts.FINISHED, end]
+            rec = records.get(tid)
+            if rec is None or rec[1] != attempt:
+                if rec is not None:
+                    earlier.append(rec)
+                rec = records[tid] = [tid, attempt, [], -1, None]
+            rec[2] += seen
+            rec[3] = self._info_key(info, infos)
+            states += len(seen) // 2
+        return bytes(kept), states
 
     def _info_key(self, info: Any, infos: dict[int, dict]) -> int:
         """The batch's key of a cached info id, or of a spec's info built now."""
@@ -380,6 +460,19 @@ class TaskEventBuffer:
             "num_events": drained.num_events,
             "dropped": dropped,
         }
+
+
+def _static_key(spec: Any) -> tuple:
+    """What tells one call's static info from another's: its function and options."""
+    return (
+        spec.name,
+        spec.actor_id,
+        spec.job_id,
+        spec.method,
+        spec.resources,
+        spec.placement_group,
+        spec.runtime_env,
+    )
 
 
 def _count_infos(rows: bytes) -> collections.Counter:

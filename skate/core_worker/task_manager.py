@@ -116,7 +116,7 @@ class TaskEntry:
         self.lineage_bytes = 0
         # Its task event while it waits (core_worker.task_events): when it was submitted (0:
         # not recorded) and its arguments ready, and whether it was reported in flight; once
-        # sent, its spec carries them (`TaskSpec.times`). Slots: no container per call.
+        # sent, its spec carries them (`TaskSpec.submitted_at`...). Slots: no container per call.
         self.ev_args = 0.0
         self.ev_ready: float | None = None
         self.ev_reported = False

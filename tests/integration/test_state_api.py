@@ -4,6 +4,7 @@ call, with filters, checked against what the workload really did."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -28,6 +29,21 @@ def explode():
 @skate.remote(resources={"b": 1})
 def where_b():
     return skate.get_runtime_context().get_node_id()
+
+
+@skate.remote(resources={"b": 1})
+def hold_b(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+@skate.remote
+class SlowStart:
+    def __init__(self, seconds):
+        time.sleep(seconds)
+
+    def ping(self):
+        return "pong"
 
 
 @skate.remote(resources={"b": 1})
@@ -135,6 +151,39 @@ def test_list_tasks_with_states_errors_and_placement(observed):
     assert calls[0]["actor_id"] == observed["counter"]._actor_id.hex()
     assert len(state.list_tasks(filters=[("name", "=", "add_one")], limit=2)) == 2
     assert "events" not in state.list_tasks(limit=1)[0]  # without detail
+
+
+@pytest.mark.timeout(60)
+def test_a_task_waiting_for_a_node_shows_so_and_its_events_keep_the_wait(observed):
+    # One b is free (the counter holds the other): the second call waits for the first.
+    first, second = hold_b.remote(3.0), hold_b.remote(0.0)
+    pending = [("name", "=", "hold_b"), ("state", "=", "PENDING_NODE_ASSIGNMENT")]
+    waiting = wait_for(lambda: state.list_tasks(filters=pending), timeout=15)
+    assert [t["task_id"] for t in waiting] == [second.task_id().hex()]
+    assert skate.get([first, second]) == [3.0, 0.0]
+    rows = {r["task_id"]: r for r in _tasks_settled(name="hold_b")}
+    seen = {e["state"]: e["created_ms"] for e in rows[second.task_id().hex()]["events"]}
+    assert list(seen) == [
+        "PENDING_ARGS_AVAIL",
+        "PENDING_NODE_ASSIGNMENT",
+        "SUBMITTED_TO_WORKER",
+        "RUNNING",
+        "FINISHED",
+    ]
+    assert seen["PENDING_ARGS_AVAIL"] == seen["PENDING_NODE_ASSIGNMENT"]  # nothing to wait for
+    assert seen["SUBMITTED_TO_WORKER"] - seen["PENDING_NODE_ASSIGNMENT"] >= 2000  # the wait for b
+
+
+@pytest.mark.timeout(60)
+def test_an_actor_call_waiting_for_its_actor_keeps_the_wait_in_its_events(observed):
+    slow = SlowStart.remote(2.0)
+    ref = slow.ping.remote()  # queued while the actor is being made
+    assert skate.get(ref) == "pong"
+    [row] = _tasks_settled(name="SlowStart.ping")
+    seen = {e["state"]: e["created_ms"] for e in row["events"]}
+    assert list(seen)[:3] == ["PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT", "SUBMITTED_TO_WORKER"]
+    assert seen["SUBMITTED_TO_WORKER"] - seen["PENDING_NODE_ASSIGNMENT"] >= 1500
+    skate.kill(slow)
 
 
 @pytest.mark.timeout(60)

@@ -30,6 +30,16 @@ class Clock:
         return self.now
 
 
+def _buffer(max_events: int = 100_000) -> TaskEventBuffer:
+    """A buffer on the test's clock, whose worker side takes `Clock` readings for the
+    executor's `perf_counter` ones (no offset between the two)."""
+    return TaskEventBuffer(max_events, clock=Clock(), perf_offset=lambda: 0.0)
+
+
+def _times(spec: TaskSpec) -> tuple:
+    return (spec.submitted_at, spec.ready_at, spec.sent_at)
+
+
 class Entry:
     """What the buffer reads of an owner's TaskEntry."""
 
@@ -54,13 +64,14 @@ def _wire(spec: TaskSpec) -> TaskSpec:
 def _run(worker: TaskEventBuffer, spec: TaskSpec) -> TaskSpec:
     """The worker runs the call: its row, with the owner's times the spec carries."""
     got = _wire(spec)
-    worker.ran(got, worker.clock())
+    start = worker.clock()
+    worker.ran(got, start, worker.clock() - start)
     return got
 
 
 @pytest.mark.timeout(10)
 def test_in_flight_calls_are_reported_once_as_open_records_newest_first():
-    buf = TaskEventBuffer(clock=Clock())
+    buf = _buffer()
     entries = [Entry(_spec(i)) for i in range(3)]
     for entry in entries:
         _owner_life(buf, entry)
@@ -100,10 +111,10 @@ def test_in_flight_calls_are_reported_once_as_open_records_newest_first():
 
 @pytest.mark.timeout(10)
 def test_the_owner_records_nothing_for_a_call_that_ends_unreported():
-    owner = TaskEventBuffer(clock=Clock())
+    owner = _buffer()
     entry = Entry(_spec(1))
     _owner_life(owner, entry)
-    assert entry.spec.times == (101.0, 102.0, 103.0)  # its times go with the spec instead
+    assert _times(entry.spec) == (101.0, 102.0, 103.0)  # its times go with the spec instead
     owner.finished(entry)
     owner.failed_entry(Entry(_spec(2)), None)  # failed in the worker: the worker's events say it all
     assert owner.batch("n", "w", 1, ()) is None and not owner.events and not owner.done
@@ -111,7 +122,7 @@ def test_the_owner_records_nothing_for_a_call_that_ends_unreported():
 
 @pytest.mark.timeout(10)
 def test_calls_that_begin_and_end_between_sends_are_rows_with_one_info_per_function():
-    owner, worker = TaskEventBuffer(clock=Clock()), TaskEventBuffer(clock=Clock())
+    owner, worker = _buffer(), _buffer()
     entries = []
     for i in range(4):
         spec = _spec(i)
@@ -136,7 +147,7 @@ def test_calls_that_begin_and_end_between_sends_are_rows_with_one_info_per_funct
 
 @pytest.mark.timeout(10)
 def test_buffer_is_bounded_and_counts_overflow():
-    buf = TaskEventBuffer(max_events=4, clock=Clock())
+    buf = _buffer(max_events=4)
     for i in range(10):
         buf.failed(_spec(i), None)
     batch = buf.batch("n", "w", 1)
@@ -149,7 +160,7 @@ def test_buffer_is_bounded_and_counts_overflow():
 
 @pytest.mark.timeout(10)
 def test_failed_events_carry_error_type_and_a_bounded_message():
-    buf = TaskEventBuffer(clock=Clock())
+    buf = _buffer()
     buf.failed(_spec(1), "WORKER_DIED", "x" * 5000)
     buf.failed(_spec(2), None)
     drained = buf.drain()
@@ -176,7 +187,7 @@ def _batch(node: str, worker: str, pid: int, events: list, infos: list | None = 
 
 @pytest.mark.timeout(10)
 def test_store_merges_owner_and_worker_events_into_one_attempt():
-    owner, worker = TaskEventBuffer(clock=Clock()), TaskEventBuffer(clock=Clock())
+    owner, worker = _buffer(), _buffer()
     spec = _spec(1)
     _owner_life(owner, Entry(spec))
     entry = Entry(spec)
@@ -243,9 +254,9 @@ def test_store_memory_is_flat_past_the_window():
     assert len(store) == 100
     assert store.evicted == 4900 and store.evicted_by_job["01000000"] == 4900
     assert store.events_received == 10_000
-    buf = TaskEventBuffer(clock=Clock())
+    buf = _buffer()
     for i in range(5000):  # done records (kept as blobs until read)
-        buf.ran(_spec(10_000 + i), 1.0)
+        buf.ran(_spec(10_000 + i), 1.0, 0.5)
         store.add_batch(buf.batch("n", "w", 1))  # type: ignore[arg-type]
         assert store._blob_records <= 100
     assert len(store) == 100 and store.evicted == 9900 and store.events_received == 20_000
@@ -261,7 +272,7 @@ def test_store_counts_events_dropped_at_the_source():
 @pytest.mark.timeout(10)
 def test_answer_filters_limits_and_summarizes():
     store = TaskEventStore(100)
-    owner, worker = TaskEventBuffer(clock=Clock()), TaskEventBuffer(clock=Clock())
+    owner, worker = _buffer(), _buffer()
     for i in range(5):
         entry = Entry(_spec(i))
         owner.submitted(entry)
@@ -300,7 +311,7 @@ def test_system_config_switches_task_events_for_the_node_processes():
 
 @pytest.mark.timeout(10)
 def test_done_attempts_wait_as_one_blob_until_a_read_and_open_ones_merge_at_once():
-    owner, worker = TaskEventBuffer(clock=Clock()), TaskEventBuffer(clock=Clock())
+    owner, worker = _buffer(), _buffer()
     quick, slow = Entry(_spec(1)), Entry(_spec(2))
     for entry in (quick, slow):
         _owner_life(owner, entry)
@@ -319,7 +330,7 @@ def test_done_attempts_wait_as_one_blob_until_a_read_and_open_ones_merge_at_once
     assert len(store._live) == 1 and len(store._done) == 0 and len(store._blobs) == 1  # nothing decoded yet
     owner.finished(slow)  # ends after the slow attempt was reported open: the worker says so
     worker.running_calls = tuple
-    worker.ran(_wire(slow.spec), slow_began)
+    worker.ran(_wire(slow.spec), slow_began, worker.clock() - slow_began)
     assert owner.batch("nodeA", "driver", 1) is None
     wb2 = worker.batch("nodeB", "w", 2)
     assert wb2 is not None and wb2["done"] is None  # its start went out already: open
@@ -343,8 +354,8 @@ def test_done_attempts_wait_as_one_blob_until_a_read_and_open_ones_merge_at_once
 def test_unread_blobs_past_the_window_are_dropped_and_counted_by_job():
     store = TaskEventStore(2)
     for i in range(6):
-        buf = TaskEventBuffer(clock=Clock())
-        buf.ran(_spec(i), 1.0)
+        buf = _buffer()
+        buf.ran(_spec(i), 1.0, 0.5)
         store.add_batch(buf.batch("n", "w", 1))  # type: ignore[arg-type]
     assert store._blob_records == 2 and store.evicted == 4
     assert store.evicted_by_job["01000000"] == 4
@@ -368,10 +379,10 @@ def test_a_malformed_blob_is_counted_and_the_rest_of_the_window_survives():
 
 @pytest.mark.timeout(10)
 def test_a_worker_reports_a_long_call_as_running_once_then_its_end():
-    worker = TaskEventBuffer(clock=Clock())
+    worker = _buffer()
     quick, slow = _spec(1), _spec(2)
     began = worker.clock()
-    worker.ran(quick, began)
+    worker.ran(quick, began, worker.clock() - began)
     slow_began = worker.clock()
     worker.running_calls = lambda: [(slow.task_id, 0, slow_began)]  # the executor's table
     first = worker.batch("n", "w", 1)
@@ -396,7 +407,7 @@ def test_a_worker_reports_a_long_call_as_running_once_then_its_end():
 
 def _finish_all(buf: TaskEventBuffer, specs: list[TaskSpec]) -> None:
     """Each call submitted by an owner and run by the worker `buf`."""
-    owner = TaskEventBuffer(clock=Clock())
+    owner = _buffer()
     for spec in specs:
         _owner_life(owner, Entry(spec))
         _run(buf, spec)
@@ -410,7 +421,7 @@ def _stored_rows(batch: dict | None) -> dict[str, dict]:
 
 @pytest.mark.timeout(10)
 def test_interleaved_functions_and_changed_options_keep_their_own_infos():
-    buf = TaskEventBuffer(clock=Clock())
+    buf = _buffer()
     specs = [_spec(i) for i in range(6)]
     for i, spec in enumerate(specs):
         spec.name = "f" if i % 2 else "g"  # two functions, alternating
@@ -440,7 +451,7 @@ def test_rows_of_two_jobs_are_counted_by_job_and_calls_past_the_cache_go_with_th
     from skate.core_worker import task_events
 
     monkeypatch.setattr(task_events, "MAX_CACHED_INFOS", 2)
-    buf = TaskEventBuffer(clock=Clock())
+    buf = _buffer()
     specs = [_spec(i) for i in range(5)]
     for i, spec in enumerate(specs):
         spec.name = f"fn{i}"  # five functions: three past the cache
@@ -458,7 +469,7 @@ def test_rows_of_two_jobs_are_counted_by_job_and_calls_past_the_cache_go_with_th
 
 @pytest.mark.timeout(10)
 def test_done_rows_are_bounded_and_each_dropped_row_counted():
-    buf = TaskEventBuffer(max_events=3, clock=Clock())
+    buf = _buffer(max_events=3)
     _finish_all(buf, [_spec(i) for i in range(5)])
     batch = buf.batch("n", "w", 1, ())
     assert batch is not None and batch["done_records"] == 3 and batch["dropped"] == 2
@@ -467,10 +478,10 @@ def test_done_rows_are_bounded_and_each_dropped_row_counted():
 
 @pytest.mark.timeout(10)
 def test_times_never_seen_stay_unset_and_a_sent_call_has_three_at_once():
-    owner, buf = TaskEventBuffer(clock=Clock()), TaskEventBuffer(clock=Clock())
+    owner, buf = _buffer(), _buffer()
     bare = _spec(1)  # its owner records nothing: no times
     direct = _spec(2, actor_id=b"a" * 16, method="m")
-    direct.times = (50.0, 50.0, 50.0)  # pushed by its user thread when submitted
+    direct.submitted_at = direct.ready_at = direct.sent_at = 50.0  # pushed by its user thread when submitted
     creation = Entry(_spec(3, actor_id=b"a" * 16))
     owner.submitted(creation, True)
     owner.stamp(creation, float("nan"))  # the GCS sends an actor's constructor
@@ -499,22 +510,22 @@ def test_times_never_seen_stay_unset_and_a_sent_call_has_three_at_once():
 
 @pytest.mark.timeout(10)
 def test_a_retry_is_sent_with_its_first_times_and_a_new_push_time():
-    owner = TaskEventBuffer(clock=Clock())
+    owner = _buffer()
     entry = Entry(_spec(1))
     _owner_life(owner, entry)
     entry.spec.attempt += 1  # as the task manager does for a retry
     owner.stamp(entry)
-    assert entry.spec.times == (101.0, 102.0, 104.0)
+    assert _times(entry.spec) == (101.0, 102.0, 104.0)
 
 
 @pytest.mark.timeout(10)
 def test_the_owner_times_go_over_the_wire_checked():
     spec = _spec(1)
-    spec.times = (1.0, float("nan"), 3.0)
+    spec.submitted_at, spec.ready_at, spec.sent_at = 1.0, float("nan"), 3.0
     got = _wire(spec)
-    assert got.times is not None and got.times[0] == 1.0 and got.times[1] != got.times[1]
+    assert got.submitted_at == 1.0 and got.ready_at != got.ready_at and got.sent_at == 3.0
     fields = msgspec.msgpack.decode(msgspec.msgpack.encode(spec))
-    fields[-1] = ["now", "then", "later"]
+    fields[-3:] = ["now", "then", "later"]
     with pytest.raises(msgspec.ValidationError):
         TaskSpec.from_wire(fields)
 
@@ -526,3 +537,59 @@ def test_a_row_blob_of_the_wrong_size_is_malformed():
     bad.update(done=msgspec.msgpack.encode(["n", "w", 1, {}, b"\x00" * 7]), done_records=1, done_jobs={})
     store.add_batch(bad)
     assert len(store) == 0 and store.stats()["num_malformed_batches"] == 1
+
+
+@pytest.mark.timeout(10)
+def test_a_worker_turns_the_executors_perf_counter_readings_into_its_clock():
+    offset = [1000.0]  # the wall clock minus perf_counter, as the buffer last read it
+    worker = TaskEventBuffer(clock=Clock(), perf_offset=lambda: offset[0])
+    entry = Entry(_spec(1))
+    _owner_life(_buffer(), entry)
+    worker.ran(_wire(entry.spec), 5.0, 0.25)  # began at perf 5.0, ran a quarter second
+    offset[0] = 2000.0  # the wall clock was stepped: each drain reads the offset again
+    slow = _spec(2)
+    worker.running_calls = lambda: [(slow.task_id, 0, -1990.0)]
+    batch = worker.batch("n", "w", 1)
+    assert batch is not None and batch["events"] == [[slow.task_id, 0, [ts.RUNNING, 10.0], -1, None]]
+    row = _stored_rows(batch)[entry.spec.task_id.hex()]
+    assert [e["created_ms"] for e in row["events"]] == [101_000, 102_000, 103_000, 1_005_000, 1_005_250]
+
+
+@pytest.mark.timeout(10)
+def test_a_call_a_row_cannot_hold_goes_as_single_events():
+    worker = _buffer()
+    odd_id, bad_attempt, one_time = _spec(1), _spec(2), _spec(3)
+    odd_id.task_id += b"!"  # 17 bytes: a row would cut it
+    bad_attempt.attempt = -1
+    one_time.sent_at = 7.0  # its owner sent one time of three: the others are NaN
+    for spec in (odd_id, bad_attempt, one_time):
+        worker.ran(spec, 10.0, 1.0)
+    batch = worker.batch("n", "w", 1)
+    assert batch is not None and batch["done_records"] == 1
+    assert sorted(r[0] for r in batch["events"]) == sorted([odd_id.task_id, bad_attempt.task_id])
+    for rec in batch["events"]:
+        assert rec[2] == [ts.RUNNING, 10.0, ts.FINISHED, 11.0]
+        assert batch["infos"][rec[3]]["name"] in ("f1", "f2")
+    rows = _stored_rows(batch)
+    assert [(e["state"], e["created_ms"]) for e in rows[one_time.task_id.hex()]["events"]] == [
+        ("SUBMITTED_TO_WORKER", 7_000),
+        ("RUNNING", 10_000),
+        ("FINISHED", 11_000),
+    ]
+
+
+@pytest.mark.timeout(10)
+def test_a_call_that_ends_after_a_drain_reported_it_running_ends_as_an_open_record():
+    worker = _buffer()
+    slow, quick = _spec(1), _spec(2)
+    worker.running_calls = lambda: [(slow.task_id, 0, 1.0)]
+    worker.batch("n", "w", 1)  # the first drain reports every running call
+    worker.running_calls = tuple
+    worker.ran(slow, 1.0, 50.0)
+    worker.ran(quick, 2.0, 1.0)
+    batch = worker.batch("n", "w", 1)
+    assert batch is not None and batch["done_records"] == 1  # the quick one stays a row
+    (rec,) = batch["events"]
+    assert rec[0] == slow.task_id and rec[2] == [ts.RUNNING, 1.0, ts.FINISHED, 51.0]
+    assert batch["infos"][rec[3]]["name"] == "f1" and not worker._reported
+    assert batch["num_events"] == 2 + 2  # the record's two states, the row's two (no owner times)

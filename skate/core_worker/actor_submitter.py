@@ -508,12 +508,18 @@ class ActorSubmitter:
                 state.connecting = True
                 asyncio.ensure_future(self._locate(state))
             return
+        events = self.core.task_events
+        sent_at = None  # one clock reading for the calls this flush sends (their task events)
         while queue and (queue[0].resolved or queue[0].done):
             entry = queue[0]
             if not entry.done:
                 conn = self._channel(state, entry)
                 if conn is None:  # the other channel has calls in flight: after their replies
                     return
+                if events is not None:
+                    if sent_at is None:
+                        sent_at = events.clock()
+                    events.stamp(entry, sent_at)
                 self._push(state, entry, conn)
             queue.popleft()
 
@@ -548,10 +554,8 @@ class ActorSubmitter:
         entry.lease = state
 
     def _push(self, state: ActorState, entry: TaskEntry, conn: Connection | CallerLane) -> None:
+        """Send a call (its task event times stamped: see `_flush`)."""
         self._in_flight(state, entry)
-        events = self.core.task_events
-        if events is not None:
-            events.stamp(entry)
         if isinstance(conn, CallerLane):
             self.lane_sends += 1
             with self._lock:

@@ -22,7 +22,7 @@ reported) go through a deque of single events. One `add_task_events` message per
 never one per event; the GCS keeps a bounded window (`gcs.task_event_store`).
 
 Both are bounded (`max_events`): a process that cannot send keeps the newest single events
-and the oldest rows, and counts the overflow as dropped. Off with
+and rows, and counts a drain that finds either full as (at least) one dropped. Off with
 `_system_config={"enable_task_events": False}` or SKATE_TASK_EVENTS=0: the core worker then
 has no buffer and the hooks are skipped after one `is None` test (its specs carry no times,
 and a worker that records writes NaN for them).
@@ -116,12 +116,12 @@ class TaskEventBuffer:
         perf_offset: Callable[[], float] = wall_minus_perf,
     ):
         self.events: collections.deque = collections.deque(maxlen=max_events)  # single events
-        # packed rows (DONE_ROW) of calls that ran here and ended without being reported in
-        # flight, appended by the threads that run them: one growing byte string, so a drain
-        # takes them all in two steps (each atomic under the GIL, appends meanwhile stay)
-        self.done = bytearray()
-        self._add_row = self.done.extend
-        self._max_done_bytes = max_events * DONE_ROW.size
+        # packed rows (DONE_ROW) of calls that ran here and ended, appended by the threads
+        # that run them, one bytes object each (nothing for the garbage collector to trace);
+        # an append is atomic and bounded (the oldest row goes when full), so a row costs
+        # its thread no check, and a drain takes them one by one (appends meanwhile stay)
+        self.done: collections.deque[bytes] = collections.deque(maxlen=max_events)
+        self._add_row = self.done.append
         self._bare_rows = 0  # rows without the owner's times (a statistic: racy by design)
         self.max_events = max_events
         self.clock = clock
@@ -261,12 +261,12 @@ class TaskEventBuffer:
         info = last[1] if key == last[0] else self._info_of(key, spec)
         start += self.perf_offset
         tid, end = spec.task_id, start + took
-        if type(info) is int and len(tid) == TASK_ID_BYTES and len(self.done) < self._max_done_bytes:
+        if len(tid) == TASK_ID_BYTES:
             try:
                 row = _pack(
                     tid, spec.attempt, info, spec.submitted_at, spec.ready_at, spec.sent_at, start, end
                 )
-            except struct.error:  # no times from its owner (or a bad attempt number)
+            except struct.error:  # no times from its owner, an info past the cache, a bad attempt
                 pass
             else:
                 self._add_row(row)
@@ -274,15 +274,11 @@ class TaskEventBuffer:
         self._ran_rarely(spec, info, start, end)
 
     def _ran_rarely(self, spec: Any, info: Any, start: float, end: float) -> None:
-        """`ran`'s other cases: a full buffer (the row is dropped, counted; racy as the
-        count), no owner times (a row with NaN for them), an info the cache could not hold
-        or an id a row cannot (single events)."""
+        """`ran`'s other cases: no owner times (a row with NaN for them), an info the cache
+        could not hold or an id or attempt a row cannot (single events)."""
         tid, attempt = spec.task_id, spec.attempt
         times = owner_times(spec)
         if type(info) is int and len(tid) == TASK_ID_BYTES and 0 <= attempt < 1 << 32:
-            if len(self.done) >= self._max_done_bytes:
-                self.dropped += 1
-                return
             if times is None:
                 times = _NO_TIMES
                 self._bare_rows += 1
@@ -370,7 +366,7 @@ class TaskEventBuffer:
             start = began + offset
             if start <= cutoff and tid not in reported and tid not in records and len(reported) < limit:
                 records[tid] = [tid, attempt, [ts.RUNNING, start], -1, None]
-        done = _take(self.done)
+        done = self._take_rows()
         if reported and done:  # ended calls an earlier drain reported in flight: open records
             done, states = self._reopen(done, records, earlier, infos)
             singles += states
@@ -398,6 +394,17 @@ class TaskEventBuffer:
         bare, self._bare_rows = self._bare_rows, 0
         num = singles + 5 * rows - 3 * min(bare, rows)
         return Drained(infos, opened, done, jobs, num)
+
+    def _take_rows(self) -> bytes:
+        """Every row appended so far, joined (rows other threads append meanwhile stay)."""
+        rows = self.done
+        n = len(rows)
+        if n == 0:
+            return b""
+        if n >= self.max_events:
+            self.dropped += 1  # at least one: the deque may have let the oldest go
+        take = rows.popleft
+        return b"".join([take() for _ in range(n)])
 
     def _reopen(self, done: bytes, records: dict, earlier: list, infos: dict) -> tuple[bytes, int]:
         """Take the rows of calls reported in flight out of `done`: their start went out as an
@@ -480,18 +487,6 @@ def _count_infos(rows: bytes) -> collections.Counter:
     if _LITTLE_ENDIAN:
         return collections.Counter(memoryview(rows).cast("i")[_INFO_WORD::_ROW_WORDS])
     return collections.Counter(row[2] for row in DONE_ROW.iter_unpack(rows))
-
-
-def _take(rows: bytearray) -> bytes:
-    """Every row in `rows` now (rows other threads append meanwhile stay): a copy, then the
-    copied part deleted, each one operation that holds the GIL throughout."""
-    n = len(rows)
-    if n == 0:
-        return b""
-    with memoryview(rows) as view:
-        taken = bytes(view[:n])
-    del rows[:n]
-    return taken
 
 
 class Drained(NamedTuple):

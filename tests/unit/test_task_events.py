@@ -468,12 +468,15 @@ def test_rows_of_two_jobs_are_counted_by_job_and_calls_past_the_cache_go_with_th
 
 
 @pytest.mark.timeout(10)
-def test_done_rows_are_bounded_and_each_dropped_row_counted():
+def test_done_rows_are_bounded_and_a_drain_that_finds_them_full_counts_a_drop():
     buf = _buffer(max_events=3)
     _finish_all(buf, [_spec(i) for i in range(5)])
     batch = buf.batch("n", "w", 1, ())
-    assert batch is not None and batch["done_records"] == 3 and batch["dropped"] == 2
-    assert set(_stored_rows(batch)) == {_spec(i).task_id.hex() for i in (0, 1, 2)}  # the first
+    assert batch is not None and batch["done_records"] == 3 and batch["dropped"] == 1
+    assert set(_stored_rows(batch)) == {_spec(i).task_id.hex() for i in (2, 3, 4)}  # the newest
+    _finish_all(buf, [_spec(5)])
+    again = buf.batch("n", "w", 1, ())
+    assert again is not None and again["done_records"] == 1 and again["dropped"] == 0
 
 
 @pytest.mark.timeout(10)

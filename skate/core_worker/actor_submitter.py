@@ -256,7 +256,7 @@ class ActorSubmitter:
                 # before anything posted later (`_book`), whichever is first.
                 events = core.task_events
                 if events is not None:  # submitted, ready and sent at once (see task_events)
-                    spec.submitted_at = spec.ready_at = spec.sent_at = events.clock()
+                    spec.sent_at = events.clock()  # (and so submitted and ready)
                 lane = state.lane
                 if lane is not None and return_ids and lane.push(spec, entry):
                     # The actor's main thread reads it, and our user thread its reply (`collect`).

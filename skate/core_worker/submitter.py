@@ -125,13 +125,13 @@ class TaskSubmitter:
             spec.gpus = lease.gpu_ids
         events = self.core.task_events
         if events is not None:  # submitted, ready and sent at once (see task_events)
-            spec.submitted_at = spec.ready_at = spec.sent_at = events.clock()
+            spec.sent_at = events.clock()  # (and so submitted and ready)
         sent = lease.conn.call_threadsafe(
             "push_task", spec, functools.partial(self._on_direct_reply, lease, entry)
         )
         if sent is None:  # the worker's connection closed: the loop's way, with a new lease
             self.pool.unclaim(lease, entry)
-            spec.submitted_at = spec.ready_at = spec.sent_at = None
+            spec.sent_at = None
             return False
         self.core.post_quietly(self._book, entry)  # no wake-up: see _book
         return True

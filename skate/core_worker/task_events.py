@@ -2,7 +2,8 @@
 
 Owners see a task's first states (arguments pending, waiting for a node, sent to a worker);
 workers see it run and end. The common life costs the owner no record at all: it stamps its
-three times into the `TaskSpec` it sends anyway (`submitted_at`, `ready_at`, `sent_at`), and
+three times into the `TaskSpec` it sends anyway (`submitted_at`, `ready_at`, `sent_at`; one
+field when they are equal), and
 the worker, when the call returns, appends one packed row with the whole life (`DONE_ROW`:
 bytes, not a tuple: task id, attempt, info key, the owner's three times, start, end). The
 worker reads no clock for it: the executor times every call anyway (`time.perf_counter()`,
@@ -73,10 +74,15 @@ def wall_minus_perf() -> float:
 
 
 def owner_times(spec: Any) -> tuple[float, float, float] | None:
-    """The owner's three times a spec carries (NaN for one it did not send), None if none."""
+    """The owner's three times a spec carries, a time left out being the next one's (NaN
+    for one it did not send); None if it sent none."""
     args, ready, sent = spec.submitted_at, spec.ready_at, spec.sent_at
     if args is None and ready is None and sent is None:
         return None
+    if ready is None:
+        ready = sent
+    if args is None:
+        args = ready
     return (_NAN if args is None else args, _NAN if ready is None else ready, _NAN if sent is None else sent)
 
 
@@ -173,10 +179,18 @@ class TaskEventBuffer:
         itself (see `ActorSubmitter.submit`), without this call."""
         now = self.clock() if pushed is None else pushed
         spec = entry.spec
-        if spec.sent_at is None:  # (sent before: a retry keeps its first two times)
-            ready = entry.ev_ready
-            spec.submitted_at = entry.ev_args or now
-            spec.ready_at = now if ready is None else ready
+        sent = spec.sent_at
+        if sent is None:  # its first send: a call that waited says since when
+            args = entry.ev_args
+            if args:
+                ready = entry.ev_ready
+                if ready is None:
+                    ready = now
+                spec.ready_at = ready
+                if args != ready:
+                    spec.submitted_at = args
+        elif spec.ready_at is None:  # a retry keeps its first two times
+            spec.ready_at = sent
         spec.sent_at = now
 
     def finished(self, entry: Any) -> None:
@@ -261,11 +275,16 @@ class TaskEventBuffer:
         info = last[1] if key == last[0] else self._info_of(key, spec)
         start += self.perf_offset
         tid, end = spec.task_id, start + took
+        sent = spec.sent_at
+        ready = spec.ready_at
+        if ready is None:
+            ready = sent
+        args = spec.submitted_at
+        if args is None:
+            args = ready
         if len(tid) == TASK_ID_BYTES:
             try:
-                row = _pack(
-                    tid, spec.attempt, info, spec.submitted_at, spec.ready_at, spec.sent_at, start, end
-                )
+                row = _pack(tid, spec.attempt, info, args, ready, sent, start, end)
             except struct.error:  # no times from its owner, an info past the cache, a bad attempt
                 pass
             else:

@@ -59,8 +59,10 @@ class TaskSpec(msgspec.Struct, array_like=True):
     # The owner's times of this attempt for task events (`core_worker.task_events`): when it
     # was submitted, when its arguments were ready, when it was sent (NaN: not seen). The
     # worker writes them in its record of the call, so the owner records nothing per call.
-    # None when the owner records no task events. Three fields, not one tuple: the worker
-    # decodes three floats instead of a list it would turn into a tuple on every call.
+    # `sent_at` None: the owner records no task events; `ready_at` None: the same as
+    # `sent_at`, `submitted_at` None: the same as `ready_at` (a call pushed as it is
+    # submitted costs its owner one field). Fields, not one tuple: the worker decodes floats
+    # instead of a list it would turn into a tuple on every call.
     submitted_at: float | None = None
     ready_at: float | None = None
     sent_at: float | None = None

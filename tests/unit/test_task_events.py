@@ -7,7 +7,7 @@ import pytest
 
 from skate import _task_states as ts
 from skate._system_config import parse
-from skate.core_worker.task_events import TaskEventBuffer
+from skate.core_worker.task_events import TaskEventBuffer, owner_times
 from skate.gcs.task_event_store import TaskEventStore, answer
 from skate.protocol.messages import TaskSpec
 
@@ -36,8 +36,8 @@ def _buffer(max_events: int = 100_000) -> TaskEventBuffer:
     return TaskEventBuffer(max_events, clock=Clock(), perf_offset=lambda: 0.0)
 
 
-def _times(spec: TaskSpec) -> tuple:
-    return (spec.submitted_at, spec.ready_at, spec.sent_at)
+def _times(spec: TaskSpec) -> tuple | None:
+    return owner_times(spec)
 
 
 class Entry:
@@ -564,7 +564,7 @@ def test_a_call_a_row_cannot_hold_goes_as_single_events():
     odd_id, bad_attempt, one_time = _spec(1), _spec(2), _spec(3)
     odd_id.task_id += b"!"  # 17 bytes: a row would cut it
     bad_attempt.attempt = -1
-    one_time.sent_at = 7.0  # its owner sent one time of three: the others are NaN
+    one_time.ready_at = 7.0  # its owner sent when it was ready (so submitted) but not when sent
     for spec in (odd_id, bad_attempt, one_time):
         worker.ran(spec, 10.0, 1.0)
     batch = worker.batch("n", "w", 1)
@@ -575,7 +575,8 @@ def test_a_call_a_row_cannot_hold_goes_as_single_events():
         assert batch["infos"][rec[3]]["name"] in ("f1", "f2")
     rows = _stored_rows(batch)
     assert [(e["state"], e["created_ms"]) for e in rows[one_time.task_id.hex()]["events"]] == [
-        ("SUBMITTED_TO_WORKER", 7_000),
+        ("PENDING_ARGS_AVAIL", 7_000),
+        ("PENDING_NODE_ASSIGNMENT", 7_000),
         ("RUNNING", 10_000),
         ("FINISHED", 11_000),
     ]
@@ -596,3 +597,23 @@ def test_a_call_that_ends_after_a_drain_reported_it_running_ends_as_an_open_reco
     assert rec[0] == slow.task_id and rec[2] == [ts.RUNNING, 1.0, ts.FINISHED, 51.0]
     assert batch["infos"][rec[3]]["name"] == "f1" and not worker._reported
     assert batch["num_events"] == 2 + 2  # the record's two states, the row's two (no owner times)
+
+
+@pytest.mark.timeout(10)
+def test_a_call_pushed_as_it_is_submitted_carries_one_time_and_a_retry_keeps_it():
+    owner, worker = _buffer(), _buffer()
+    entry = Entry(_spec(1))
+    owner.stamp(entry)  # pushed at once: never recorded as waiting
+    spec = entry.spec
+    assert (spec.submitted_at, spec.ready_at, spec.sent_at) == (None, None, 101.0)
+    assert owner_times(spec) == (101.0, 101.0, 101.0)
+    waited = Entry(_spec(2))
+    owner.submitted(waited, ready=True)  # waited for a lease from 102: submitted and ready then
+    owner.stamp(waited)
+    assert (waited.spec.submitted_at, waited.spec.ready_at, waited.spec.sent_at) == (None, 102.0, 103.0)
+    _run(worker, spec)
+    rows = _stored_rows(worker.batch("n", "w", 1))
+    assert [e["created_ms"] for e in rows[spec.task_id.hex()]["events"]][:3] == [101_000] * 3
+    spec.attempt += 1  # a retry, pushed later: its first two times stay the first push's
+    owner.stamp(entry)
+    assert owner_times(spec) == (101.0, 101.0, 104.0)

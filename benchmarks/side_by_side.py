@@ -1,27 +1,35 @@
-"""Skate and Ray 2.60 side by side in one sitting, one runtime up at a time.
+"""Skate and Ray 2.60 side by side in one sitting.
 
 Ray idles at about 6% of a core and Skate at 0.4% (measured on a 2-CPU VM), so running both at
 once would tax Skate's lines with Ray's background work. Instead, each block starts a fresh
 runtime, runs every line for SECONDS, shuts it down, then does the same for the other (which
 goes first alternates), so both see the same minutes of a noisy machine.
 
-    python benchmarks/side_by_side.py BLOCKS SECONDS [lines] [A B]
+    python benchmarks/side_by_side.py [--paired ROUNDS] BLOCKS SECONDS [lines] [A B]
 
 A and B are "ray" (run by $RAY_PYTHON, a Python with ray==2.60.0 installed) or the path of a
 Skate tree (this one by default), optionally after environment settings for that side:
-"SKATE_TASK_EVENTS=0@." is this tree with task events off (issue 17's on/off comparison:
-`side_by_side.py 10 1.0 all . SKATE_TASK_EVENTS=0@.`). The default pair is this tree against
-Ray. Lines are "all" or a comma-separated subset of: tasks sync, actor sync, tasks async,
-actor async, async-actor async. Prints a markdown table: medians and the ratio per block
-(min / median / max).
+"SKATE_TASK_EVENTS=0@." is this tree with task events off. The default pair is this tree
+against Ray. Lines are "all" or a comma-separated subset of: tasks sync, actor sync, tasks
+async, actor async, async-actor async. Prints a markdown table: medians and the ratio per
+block (min / median / max).
+
+--paired ROUNDS (two Skates only, as issue 17's on/off comparison: `side_by_side.py --paired
+4 24 0.5 all . SKATE_TASK_EVENTS=0@.`): both runtimes stay up for a block, one idle while the
+other runs, and each line runs ROUNDS times on each side in A B B A order, so a pair of runs
+is a second apart rather than a runtime start apart; which side starts first alternates. A
+block's figure per side is the median of its rounds; the per-block ratio compares those.
+Fresh runtimes per block still sample what a start decides (which worker lands where).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import subprocess
 import sys
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -36,6 +44,7 @@ def parse(side: str) -> tuple[dict[str, str], str]:
 
 
 def start(side: str) -> subprocess.Popen:
+    """One side's runtime, warmed up and waiting for commands."""
     worker = os.path.join(HERE, "side_worker.py")
     extra, spec = parse(side)
     if spec == "ray":
@@ -44,30 +53,85 @@ def start(side: str) -> subprocess.Popen:
         tree = os.path.abspath(spec)
         cmd, env = [sys.executable, worker, "skate"], dict(os.environ, PYTHONPATH=tree, **extra)
     pipe, quiet = subprocess.PIPE, subprocess.DEVNULL
-    return subprocess.Popen(cmd, stdin=pipe, stdout=pipe, stderr=quiet, text=True, env=env, cwd="/tmp")
+    proc = subprocess.Popen(cmd, stdin=pipe, stdout=pipe, stderr=quiet, text=True, env=env, cwd="/tmp")
+    assert proc.stdout is not None
+    while proc.stdout.readline().strip() != "ready":
+        pass
+    return proc
+
+
+def run(proc: subprocess.Popen, line: str, secs: float) -> float:
+    """Calls per second of one timed run of a line."""
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(f"{line} {secs}\n")
+    proc.stdin.flush()
+    return float(proc.stdout.readline())
+
+
+def stop(proc: subprocess.Popen, side: str) -> None:
+    assert proc.stdin is not None
+    proc.stdin.close()
+    proc.wait(120)
+    if parse(side)[1] == "ray":
+        ray = os.path.join(os.path.dirname(RAY_PYTHON), "ray")
+        subprocess.run([ray, "stop", "--force"], capture_output=True)
+
+
+Figures = dict[tuple[str, int], float]  # (line, side) -> calls per second
+
+
+def block_apart(specs: list[str], lines: list[str], secs: float, first: int) -> Figures:
+    """One block, one runtime up at a time."""
+    out = {}
+    for side in (first, 1 - first):
+        proc = start(specs[side])
+        for line in lines:
+            out[(line, side)] = run(proc, line, secs)
+        stop(proc, specs[side])
+    return out
+
+
+def block_paired(specs: list[str], lines: list[str], secs: float, rounds: int, first: int) -> Figures:
+    """One block, both runtimes up (`first` started first), each line's runs alternating
+    A B B A."""
+    procs: list[Any] = [None, None]
+    for side in (first, 1 - first):
+        procs[side] = start(specs[side])
+    out = {}
+    for line in lines:
+        seen: list[list[float]] = [[], []]
+        for r in range(rounds):
+            for side in (0, 1) if r % 2 == 0 else (1, 0):
+                seen[side].append(run(procs[side], line, secs))
+        for side in (0, 1):
+            out[(line, side)] = statistics.median(seen[side])
+    for side in (0, 1):
+        stop(procs[side], specs[side])
+    return out
 
 
 def main() -> None:
-    blocks, secs = int(sys.argv[1]), float(sys.argv[2])
-    lines = sys.argv[3].split(",") if len(sys.argv) > 3 and sys.argv[3] != "all" else ALL_LINES
-    specs = sys.argv[4:6] if len(sys.argv) > 5 else [ROOT, "ray"]
-    print(f"A = {specs[0]}, B = {specs[1]}; {blocks} blocks of {secs} s per line, a fresh runtime per block")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--paired", type=int, default=0, metavar="ROUNDS")
+    ap.add_argument("blocks", type=int)
+    ap.add_argument("seconds", type=float)
+    ap.add_argument("lines", nargs="?", default="all")
+    ap.add_argument("sides", nargs="*")
+    args = ap.parse_args()
+    lines = ALL_LINES if args.lines == "all" else args.lines.split(",")
+    specs = args.sides if len(args.sides) == 2 else [ROOT, "ray"]
+    if args.paired and any(parse(s)[1] == "ray" for s in specs):
+        sys.exit("--paired is for two Skates: Ray's idle load would tax the other side")
+    how = f"paired, {args.paired} rounds A B B A" if args.paired else "a fresh runtime per side"
+    print(f"A = {specs[0]}, B = {specs[1]}; {args.blocks} blocks of {args.seconds} s per line ({how})")
     res: dict[tuple[str, int], list[float]] = {}
-    for b in range(blocks):
-        for side in (0, 1) if b % 2 == 0 else (1, 0):
-            proc = start(specs[side])
-            assert proc.stdin is not None and proc.stdout is not None
-            while proc.stdout.readline().strip() != "ready":
-                pass
-            for line in lines:
-                proc.stdin.write(f"{line} {secs}\n")
-                proc.stdin.flush()
-                res.setdefault((line, side), []).append(float(proc.stdout.readline()))
-            proc.stdin.close()
-            proc.wait(120)
-            if parse(specs[side])[1] == "ray":
-                ray = os.path.join(os.path.dirname(RAY_PYTHON), "ray")
-                subprocess.run([ray, "stop", "--force"], capture_output=True)
+    for b in range(args.blocks):
+        if args.paired:
+            got = block_paired(specs, lines, args.seconds, args.paired, b % 2)
+        else:
+            got = block_apart(specs, lines, args.seconds, b % 2)
+        for key, value in got.items():
+            res.setdefault(key, []).append(value)
     print("| line | A (median) | B (median) | A / B (medians) | A / B per block: min / median / max |")
     print("|---|---|---|---|---|")
     digits = 1 if any(parse(s)[1] == "ray" for s in specs) else 3  # two Skates: the small differences matter

@@ -132,6 +132,13 @@ def _accept(value: Any) -> Any:
     return value
 
 
+def _task_events(value: Any) -> Any:
+    """`enable_task_events`: None (the default: on, or an actor's choice for its methods) or a bool."""
+    if value is not None and not isinstance(value, bool):
+        raise TypeError(f"enable_task_events must be a bool, got {type(value).__name__} {value!r}")
+    return value
+
+
 TASK_OPTIONS: dict[str, Callable[[Any], Any]] = {
     "num_cpus": _quantity("num_cpus"),
     "num_gpus": _quantity("num_gpus"),
@@ -147,7 +154,7 @@ TASK_OPTIONS: dict[str, Callable[[Any], Any]] = {
     "runtime_env": validate_runtime_env,
     "accelerator_type": _accept,
     "label_selector": _label_selector,
-    "enable_task_events": _accept,
+    "enable_task_events": _task_events,
     "_metadata": _accept,
     "placement_group": _accept,
     "placement_group_bundle_index": _int_at_least("placement_group_bundle_index", -1),
@@ -272,7 +279,7 @@ ACTOR_OPTIONS: dict[str, Callable[[Any], Any]] = {
     "runtime_env": validate_runtime_env,
     "max_pending_calls": _int_at_least("max_pending_calls", -1),
     "allow_out_of_order_execution": _accept,
-    "enable_task_events": _accept,
+    "enable_task_events": _task_events,
     "label_selector": _label_selector,
     "accelerator_type": _accept,
     "_metadata": _accept,
@@ -305,7 +312,7 @@ METHOD_OPTIONS: dict[str, Callable[[Any], Any]] = {
     "max_task_retries": _int_at_least("max_task_retries", -1),
     "retry_exceptions": _retry_exceptions,
     "name": _name,
-    "enable_task_events": _accept,
+    "enable_task_events": _task_events,
 }
 
 

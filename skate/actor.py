@@ -256,6 +256,9 @@ class ActorMethod:
         if retries is None:
             retries = handle._actor_options.get("max_task_retries", 0)
         num_returns, extra = generator_call(num_returns, options, core)
+        events = options.get("enable_task_events")  # the method's (call's), else its actor's
+        if events is None:
+            events = handle._actor_options.get("enable_task_events")
         refs = core.actor_submitter.submit(
             handle._actor_id,
             handle._class_name,
@@ -267,6 +270,7 @@ class ActorMethod:
             retries,
             options.get("retry_exceptions", False),
             options.get("concurrency_group"),
+            task_events=events is not False,
             **extra,
         )
         if extra:  # a generator call: its items come through the stream

@@ -122,6 +122,7 @@ class RemoteFunction:
             strategy=wire_strategy(options.get("scheduling_strategy")),
             placement_group=group,
             labels=label_constraint(options),
+            task_events=options.get("enable_task_events") is not False,
             **extra,
         )
         if extra:  # a generator call: its items come through the stream

@@ -301,9 +301,8 @@ class Proxy:
     def _actor_submit(self, p: dict) -> None:
         """A one-way actor call with the task id the client minted (failures as in _submit)."""
         try:
-            actor_id, class_name, method, args, kwargs, num_returns, retries, retry_exc, group = self._value(
-                p["v"]
-            )
+            call = self._value(p["v"])
+            actor_id, class_name, method, args, kwargs, num_returns, retries, retry_exc, group, events = call
             handle = self.held.get(actor_id)
             if handle is None:
                 raise ValueError(f"the client's actor handle {actor_id.hex()} is not held by its session")
@@ -319,6 +318,7 @@ class Proxy:
                 retry_exc,
                 group,
                 task_id=p["id"],
+                task_events=events is not False,
             )
         except Exception as exc:
             self._fail(p["r"], exc, "an actor call")

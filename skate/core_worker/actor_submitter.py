@@ -87,6 +87,8 @@ class ActorSubmitter:
             "methods": methods,
             "max_task_retries": options.get("max_task_retries", 0),
         }
+        if options.get("enable_task_events") is False:  # the default of its methods' calls
+            public["enable_task_events"] = False
         try:
             reply = core.request(
                 core.gcs,
@@ -134,6 +136,8 @@ class ActorSubmitter:
         )
         dep_refs, hold_refs, uses = prepare_args(core, spec, args, kwargs)
         entry = TaskEntry(spec, [], uses, 0, False, None, dep_refs, hold_refs)
+        if options.get("enable_task_events") is not False:
+            entry.events = core.task_events
         entry.on_ready = lambda e: self._send_creation(e, creation, place, hold, options)
         core.ownership.own_actor(actor_id, detached)
         core.post(core.submitter.resolve_dependencies, entry)
@@ -158,8 +162,8 @@ class ActorSubmitter:
                 {"actor_id": actor_id, "no_restart": True, "reason": "an argument of its constructor failed"},
             )
             return
-        if core.task_events is not None:  # the GCS sends it: the owner does not see when
-            core.task_events.stamp(entry, float("nan"))
+        if entry.events is not None:  # the GCS sends it: the owner does not see when
+            entry.events.stamp(entry, float("nan"))
         fut = core.gcs.call(
             "create_actor",
             {
@@ -202,8 +206,10 @@ class ActorSubmitter:
         group: str | None,
         task_id: bytes | None = None,
         generator: list | None = None,
+        task_events: bool = True,
     ) -> list[ObjectRef]:
-        """Queue a method call; `task_id` is given only by a client's proxy (the client minted it)."""
+        """Queue a method call; `task_id` is given only by a client's proxy (the client minted
+        it); `task_events` False: no task events for it (Ray's `enable_task_events`)."""
         core = self.core
         task_id = task_id or core.task_ids.next()
         return_ids = [_ids.object_id_for_return(task_id, i + 1) for i in range(num_returns)]
@@ -228,6 +234,8 @@ class ActorSubmitter:
         plain = not hold and not dep_refs
         hold = [*hold, handle]  # the actor stays alive while calls to it are pending (hold may be shared)
         entry = TaskEntry(spec, return_ids, uses, retries, retry_exceptions, None, dep_refs, hold)
+        if task_events:
+            entry.events = core.task_events
         # The refs exist before the call can leave: a reply handled before them would find
         # its results unreferenced and free them.
         refs = [ObjectRef(oid, None, core) for oid in return_ids]
@@ -254,7 +262,7 @@ class ActorSubmitter:
                 # The actor is idle: push from this thread, saving the I/O thread's wake-up
                 # (a sync call's latency). The loop books the call when its reply comes, or
                 # before anything posted later (`_book`), whichever is first.
-                events = core.task_events
+                events = entry.events
                 if events is not None:  # submitted, ready and sent at once (see task_events)
                     spec.sent_at = events.clock()  # (and so submitted and ready)
                 lane = state.lane
@@ -508,7 +516,6 @@ class ActorSubmitter:
                 state.connecting = True
                 asyncio.ensure_future(self._locate(state))
             return
-        events = self.core.task_events
         sent_at = None  # one clock reading for the calls this flush sends (their task events)
         while queue and (queue[0].resolved or queue[0].done):
             entry = queue[0]
@@ -516,6 +523,7 @@ class ActorSubmitter:
                 conn = self._channel(state, entry)
                 if conn is None:  # the other channel has calls in flight: after their replies
                     return
+                events = entry.events
                 if events is not None:
                     if sent_at is None:
                         sent_at = events.clock()

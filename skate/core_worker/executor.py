@@ -269,8 +269,12 @@ class Executor:
         token = call_context.enter(call)
         with self._cancel_lock:
             self.running[spec.task_id] = (call, threading.get_ident())
-        events = self.core.task_events
-        start = call.began = time.perf_counter()
+        # A spec without the owner's times: its events are off (the option, or an owner that
+        # records none), so this worker records none either.
+        events = self.core.task_events if spec.sent_at is not None else None
+        start = time.perf_counter()
+        if events is not None:
+            call.began = start  # (a drain reports a call running this long)
         try:
             try:
                 fn, args, kwargs = self._prepare(spec, call)
@@ -301,8 +305,12 @@ class Executor:
         token = call_context.enter(call)
         with self._cancel_lock:
             self.running[spec.task_id] = (call, asyncio.current_task())
-        events = self.core.task_events
-        start = call.began = time.perf_counter()
+        # A spec without the owner's times: its events are off (the option, or an owner that
+        # records none), so this worker records none either.
+        events = self.core.task_events if spec.sent_at is not None else None
+        start = time.perf_counter()
+        if events is not None:
+            call.began = start  # (a drain reports a call running this long)
         try:
             try:
                 fn, args, kwargs = self._prepare(spec, call)

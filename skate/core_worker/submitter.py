@@ -70,8 +70,10 @@ class TaskSubmitter:
         labels: tuple | None = None,
         task_id: bytes | None = None,
         generator: list | None = None,
+        task_events: bool = True,
     ) -> list[ObjectRef]:
-        """Submit a task; `task_id` is given only by a client's proxy (the client minted it)."""
+        """Submit a task; `task_id` is given only by a client's proxy (the client minted it);
+        `task_events` False: no task events for it (Ray's `enable_task_events` option)."""
         core = self.core
         env, env_key = core.runtime_envs.resolve(runtime_env)
         task_id = task_id or core.task_ids.next()
@@ -97,6 +99,8 @@ class TaskSubmitter:
         key = self._scheduling_key(function_key, resources, strategy, labels, env_key)
         entry = TaskEntry(spec, return_ids, uses, max_retries, retry_exceptions, key, dep_refs, hold)
         entry.strategy = strategy
+        if task_events:
+            entry.events = core.task_events
         refs = [ObjectRef(oid, None, core) for oid in return_ids]
         if RECORD_CALL_SITES:
             site = call_site()
@@ -123,7 +127,7 @@ class TaskSubmitter:
         spec = entry.spec
         if lease.gpu_ids:
             spec.gpus = lease.gpu_ids
-        events = self.core.task_events
+        events = entry.events
         if events is not None:  # submitted, ready and sent at once (see task_events)
             spec.sent_at = events.clock()  # (and so submitted and ready)
         sent = lease.conn.call_threadsafe(
@@ -182,7 +186,7 @@ class TaskSubmitter:
     def resolve_dependencies(self, entry: TaskEntry) -> None:
         """Fill the call's deps once every dependency is ready, then hand it on (to its
         on_ready if set, else to the lease queue); a failed dependency fails it."""
-        events = self.core.task_events
+        events = entry.events
         if not entry.dep_refs:
             self._resolved(entry, recorded=True)
             # Pushed at once, its push stamped all three times; if it waits (for a lease, or
@@ -211,7 +215,7 @@ class TaskSubmitter:
         elif isinstance(failed, Fail):
             self.finish_with_error(entry, failed.error)
         else:
-            events = self.core.task_events
+            events = entry.events
             if events is not None:
                 events.failed_entry(
                     entry, ts.DEPENDENCY_RESOLUTION_FAILED, "a dependency of this task failed"
@@ -221,7 +225,7 @@ class TaskSubmitter:
     def _resolved(self, entry: TaskEntry, recorded: bool = False) -> None:
         """The call's dependencies are ready (recorded: its task event already says so)."""
         entry.resolved = True
-        events = self.core.task_events
+        events = entry.events
         if events is not None and not recorded:
             events.ready(entry)
         if entry.on_ready is not None:
@@ -275,7 +279,7 @@ class TaskSubmitter:
             return
         if lease.gpu_ids:
             entry.spec.gpus = lease.gpu_ids
-        events = self.core.task_events
+        events = entry.events
         if events is not None:
             events.stamp(entry)
         if entry.spec.generator is not None:  # a retry skips the items already here
@@ -380,7 +384,7 @@ class TaskSubmitter:
     def complete(self, entry: TaskEntry, returns: list, holder: str | None = None) -> None:
         core = self.core
         if entry.ev_reported:  # (the worker's task events record the end: see task_events)
-            events = core.task_events
+            events = entry.events
             if events is not None:
                 events.finished(entry)
         if entry.spec.generator is not None:  # the end of its stream of items
@@ -407,7 +411,7 @@ class TaskSubmitter:
             entry.on_ready(entry)  # lets an actor's ordered queue move past a call that failed early
 
     def finish_with_error(self, entry: TaskEntry, exc: BaseException) -> None:
-        events = self.core.task_events
+        events = entry.events
         if events is not None:
             events.failed_entry(entry, ts.error_type_of(exc), f"{type(exc).__name__}: {exc}")
         self.finish_with_entry(entry, error_entry(exc))

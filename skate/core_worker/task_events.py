@@ -25,8 +25,10 @@ never one per event; the GCS keeps a bounded window (`gcs.task_event_store`).
 Both are bounded (`max_events`): a process that cannot send keeps the newest single events
 and rows, and counts a drain that finds either full as (at least) one dropped. Off with
 `_system_config={"enable_task_events": False}` or SKATE_TASK_EVENTS=0: the core worker then
-has no buffer and the hooks are skipped after one `is None` test (its specs carry no times,
-and a worker that records writes NaN for them).
+has no buffer and the hooks are skipped after one `is None` test. Off for some calls with
+Ray's `enable_task_events=False` option (of a task, an actor or a method): the owner keeps
+no buffer for those calls (`TaskEntry.events` None) and sends their specs without times, and a
+worker records nothing of a spec without times.
 """
 
 from __future__ import annotations
@@ -55,7 +57,6 @@ _RAN = -2
 _INFO = -3
 DONE_ROW = ts.DONE_ROW
 _NAN = float("nan")
-_NO_TIMES = (_NAN, _NAN, _NAN)
 _pack = DONE_ROW.pack
 # The info key of each packed row, read as ints straight from the joined rows (no tuple per
 # row): the row is a whole number of 4-byte words and the key is the sixth.
@@ -128,7 +129,6 @@ class TaskEventBuffer:
         # its thread no check, and a drain takes them one by one (appends meanwhile stay)
         self.done: collections.deque[bytes] = collections.deque(maxlen=max_events)
         self._add_row = self.done.append
-        self._bare_rows = 0  # rows without the owner's times (a statistic: racy by design)
         self.max_events = max_events
         self.clock = clock
         # what turns the executor's `time.perf_counter()` readings into `clock`'s time (a
@@ -293,23 +293,25 @@ class TaskEventBuffer:
         self._ran_rarely(spec, info, start, end)
 
     def _ran_rarely(self, spec: Any, info: Any, start: float, end: float) -> None:
-        """`ran`'s other cases: no owner times (a row with NaN for them), an info the cache
-        could not hold or an id or attempt a row cannot (single events)."""
-        tid, attempt = spec.task_id, spec.attempt
+        """`ran`'s other cases: no owner times (a call whose events are off: no record), an
+        info the cache could not hold or an id or attempt a row cannot (single events)."""
         times = owner_times(spec)
+        if times is None:
+            return
+        tid, attempt = spec.task_id, spec.attempt
         if type(info) is int and len(tid) == TASK_ID_BYTES and 0 <= attempt < 1 << 32:
-            if times is None:
-                times = _NO_TIMES
-                self._bare_rows += 1
             self._add_row(_pack(tid, attempt, info, *times, start, end))
             return
-        self._owner_states(spec, _NO_TIMES if times is None else times, info)
+        self._owner_states(spec, times, info)
         self.events.append((tid, attempt, _RAN, end, start))
 
     def ran_and_failed(self, spec: Any, start: float, error_type: str, message: str) -> None:
-        """The call that began at `start` (by `time.perf_counter()`) failed, and why."""
+        """The call that began at `start` (by `time.perf_counter()`) failed, and why (nothing
+        for a call whose events are off)."""
         times = owner_times(spec)
-        self._owner_states(spec, _NO_TIMES if times is None else times, self.info_id(spec))
+        if times is None:
+            return
+        self._owner_states(spec, times, self.info_id(spec))
         self.events.append((spec.task_id, spec.attempt, ts.RUNNING, start + self.perf_offset, None))
         self.failed(spec, error_type, message)
 
@@ -410,9 +412,7 @@ class TaskEventBuffer:
                     infos[info] = self._infos[info]
                 job = infos[info]["job_id"] or ""
                 jobs[job] = jobs.get(job, 0) + count
-        bare, self._bare_rows = self._bare_rows, 0
-        num = singles + 5 * rows - 3 * min(bare, rows)
-        return Drained(infos, opened, done, jobs, num)
+        return Drained(infos, opened, done, jobs, singles + 5 * rows)
 
     def _take_rows(self) -> bytes:
         """Every row appended so far, joined (rows other threads append meanwhile stay)."""
@@ -464,8 +464,7 @@ class TaskEventBuffer:
         """The `add_task_events` message for what was recorded since the last one (None:
         nothing): {node_id, worker_id, pid, infos (by key), events (the open records), done
         (one blob of `[node_id, worker_id, pid, infos, rows]`, or None), done_records,
-        done_jobs (rows by job), num_events (a row counts five, or two without its owner's
-        times), dropped}."""
+        done_jobs (rows by job), num_events (a row counts five), dropped}."""
         drained = self.drain(in_flight)
         if drained is None:
             return None

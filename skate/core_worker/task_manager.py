@@ -83,6 +83,7 @@ class TaskEntry:
         "ev_ready",
         "ev_reported",
         "actor_state",
+        "events",
     )
 
     def __init__(
@@ -120,6 +121,9 @@ class TaskEntry:
         self.ev_args = 0.0
         self.ev_ready: float | None = None
         self.ev_reported = False
+        # The owner's task event buffer for this call, or None: its events are off (the
+        # process's, or `enable_task_events=False`); set by the submitter.
+        self.events: Any = None
         self.actor_state: Any = None  # an actor call's ActorState, counted there when it ends
 
     @property

@@ -59,6 +59,16 @@ class Counter:
         return os.getpid()
 
 
+@skate.remote
+class Quiet:
+    def m(self):
+        return 1
+
+    @skate.method(enable_task_events=False)
+    def hidden(self):
+        return 2
+
+
 @pytest.fixture(scope="module")
 def observed():
     """A head (1 CPU) and a second node with resource b, and a workload that left traces."""
@@ -184,6 +194,33 @@ def test_an_actor_call_waiting_for_its_actor_keeps_the_wait_in_its_events(observ
     assert list(seen)[:3] == ["PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT", "SUBMITTED_TO_WORKER"]
     assert seen["SUBMITTED_TO_WORKER"] - seen["PENDING_NODE_ASSIGNMENT"] >= 1500
     skate.kill(slow)
+
+
+@pytest.mark.timeout(60)
+def test_calls_with_enable_task_events_false_leave_no_record(observed):
+    quiet, loud = Quiet.options(enable_task_events=False).remote(), Quiet.remote()
+    assert skate.get([quiet.m.remote(), loud.hidden.remote()]) == [1, 2]
+    silent = add_one.options(enable_task_events=False, name="add_one_silently").remote(1)
+    failed = explode.options(enable_task_events=False, name="explode_silently").remote()
+    assert skate.get(silent) == 2
+    with pytest.raises(ValueError):
+        skate.get(failed)
+    # Then calls with events on from the same processes: once theirs have arrived, anything
+    # the calls above had recorded would have too (each process sends its events in order).
+    assert skate.get([quiet.m.options(enable_task_events=True).remote(), loud.m.remote()]) == [1, 1]
+    with pytest.raises(ValueError):
+        skate.get(explode.options(name="explode_loudly").remote())
+    assert skate.get(add_one.options(name="add_one_loudly").remote(1)) == 2
+    for name in ("explode_loudly", "add_one_loudly"):
+        assert _tasks_settled(name=name)
+    marked = wait_for(lambda: len(_tasks_settled(name="Quiet.m")) == 2 or None, timeout=15)
+    assert marked, state.list_tasks(filters=[("name", "=", "Quiet.m")])
+    names = [t["name"] for t in state.list_tasks(limit=10_000)]
+    for gone in ("add_one_silently", "explode_silently", "Quiet.hidden"):
+        assert gone not in names
+    assert names.count("Quiet.__init__") == 1  # the loud one's constructor
+    for actor in (quiet, loud):
+        skate.kill(actor)
 
 
 @pytest.mark.timeout(60)

@@ -232,3 +232,17 @@ def test_resource_shape_num_cpus_none_means_default():
 def test_non_finite_quantities_rejected_with_value_error(value):
     with pytest.raises(ValueError, match="num_cpus"):
         check(num_cpus=value)
+
+
+@pytest.mark.parametrize("value", ["no", 0, 1, [False]])
+def test_enable_task_events_must_be_a_bool_for_tasks_actors_and_methods(value):
+    import skate
+    from skate._options import ACTOR_OPTIONS, METHOD_OPTIONS
+
+    for table, what in ((TASK_OPTIONS, "remote functions"), (ACTOR_OPTIONS, "actors"), (METHOD_OPTIONS, "methods")):
+        with pytest.raises(TypeError, match="enable_task_events must be a bool"):
+            validate_options({"enable_task_events": value}, table, what)
+    with pytest.raises(TypeError, match="enable_task_events"):
+        skate.method(enable_task_events=value)
+    for ok in (True, False, None):
+        assert check(enable_task_events=ok) == {"enable_task_events": ok}

@@ -7,7 +7,7 @@ import pytest
 
 from skate import _task_states as ts
 from skate._system_config import parse
-from skate.core_worker.task_events import TaskEventBuffer, owner_times
+from skate.core_worker.task_events import MAX_CACHED_INFOS, TaskEventBuffer, owner_times
 from skate.gcs.task_event_store import TaskEventStore, answer
 from skate.protocol.messages import TaskSpec
 
@@ -18,6 +18,13 @@ def _spec(n: int, attempt: int = 0, actor_id: bytes | None = None, method: str |
     spec.actor_id = actor_id
     spec.method = method
     spec.resources = {"CPU": 1.0}
+    return spec
+
+
+def _sent(spec: TaskSpec) -> TaskSpec:
+    """The spec as an owner that records events sends it, with no times it saw (NaN): a
+    worker records a call only when its spec carries the owner's times."""
+    spec.sent_at = float("nan")
     return spec
 
 
@@ -256,10 +263,13 @@ def test_store_memory_is_flat_past_the_window():
     assert store.events_received == 10_000
     buf = _buffer()
     for i in range(5000):  # done records (kept as blobs until read)
-        buf.ran(_spec(10_000 + i), 1.0, 0.5)
+        buf.ran(_sent(_spec(10_000 + i)), 1.0, 0.5)
         store.add_batch(buf.batch("n", "w", 1))  # type: ignore[arg-type]
         assert store._blob_records <= 100
-    assert len(store) == 100 and store.evicted == 9900 and store.events_received == 20_000
+    # a row counts five states; past the info cache a call goes as single events (its two)
+    cached = MAX_CACHED_INFOS
+    assert len(store) == 100 and store.evicted == 9900
+    assert store.events_received == 10_000 + 5 * cached + 2 * (5000 - cached)
 
 
 @pytest.mark.timeout(10)
@@ -355,7 +365,7 @@ def test_unread_blobs_past_the_window_are_dropped_and_counted_by_job():
     store = TaskEventStore(2)
     for i in range(6):
         buf = _buffer()
-        buf.ran(_spec(i), 1.0, 0.5)
+        buf.ran(_sent(_spec(i)), 1.0, 0.5)
         store.add_batch(buf.batch("n", "w", 1))  # type: ignore[arg-type]
     assert store._blob_records == 2 and store.evicted == 4
     assert store.evicted_by_job["01000000"] == 4
@@ -380,7 +390,7 @@ def test_a_malformed_blob_is_counted_and_the_rest_of_the_window_survives():
 @pytest.mark.timeout(10)
 def test_a_worker_reports_a_long_call_as_running_once_then_its_end():
     worker = _buffer()
-    quick, slow = _spec(1), _spec(2)
+    quick, slow = _sent(_spec(1)), _sent(_spec(2))
     began = worker.clock()
     worker.ran(quick, began, worker.clock() - began)
     slow_began = worker.clock()
@@ -402,7 +412,7 @@ def test_a_worker_reports_a_long_call_as_running_once_then_its_end():
         ts.TASK_EXECUTION_EXCEPTION,
         "ValueError: late",
     ]
-    assert last["infos"][rec[3]]["name"] == "f2"  # with its info (no owner times: none were sent)
+    assert last["infos"][rec[3]]["name"] == "f2"  # with its info (the owner saw no times: NaN)
 
 
 def _finish_all(buf: TaskEventBuffer, specs: list[TaskSpec]) -> None:
@@ -480,9 +490,9 @@ def test_done_rows_are_bounded_and_a_drain_that_finds_them_full_counts_a_drop():
 
 
 @pytest.mark.timeout(10)
-def test_times_never_seen_stay_unset_and_a_sent_call_has_three_at_once():
+def test_times_never_seen_stay_unset_and_a_call_without_times_is_not_recorded():
     owner, buf = _buffer(), _buffer()
-    bare = _spec(1)  # its owner records nothing: no times
+    bare = _spec(1)  # its owner records nothing (its events are off): no times, no row
     direct = _spec(2, actor_id=b"a" * 16, method="m")
     direct.submitted_at = direct.ready_at = direct.sent_at = 50.0  # pushed by its user thread when submitted
     creation = Entry(_spec(3, actor_id=b"a" * 16))
@@ -491,9 +501,11 @@ def test_times_never_seen_stay_unset_and_a_sent_call_has_three_at_once():
     for spec in (bare, direct, creation.spec):
         _run(buf, spec)
     batch = buf.batch("n", "w", 1, ())
-    assert batch is not None and batch["num_events"] == 2 + 5 + 5  # (a row with owner times: five)
+    assert batch is not None and batch["num_events"] == 5 + 5 and batch["done_records"] == 2
     rows = _stored_rows(batch)
-    assert [e["state"] for e in rows[bare.task_id.hex()]["events"]] == ["RUNNING", "FINISHED"]
+    assert bare.task_id.hex() not in rows
+    buf.ran_and_failed(bare, 100.0, "TASK_EXECUTION_EXCEPTION", "ValueError: x")  # nor if it fails
+    assert buf.batch("n", "w", 1, ()) is None
     assert [(e["state"], e["created_ms"]) for e in rows[direct.task_id.hex()]["events"]] == [
         ("PENDING_ARGS_AVAIL", 50_000),
         ("PENDING_NODE_ASSIGNMENT", 50_000),
@@ -561,7 +573,7 @@ def test_a_worker_turns_the_executors_perf_counter_readings_into_its_clock():
 @pytest.mark.timeout(10)
 def test_a_call_a_row_cannot_hold_goes_as_single_events():
     worker = _buffer()
-    odd_id, bad_attempt, one_time = _spec(1), _spec(2), _spec(3)
+    odd_id, bad_attempt, one_time = _sent(_spec(1)), _sent(_spec(2)), _sent(_spec(3))
     odd_id.task_id += b"!"  # 17 bytes: a row would cut it
     bad_attempt.attempt = -1
     one_time.ready_at = 7.0  # its owner sent when it was ready (so submitted) but not when sent
@@ -585,7 +597,7 @@ def test_a_call_a_row_cannot_hold_goes_as_single_events():
 @pytest.mark.timeout(10)
 def test_a_call_that_ends_after_a_drain_reported_it_running_ends_as_an_open_record():
     worker = _buffer()
-    slow, quick = _spec(1), _spec(2)
+    slow, quick = _sent(_spec(1)), _sent(_spec(2))
     worker.running_calls = lambda: [(slow.task_id, 0, 1.0)]
     worker.batch("n", "w", 1)  # the first drain reports every running call
     worker.running_calls = tuple
@@ -596,7 +608,7 @@ def test_a_call_that_ends_after_a_drain_reported_it_running_ends_as_an_open_reco
     (rec,) = batch["events"]
     assert rec[0] == slow.task_id and rec[2] == [ts.RUNNING, 1.0, ts.FINISHED, 51.0]
     assert batch["infos"][rec[3]]["name"] == "f1" and not worker._reported
-    assert batch["num_events"] == 2 + 2  # the record's two states, the row's two (no owner times)
+    assert batch["num_events"] == 2 + 5  # the record's two states, the row's five
 
 
 @pytest.mark.timeout(10)

@@ -5,7 +5,7 @@ once would tax Skate's lines with Ray's background work. Instead, each block sta
 runtime, runs every line for SECONDS, shuts it down, then does the same for the other (which
 goes first alternates), so both see the same minutes of a noisy machine.
 
-    python benchmarks/side_by_side.py [--paired ROUNDS] BLOCKS SECONDS [lines] [A B]
+    python benchmarks/side_by_side.py [--paired ROUNDS | --toggle ROUNDS] BLOCKS SECONDS [lines] [A B]
 
 A and B are "ray" (run by $RAY_PYTHON, a Python with ray==2.60.0 installed) or the path of a
 Skate tree (this one by default), optionally after environment settings for that side:
@@ -20,6 +20,12 @@ other runs, and each line runs ROUNDS times on each side in A B B A order, so a 
 is a second apart rather than a runtime start apart; which side starts first alternates. A
 block's figure per side is the median of its rounds; the per-block ratio compares those.
 Fresh runtimes per block still sample what a start decides (which worker lands where).
+
+--toggle ROUNDS (issue 17's figure: `side_by_side.py --toggle 4 16 0.5 all .`): one runtime
+(A, this tree by default; "ray" works too) per block, and B is the same calls with task
+events off (Ray's `enable_task_events=False`: a function declared so, the same actors' methods
+with the option), each line alternating A B B A. No second runtime, so nothing a start decides
+differs between the sides.
 """
 
 from __future__ import annotations
@@ -110,9 +116,27 @@ def block_paired(specs: list[str], lines: list[str], secs: float, rounds: int, f
     return out
 
 
+def block_toggle(specs: list[str], lines: list[str], secs: float, rounds: int, first: int) -> Figures:
+    """One block, one runtime: each line's calls with task events on (side 0) and off (side 1,
+    `enable_task_events=False`), alternating A B B A (side_worker's "loud" and "quiet" lines:
+    both call methods bound once)."""
+    proc = start(specs[0])
+    out = {}
+    for line in lines:
+        seen: list[list[float]] = [[], []]
+        for r in range(rounds):
+            for side in (0, 1) if (r + first) % 2 == 0 else (1, 0):
+                seen[side].append(run(proc, f"loud {line}" if side == 0 else f"quiet {line}", secs))
+        for side in (0, 1):
+            out[(line, side)] = statistics.median(seen[side])
+    stop(proc, specs[0])
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--paired", type=int, default=0, metavar="ROUNDS")
+    ap.add_argument("--toggle", type=int, default=0, metavar="ROUNDS")
     ap.add_argument("blocks", type=int)
     ap.add_argument("seconds", type=float)
     ap.add_argument("lines", nargs="?", default="all")
@@ -122,11 +146,17 @@ def main() -> None:
     specs = args.sides if len(args.sides) == 2 else [ROOT, "ray"]
     if args.paired and any(parse(s)[1] == "ray" for s in specs):
         sys.exit("--paired is for two Skates: Ray's idle load would tax the other side")
+    if args.toggle:  # one runtime (A): B is its calls with task events off
+        specs = [args.sides[0] if args.sides else ROOT, "the same calls with enable_task_events=False"]
     how = f"paired, {args.paired} rounds A B B A" if args.paired else "a fresh runtime per side"
+    if args.toggle:
+        how = f"one runtime per block, {args.toggle} rounds A B B A"
     print(f"A = {specs[0]}, B = {specs[1]}; {args.blocks} blocks of {args.seconds} s per line ({how})")
     res: dict[tuple[str, int], list[float]] = {}
     for b in range(args.blocks):
-        if args.paired:
+        if args.toggle:
+            got = block_toggle(specs, lines, args.seconds, args.toggle, b % 2)
+        elif args.paired:
             got = block_paired(specs, lines, args.seconds, args.paired, b % 2)
         else:
             got = block_apart(specs, lines, args.seconds, b % 2)
@@ -134,7 +164,8 @@ def main() -> None:
             res.setdefault(key, []).append(value)
     print("| line | A (median) | B (median) | A / B (medians) | A / B per block: min / median / max |")
     print("|---|---|---|---|---|")
-    digits = 1 if any(parse(s)[1] == "ray" for s in specs) else 3  # two Skates: the small differences matter
+    # two Skates, or one runtime against itself: the small differences matter
+    digits = 3 if args.toggle or not any(parse(s)[1] == "ray" for s in specs) else 1
     for line in lines:
         a, b = res[(line, 0)], res[(line, 1)]
         ratios = sorted(x / y for x, y in zip(a, b))

@@ -1,6 +1,9 @@
 """One side of side_by_side.py: start a runtime, warm up, then run timed blocks of a line on
 command (stdin: "<line> <seconds>"), printing calls per second for each. The lines are
-corebench's (../shared/anchors): tiny tasks and actor calls, one at a time or 1,000 at once."""
+corebench's (../shared/anchors): tiny tasks and actor calls, one at a time or 1,000 at once;
+"quiet <line>" is the same line with task events off for its calls (enable_task_events=False:
+a function declared so, the same actors' methods with the option), "loud <line>" with them on
+(the methods bound once, as the quiet ones are)."""
 
 from __future__ import annotations
 
@@ -19,6 +22,11 @@ else:
 
 @ray.remote
 def small_value():
+    return b"ok"
+
+
+@ray.remote(enable_task_events=False)
+def quiet_value():  # small_value with task events off (side_by_side.py --toggle)
     return b"ok"
 
 
@@ -44,6 +52,24 @@ LINES = {
     "actor async": (1000, lambda: ray.get([a.small_value.remote() for _ in range(1000)])),
     "async-actor async": (1000, lambda: ray.get([aa.small_value.remote() for _ in range(1000)])),
 }
+# The same calls with task events off (Ray's enable_task_events=False), to the same actors,
+# and ("loud") on: methods bound once on both sides, as a plain `a.small_value` is not.
+qa, qaa = a.small_value.options(enable_task_events=False), aa.small_value.options(enable_task_events=False)
+la, laa = a.small_value.options(enable_task_events=True), aa.small_value.options(enable_task_events=True)
+LINES.update(
+    {
+        "loud tasks sync": LINES["tasks sync"],
+        "loud tasks async": LINES["tasks async"],
+        "loud actor sync": (1, lambda: ray.get(la.remote())),
+        "loud actor async": (1000, lambda: ray.get([la.remote() for _ in range(1000)])),
+        "loud async-actor async": (1000, lambda: ray.get([laa.remote() for _ in range(1000)])),
+        "quiet tasks sync": (1, lambda: ray.get(quiet_value.remote())),
+        "quiet tasks async": (1000, lambda: ray.get([quiet_value.remote() for _ in range(1000)])),
+        "quiet actor sync": (1, lambda: ray.get(qa.remote())),
+        "quiet actor async": (1000, lambda: ray.get([qa.remote() for _ in range(1000)])),
+        "quiet async-actor async": (1000, lambda: ray.get([qaa.remote() for _ in range(1000)])),
+    }
+)
 for per_call, fn in LINES.values():
     for _ in range(100 if per_call == 1 else 2):
         fn()

@@ -24,6 +24,11 @@ def broken():
     raise ValueError("a failure the state API shows")
 
 
+@ray.remote(enable_task_events=False)
+def unseen(x):  # a hot path whose calls the state API need not show
+    return x
+
+
 @ray.remote
 class Keeper:
     def ping(self):
@@ -37,11 +42,13 @@ def main() -> None:
         ray.get(broken.remote())
     except ValueError:
         pass
+    ray.get([unseen.remote(i) for i in range(100)])  # recorded nowhere
     keeper = Keeper.remote()
     ray.get(keeper.ping.remote())
     time.sleep(1.5)  # task events reach the GCS once a second
     for row in state.list_tasks(filters=[("state", "=", "FAILED")], detail=True):
         print("failed:", row["name"], row["error_type"], row["error_message"])
+    assert not state.list_tasks(filters=[("name", "=", "unseen")])
     print("tasks by function:", {k: v["state_counts"] for k, v in state.summarize_tasks()["summary"].items()})
     print("actors:", [(a["class_name"], a["state"]) for a in state.list_actors()])
     totals = state.get_memory_stats()["totals"]

@@ -239,7 +239,8 @@ def test_enable_task_events_must_be_a_bool_for_tasks_actors_and_methods(value):
     import skate
     from skate._options import ACTOR_OPTIONS, METHOD_OPTIONS
 
-    for table, what in ((TASK_OPTIONS, "remote functions"), (ACTOR_OPTIONS, "actors"), (METHOD_OPTIONS, "methods")):
+    tables = ((TASK_OPTIONS, "remote functions"), (ACTOR_OPTIONS, "actors"), (METHOD_OPTIONS, "methods"))
+    for table, what in tables:
         with pytest.raises(TypeError, match="enable_task_events must be a bool"):
             validate_options({"enable_task_events": value}, table, what)
     with pytest.raises(TypeError, match="enable_task_events"):

@@ -38,7 +38,7 @@ class _Actors:
         self.recorder.calls.append(("create", args, kwargs))
         return {"actor_id": b"a" * 16, "public": {}, "created": True}
 
-    def submit(self, actor_id, class_name, handle, method, args, kwargs, num_returns, *rest):
+    def submit(self, actor_id, class_name, handle, method, args, kwargs, num_returns, *rest, **options):
         self.recorder.calls.append(("method", method, args, kwargs))
         return [None] * num_returns
 

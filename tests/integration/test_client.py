@@ -110,6 +110,23 @@ def test_actor_with_options(api):
 
 
 @pytest.mark.timeout(60)
+def test_enable_task_events_false_goes_through(api):
+    from skate.util import state
+
+    unseen = f"square_unseen_{api}"
+    assert skate.get(square.options(enable_task_events=False, name=unseen).remote(3)) == 9
+    quiet = Counter.options(enable_task_events=False).remote(1)
+    assert skate.get([quiet.incr.remote(), quiet.incr.options(enable_task_events=False).remote()]) == [2, 3]
+    seen = f"square_seen_{api}"  # a later call of the same driver, with events on
+    assert skate.get(square.options(name=seen).remote(4)) == 16
+    skate.kill(quiet)
+    if api == "client":  # (the state API is not served through the client; the driver's is)
+        return
+    assert wait_until(lambda: state.list_tasks(filters=[("name", "=", seen)]), timeout=15)
+    assert not state.list_tasks(filters=[("name", "=", unseen)])
+
+
+@pytest.mark.timeout(60)
 def test_put_get_wait_with_timeouts(api):
     ref = skate.put({"a": [1, 2, 3]})
     assert skate.get(ref) == {"a": [1, 2, 3]}

@@ -636,8 +636,18 @@ class _ActorSubmitter:
         core = self.core
         task_id = core.task_ids.next()
         ids = [_ids.object_id_for_return(task_id, i + 1) for i in range(num_returns)]
-        call: tuple = (actor_id, class_name, method, args, kwargs, num_returns, retries, retry_exceptions)
-        call += (group, task_events)
+        call = (
+            actor_id,
+            class_name,
+            method,
+            args,
+            kwargs,
+            num_returns,
+            retries,
+            retry_exceptions,
+            group,
+            task_events,
+        )
         form, nbytes = core.value_form(call)
         core.send("actor_submit", {"id": task_id, "r": ids, "v": form}, nbytes)
         return core.new_refs(ids)

@@ -527,11 +527,7 @@ class ActorSubmitter:
                 if events is not None:
                     if sent_at is None:
                         sent_at = events.clock()
-                    spec = entry.spec
-                    if spec.sent_at is None and not entry.ev_args:  # never waited: `stamp`'s one line
-                        spec.sent_at = sent_at
-                    else:
-                        events.stamp(entry, sent_at)
+                    events.stamp(entry, sent_at)
                 self._push(state, entry, conn)
             queue.popleft()
 

@@ -281,11 +281,7 @@ class TaskSubmitter:
             entry.spec.gpus = lease.gpu_ids
         events = entry.events
         if events is not None:
-            spec = entry.spec
-            if spec.sent_at is None and not entry.ev_args:  # never waited: `stamp`'s one line
-                spec.sent_at = events.clock()
-            else:
-                events.stamp(entry)
+            events.stamp(entry)
         if entry.spec.generator is not None:  # a retry skips the items already here
             entry.spec.generator[2] = self.core.streams.received(entry.task_id)
         fut = lease.conn.call("push_task", entry.spec)

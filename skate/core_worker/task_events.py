@@ -176,8 +176,7 @@ class TaskEventBuffer:
         """The call is being sent (at `pushed`, default now; NaN: sent by someone else, the
         GCS for an actor's constructor): its spec carries the owner's times to the worker,
         which writes the whole row. A call its user thread pushes at once sets the three
-        itself (see `ActorSubmitter.submit`), without this call, and so does a call the loop
-        sends that never waited (`sent_at` only: the submitters inline that line)."""
+        itself (see `ActorSubmitter.submit`), without this call."""
         now = self.clock() if pushed is None else pushed
         spec = entry.spec
         sent = spec.sent_at

@@ -21,6 +21,9 @@ is a second apart rather than a runtime start apart; which side starts first alt
 block's figure per side is the median of its rounds; the per-block ratio compares those.
 Fresh runtimes per block still sample what a start decides (which worker lands where).
 
+The last column is the geometric mean of the per-block ratios with a 95% bootstrap interval
+(blocks resampled): blocks are the independent samples, a block's rounds are not.
+
 --toggle ROUNDS (issue 17's figure: `side_by_side.py --toggle 4 16 0.5 all .`): one runtime
 (A, this tree by default; "ray" works too) per block, and B is the same calls with task
 events off (Ray's `enable_task_events=False`: a function declared so, the same actors' methods
@@ -31,7 +34,9 @@ differs between the sides.
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -133,6 +138,15 @@ def block_toggle(specs: list[str], lines: list[str], secs: float, rounds: int, f
     return out
 
 
+def interval(ratios: list[float], draws: int = 10_000) -> tuple[float, float]:
+    """A 95% bootstrap interval of the geometric mean of per-block ratios (blocks resampled
+    with replacement; a fixed seed, so a table is reproducible from its raw figures)."""
+    rng = random.Random(17)
+    logs = [math.log(r) for r in ratios]
+    means = sorted(statistics.fmean(rng.choices(logs, k=len(logs))) for _ in range(draws))
+    return math.exp(means[int(0.025 * draws)]), math.exp(means[int(0.975 * draws) - 1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--paired", type=int, default=0, metavar="ROUNDS")
@@ -162,17 +176,23 @@ def main() -> None:
             got = block_apart(specs, lines, args.seconds, b % 2)
         for key, value in got.items():
             res.setdefault(key, []).append(value)
-    print("| line | A (median) | B (median) | A / B (medians) | A / B per block: min / median / max |")
-    print("|---|---|---|---|---|")
+    print(
+        "| line | A (median) | B (median) | A / B (medians) | A / B per block: min / median / max "
+        "| geometric mean of blocks [95% interval] |"
+    )
+    print("|---|---|---|---|---|---|")
     # two Skates, or one runtime against itself: the small differences matter
     digits = 3 if args.toggle or not any(parse(s)[1] == "ray" for s in specs) else 1
     for line in lines:
         a, b = res[(line, 0)], res[(line, 1)]
         ratios = sorted(x / y for x, y in zip(a, b))
+        low, high = interval(ratios)
+        mean = statistics.geometric_mean(ratios)
         print(
             f"| {line} | {statistics.median(a):,.0f} | {statistics.median(b):,.0f} | "
             f"{statistics.median(a) / statistics.median(b):.{digits}f}x | "
-            f"{ratios[0]:.{digits}f} / {statistics.median(ratios):.{digits}f} / {ratios[-1]:.{digits}f} |"
+            f"{ratios[0]:.{digits}f} / {statistics.median(ratios):.{digits}f} / {ratios[-1]:.{digits}f} "
+            f"| {mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}] |"
         )
     print("raw", {f"{k[0]}/{'AB'[k[1]]}": [round(v) for v in vs] for k, vs in res.items()})
 

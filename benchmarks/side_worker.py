@@ -3,10 +3,11 @@ command (stdin: "<line> <seconds>"), printing calls per second for each. The lin
 corebench's (../shared/anchors): tiny tasks and actor calls, one at a time or 1,000 at once;
 "quiet <line>" is the same line with task events off for its calls (enable_task_events=False:
 a function declared so, the same actors' methods with the option), "loud <line>" with them on
-(the methods bound once, as the quiet ones are)."""
+(a function of its own and methods bound once, as the quiet ones are)."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -25,8 +26,18 @@ def small_value():
     return b"ok"
 
 
-@ray.remote(enable_task_events=False)
+# SIDE_QUIET_EVENTS=1 (a control of side_by_side.py --toggle): the "quiet" lines record task
+# events as the loud ones do, so a toggle run measures the harness against itself (A/A).
+QUIET_EVENTS = os.environ.get("SIDE_QUIET_EVENTS") == "1"
+
+
+@ray.remote(enable_task_events=QUIET_EVENTS)
 def quiet_value():  # small_value with task events off (side_by_side.py --toggle)
+    return b"ok"
+
+
+@ray.remote(enable_task_events=True)
+def loud_value():  # small_value with them on: a function of its own, as quiet_value is
     return b"ok"
 
 
@@ -54,12 +65,13 @@ LINES = {
 }
 # The same calls with task events off (Ray's enable_task_events=False), to the same actors,
 # and ("loud") on: methods bound once on both sides, as a plain `a.small_value` is not.
-qa, qaa = a.small_value.options(enable_task_events=False), aa.small_value.options(enable_task_events=False)
+qa = a.small_value.options(enable_task_events=QUIET_EVENTS)
+qaa = aa.small_value.options(enable_task_events=QUIET_EVENTS)
 la, laa = a.small_value.options(enable_task_events=True), aa.small_value.options(enable_task_events=True)
 LINES.update(
     {
-        "loud tasks sync": LINES["tasks sync"],
-        "loud tasks async": LINES["tasks async"],
+        "loud tasks sync": (1, lambda: ray.get(loud_value.remote())),
+        "loud tasks async": (1000, lambda: ray.get([loud_value.remote() for _ in range(1000)])),
         "loud actor sync": (1, lambda: ray.get(la.remote())),
         "loud actor async": (1000, lambda: ray.get([la.remote() for _ in range(1000)])),
         "loud async-actor async": (1000, lambda: ray.get([laa.remote() for _ in range(1000)])),

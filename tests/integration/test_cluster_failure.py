@@ -28,6 +28,14 @@ def slow(i: int, seconds: float):
 
 
 @skate.remote
+def slow_marked(marker: str, seconds: float):
+    """`slow`, saying it started by creating `marker` (the tests share the nodes' machine)."""
+    open(marker, "w").close()
+    time.sleep(seconds)
+    return skate.get_runtime_context().get_node_id()
+
+
+@skate.remote
 def node_pid():
     return skate.get_runtime_context().get_node_id(), os.getpid()
 
@@ -56,11 +64,14 @@ def test_tasks_spread_over_two_nodes_survive_losing_one(multinode):
     assert survivor.node_id in {nid for _, nid in results}
 
 
-def test_task_without_retries_fails_with_a_ray_error(multinode):
+def test_task_without_retries_fails_with_a_ray_error(multinode, tmp_path):
     doomed = multinode.add_node(**node_args(num_cpus=1, resources={"spot": 1}))
     skate.init(address=multinode.address)
-    ref = slow.options(resources={"spot": 1}, max_retries=0).remote(0, 30)
-    assert wait_for(lambda: skate.available_resources().get("spot", 0) == 0, timeout=10)
+    marker = tmp_path / "started"
+    ref = slow_marked.options(resources={"spot": 1}, max_retries=0).remote(str(marker), 30)
+    # Running, not only leased: a task whose node goes before its worker gets it never ran,
+    # and waits for another node (as in Ray) instead of failing.
+    assert wait_for(marker.exists, timeout=30)
     multinode.remove_node(doomed)
     start = time.monotonic()
     with pytest.raises((WorkerCrashedError, NodeDiedError)) as info:
@@ -69,11 +80,12 @@ def test_task_without_retries_fails_with_a_ray_error(multinode):
     assert time.monotonic() - start < 15
 
 
-def test_task_without_retries_fails_when_the_raylet_is_killed(multinode):
+def test_task_without_retries_fails_when_the_raylet_is_killed(multinode, tmp_path):
     doomed = multinode.add_node(**node_args(num_cpus=1, resources={"spot": 1}))
     skate.init(address=multinode.address)
-    ref = slow.options(resources={"spot": 1}, max_retries=0).remote(0, 30)
-    assert wait_for(lambda: skate.available_resources().get("spot", 0) == 0, timeout=10)
+    marker = tmp_path / "started"
+    ref = slow_marked.options(resources={"spot": 1}, max_retries=0).remote(str(marker), 30)
+    assert wait_for(marker.exists, timeout=30)  # running (see the test above)
     multinode.remove_node(doomed, allow_graceful=False)
     with pytest.raises((WorkerCrashedError, NodeDiedError)):
         skate.get(ref, timeout=30)

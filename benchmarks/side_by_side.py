@@ -73,10 +73,17 @@ def start(side: str) -> subprocess.Popen:
 
 def run(proc: subprocess.Popen, line: str, secs: float) -> float:
     """Calls per second of one timed run of a line."""
+    return run_counted(proc, line, secs)[0]
+
+
+def run_counted(proc: subprocess.Popen, line: str, secs: float) -> tuple[float, int]:
+    """Calls per second of one timed run of a line, and every call the run made (its untimed
+    first one too)."""
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(f"{line} {secs}\n")
     proc.stdin.flush()
-    return float(proc.stdout.readline())
+    rate, calls = proc.stdout.readline().split()
+    return float(rate), int(calls)
 
 
 def stop(proc: subprocess.Popen, side: str) -> None:

@@ -1,6 +1,7 @@
 """One side of side_by_side.py: start a runtime, warm up, then run timed blocks of a line on
-command (stdin: "<line> <seconds>"), printing calls per second for each. The lines are
-corebench's (../shared/anchors): tiny tasks and actor calls, one at a time or 1,000 at once;
+command (stdin: "<line> <seconds>"), printing calls per second for each, and how many calls the
+command made in all. The lines are corebench's (../shared/anchors): tiny tasks and actor
+calls, one at a time or 1,000 at once;
 "quiet <line>" is the same line with task events off for its calls (enable_task_events=False:
 a function declared so, the same actors' methods with the option), "loud <line>" with them on
 (a function of its own and methods bound once, as the quiet ones are)."""
@@ -95,5 +96,6 @@ for command in sys.stdin:
     while time.perf_counter() - start < float(seconds):
         fn()
         n += 1
-    print(per_call * n / (time.perf_counter() - start), flush=True)
+    # calls per second of the timed loop, then every call this command made (with the first)
+    print(per_call * n / (time.perf_counter() - start), per_call * (n + 1), flush=True)
 ray.shutdown()

@@ -383,27 +383,25 @@ class ActorSubmitter:
         if lane.watched:
             return
         try:
-            self.core.loop.add_reader(lane.fd, self._lane_readable, state, lane)
-            lane.watched = True
-        except (ValueError, OSError) as exc:  # the socket is gone
-            self._lane_broke(state, lane, ConnectionClosed(f"the lane broke: {exc}"))
+            if lane.watch(self.core.loop, self._lane_readable, state, lane):
+                return
+            exc: BaseException = ConnectionClosed("the lane closed")
+        except (ValueError, OSError, RuntimeError) as error:  # the socket is gone
+            exc = ConnectionClosed(f"the lane broke: {error}")
+        self._lane_broke(state, lane, exc)
 
     def _lane_readable(self, state: ActorState, lane: CallerLane) -> None:
-        got = lane.read_all()
-        if got is None:
-            return
-        if isinstance(got, BaseException):
-            self._lane_broke(state, lane, got)
-            return
+        got, broke = lane.read_all()
         for entry, message in got:
             self._lane_answered(state, entry, message, on_loop=True)
-        if lane.loop_done() and lane.watched:  # a user thread may push and read it again
-            lane.watched = False
-            self.core.loop.remove_reader(lane.fd)
+        if broke is not None:
+            self._lane_broke(state, lane, broke)
+        elif lane.loop_done():  # a user thread may push and read it again
+            lane.unwatch(self.core.loop)
 
     def _lane_writable(self, lane: CallerLane) -> None:
         if lane.flush_out():
-            self.core.loop.remove_writer(lane.fd)
+            lane.done_writing(self.core.loop)
 
     def _lane_broke(self, state: ActorState, lane: CallerLane, exc: BaseException) -> None:
         """I/O thread: the lane the loop reads broke: the actor's process is gone, or
@@ -413,6 +411,8 @@ class ActorSubmitter:
             state.conn.close(f"the lane to the actor broke ({exc})")
         if state.lane is lane:
             self._close_lane(state, str(exc))
+        else:  # dropped already (its calls ended then): only the loop's callbacks are left
+            lane.close_on_loop(self.core.loop, str(exc))
 
     def _lane_answered(self, state: ActorState, entry: TaskEntry, message: Any, on_loop: bool) -> None:
         """The reply of a lane's call was read (`message`: the response, or the exception of
@@ -469,11 +469,8 @@ class ActorSubmitter:
         if lane is None:
             return
         self.core.forget_lane(lane)
-        if lane.watched:
-            lane.watched = False
-            self.core.loop.remove_reader(lane.fd)
-        if not lane.closed:
-            self.core.loop.remove_writer(lane.fd)
+        lane.unwatch(self.core.loop)
+        lane.done_writing(self.core.loop)
         entries = lane.take_all()
         lane.close(reason)
         for entry in entries:
@@ -569,7 +566,10 @@ class ActorSubmitter:
             with self._lock:
                 state.lane_inflight += 1
             if conn.send_from_loop(entry.spec, entry):
-                self.core.loop.add_writer(conn.fd, self._lane_writable, conn)
+                try:
+                    conn.want_write(self.core.loop, self._lane_writable, conn)
+                except (ValueError, OSError, RuntimeError) as exc:  # (its reads say it broke)
+                    logger.debug("cannot write the lane to %s: %s", state.name, exc)
             return
         state.conn_inflight += 1
         if entry.spec.generator is not None:  # a retry skips the items already here

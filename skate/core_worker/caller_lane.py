@@ -21,6 +21,14 @@ which orders its calls): the lane is empty then (every earlier call has ended) a
 frame is small (arguments of 100 KiB or more travel through the object store), so the send
 does not wait in practice. The loop's writes never block: what the socket does not take waits
 in the lane's buffer for a writer callback.
+
+The socket's descriptor is closed only once nobody can be using it: the lane is closed, no
+user thread reads it, and the loop has taken its reader and writer callbacks off it
+(`watch`/`unwatch`, `want_write`/`done_writing`, all under the lane's lock). A descriptor
+closed while the loop still polls it leaves the loop a stale watch on its number, which the
+next socket to get that number (another actor's lane) inherits: that lane's replies would
+then never be read. So a party that closes the lane while another still uses the socket only
+shuts it down (which wakes the other with an end of stream), and the last one out closes it.
 """
 
 from __future__ import annotations
@@ -61,6 +69,8 @@ class CallerLane:
         "loop_calls",
         "_out",
         "watched",
+        "writing",
+        "_released",
     )
 
     def __init__(self, sock: socket.socket):
@@ -78,7 +88,11 @@ class CallerLane:
         self._next_id = 1
         self.loop_calls: dict[int, Any] = {}  # calls the loop sent, by request id (reader LOOP)
         self._out = bytearray()  # what the loop could not write yet
-        self.watched = False  # the loop has a reader callback on the socket (loop only)
+        # The loop has a reader (`watched`) or writer (`writing`) callback on the socket; both
+        # change under `lock` (see `watch`), so that no thread closes a descriptor it polls.
+        self.watched = False
+        self.writing = False
+        self._released = False  # the descriptor is closed
 
     # -- the pushing thread ---------------------------------------------------------------
     def push(self, spec: Any, item: Any) -> bool:
@@ -133,8 +147,7 @@ class CallerLane:
             if answered and self.pending is not None:
                 item = self.pending[1]
                 self.pending = None
-            if self.closed:
-                self._close_socket()
+            self._release_if_unused()
             return item
 
     def read_reply(self, timeout: float | None) -> list | BaseException | None:
@@ -230,27 +243,43 @@ class CallerLane:
         del self._out[:sent]
         return not self._out
 
-    def read_all(self) -> list[tuple[Any, list]] | BaseException | None:
+    def read_all(self) -> tuple[list[tuple[Any, list]], BaseException | None]:
         """I/O thread, reading the lane: the responses the socket holds now, each with its
-        call's item (the pending call's, or one of `loop_calls`); an exception when the lane
-        broke; None when no whole response has come."""
-        messages = self._receive()
-        if isinstance(messages, BaseException):
-            return messages
-        out = []
-        with self.lock:
-            for message in messages:
-                if type(message) is not list or len(message) != 4 or message[0] != RESPONSE:
-                    return ConnectionClosed("the lane to the actor sent something else than replies")
-                req_id = message[1]
-                if self.pending is not None and self.pending[0] == req_id:
-                    out.append((self.pending[1], message))
-                    self.pending = None
-                elif req_id in self.loop_calls:
-                    out.append((self.loop_calls.pop(req_id), message))
-                else:
-                    return ConnectionClosed(f"the lane to the actor answered an unknown request {req_id!r}")
-        return out or None
+        call's item (the pending call's, or one of `loop_calls`), and the exception that
+        broke the lane, if it broke (after those responses, or instead of them).
+
+        It reads until the socket has nothing more: the loop may hear of a lane's end only
+        once (uvloop stops polling a socket after an error event, such as a reset by an actor
+        that died with calls unread, and runs the reader callback one last time), and the
+        error lies behind the replies the actor wrote before it died."""
+        out: list[tuple[Any, list]] = []
+        while True:
+            try:
+                data = self.sock.recv(_READ_BYTES)
+            except (BlockingIOError, InterruptedError):
+                return out, None
+            except OSError as exc:
+                return out, ConnectionClosed(f"the lane to the actor broke: {exc}")
+            if not data:
+                return out, ConnectionClosed("the actor closed its lane")
+            try:
+                messages = self._decoder.feed(data)
+            except ProtocolError as exc:
+                return out, ConnectionClosed(f"the lane to the actor sent a bad frame: {exc}")
+            with self.lock:
+                for message in messages:
+                    if type(message) is not list or len(message) != 4 or message[0] != RESPONSE:
+                        return out, ConnectionClosed("the lane to the actor sent something else than replies")
+                    req_id = message[1]
+                    if self.pending is not None and self.pending[0] == req_id:
+                        out.append((self.pending[1], message))
+                        self.pending = None
+                    elif req_id in self.loop_calls:
+                        out.append((self.loop_calls.pop(req_id), message))
+                    else:
+                        return out, ConnectionClosed(
+                            f"the lane to the actor answered an unknown request {req_id!r}"
+                        )
 
     def loop_done(self) -> bool:
         """I/O thread, reading the lane: when nothing is in flight on it any more, stop reading
@@ -276,8 +305,9 @@ class CallerLane:
 
     # -- closing ----------------------------------------------------------------------------
     def close(self, reason: str = "closed") -> None:
-        """Close the lane. A user thread reading it wakes (the socket is shut down) and closes
-        the socket as it stops; otherwise it closes now. The call in flight, if any, stays
+        """Close the lane (any thread). The socket is shut down, which wakes a user thread
+        reading it and the loop if it watches it; its descriptor is closed by the last of
+        them to let go of it (`_release_if_unused`). The call in flight, if any, stays
         `pending`: the caller decides what it means (`ActorSubmitter._close_lane`)."""
         with self.lock:
             if self.closed:
@@ -287,10 +317,68 @@ class CallerLane:
                 self.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-            if self.reader != USER:
-                self._close_socket()
+            self._release_if_unused()
 
-    def _close_socket(self) -> None:
+    # -- the loop's callbacks (I/O thread) ----------------------------------------------------
+    def watch(self, loop: Any, callback: Any, *args: Any) -> bool:
+        """Have the loop call `callback(*args)` when the socket is readable; False (nothing
+        done) when the lane is closed. OSError or ValueError when the loop refuses it."""
+        with self.lock:
+            if self.closed:
+                return False
+            self.watched = True  # (before the loop polls it: from now on nobody closes it)
+        try:
+            loop.add_reader(self.fd, callback, *args)
+        except BaseException:
+            with self.lock:
+                self.watched = False
+                self._release_if_unused()
+            raise
+        return True
+
+    def unwatch(self, loop: Any) -> None:
+        """Take the loop's reader callback off the socket (if it has one)."""
+        if self.watched:
+            loop.remove_reader(self.fd)
+            with self.lock:
+                self.watched = False
+                self._release_if_unused()
+
+    def want_write(self, loop: Any, callback: Any, *args: Any) -> bool:
+        """Have the loop call `callback(*args)` when the socket is writable (what `_out`
+        holds waits for it); False when the lane is closed (what it holds is lost with it)."""
+        with self.lock:
+            if self.closed or self.writing:
+                return not self.closed
+            self.writing = True
+        try:
+            loop.add_writer(self.fd, callback, *args)
+        except BaseException:
+            with self.lock:
+                self.writing = False
+                self._release_if_unused()
+            raise
+        return True
+
+    def done_writing(self, loop: Any) -> None:
+        """Take the loop's writer callback off the socket (if it has one)."""
+        if self.writing:
+            loop.remove_writer(self.fd)
+            with self.lock:
+                self.writing = False
+                self._release_if_unused()
+
+    def close_on_loop(self, loop: Any, reason: str = "closed") -> None:
+        """I/O thread: take the loop's callbacks off the socket and close the lane."""
+        self.unwatch(loop)
+        self.done_writing(loop)
+        self.close(reason)
+
+    def _release_if_unused(self) -> None:
+        """Under `lock`: close the descriptor once the lane is closed and nobody uses it."""
+        if not self.closed or self._released or self.reader == USER or self.watched or self.writing:
+            return
+        self._released = True
         try:
             self._poll.unregister(self.fd)
         except (KeyError, ValueError, OSError):

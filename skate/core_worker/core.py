@@ -287,7 +287,10 @@ class CoreWorker:
                     if fut.done() and not fut.exception():
                         fut.result().close("shutdown")
                 for lane in list(self._lanes):
-                    lane.close("shutdown")
+                    if isinstance(lane, CallerLane):
+                        lane.close_on_loop(asyncio.get_running_loop(), "shutdown")
+                    else:
+                        lane.close("shutdown")
                 for listener in self._listeners:
                     listener.close()
                 others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]

@@ -140,3 +140,105 @@ def test_a_push_on_a_broken_socket_closes_the_lane(pair):
     actor.close()
     assert not lane.push(_spec(), Item())
     assert lane.closed and lane.pending is None
+
+
+@pytest.fixture
+def loop():
+    from skate._event_loop import new_event_loop
+
+    loop = new_event_loop()  # uvloop where installed, as Skate's own threads run
+    yield loop
+    loop.close()
+
+
+def _run_until(loop, event: threading.Event, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not event.is_set() and time.monotonic() < deadline:
+        loop.run_until_complete(_tick())
+    return event.is_set()
+
+
+async def _tick() -> None:
+    import asyncio
+
+    await asyncio.sleep(0.01)
+
+
+def test_a_lane_the_loop_watches_keeps_its_descriptor_until_the_loop_lets_go(loop, pair):
+    """Closed by a user thread (a push that found the actor gone) while the loop polls it: the
+    descriptor stays open, the loop hears the end of stream, and it closes once unwatched."""
+    lane, actor = pair
+    woke = threading.Event()
+
+    def readable() -> None:
+        assert isinstance(lane.read_all()[1], ConnectionClosed)
+        lane.unwatch(loop)
+        woke.set()
+
+    assert lane.take_for_loop() and lane.watch(loop, readable)
+    threading.Thread(target=lane.close, args=("a push failed",)).start()
+    assert _run_until(loop, woke)
+    assert lane.sock.fileno() == -1 and not lane.watched
+
+
+def test_a_closed_lanes_number_goes_to_a_new_lane_only_once_unwatched(loop):
+    """The hang this guards against: a lane closed while the loop still polled its
+    descriptor left the loop a stale watch on that number, inherited by the next lane to get
+    it, whose replies were then never read."""
+    first, first_peer = socket.socketpair()
+    old = CallerLane(first)
+    assert old.watch(loop, lambda: None)
+    old.close("the actor restarted")  # (the loop has not unwatched it yet)
+    number = old.fd
+    assert old.sock.fileno() == number  # not free: a new socket cannot get this number yet
+    old.unwatch(loop)
+    assert old.sock.fileno() == -1
+    second, second_peer = socket.socketpair()
+    new = CallerLane(second)
+    heard = threading.Event()
+    assert new.watch(loop, heard.set)
+    second_peer.sendall(b"x")
+    assert _run_until(loop, heard)  # the new lane is heard, whatever number it got
+    new.close_on_loop(loop)
+    assert new.sock.fileno() == -1
+    for sock in (first_peer, second_peer):
+        sock.close()
+
+
+def test_the_loops_writer_callback_also_keeps_the_descriptor(loop, pair):
+    lane, actor = pair
+    assert lane.want_write(loop, lambda: None)
+    lane.close("test")
+    assert lane.sock.fileno() != -1
+    lane.done_writing(loop)
+    assert lane.sock.fileno() == -1
+    assert not lane.want_write(loop, lambda: None)  # a closed lane takes no callbacks
+    assert not lane.watch(loop, lambda: None)
+
+
+def test_the_loop_reads_the_replies_and_the_reset_of_an_actor_that_died_in_one_go(loop, pair):
+    """An actor killed with calls unread resets the lane: uvloop then polls the socket no more
+    (after running the reader callback once), so that one read must also report the reset
+    that lies behind the replies the actor wrote before it died."""
+    lane, actor = pair
+    items = {}
+    assert lane.take_for_loop()
+    for _ in range(3):
+        item = Item()
+        lane.send_from_loop(_spec(), item)
+        items[len(items) + 1] = item
+    actor.sendall(pack_frame([RESPONSE, 1, None, [[[0, [0, b"ok"]]]]]))  # it answers one...
+    actor.close()  # ...and dies with the calls unread in its socket: a reset
+    heard: list = []
+    woke = threading.Event()
+
+    def readable() -> None:
+        heard.append(lane.read_all())
+        lane.unwatch(loop)
+        woke.set()
+
+    assert lane.watch(loop, readable)
+    assert _run_until(loop, woke)
+    (got, broke), = heard
+    assert [entry for entry, _ in got] == [items[1]]
+    assert isinstance(broke, ConnectionClosed) and "reset" in str(broke).lower()

@@ -239,6 +239,6 @@ def test_the_loop_reads_the_replies_and_the_reset_of_an_actor_that_died_in_one_g
 
     assert lane.watch(loop, readable)
     assert _run_until(loop, woke)
-    (got, broke), = heard
+    ((got, broke),) = heard
     assert [entry for entry, _ in got] == [items[1]]
     assert isinstance(broke, ConnectionClosed) and "reset" in str(broke).lower()

@@ -21,6 +21,7 @@ from skate._signature import ArgSpec
 from skate.core_worker import context
 from skate.core_worker.call_context import current_call
 from skate.core_worker.functions import FunctionManager
+from skate.core_worker.task_events import new_events_key
 
 
 class RemoteFunction:
@@ -43,6 +44,9 @@ class RemoteFunction:
         self._name = getattr(function, "__name__", "function")
         self._pickled: tuple[bytes, bytes] | None = None
         self._shape_cache: dict | None = None
+        # (core, key): this function's `TaskSpec.events_key` with its own options, in that
+        # core's session (a new session, a new key)
+        self._events_key: tuple | None = None
         # The signature is read at the first call that needs it; until then (lo > hi) every
         # call takes the slow path, which reads it.
         self._argspec: ArgSpec | None = None
@@ -106,6 +110,12 @@ class RemoteFunction:
             or _in_group()
         ):
             (shape,), group = resolve_placement_group(options, [shape])
+        events_key = None
+        if group is None and options is self._options:  # (name and shape are its own)
+            ek = self._events_key
+            if ek is None or ek[0] is not core:
+                ek = self._events_key = (core, new_events_key())
+            events_key = ek[1]
         num_returns = options["num_returns"]
         num_returns, extra = generator_call(num_returns, options, core)
         refs = core.submitter.submit(
@@ -123,6 +133,7 @@ class RemoteFunction:
             placement_group=group,
             labels=label_constraint(options),
             task_events=options.get("enable_task_events") is not False,
+            events_key=events_key,
             **extra,
         )
         if extra:  # a generator call: its items come through the stream

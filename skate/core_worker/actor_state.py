@@ -38,6 +38,7 @@ class ActorState:
         "conn_inflight",
         "direct_calls",
         "held",
+        "events_keys",
     )
 
     def __init__(self, actor_id: bytes, name: str):
@@ -70,6 +71,7 @@ class ActorState:
         # The loop holds calls back until the lane's call in flight is over (under the
         # submitter's lock, with lane_inflight): its reader must then wake the loop.
         self.held = False
+        self.events_keys: dict[str, int] = {}  # TaskSpec.events_key by method
 
     def end_call(self, entry: TaskEntry) -> None:
         """Count a call as ended, once (by whichever thread gets here first)."""

@@ -28,6 +28,7 @@ from skate._options import actor_shapes, label_constraint, resolve_placement_gro
 from skate.core_worker.actor_state import ActorState
 from skate.core_worker.args import prepare_args
 from skate.core_worker.caller_lane import LOOP, USER, CallerLane
+from skate.core_worker.task_events import new_events_key
 from skate.core_worker.task_manager import Complete, Fail, TaskEntry
 from skate.exceptions import ActorDiedError, ActorUnavailableError, RaySystemError, RuntimeEnvSetupError
 from skate.object_ref import ObjectRef
@@ -247,6 +248,11 @@ class ActorSubmitter:
             entry.seq = state.next_seq
             state.next_seq += 1
             entry.actor_state = state
+            if task_events:
+                ek = state.events_keys.get(method)
+                if ek is None:
+                    ek = state.events_keys[method] = new_events_key()
+                spec.events_key = ek
             entry.on_ready = lambda e, s=state: self._flush(s)
             conn = state.conn
             open_lane = False

@@ -71,9 +71,11 @@ class TaskSubmitter:
         task_id: bytes | None = None,
         generator: list | None = None,
         task_events: bool = True,
+        events_key: int | None = None,
     ) -> list[ObjectRef]:
         """Submit a task; `task_id` is given only by a client's proxy (the client minted it);
-        `task_events` False: no task events for it (Ray's `enable_task_events` option)."""
+        `task_events` False: no task events for it (Ray's `enable_task_events` option);
+        `events_key`: the function's with these options (see TaskSpec), if it has one."""
         core = self.core
         env, env_key = core.runtime_envs.resolve(runtime_env)
         task_id = task_id or core.task_ids.next()
@@ -101,6 +103,7 @@ class TaskSubmitter:
         entry.strategy = strategy
         if task_events:
             entry.events = core.task_events
+            spec.events_key = events_key
         refs = [ObjectRef(oid, None, core) for oid in return_ids]
         if RECORD_CALL_SITES:
             site = call_site()

@@ -50,6 +50,7 @@ from skate._ids import TASK_ID_BYTES
 DEFAULT_INTERVAL_S = 1.0
 DEFAULT_MAX_EVENTS = 100_000
 MAX_CACHED_INFOS = 1024  # distinct (function, options) whose info is cached per process
+MAX_EVENTS_KEYS = 4096  # owners' events keys remembered per process (see TaskSpec.events_key)
 ERROR_MESSAGE_LIMIT = 1000
 # Single events that stand for more than one state: ran (RUNNING at `extra`, FINISHED at
 # `when`), and a task's static info (`extra`: an info id or the spec).
@@ -151,8 +152,11 @@ class TaskEventBuffer:
         self._infos: dict[int, dict] = {}
         self._num_infos = 0
         self._next_info = itertools.count()
-        # the last spec's `_static_key` and its info id: a burst of calls of one function
-        # skips the lookup for one comparison of two tuples (replaced whole: threads race)
+        # info ids by the owners' `events_key`s (see TaskSpec), at most MAX_EVENTS_KEYS
+        self._by_events_key: dict[int, int] = {}
+        # the last spec's key (its `events_key`, else its `_static_key`) and its info id: a
+        # burst of calls of one function skips the lookup for one comparison (of two numbers,
+        # or of two tuples); replaced whole: threads race
         self._last_info: tuple = ((), None)
 
     # -- an owner's calls (the I/O thread) ---------------------------------------------
@@ -230,12 +234,34 @@ class TaskEventBuffer:
     def info_id(self, spec: Any) -> Any:
         """The cached info id of the spec's function and options (or the spec itself, when
         the cache is full: its info is built at the drain)."""
-        key = _static_key(spec)
+        key = spec.events_key
+        if key is None:
+            key = _static_key(spec)
         last = self._last_info
         return last[1] if key == last[0] else self._info_of(key, spec)
 
-    def _info_of(self, key: tuple, spec: Any) -> Any:
-        """`info_id` past the last call's: look the function and options up, or add them."""
+    def _info_of(self, key: Any, spec: Any) -> Any:
+        """`info_id` past the last call's: look the function and options up (by the owner's
+        `events_key` first, when it sent one), or add them."""
+        if type(key) is int:
+            info = self._by_events_key.get(key)
+            if info is None:
+                info = self._info_by_value(spec)
+                if type(info) is not int:  # (the cache is full)
+                    return info
+                if len(self._by_events_key) >= MAX_EVENTS_KEYS:
+                    self._by_events_key.clear()
+                self._by_events_key[key] = info
+            self._last_info = (key, info)
+            return info
+        info = self._info_by_value(spec)
+        if type(info) is int:
+            self._last_info = (key, info)
+        return info
+
+    def _info_by_value(self, spec: Any) -> Any:
+        """The info id of the spec's function and options, added if new (or the spec itself,
+        when the cache is full)."""
         options = (spec.resources, spec.placement_group, spec.runtime_env)
         by_function = (spec.name, spec.actor_id, spec.method is None, spec.job_id)
         found = self._info_ids.get(by_function)
@@ -252,7 +278,6 @@ class TaskEventBuffer:
             self._num_infos += 1
             self._infos[info] = task_info(spec)
             self._info_ids.setdefault(by_function, []).append((options, info))
-        self._last_info = (key, info)
         return info
 
     # -- single events (any thread) ------------------------------------------------------
@@ -270,7 +295,9 @@ class TaskEventBuffer:
         seconds later: its row, with the owner's times. The executor's thread pays for this
         on every call: the common case is one comparison with the previous call's function
         and options, one pack and one append (`info_id`'s lines, inlined: a call less)."""
-        key = _static_key(spec)
+        key = spec.events_key
+        if key is None:
+            key = _static_key(spec)
         last = self._last_info
         info = last[1] if key == last[0] else self._info_of(key, spec)
         start += self.perf_offset
@@ -485,6 +512,12 @@ class TaskEventBuffer:
             "num_events": drained.num_events,
             "dropped": dropped,
         }
+
+
+def new_events_key() -> int:
+    """A fresh `TaskSpec.events_key`: random, so that the keys of different owners (and of
+    one owner's successive sessions) do not meet in a worker."""
+    return int.from_bytes(os.urandom(8), "little") >> 1
 
 
 def _static_key(spec: Any) -> tuple:

@@ -66,6 +66,11 @@ class TaskSpec(msgspec.Struct, array_like=True):
     submitted_at: float | None = None
     ready_at: float | None = None
     sent_at: float | None = None
+    # The owner's name for this call's function and options (a random 63-bit number, one per
+    # remote function or actor method it calls): the worker's task events find the call's
+    # static info by it with one comparison, instead of comparing every field that makes it.
+    # None: the worker compares the fields.
+    events_key: int | None = None
 
     @classmethod
     def from_wire(cls, fields: list) -> TaskSpec:

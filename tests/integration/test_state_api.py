@@ -223,6 +223,62 @@ def test_calls_with_enable_task_events_false_leave_no_record(observed):
         skate.kill(actor)
 
 
+@skate.remote
+def twin_a(x):
+    return x
+
+
+@skate.remote
+def twin_b(x):
+    return -x
+
+
+@skate.remote
+class Twins:
+    def left(self):
+        return "l"
+
+    def right(self):
+        return "r"
+
+
+@pytest.mark.timeout(60)
+def test_interleaved_functions_and_methods_keep_their_names(observed):
+    """Each remote function and actor method sends its own events key (TaskSpec.events_key):
+    a worker that runs them interleaved, and the same function under another name or in a
+    placement group, still records each call under its own name and options."""
+    pg = observed["pg"]
+    refs = {}
+    for i in range(6):
+        refs[twin_a.remote(i)] = "twin_a"
+        refs[twin_b.remote(i)] = "twin_b"
+        refs[twin_a.options(name="twin_renamed").remote(i)] = "twin_renamed"
+    placed = twin_b.options(placement_group=pg).remote(7)
+    refs[placed] = "twin_b"
+    twins = Twins.remote()
+    for _ in range(4):
+        refs[twins.left.remote()] = "Twins.left"
+        refs[twins.right.remote()] = "Twins.right"
+    skate.get(list(refs))
+    for name in ("twin_a", "twin_b", "twin_renamed", "Twins.left", "Twins.right"):
+        assert _tasks_settled(name=name)
+    want = len(refs) + 1  # (and the constructor)
+
+    def ours():
+        rows = state.list_tasks(limit=10_000, detail=True)
+        got = [r for r in rows if r["name"].startswith(("twin", "Twins"))]
+        return got if len(got) >= want else None
+
+    rows = wait_for(ours, timeout=15)
+    assert rows
+    by_id = {r["task_id"]: r for r in rows}
+    for ref, name in refs.items():
+        assert by_id[ref.task_id().hex()]["name"] == name
+    assert by_id[placed.task_id().hex()]["placement_group_id"] == pg.id.hex()
+    assert by_id[next(iter(refs)).task_id().hex()]["placement_group_id"] is None
+    skate.kill(twins)
+
+
 @pytest.mark.timeout(60)
 def test_get_task_by_id_and_by_ref(observed):
     ref = add_one.remote(41)

@@ -629,3 +629,39 @@ def test_a_call_pushed_as_it_is_submitted_carries_one_time_and_a_retry_keeps_it(
     spec.attempt += 1  # a retry, pushed later: its first two times stay the first push's
     owner.stamp(entry)
     assert owner_times(spec) == (101.0, 101.0, 104.0)
+
+
+@pytest.mark.timeout(10)
+def test_calls_with_the_owners_events_key_find_their_info_by_it(monkeypatch):
+    """An owner's `events_key` names a function with its options: the worker finds the info
+    by it (interleaved keys too, and past its bound of remembered keys), and the first call
+    of a key still looks the function up by value, so two keys of one function share it."""
+    from skate.core_worker import task_events
+
+    monkeypatch.setattr(task_events, "MAX_EVENTS_KEYS", 3)
+    buf = _buffer()
+    keys = [task_events.new_events_key() for _ in range(5)]
+    assert len(set(keys)) == 5 and all(0 <= k < 1 << 63 for k in keys)
+    specs = [_spec(i) for i in range(12)]
+    for i, spec in enumerate(specs):
+        spec.name = "f" if i % 2 else "g"  # two functions, alternating...
+        spec.events_key = keys[i % 2]
+    specs[10].events_key = keys[2]  # ...g with a second key (another owner's, say)
+    specs[11].resources, specs[11].events_key = {"CPU": 2.0}, keys[3]  # f with other options
+    _finish_all(buf, specs)
+    assert len(buf._infos) == 3  # g, f, f with 2 CPUs
+    assert set(buf._by_events_key) <= set(keys) and len(buf._by_events_key) <= 3
+    rows = _stored_rows(buf.batch("n", "w", 1, ()))
+    got = [(rows[s.task_id.hex()]["name"], rows[s.task_id.hex()]["required_resources"]) for s in specs]
+    assert got == [("g", {"CPU": 1.0}), ("f", {"CPU": 1.0})] * 5 + [("g", {"CPU": 1.0}), ("f", {"CPU": 2.0})]
+
+
+@pytest.mark.timeout(10)
+def test_an_events_key_survives_the_wire_and_a_bad_one_is_refused():
+    spec = _spec(1)
+    spec.events_key = (1 << 63) - 1
+    assert _wire(spec).events_key == (1 << 63) - 1
+    fields = msgspec.msgpack.decode(msgspec.msgpack.encode(spec))
+    fields[-1] = "not a number"
+    with pytest.raises(msgspec.ValidationError):
+        TaskSpec.from_wire(fields)

@@ -362,7 +362,7 @@ class ActorSubmitter:
         if entry is None:
             return None
         self.lane_reads += 1
-        self._lane_answered(state, entry, message, on_loop=False)
+        self._lane_answered(state, lane, entry, message, on_loop=False)
         return True
 
     def need(self, oids: Iterable[bytes]) -> None:
@@ -399,7 +399,7 @@ class ActorSubmitter:
     def _lane_readable(self, state: ActorState, lane: CallerLane) -> None:
         got, broke = lane.read_all()
         for entry, message in got:
-            self._lane_answered(state, entry, message, on_loop=True)
+            self._lane_answered(state, lane, entry, message, on_loop=True)
         if broke is not None:
             self._lane_broke(state, lane, broke)
         elif lane.loop_done():  # a user thread may push and read it again
@@ -420,7 +420,9 @@ class ActorSubmitter:
         else:  # dropped already (its calls ended then): only the loop's callbacks are left
             lane.close_on_loop(self.core.loop, str(exc))
 
-    def _lane_answered(self, state: ActorState, entry: TaskEntry, message: Any, on_loop: bool) -> None:
+    def _lane_answered(
+        self, state: ActorState, lane: CallerLane, entry: TaskEntry, message: Any, on_loop: bool
+    ) -> None:
         """The reply of a lane's call was read (`message`: the response, or the exception of
         a broken lane). A user thread stores a plain result itself and counts the call as
         ended, so its get returns and its next call may be pushed at once; the loop does the
@@ -432,20 +434,20 @@ class ActorSubmitter:
                 self.lane_calls.pop(oid, None)
         core = self.core
         if on_loop:
-            self._on_lane_reply(state, entry, message)
+            self._on_lane_reply(state, lane, entry, message)
             return
         returns = _plain_returns(message, len(entry.return_ids)) if not entry.done else None
         if returns is None:
-            core.post(self._on_lane_reply, state, entry, message)
+            core.post(self._on_lane_reply, state, lane, entry, message)
             return
         put = core.store.put
         for oid, ret in zip(entry.return_ids, returns):
             put(oid, tuple(ret))
         state.end_call(entry)
         # Calls held back behind this one: wake the loop to send them.
-        (core.post if held else core.post_lazily)(self._on_lane_reply, state, entry, message)
+        (core.post if held else core.post_lazily)(self._on_lane_reply, state, lane, entry, message)
 
-    def _on_lane_reply(self, state: ActorState, entry: TaskEntry, message: Any) -> None:
+    def _on_lane_reply(self, state: ActorState, lane: CallerLane, entry: TaskEntry, message: Any) -> None:
         """I/O thread: a lane call's outcome, handled as one from the connection (`_on_reply`).
 
         A broken lane also closes the lane and the connection (`_lane_broke`), so that a
@@ -453,8 +455,8 @@ class ActorSubmitter:
         self._book(entry, state)
         fut = self.core.loop.create_future()
         if isinstance(message, BaseException):
-            if state.lane is not None:  # it broke (read so by a user thread)
-                self._lane_broke(state, state.lane, message)
+            if state.lane is lane:  # it broke (read so by a user thread); not a newer lane
+                self._lane_broke(state, lane, message)
             fut.set_exception(message)
         elif message[2] is not None:
             try:
@@ -480,7 +482,8 @@ class ActorSubmitter:
         entries = lane.take_all()
         lane.close(reason)
         for entry in entries:
-            self._lane_answered(state, entry, ConnectionClosed(f"the lane closed: {reason}"), on_loop=True)
+            lost = ConnectionClosed(f"the lane closed: {reason}")
+            self._lane_answered(state, lane, entry, lost, on_loop=True)
 
     def _sweep(self) -> None:
         """I/O thread, every SWEEP_SECONDS while lanes are open: read the replies that no one

@@ -44,8 +44,8 @@ class RemoteFunction:
         self._name = getattr(function, "__name__", "function")
         self._pickled: tuple[bytes, bytes] | None = None
         self._shape_cache: dict | None = None
-        # (core, key): this function's `TaskSpec.events_key` with its own options, in that
-        # core's session (a new session, a new key)
+        # (worker id, key): this function's `TaskSpec.events_key` with its own options, in
+        # that core's session (a new session, a new key; the id, not the core, is kept)
         self._events_key: tuple | None = None
         # The signature is read at the first call that needs it; until then (lo > hi) every
         # call takes the slow path, which reads it.
@@ -113,8 +113,8 @@ class RemoteFunction:
         events_key = None
         if group is None and options is self._options:  # (name and shape are its own)
             ek = self._events_key
-            if ek is None or ek[0] is not core:
-                ek = self._events_key = (core, new_events_key())
+            if ek is None or ek[0] is not core.worker_id:
+                ek = self._events_key = (core.worker_id, new_events_key())
             events_key = ek[1]
         num_returns = options["num_returns"]
         num_returns, extra = generator_call(num_returns, options, core)

@@ -323,50 +323,46 @@ class CallerLane:
     def watch(self, loop: Any, callback: Any, *args: Any) -> bool:
         """Have the loop call `callback(*args)` when the socket is readable; False (nothing
         done) when the lane is closed. OSError or ValueError when the loop refuses it."""
-        with self.lock:
-            if self.closed:
-                return False
-            self.watched = True  # (before the loop polls it: from now on nobody closes it)
-        try:
-            loop.add_reader(self.fd, callback, *args)
-        except BaseException:
-            with self.lock:
-                self.watched = False
-                self._release_if_unused()
-            raise
-        return True
+        return self._hold("watched", loop.add_reader, callback, args)
 
     def unwatch(self, loop: Any) -> None:
         """Take the loop's reader callback off the socket (if it has one)."""
         if self.watched:
             loop.remove_reader(self.fd)
-            with self.lock:
-                self.watched = False
-                self._release_if_unused()
+            self._let_go("watched")
 
     def want_write(self, loop: Any, callback: Any, *args: Any) -> bool:
         """Have the loop call `callback(*args)` when the socket is writable (what `_out`
         holds waits for it); False when the lane is closed (what it holds is lost with it)."""
-        with self.lock:
-            if self.closed or self.writing:
-                return not self.closed
-            self.writing = True
-        try:
-            loop.add_writer(self.fd, callback, *args)
-        except BaseException:
-            with self.lock:
-                self.writing = False
-                self._release_if_unused()
-            raise
-        return True
+        return self._hold("writing", loop.add_writer, callback, args)
 
     def done_writing(self, loop: Any) -> None:
         """Take the loop's writer callback off the socket (if it has one)."""
         if self.writing:
             loop.remove_writer(self.fd)
-            with self.lock:
-                self.writing = False
-                self._release_if_unused()
+            self._let_go("writing")
+
+    def _hold(self, flag: str, add: Any, callback: Any, args: tuple) -> bool:
+        """Raise `flag` (the loop uses the socket from now on: nobody closes it), then add
+        the loop's callback; False when the lane is closed, True when it was held already."""
+        with self.lock:
+            if self.closed:
+                return False
+            if getattr(self, flag):
+                return True
+            setattr(self, flag, True)
+        try:
+            add(self.fd, callback, *args)
+        except BaseException:
+            self._let_go(flag)
+            raise
+        return True
+
+    def _let_go(self, flag: str) -> None:
+        """The loop's callback behind `flag` is off: the descriptor may close now."""
+        with self.lock:
+            setattr(self, flag, False)
+            self._release_if_unused()
 
     def close_on_loop(self, loop: Any, reason: str = "closed") -> None:
         """I/O thread: take the loop's callbacks off the socket and close the lane."""

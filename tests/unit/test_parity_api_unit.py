@@ -62,6 +62,7 @@ def core(monkeypatch):
         functions=types.SimpleNamespace(export=lambda key, data: None),
         stopped=True,
         owner_address=("w", "unix://nowhere"),
+        worker_id="w",
     )
     monkeypatch.setattr(context, "current", fake)
     yield recorder.calls

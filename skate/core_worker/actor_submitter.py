@@ -214,6 +214,11 @@ class ActorSubmitter:
         core = self.core
         task_id = task_id or core.task_ids.next()
         return_ids = [_ids.object_id_for_return(task_id, i + 1) for i in range(num_returns)]
+        events_key = None  # this method's, if known (else set below): a field set costs more
+        if task_events:
+            known = self.states.get(actor_id)
+            if known is not None:
+                events_key = known.events_keys.get(method)
         spec = TaskSpec(
             task_id,
             f"{class_name}.{method}",
@@ -224,6 +229,7 @@ class ActorSubmitter:
             method=method,
             actor_id=actor_id,
             concurrency_group=group,
+            events_key=events_key,
         )
         if generator is not None:  # [mode, backpressure threshold, items the owner has]
             spec.generator = generator
@@ -248,7 +254,7 @@ class ActorSubmitter:
             entry.seq = state.next_seq
             state.next_seq += 1
             entry.actor_state = state
-            if task_events:
+            if task_events and events_key is None:  # the method's first call (or a new state)
                 ek = state.events_keys.get(method)
                 if ek is None:
                     ek = state.events_keys[method] = new_events_key()
@@ -533,7 +539,11 @@ class ActorSubmitter:
                 if events is not None:
                     if sent_at is None:
                         sent_at = events.clock()
-                    events.stamp(entry, sent_at)
+                    spec = entry.spec
+                    if spec.sent_at is None and not entry.ev_args:  # sent as submitted
+                        spec.sent_at = sent_at  # (and so submitted and ready: `events.stamp`'s case)
+                    else:
+                        events.stamp(entry, sent_at)
                 self._push(state, entry, conn)
             queue.popleft()
 

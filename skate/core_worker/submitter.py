@@ -92,6 +92,7 @@ class TaskSubmitter:
             max_calls=max_calls,
             runtime_env=env,
             placement_group=placement_group,
+            events_key=events_key if task_events else None,
         )
         if generator is not None:  # [mode, backpressure threshold, items the owner has]
             spec.generator = generator
@@ -103,7 +104,6 @@ class TaskSubmitter:
         entry.strategy = strategy
         if task_events:
             entry.events = core.task_events
-            spec.events_key = events_key
         refs = [ObjectRef(oid, None, core) for oid in return_ids]
         if RECORD_CALL_SITES:
             site = call_site()
@@ -283,8 +283,14 @@ class TaskSubmitter:
         if lease.gpu_ids:
             entry.spec.gpus = lease.gpu_ids
         events = entry.events
-        if events is not None:
-            events.stamp(entry)
+        if events is not None:  # `events.stamp(entry)`, its common case inlined: a call that waited
+            spec = entry.spec
+            waited = entry.ev_args
+            if spec.sent_at is None and waited and waited == entry.ev_ready:
+                spec.ready_at = waited  # (and so submitted)
+                spec.sent_at = events.clock()
+            else:
+                events.stamp(entry)
         if entry.spec.generator is not None:  # a retry skips the items already here
             entry.spec.generator[2] = self.core.streams.received(entry.task_id)
         fut = lease.conn.call("push_task", entry.spec)

@@ -665,3 +665,56 @@ def test_an_events_key_survives_the_wire_and_a_bad_one_is_refused():
     fields[-1] = "not a number"
     with pytest.raises(msgspec.ValidationError):
         TaskSpec.from_wire(fields)
+
+
+@pytest.mark.timeout(10)
+def test_a_burst_of_one_key_takes_the_short_way_and_hands_the_rest_on_unchanged():
+    """Calls with the previous call's events key and only the owner's send time are packed
+    straight away; one of them that waited, one a row cannot hold and one of another key
+    take the long way, with the perf-to-wall offset added once and their own info."""
+    from skate.core_worker import task_events
+
+    worker = TaskEventBuffer(clock=Clock(), perf_offset=lambda: 1000.0)
+    key, other = task_events.new_events_key(), task_events.new_events_key()
+    specs = [_spec(i) for i in range(5)]
+    for spec in specs:
+        spec.events_key, spec.sent_at = key, 50.0
+    specs[2].ready_at = 40.0  # waited for a lease since 40
+    specs[3].attempt = -1  # a row cannot hold it: single events
+    specs[4].events_key, specs[4].name = other, "g"
+    for i, spec in enumerate(specs):
+        worker.ran(_wire(spec), 10.0 * i, 1.0)
+    batch = worker.batch("n", "w", 1)
+    assert batch is not None and batch["done_records"] == 4
+    (rec,) = batch["events"]
+    assert rec[0] == specs[3].task_id and rec[2][-4:] == [ts.RUNNING, 1030.0, ts.FINISHED, 1031.0]
+    rows = _stored_rows(batch)
+    events = {i: rows[s.task_id.hex()]["events"] for i, s in enumerate(specs)}
+    times = {i: [(e["state"], e["created_ms"]) for e in got] for i, got in events.items()}
+    assert times[1] == [
+        ("PENDING_ARGS_AVAIL", 50_000),
+        ("PENDING_NODE_ASSIGNMENT", 50_000),
+        ("SUBMITTED_TO_WORKER", 50_000),
+        ("RUNNING", 1_010_000),
+        ("FINISHED", 1_011_000),
+    ]
+    assert times[2][:3] == [
+        ("PENDING_ARGS_AVAIL", 40_000),
+        ("PENDING_NODE_ASSIGNMENT", 40_000),
+        ("SUBMITTED_TO_WORKER", 50_000),
+    ]
+    assert times[2][3:] == [("RUNNING", 1_020_000), ("FINISHED", 1_021_000)]
+    assert [rows[s.task_id.hex()]["name"] for s in specs] == ["f0", "f0", "f0", "f0", "g"]
+    assert batch["done_jobs"] == {"01000000": 4}
+
+
+@pytest.mark.timeout(10)
+def test_rows_are_counted_by_info_whether_one_or_several():
+    from skate.core_worker.task_events import DONE_ROW, _count_infos
+
+    def rows(infos: list[int]) -> bytes:
+        return b"".join(DONE_ROW.pack(bytes(16), 0, i, 1.0, 1.0, 1.0, 2.0, 3.0) for i in infos)
+
+    assert dict(_count_infos(rows([7] * 5))) == {7: 5}
+    assert dict(_count_infos(rows([7, 7, 3, 7, 2]))) == {7: 3, 3: 1, 2: 1}
+    assert dict(_count_infos(b"")) == {}

@@ -1,33 +1,45 @@
 """What task events cost per call, in instructions: a count this VM's noise does not move.
 
-    python benchmarks/events_instructions.py [async|actor|task] [BATCHES]
+    python benchmarks/events_instructions.py [async|actor|task] [ROUNDS]
 
-Runs the same workload twice under `valgrind --tool=callgrind --trace-children=yes` (events
-on, then off): a fresh runtime, warm-up, every process's counters zeroed, BATCHES bursts of
-1,000 pipelined calls, counters dumped. The report interval is set past the run, so the
-figures are what each call costs; the once-a-second send is a cost per second, not per call.
-Prints instructions per call by process, on and off, and their totals. Needs valgrind; about a minute
-per side for the default 3 batches. A run under valgrind is 50x slower than native, so
+One runtime (this tree) under `valgrind --tool=callgrind --trace-children=yes
+--separate-threads=yes`. After a warm-up, each round runs a burst of 1,000 pipelined calls
+with task events on ("loud") and one with them off ("quiet": Ray's
+`enable_task_events=False`, on a function declared so or on an actor created so), in A B B A
+order; every process's counters are zeroed before a burst and dumped after it, the dump
+named after the side. The report interval is set past the run, so the figures are what each
+call costs (the once-a-second send is a cost per second, not per call).
+
+Prints, per process, the median instructions per call of each side (every thread summed)
+and their difference. The quiet actor is a second actor, so its worker is a process of its
+own: compare the two workers' lines. Needs valgrind; about a minute for the default 4 rounds.
+Valgrind counts instructions in user space only, and its run is 50x slower than native, so
 anything timed (leases, heartbeats) sees a very slow machine.
 """
 
 from __future__ import annotations
 
+import collections
 import glob
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
 
 WORKLOAD = """
-import os, subprocess, sys
+import subprocess, sys
 import skate
 
-kind, batches = sys.argv[1], int(sys.argv[2])
+kind, rounds = sys.argv[1], int(sys.argv[2])
 
 @skate.remote
 def small_value():
+    return b"ok"
+
+@skate.remote(enable_task_events=False)
+def quiet_value():
     return b"ok"
 
 @skate.remote
@@ -42,22 +54,28 @@ class Actor:
 
 skate.init(num_cpus=2)
 if kind == "task":
-    burst = lambda: skate.get([small_value.remote() for _ in range(1000)])
+    loud = lambda: skate.get([small_value.remote() for _ in range(1000)])
+    quiet = lambda: skate.get([quiet_value.remote() for _ in range(1000)])
 else:
-    a = (AsyncActor if kind == "async" else Actor).remote()
-    burst = lambda: skate.get([a.small_value.remote() for _ in range(1000)])
+    cls = AsyncActor if kind == "async" else Actor
+    a, b = cls.remote(), cls.options(enable_task_events=False).remote()
+    loud = lambda: skate.get([a.small_value.remote() for _ in range(1000)])
+    quiet = lambda: skate.get([b.small_value.remote() for _ in range(1000)])
 for _ in range(3):
-    burst()
-subprocess.run(["callgrind_control", "-z"], capture_output=True)
-for _ in range(batches):
-    burst()
-subprocess.run(["callgrind_control", "--dump=measured"], capture_output=True)
+    loud()
+    quiet()
+for r in range(rounds):
+    for name in ("loud", "quiet") if r % 2 == 0 else ("quiet", "loud"):
+        subprocess.run(["callgrind_control", "-z"], capture_output=True)
+        (loud if name == "loud" else quiet)()
+        subprocess.run(["callgrind_control", f"--dump={name}"], capture_output=True)
 skate.shutdown()
 """
 
 
-def count(kind: str, batches: int, env: dict[str, str]) -> dict[str, int]:
-    """Instructions by process (the command's module, or "driver") over the measured part."""
+def count(kind: str, rounds: int) -> dict[str, dict[str, list[float]]]:
+    """Instructions per call by process ("driver" or its module's last part, and pid), side
+    and burst."""
     out = tempfile.mkdtemp(prefix="skate-cg-")
     script = os.path.join(out, "workload.py")
     with open(script, "w") as f:
@@ -65,42 +83,58 @@ def count(kind: str, batches: int, env: dict[str, str]) -> dict[str, int]:
     cmd = [
         "valgrind",
         "--tool=callgrind",
+        "--separate-threads=yes",
         "--trace-children=yes",
         "--trace-children-skip=*callgrind_control*,*perl*,*libexec*",
         f"--callgrind-out-file={out}/cg.%p",
         os.path.realpath(sys.executable),
         script,
         kind,
-        str(batches),
+        str(rounds),
     ]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=root, **env)
-    subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=1200)
-    found: dict[str, int] = {}
-    for path in glob.glob(f"{out}/cg.*.1"):  # the dumps named "measured"
+    env = dict(os.environ, PYTHONPATH=root, SKATE_TASK_EVENTS_REPORT_INTERVAL_MS="100000000")
+    subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=1800)
+    totals: dict[tuple[str, int, str], int] = collections.defaultdict(int)  # (pid, dump, side)
+    names: dict[str, str] = {}
+    for path in glob.glob(f"{out}/cg.*.*"):  # cg.<pid>.<dump>-<thread>
+        m = re.match(r".*/cg\.(\d+)\.(\d+)-\d+$", path)
+        if not m:
+            continue
         with open(path) as f:
             text = f.read(4096)
+        side = re.search(r"^desc: Trigger: .*?(loud|quiet)", text, re.M)
         total = re.search(r"^summary: (\d+)", text, re.M)
         command = re.search(r"^cmd: (.*)$", text, re.M)
-        if not total or not command:
+        if not side or not total:
             continue
-        module = re.search(r"-m (\S+)", command.group(1))
-        name = module.group(1).rsplit(".", 1)[-1] if module else "driver"
-        if int(total.group(1)) > 1000 * batches:  # (idle zygotes and helpers left out)
-            found[f"{name} {len(found)}"] = int(total.group(1))
+        pid = m.group(1)
+        totals[(pid, int(m.group(2)), side.group(1))] += int(total.group(1))
+        module = re.search(r"-m (\S+)", command.group(1)) if command else None
+        names[pid] = module.group(1).rsplit(".", 1)[-1] if module else "driver"
+    found: dict[str, dict[str, list[float]]] = {}
+    for (pid, _, side), total in sorted(totals.items()):
+        found.setdefault(f"{names[pid]} {pid}", {"loud": [], "quiet": []})[side].append(total / 1000)
     return found
 
 
 def main() -> None:
     kind = sys.argv[1] if len(sys.argv) > 1 else "async"
-    batches = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-    calls = 1000 * batches
-    on = count(kind, batches, {"SKATE_TASK_EVENTS_REPORT_INTERVAL_MS": "100000000"})
-    off = count(kind, batches, {"SKATE_TASK_EVENTS": "0"})
-    print(f"{kind}: instructions per call over {calls} calls (events on / off / difference)")
-    for label, side in (("on", on), ("off", off)):
-        print(f"  {label}: " + ", ".join(f"{k} {v / calls:,.0f}" for k, v in sorted(side.items())))
-    print(f"  all processes: on {sum(on.values()) / calls:,.0f}, off {sum(off.values()) / calls:,.0f}")
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 4
+    print(f"{kind}: instructions per call, median of {rounds} bursts of 1,000 (loud / quiet / difference)")
+    sums = {"loud": 0.0, "quiet": 0.0}
+    for name, sides in count(kind, rounds).items():
+        if max(sides["loud"] + sides["quiet"], default=0) < 1000:  # idle processes
+            continue
+        med = {side: statistics.median(v) if v else 0.0 for side, v in sides.items()}
+        for side in sums:
+            sums[side] += med[side]
+        _line(name, med["loud"], med["quiet"])
+    _line("all processes", sums["loud"], sums["quiet"])
+
+
+def _line(name: str, loud: float, quiet: float) -> None:
+    print(f"  {name:22} {loud:9,.0f} {quiet:9,.0f} {loud - quiet:+8,.0f}")
 
 
 if __name__ == "__main__":

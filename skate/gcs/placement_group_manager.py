@@ -32,6 +32,9 @@ logger = logging.getLogger("skate.gcs.placement_groups")
 
 PENDING, CREATED, REMOVED, RESCHEDULING = "PENDING", "CREATED", "REMOVED", "RESCHEDULING"
 RETRY_S = 0.1  # a failed prepare is tried again this soon (or when resources change)
+# How long a node's resource reports that predate a return of bundles (see `report_is_stale`)
+# are set aside at most: a raylet that never echoes the return is believed again after this.
+STALE_REPORT_S = 5.0
 
 
 @dataclass
@@ -292,7 +295,17 @@ class PlacementGroupManager:
     def _return(self, pg_id: str, node_id: str, indices: list[int] | None, removed: bool) -> None:
         conn = self.gcs.node_conns.get(node_id)
         if conn is not None and not conn.closed:
-            conn.notify("return_bundles", {"pg_id": pg_id, "indices": indices, "removed": removed})
+            self._send_return(node_id, conn, {"pg_id": pg_id, "indices": indices, "removed": removed})
+
+    def _send_return(self, node_id: str, conn: Connection, payload: dict) -> None:
+        """Tell a raylet to give bundles back, numbered: its reports say which return they
+        saw last, and the GCS sets aside the ones sent before it handled this one (they
+        would undo the GCS's view of the freed resources: `report_is_stale`)."""
+        node = self.gcs.nodes.get(node_id)
+        if node is not None:
+            node["returns_sent"] = payload["seq"] = node.get("returns_sent", 0) + 1
+            node["returned_at"] = time.monotonic()
+        conn.notify("return_bundles", payload)
 
     def _schedule_retry(self, delay: float = 0.0) -> None:
         if not self._retry_scheduled and self.pending:
@@ -342,7 +355,7 @@ class PlacementGroupManager:
             if conn.closed:
                 continue
             indices = holding.get(node_id)
-            conn.notify("return_bundles", {"pg_id": info.pg_id, "indices": indices, "removed": True})
+            self._send_return(node_id, conn, {"pg_id": info.pg_id, "indices": indices, "removed": True})
             node = self.gcs.nodes.get(node_id)
             if node is None or not indices:
                 continue
@@ -394,3 +407,14 @@ class PlacementGroupManager:
     def is_removed(self, pg_id: str) -> bool:
         info = self.groups.get(pg_id)
         return info is not None and info.state == REMOVED
+
+
+def report_is_stale(node: dict, report: dict, now: float) -> bool:
+    """Whether a raylet's resource report predates the last return of bundles the GCS sent
+    it: the raylet wrote it before it handled that return (reports and returns cross on the
+    connection), so its resources would undo the freed ones in the GCS's view until the next
+    report. Set aside for at most STALE_REPORT_S after the return; a report without the
+    field (an older raylet) is never stale."""
+    sent = node.get("returns_sent", 0)
+    seen = report.get("returns_seen", sent)
+    return type(seen) is int and seen < sent and now - node.get("returned_at", 0.0) < STALE_REPORT_S

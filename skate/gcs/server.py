@@ -27,7 +27,7 @@ from skate.gcs.kv_store import KvStore, Namespace
 from skate.gcs.kv_waiters import KvWaiters
 from skate.gcs.persistence import GcsTables
 from skate.gcs.placement import SPREAD_THRESHOLD, NodeLoad, PlacementIndex, choose_node
-from skate.gcs.placement_group_manager import PlacementGroupManager
+from skate.gcs.placement_group_manager import PlacementGroupManager, report_is_stale
 from skate.gcs.recovery import gcs_info, open_tables, reattach_job, recover
 from skate.gcs.storage import GcsStorage, MemoryStorage
 from skate.gcs.task_event_store import TaskEventStore
@@ -297,11 +297,13 @@ class GcsServer:
         """A raylet's resources changed, or its heartbeat."""
         node = self.nodes.get(p["node_id"])
         if node is not None and node["alive"]:
-            changed = node.get("available") != p["available"]
-            node["available"] = p["available"]
-            if "resources" in p and p["resources"] != node.get("resources"):
-                node["resources"] = p["resources"]
-                changed = True
+            changed = False
+            if not report_is_stale(node, p, time.monotonic()):  # (its resources predate a return)
+                changed = node.get("available") != p["available"]
+                node["available"] = p["available"]
+                if "resources" in p and p["resources"] != node.get("resources"):
+                    node["resources"] = p["resources"]
+                    changed = True
             node["store_used"] = p.get("store_used", 0)
             node["pending"] = p.get("pending", [])
             node["last_seen"] = time.monotonic()

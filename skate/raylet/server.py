@@ -69,6 +69,7 @@ class Raylet:
         soft_limit = max(1, int(self.resources.get("CPU", 1)))
         self.labels = _labels.node_labels(self.node_id, json.loads(args.labels or "{}"))
         self.scheduler = LocalScheduler(self.resources, soft_limit, self.node_id, self.labels)
+        self.returns_seen = 0  # the GCS's number of the last return of bundles handled here
         self.node_ip = args.node_ip
         self.address = f"unix://{self.session_dir}/sockets/raylet-{self.node_id[:8]}.sock"
         self.clients: dict[str, Connection] = {}
@@ -509,6 +510,7 @@ class Raylet:
                     "spilled_bytes": self.store.spilled_bytes,
                     "restored_bytes": self.store.restored_bytes,
                     "pending": self.scheduler.pending_shapes(),
+                    "returns_seen": self.returns_seen,
                 },
             )
 
@@ -534,6 +536,9 @@ class Raylet:
     def h_return_bundles(self, conn: Connection, p: dict) -> bool:
         """Give back a group's bundles here (rollback or removal): what ran in them is killed."""
         self.apply(self.scheduler.return_bundles(p["pg_id"], p.get("indices"), bool(p.get("removed"))))
+        if type(p.get("seq")) is int:  # reports carry it from now on (the GCS's `report_is_stale`)
+            self.returns_seen = p["seq"]
+            self._mark_resources_dirty()  # and the next goes now
         return True
 
     # -- handlers ---------------------------------------------------------------------

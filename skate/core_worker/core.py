@@ -20,6 +20,7 @@ import asyncio
 import collections
 import concurrent.futures
 import logging
+import math
 import os
 import sys
 import threading
@@ -39,7 +40,7 @@ from skate.core_worker.plasma import ArenaMapping
 from skate.core_worker.reference_counter import ReferenceCounter
 from skate.core_worker.runtime_envs import RuntimeEnvResolver
 from skate.core_worker.submitter import TaskSubmitter
-from skate.core_worker.task_events import TaskEventBuffer, enabled, interval_s
+from skate.core_worker.task_events import TRIM_INTERVAL_S, TaskEventBuffer, enabled, interval_s
 from skate.exceptions import RaySystemError
 from skate.protocol import Connection, connect, listen
 from skate.protocol.connection import DeferredReply
@@ -133,7 +134,7 @@ class CoreWorker:
 
     def _send_task_events(self, again: bool = False) -> None:
         """I/O loop: send what the task event buffer holds as one message; with again, every
-        interval from now on."""
+        interval from now on (and trim its rows between sends, at most a second apart)."""
         events = self.task_events
         if events is not None:  # (None: switched off meanwhile, by a benchmark)
             in_flight = reversed(self.submitter.manager.pending.values())  # newest first
@@ -141,7 +142,16 @@ class CoreWorker:
             if batch is not None and self.gcs is not None and not self.gcs.closed:
                 self.gcs.notify("add_task_events", batch)
         if again and not self.stopped:
-            self.loop.call_later(interval_s(), self._send_task_events, True)
+            interval = interval_s()
+            trims = math.ceil(interval / TRIM_INTERVAL_S) - 1
+            for i in range(1, trims + 1):
+                self.loop.call_later(interval * i / (trims + 1), self._trim_task_events)
+            self.loop.call_later(interval, self._send_task_events, True)
+
+    def _trim_task_events(self) -> None:
+        events = self.task_events
+        if events is not None:
+            events.trim()
 
     def _run_loop(self, ready: concurrent.futures.Future) -> None:
         loop = _event_loop.new_event_loop()

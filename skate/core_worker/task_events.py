@@ -23,7 +23,9 @@ reported) go through a deque of single events. One `add_task_events` message per
 never one per event; the GCS keeps a bounded window (`gcs.task_event_store`).
 
 Both are bounded (`max_events`): a process that cannot send keeps the newest single events
-and rows, and counts a drain that finds either full as (at least) one dropped. Off with
+and rows. It counts a drain that finds the single events full as (at least) one dropped,
+and each row it trims as one (the rows are trimmed at every send, and between sends at
+most a second apart: `TRIM_INTERVAL_S`). Off with
 `_system_config={"enable_task_events": False}` or SKATE_TASK_EVENTS=0: the core worker then
 has no buffer and the hooks are skipped after one `is None` test. Off for some calls with
 Ray's `enable_task_events=False` option (of a task, an actor or a method): the owner keeps
@@ -49,6 +51,7 @@ from skate._ids import TASK_ID_BYTES
 
 DEFAULT_INTERVAL_S = 1.0
 DEFAULT_MAX_EVENTS = 100_000
+TRIM_INTERVAL_S = 1.0  # the most time between two trims of the rows (see `TaskEventBuffer.trim`)
 MAX_CACHED_INFOS = 1024  # distinct (function, options) whose info is cached per process
 MAX_EVENTS_KEYS = 4096  # owners' events keys remembered per process (see TaskSpec.events_key)
 ERROR_MESSAGE_LIMIT = 1000
@@ -59,9 +62,11 @@ _INFO = -3
 DONE_ROW = ts.DONE_ROW
 _NAN = float("nan")
 _pack = DONE_ROW.pack
+SHORT_ROW = ts.SHORT_ROW
+_pack_short = SHORT_ROW.pack
 # The info key of each packed row, read as ints straight from the joined rows (no tuple per
 # row): the row is a whole number of 4-byte words and the key is the sixth.
-_INFO_WORD, _ROW_WORDS = 5, DONE_ROW.size // 4
+_INFO_WORD = 5
 _LITTLE_ENDIAN = sys.byteorder == "little"
 
 
@@ -125,11 +130,17 @@ class TaskEventBuffer:
     ):
         self.events: collections.deque = collections.deque(maxlen=max_events)  # single events
         # packed rows (DONE_ROW) of calls that ran here and ended, appended by the threads
-        # that run them, one bytes object each (nothing for the garbage collector to trace);
-        # an append is atomic and bounded (the oldest row goes when full), so a row costs
-        # its thread no check, and a drain takes them one by one (appends meanwhile stay)
-        self.done: collections.deque[bytes] = collections.deque(maxlen=max_events)
-        self._add_row = self.done.append
+        # that run them into one byte array (nothing for the garbage collector to trace, no
+        # object kept per row: the packed bytes are freed at once, so the next row reuses
+        # their memory). An extend is one C call under the GIL, so the array holds whole
+        # rows, and a drain or a trim cuts whole rows off its front while threads append
+        # (`_take_rows`). Its thread checks no bound: `trim`, at every interval and at most
+        # a second apart, keeps the newest `max_events` rows.
+        self.done = bytearray()
+        self._add_row = self.done.extend
+        # the usual call's rows (SHORT_ROW: see `ran`), the same way
+        self.short = bytearray()
+        self._add_short = self.short.extend
         self.max_events = max_events
         self.clock = clock
         # what turns the executor's `time.perf_counter()` readings into `clock`'s time (a
@@ -295,15 +306,14 @@ class TaskEventBuffer:
         seconds later: its row, with the owner's times. The executor's thread pays for this
         on every call, so the common case (the owner's events key of the previous call, the
         owner's one time: pushed as it was submitted) is one comparison, one pack and one
-        append; anything else is `_ran_keyed`'s."""
+        append of a `SHORT_ROW` (the perf reading and the duration as they are: the drain
+        sends the offset to the wall clock once); anything else is `_ran_keyed`'s."""
         last = self._last_info
         if spec.events_key == last[0] and spec.ready_at is None and spec.submitted_at is None:
             tid = spec.task_id
             if len(tid) == TASK_ID_BYTES:
-                wall = start + self.perf_offset
-                sent = spec.sent_at
                 try:
-                    self._add_row(_pack(tid, spec.attempt, last[1], sent, sent, sent, wall, wall + took))
+                    self._add_short(_pack_short(tid, spec.attempt, last[1], spec.sent_at, start, took))
                     return
                 except struct.error:  # a bad attempt, no times
                     pass
@@ -431,11 +441,12 @@ class TaskEventBuffer:
             start = began + offset
             if start <= cutoff and tid not in reported and tid not in records and len(reported) < limit:
                 records[tid] = [tid, attempt, [ts.RUNNING, start], -1, None]
-        done = self._take_rows()
-        if reported and done:  # ended calls an earlier drain reported in flight: open records
-            done, states = self._reopen(done, records, earlier, infos)
+        self.trim()
+        done, short = _take(self.done), _take(self.short)
+        if reported and (done or short):  # ended calls an earlier drain reported in flight: open records
+            done, short, states = self._reopen(done, short, records, earlier, infos, offset)
             singles += states
-        if not records and not done:
+        if not records and not done and not short:
             return None
         opened: list[list] = []
         for rec in itertools.chain(earlier, records.values()):
@@ -445,54 +456,73 @@ class TaskEventBuffer:
             else:
                 reported.discard(tid)
             opened.append(rec)
-        rows = len(done) // DONE_ROW.size
+        rows = len(done) // DONE_ROW.size + len(short) // SHORT_ROW.size
         if reported and rows:  # reported by a drain between `ran` and its row's taking
-            for tid, *_ in DONE_ROW.iter_unpack(done):
+            for tid, *_ in itertools.chain(DONE_ROW.iter_unpack(done), SHORT_ROW.iter_unpack(short)):
                 reported.discard(tid)
         jobs: dict[str, int] = {}
-        if done:
-            for info, count in _count_infos(done).items():
-                if info not in infos:
-                    infos[info] = self._infos[info]
-                job = infos[info]["job_id"] or ""
-                jobs[job] = jobs.get(job, 0) + count
-        return Drained(infos, opened, done, jobs, singles + 5 * rows)
+        for packed, fmt in ((done, DONE_ROW), (short, SHORT_ROW)):
+            if packed:
+                for info, count in _count_infos(packed, fmt).items():
+                    if info not in infos:
+                        infos[info] = self._infos[info]
+                    job = infos[info]["job_id"] or ""
+                    jobs[job] = jobs.get(job, 0) + count
+        return Drained(infos, opened, done, jobs, singles + 5 * rows, short, offset)
 
-    def _take_rows(self) -> bytes:
-        """Every row appended so far, joined (rows other threads append meanwhile stay)."""
-        rows = self.done
-        n = len(rows)
-        if n == 0:
-            return b""
-        if n >= self.max_events:
-            self.dropped += 1  # at least one: the deque may have let the oldest go
-        # n pops, looped in C (starmap), not one by one from Python: about half the time
-        return b"".join(itertools.starmap(rows.popleft, itertools.repeat((), n)))
+    def trim(self) -> None:
+        """Drop the oldest rows past `max_events` (of each kind), counted (I/O loop: at
+        every send, and between sends at most a second apart, so rows never pile up past the
+        bound by more than a second's)."""
+        for rows, size in ((self.done, DONE_ROW.size), (self.short, SHORT_ROW.size)):
+            excess = len(rows) - self.max_events * size
+            if excess > 0:
+                excess += -excess % size  # (whole rows; appends meanwhile only add rows)
+                del rows[:excess]
+                self.dropped += excess // size
 
-    def _reopen(self, done: bytes, records: dict, earlier: list, infos: dict) -> tuple[bytes, int]:
-        """Take the rows of calls reported in flight out of `done`: their start went out as an
-        open record, and so goes their end (merged into `records`). The rest, and how many
-        states the records gained."""
+    def _reopen(
+        self, done: bytearray, short: bytearray, records: dict, earlier: list, infos: dict, offset: float
+    ) -> tuple[bytearray, bytearray, int]:
+        """Take the rows of calls reported in flight out of `done` and `short`: their start
+        went out as an open record, and so goes their end (merged into `records`). The rest
+        of each, and how many states the records gained."""
         reported = self._reported
-        kept = bytearray()
         states = 0
-        size = DONE_ROW.size
-        for at in range(0, len(done), size):
-            row = done[at : at + size]
-            tid, attempt, info, args, ready, sent, start, end = DONE_ROW.unpack(row)
+        kept = bytearray()
+        for tid, attempt, info, args, ready, sent, start, end in DONE_ROW.iter_unpack(done):
             if tid not in reported:
-                kept += row
+                kept += _pack(tid, attempt, info, args, ready, sent, start, end)
                 continue
-            seen = [*ts.owner_states((args, ready, sent)), ts.RUNNING, start, ts.FINISHED, end]
-            rec = records.get(tid)
-            if rec is None or rec[1] != attempt:
-                if rec is not None:
-                    earlier.append(rec)
-                rec = records[tid] = [tid, attempt, [], -1, None]
-            rec[2] += seen
-            rec[3] = self._info_key(info, infos)
-            states += len(seen) // 2
-        return bytes(kept), states
+            states += self._merge_row(
+                records, earlier, infos, (tid, attempt, info), (args, ready, sent), start, end
+            )
+        kept_short = bytearray()
+        for tid, attempt, info, sent, start, took in SHORT_ROW.iter_unpack(short):
+            if tid not in reported:
+                kept_short += _pack_short(tid, attempt, info, sent, start, took)
+                continue
+            wall = start + offset
+            states += self._merge_row(
+                records, earlier, infos, (tid, attempt, info), (sent,) * 3, wall, wall + took
+            )
+        return kept, kept_short, states
+
+    def _merge_row(
+        self, records: dict, earlier: list, infos: dict, row: tuple, owner: tuple, start: float, end: float
+    ) -> int:
+        """One row's states (`row`: task id, attempt, info key) into its attempt's open
+        record; how many."""
+        tid, attempt, info = row
+        seen = [*ts.owner_states(owner), ts.RUNNING, start, ts.FINISHED, end]
+        rec = records.get(tid)
+        if rec is None or rec[1] != attempt:
+            if rec is not None:
+                earlier.append(rec)
+            rec = records[tid] = [tid, attempt, [], -1, None]
+        rec[2] += seen
+        rec[3] = self._info_key(info, infos)
+        return len(seen) // 2
 
     def _info_key(self, info: Any, infos: dict[int, dict]) -> int:
         """The batch's key of a cached info id, or of a spec's info built now."""
@@ -507,16 +537,19 @@ class TaskEventBuffer:
     def batch(self, node_id: str, worker_id: str, pid: int, in_flight: Iterable[Any] = ()) -> dict | None:
         """The `add_task_events` message for what was recorded since the last one (None:
         nothing): {node_id, worker_id, pid, infos (by key), events (the open records), done
-        (one blob of `[node_id, worker_id, pid, infos, rows]`, or None), done_records,
+        (one blob of `[node_id, worker_id, pid, infos, rows, short rows, their perf-to-wall
+        offset]`, or None), done_records,
         done_jobs (rows by job), num_events (a row counts five), dropped}."""
         drained = self.drain(in_flight)
         if drained is None:
             return None
         dropped, self.dropped = self.dropped, 0
         blob = None
-        done = len(drained.done) // DONE_ROW.size
+        done = len(drained.done) // DONE_ROW.size + len(drained.short) // SHORT_ROW.size
         if done:
-            blob = _encode([node_id, worker_id, pid, drained.infos, drained.done])
+            blob = _encode(
+                [node_id, worker_id, pid, drained.infos, drained.done, drained.short, drained.offset]
+            )
         return {
             "node_id": node_id,
             "worker_id": worker_id,
@@ -550,12 +583,13 @@ def _static_key(spec: Any) -> tuple:
     )
 
 
-def _count_infos(rows: bytes) -> dict[int, int]:
-    """How many of the packed rows have each info key (usually a batch of one function)."""
+def _count_infos(rows: bytes | bytearray, fmt: struct.Struct = DONE_ROW) -> dict[int, int]:
+    """How many of the packed rows (of format `fmt`, DONE_ROW or SHORT_ROW: the info key is
+    the sixth 4-byte word of both) have each info key (usually a batch of one function)."""
     if _LITTLE_ENDIAN:
-        keys = memoryview(rows).cast("i")[_INFO_WORD::_ROW_WORDS].tolist()
+        keys = memoryview(rows).cast("i")[_INFO_WORD :: fmt.size // 4].tolist()
     else:
-        keys = [row[2] for row in DONE_ROW.iter_unpack(rows)]
+        keys = [row[2] for row in fmt.iter_unpack(rows)]
     if keys:
         first = keys[0]
         if keys.count(first) == len(keys):  # (a count in C: a tenth of a Counter's time)
@@ -563,15 +597,28 @@ def _count_infos(rows: bytes) -> dict[int, int]:
     return collections.Counter(keys)
 
 
+def _take(rows: bytearray) -> bytearray:
+    """Every row appended so far to `rows` (rows other threads append meanwhile stay)."""
+    n = len(rows)  # whole rows: each append is one extend
+    if n == 0:
+        return bytearray()
+    taken = rows[:n]  # (a copy: the drain's own; a bytes object would be a second)
+    del rows[:n]  # (the front of a byte array goes without a copy)
+    return taken
+
+
 class Drained(NamedTuple):
     """What one drain took: the batch's info dicts by key, its open records, the done rows
-    (packed, joined), the rows by job, and how many events all that stands for."""
+    (packed, joined), the rows by job, how many events all that stands for, the short rows
+    (SHORT_ROW, joined) and the perf-to-wall offset their start readings need."""
 
     infos: dict[int, dict]
     opened: list[list]
-    done: bytes
+    done: bytes | bytearray
     jobs: dict[str, int]
     num_events: int
+    short: bytes | bytearray = b""
+    offset: float = 0.0
 
 
 _encode = msgspec.msgpack.Encoder().encode

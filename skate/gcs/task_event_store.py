@@ -195,8 +195,11 @@ class TaskEventStore:
             blob, count, _ = blobs.popleft()
             self._blob_records -= count
             try:
-                node_id, worker_id, pid, infos, rows = _decode(blob)
-                self._merge(node_id, worker_id, pid, infos, _done_records(rows))
+                node_id, worker_id, pid, infos, rows, *short = _decode(blob)
+                records = _done_records(rows)
+                if short:  # [short rows, the perf-to-wall offset of their readings]
+                    records += _short_records(*short)
+                self._merge(node_id, worker_id, pid, infos, records)
             except _MALFORMED:
                 self.malformed += 1  # a sender's bug: its records are lost, the window is not
 
@@ -256,6 +259,18 @@ def _done_records(rows: bytes) -> list[list]:
     for tid, attempt, info, args, ready, pushed, start, end in ts.DONE_ROW.iter_unpack(rows):
         times = ts.owner_states((args, ready, pushed))
         times += (ts.RUNNING, start, ts.FINISHED, end)
+        out.append([tid, attempt, times, info, None])
+    return out
+
+
+def _short_records(rows: bytes, offset: float) -> list[list]:
+    """A worker's short rows (`_task_states.SHORT_ROW`: one owner time, a perf reading and a
+    duration) as records."""
+    out = []
+    for tid, attempt, info, sent, start, took in ts.SHORT_ROW.iter_unpack(rows):
+        start += offset
+        times = ts.owner_states((sent, sent, sent))
+        times += (ts.RUNNING, start, ts.FINISHED, start + took)
         out.append([tid, attempt, times, info, None])
     return out
 

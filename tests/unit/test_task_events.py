@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
 import msgspec
 import pytest
 
 from skate import _task_states as ts
 from skate._system_config import parse
+from skate._task_states import DONE_ROW
 from skate.core_worker.task_events import MAX_CACHED_INFOS, TaskEventBuffer, owner_times
 from skate.gcs.task_event_store import TaskEventStore, answer
 from skate.protocol.messages import TaskSpec
@@ -478,11 +481,11 @@ def test_rows_of_two_jobs_are_counted_by_job_and_calls_past_the_cache_go_with_th
 
 
 @pytest.mark.timeout(10)
-def test_done_rows_are_bounded_and_a_drain_that_finds_them_full_counts_a_drop():
+def test_done_rows_are_bounded_and_each_row_trimmed_counts_a_drop():
     buf = _buffer(max_events=3)
     _finish_all(buf, [_spec(i) for i in range(5)])
     batch = buf.batch("n", "w", 1, ())
-    assert batch is not None and batch["done_records"] == 3 and batch["dropped"] == 1
+    assert batch is not None and batch["done_records"] == 3 and batch["dropped"] == 2
     assert set(_stored_rows(batch)) == {_spec(i).task_id.hex() for i in (2, 3, 4)}  # the newest
     _finish_all(buf, [_spec(5)])
     again = buf.batch("n", "w", 1, ())
@@ -718,3 +721,165 @@ def test_rows_are_counted_by_info_whether_one_or_several():
     assert dict(_count_infos(rows([7] * 5))) == {7: 5}
     assert dict(_count_infos(rows([7, 7, 3, 7, 2]))) == {7: 3, 3: 1, 2: 1}
     assert dict(_count_infos(b"")) == {}
+
+
+@pytest.mark.timeout(10)
+def test_a_trim_between_sends_keeps_the_newest_rows_and_counts_the_rest():
+    buf = _buffer(max_events=3)
+    _finish_all(buf, [_spec(i) for i in range(4)])
+    buf.trim()
+    assert len(buf.done) == 3 * DONE_ROW.size and buf.dropped == 1
+    buf.trim()  # at the bound: nothing more goes
+    assert len(buf.done) == 3 * DONE_ROW.size and buf.dropped == 1
+    _finish_all(buf, [_spec(4)])
+    batch = buf.batch("n", "w", 1, ())
+    assert batch is not None and batch["done_records"] == 3 and batch["dropped"] == 2
+    assert set(_stored_rows(batch)) == {_spec(i).task_id.hex() for i in (2, 3, 4)}
+
+
+@pytest.mark.timeout(30)
+def test_rows_appended_while_drains_run_are_each_sent_once_and_whole():
+    """A thread appends rows of both kinds (a spec without the owner's events key: the long
+    way; with one, after its first: the short way) while drains take them."""
+    from skate.core_worker import task_events
+
+    buf = _buffer()
+    key = task_events.new_events_key()
+    specs = [_sent(_spec(i)) for i in range(20_000)]
+    for i, spec in enumerate(specs):
+        spec.name = "f"  # one function: every call a row
+        if i // 10 % 2:  # runs of ten calls each way
+            spec.events_key, spec.sent_at = key, 50.0
+    done = threading.Event()
+
+    def run() -> None:
+        for spec in specs:
+            buf.ran(spec, 1.0, 1.0)
+        done.set()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    seen: list[bytes] = []
+    batches = shorts = 0
+    while True:
+        finished = done.is_set()
+        batch = buf.batch("n", "w", 1, ())
+        if batch is not None and batch["done"] is not None:
+            batches += 1
+            _, _, _, _, rows, short, _ = msgspec.msgpack.decode(batch["done"])
+            assert len(rows) % DONE_ROW.size == 0 and len(short) % task_events.SHORT_ROW.size == 0
+            got = [row[0] for row in DONE_ROW.iter_unpack(rows)]
+            got += [row[0] for row in task_events.SHORT_ROW.iter_unpack(short)]
+            assert len(got) == batch["done_records"]
+            seen += got
+            shorts += len(short) // task_events.SHORT_ROW.size
+        if finished:
+            break
+    thread.join()
+    assert buf.dropped == 0 and not buf.done and not buf.short and batches > 1, (
+        batches
+    )  # drains ran meanwhile
+    assert sorted(seen) == sorted(s.task_id for s in specs)
+    assert shorts == 9_000  # each run of ten with the key: its first the long way
+
+
+@pytest.mark.timeout(10)
+def test_a_short_row_of_a_call_reported_running_ends_as_an_open_record_and_the_rest_stay_rows():
+    """Calls of one events key pushed as submitted take `ran`'s short way (SHORT_ROW, the
+    perf reading kept raw): one a drain reported running comes out of the short rows as an
+    open record, its times on the wall clock; the others stay short rows, read by the GCS
+    with the batch's offset."""
+    from skate.core_worker import task_events
+
+    worker = TaskEventBuffer(clock=Clock(), perf_offset=lambda: 1000.0)
+    key = task_events.new_events_key()
+    specs = [_spec(i) for i in range(4)]
+    for spec in specs:
+        spec.events_key, spec.sent_at = key, 50.0
+    worker.ran(_wire(specs[0]), 1.0, 1.0)  # the key's first call: the long way, found its info
+    worker.running_calls = lambda: [(specs[1].task_id, 0, 2.0)]
+    first = worker.batch("n", "w", 1)
+    assert first is not None and first["done_records"] == 1
+    assert first["events"] == [[specs[1].task_id, 0, [ts.RUNNING, 1002.0], -1, None]]
+    worker.running_calls = tuple
+    for i in (1, 2, 3):
+        worker.ran(_wire(specs[i]), 10.0 * i, 1.0)
+    assert len(worker.short) == 3 * task_events.SHORT_ROW.size and not worker.done  # the short way
+    batch = worker.batch("n", "w", 1)
+    assert batch is not None and batch["done_records"] == 2 and batch["done_jobs"] == {"01000000": 2}
+    (rec,) = batch["events"]
+    assert rec[0] == specs[1].task_id
+    assert rec[2] == [
+        *(ts.PENDING_ARGS_AVAIL, 50.0, ts.PENDING_NODE_ASSIGNMENT, 50.0, ts.SUBMITTED_TO_WORKER, 50.0),
+        *(ts.RUNNING, 1010.0, ts.FINISHED, 1011.0),  # on the wall clock
+    ]
+    assert not worker._reported and batch["num_events"] == 5 + 2 * 5
+    rows = _stored_rows(batch)
+    assert set(rows) == {specs[i].task_id.hex() for i in (1, 2, 3)}
+    assert {rows[specs[i].task_id.hex()]["state"] for i in (1, 2, 3)} == {"FINISHED"}
+    got = [(e["state"], e["created_ms"]) for e in rows[specs[3].task_id.hex()]["events"]]
+    assert got == [
+        ("PENDING_ARGS_AVAIL", 50_000),
+        ("PENDING_NODE_ASSIGNMENT", 50_000),
+        ("SUBMITTED_TO_WORKER", 50_000),
+        ("RUNNING", 1_030_000),
+        ("FINISHED", 1_031_000),
+    ]
+
+
+@pytest.mark.timeout(10)
+def test_a_blob_with_bad_short_rows_is_counted_malformed_and_the_window_keeps_the_rest():
+    store = TaskEventStore(100)
+    good = _buffer()
+    _finish_all(good, [_spec(1)])
+    store.add_batch(good.batch("n", "w", 1, ()))  # type: ignore[arg-type]
+    enc = msgspec.msgpack.encode
+    row = ts.SHORT_ROW.pack(_spec(2).task_id, 0, 0, 1.0, 2.0, 3.0)
+    for bad in (
+        [b"", b"x" * 5, 0.0],
+        [b"", row, "offset"],
+        [b"", row],
+    ):  # a torn row, a bad offset, no offset
+        store.add_batch(
+            {
+                "node_id": "n",
+                "worker_id": "w",
+                "pid": 1,
+                "events": [],
+                "done_records": 1,
+                "done": enc(["n", "w", 1, {}, *bad]),
+            }
+        )
+    rows = answer(store, {"limit": 100})["rows"]
+    assert [r["task_id"] for r in rows] == [_spec(1).task_id.hex()]
+    assert store.stats()["num_malformed_batches"] == 3
+
+
+@pytest.mark.timeout(10)
+def test_rows_are_trimmed_between_sends_at_most_a_second_apart(monkeypatch):
+    """With a send interval past a second, the I/O loop trims the rows in between, so they
+    never pile up past the bound by more than a second's."""
+    import types
+
+    from skate.core_worker.core import CoreWorker
+
+    monkeypatch.setenv("SKATE_TASK_EVENTS_REPORT_INTERVAL_MS", "3500")
+    later: list[tuple[float, object]] = []
+    buf = _buffer(max_events=2)
+    _finish_all(buf, [_spec(i) for i in range(5)])
+    core = types.SimpleNamespace(
+        task_events=buf,
+        stopped=False,
+        gcs=None,
+        node_id="n",
+        worker_id="w",
+        submitter=types.SimpleNamespace(manager=types.SimpleNamespace(pending={})),
+        loop=types.SimpleNamespace(call_later=lambda delay, fn, *args: later.append((delay, fn))),
+    )
+    core._trim_task_events = types.MethodType(CoreWorker._trim_task_events, core)
+    core._send_task_events = types.MethodType(CoreWorker._send_task_events, core)
+    CoreWorker._send_task_events(core, True)  # type: ignore[arg-type]
+    assert [round(d, 3) for d, _ in later] == [0.875, 1.75, 2.625, 3.5]  # three trims, the next send
+    _finish_all(buf, [_spec(i) for i in range(5, 9)])
+    later[0][1]()  # the first trim
+    assert len(buf.done) == 2 * DONE_ROW.size and buf.dropped == 2

@@ -3,19 +3,23 @@
 Owners see a task's first states (arguments pending, waiting for a node, sent to a worker);
 workers see it run and end. The common life costs the owner no record at all: it stamps its
 three times into the `TaskSpec` it sends anyway (`submitted_at`, `ready_at`, `sent_at`; one
-field when they are equal), and
-the worker, when the call returns, appends one packed row with the whole life (`DONE_ROW`:
-bytes, not a tuple: task id, attempt, info key, the owner's three times, start, end). The
-worker reads no clock for it: the executor times every call anyway (`time.perf_counter()`,
-for the reply's duration), and the buffer turns that into the wall clock with an offset it
-refreshes at each send. Both sides pay for this on every call, so each hook is a few
-attribute reads and writes; everything else waits for the send.
+field when they are equal), and the worker, when the call returns, appends one packed row
+with the whole life to a byte array: nothing per row for the garbage collector to trace.
+The usual call (pushed as it was submitted, of the same function as the previous one) gets
+a `SHORT_ROW`: task id, attempt, info key, the owner's one time, the executor's own
+`time.perf_counter()` reading at its start and its duration, six values packed as they are.
+Any other call gets a `DONE_ROW` (the owner's three times, start and end on the wall
+clock). The worker reads no clock for either: the executor times every call anyway (for
+the reply's duration), and the buffer turns that into the wall clock with an offset it
+refreshes at each send (a batch carries it for its short rows). Both sides pay for this on
+every call, so each hook is a few attribute reads and writes; everything else waits for the
+send.
 
 A task's static info (name, type, job, resources...) is an index into a small cache keyed by
 function and options (the last one found is remembered, so a burst of calls of one function
 costs a few comparisons), so nothing the garbage collector must trace stays alive and no row
-is ever traced. Every `interval` seconds the core worker's I/O loop joins the rows into one
-byte string (the GCS keeps it, in a msgpack blob, and reads it only when asked) and reports
+is ever traced. Every `interval` seconds the core worker's I/O loop takes the rows of each
+kind at once (the GCS keeps them, in a msgpack blob, and reads them only when asked) and reports
 what is still in flight and was already at the previous send as open records, once: the
 owner its calls waiting or sent (with the times it keeps on its `TaskEntry`, `ev_*` slots),
 the worker the calls it runs. Rarer things (failures, a call that ends after it was

@@ -138,7 +138,7 @@ class TaskEventBuffer:
         # object kept per row: the packed bytes are freed at once, so the next row reuses
         # their memory). An extend is one C call under the GIL, so the array holds whole
         # rows, and a drain or a trim cuts whole rows off its front while threads append
-        # (`_take_rows`). Its thread checks no bound: `trim`, at every interval and at most
+        # (`_take`). Its thread checks no bound: `trim`, at every interval and at most
         # a second apart, keeps the newest `max_events` rows.
         self.done = bytearray()
         self._add_row = self.done.extend

@@ -494,17 +494,19 @@ class TaskEventBuffer:
         reported = self._reported
         states = 0
         kept = bytearray()
-        for tid, attempt, info, args, ready, sent, start, end in DONE_ROW.iter_unpack(done):
+        size = DONE_ROW.size
+        for at, (tid, attempt, info, args, ready, sent, start, end) in enumerate(DONE_ROW.iter_unpack(done)):
             if tid not in reported:
-                kept += _pack(tid, attempt, info, args, ready, sent, start, end)
+                kept += done[at * size : (at + 1) * size]  # (as packed)
                 continue
             states += self._merge_row(
                 records, earlier, infos, (tid, attempt, info), (args, ready, sent), start, end
             )
         kept_short = bytearray()
-        for tid, attempt, info, sent, start, took in SHORT_ROW.iter_unpack(short):
+        size = SHORT_ROW.size
+        for at, (tid, attempt, info, sent, start, took) in enumerate(SHORT_ROW.iter_unpack(short)):
             if tid not in reported:
-                kept_short += _pack_short(tid, attempt, info, sent, start, took)
+                kept_short += short[at * size : (at + 1) * size]
                 continue
             wall = start + offset
             states += self._merge_row(

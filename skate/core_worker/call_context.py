@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(slots=True, eq=False)
@@ -24,6 +25,7 @@ class CallContext:
     placement_group: list | None = None  # TaskSpec.placement_group of the call (or its actor)
     attempt: int = 0  # TaskSpec.attempt
     began: float = 0.0  # when it started running, by time.perf_counter() (0: not yet)
+    spec: Any = None  # its TaskSpec (what a task event of it running names it by)
 
 
 _current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar("skate_call", default=None)

@@ -216,11 +216,11 @@ class Executor:
         return {"ok": True, "pid": os.getpid()}
 
     # -- one call -----------------------------------------------------------------------
-    def _running_calls(self) -> list[tuple[bytes, int, float]]:
-        """The calls running now, as (task id, attempt, start by perf_counter) for task
-        events (I/O thread)."""
-        running = list(self.running.items())
-        return [(tid, call.attempt, call.began) for tid, (call, _) in running if call.began]
+    def _running_calls(self) -> list[tuple[TaskSpec, float]]:
+        """The calls running now, as (spec, start by perf_counter) for task events (I/O
+        thread)."""
+        running = list(self.running.values())
+        return [(call.spec, call.began) for call, _ in running if call.began]
 
     def _begin(self, spec: TaskSpec) -> CallContext:
         core = self.core
@@ -239,7 +239,12 @@ class Executor:
         else:
             pg = self.actor_pg
         return CallContext(
-            spec.task_id, spec.name, spec.actor_id is not None, placement_group=pg, attempt=spec.attempt
+            spec.task_id,
+            spec.name,
+            spec.actor_id is not None,
+            placement_group=pg,
+            attempt=spec.attempt,
+            spec=spec,
         )
 
     def _prepare(self, spec: TaskSpec, call: CallContext) -> tuple[Any, tuple, dict]:

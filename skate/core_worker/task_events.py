@@ -155,9 +155,9 @@ class TaskEventBuffer:
         # when the last drain was (calls begun since are not reported in flight yet; the
         # first drain reports every call in flight)
         self._last_drain = float("inf")
-        # the calls running in this worker now, as (task id, attempt, start by perf_counter):
-        # the executor's own table of running calls, read at each drain (see `ran`)
-        self.running_calls: Callable[[], Iterable[tuple[bytes, int, float]]] = tuple
+        # the calls running in this worker now, as (spec, start by perf_counter): the
+        # executor's own table of running calls, read at each drain (see `ran`)
+        self.running_calls: Callable[[], Iterable[tuple[Any, float]]] = tuple
         # attempts reported while in flight (by task id): their ends go as open records too
         self._reported: set[bytes] = set()
         # info ids by (name, actor id, is creation, job id): [(options, id), ...], options
@@ -441,10 +441,13 @@ class TaskEventBuffer:
             running = list(self.running_calls())
         except RuntimeError:  # changed by another thread as it was read: next time
             running = []
-        for tid, attempt, began in running:  # calls running since before the last drain, shown once
-            start = began + offset
+        for spec, began in running:  # calls running since before the last drain, shown once
+            start, tid = began + offset, spec.task_id
             if start <= cutoff and tid not in reported and tid not in records and len(reported) < limit:
-                records[tid] = [tid, attempt, [ts.RUNNING, start], -1, None]
+                # (with its info: the owner may not have reported the call, and a record
+                # without one would list without a name until the call ends)
+                info = self._info_key(self.info_id(spec), infos)
+                records[tid] = [tid, spec.attempt, [ts.RUNNING, start], info, None]
         self.trim()
         done, short = _take(self.done), _take(self.short)
         if reported and (done or short):  # ended calls an earlier drain reported in flight: open records

@@ -212,7 +212,7 @@ def test_calls_with_enable_task_events_false_leave_no_record(observed):
         skate.get(explode.options(name="explode_loudly").remote())
     assert skate.get(add_one.options(name="add_one_loudly").remote(1)) == 2
     for name in ("explode_loudly", "add_one_loudly"):
-        assert _tasks_settled(name=name)
+        assert _tasks_settled(name=name), (name, state.summarize_tasks())
     marked = wait_for(lambda: len(_tasks_settled(name="Quiet.m")) == 2 or None, timeout=15)
     assert marked, state.list_tasks(filters=[("name", "=", "Quiet.m")])
     names = [t["name"] for t in state.list_tasks(limit=10_000)]
@@ -277,6 +277,34 @@ def test_interleaved_functions_and_methods_keep_their_names(observed):
     assert by_id[placed.task_id().hex()]["placement_group_id"] == pg.id.hex()
     assert by_id[next(iter(refs)).task_id().hex()]["placement_group_id"] is None
     skate.kill(twins)
+
+
+@skate.remote
+class Sleeper:
+    def nap(self, seconds):
+        time.sleep(seconds)
+        return seconds
+
+
+@pytest.mark.timeout(60)
+def test_a_call_its_worker_reports_running_is_listed_with_its_name(observed):
+    """A worker's first send reports every call running in it, and its owner reports the
+    call only once it has been in flight for an interval: the worker's record names the call
+    itself, so no listing shows it without a name while it runs."""
+    sleeper = Sleeper.remote()
+    ref = sleeper.nap.remote(4.0)
+    tid = ref.task_id().hex()
+    seen: list = []
+
+    def running():
+        rows = [r for r in state.list_tasks(limit=10_000) if r["task_id"] == tid]
+        seen.extend(rows)
+        return rows and rows[0]["state"] == "RUNNING" and rows[0]["worker_pid"]
+
+    assert wait_for(running, timeout=15, interval=0.02)
+    assert skate.get(ref) == 4.0
+    assert seen and all(r["name"] == "Sleeper.nap" for r in seen), [(r["state"], r["name"]) for r in seen]
+    skate.kill(sleeper)
 
 
 @pytest.mark.timeout(60)

@@ -331,7 +331,7 @@ def test_done_attempts_wait_as_one_blob_until_a_read_and_open_ones_merge_at_once
     owner.finished(quick)
     _run(worker, quick.spec)
     slow_began = worker.clock()
-    worker.running_calls = lambda: [(slow.spec.task_id, 0, slow_began)]
+    worker.running_calls = lambda: [(slow.spec, slow_began)]
     store = TaskEventStore(10)
     ob, wb = owner.batch("nodeA", "driver", 1, [slow]), worker.batch("nodeB", "w", 2)
     assert ob is not None and wb is not None
@@ -397,14 +397,17 @@ def test_a_worker_reports_a_long_call_as_running_once_then_its_end():
     began = worker.clock()
     worker.ran(quick, began, worker.clock() - began)
     slow_began = worker.clock()
-    worker.running_calls = lambda: [(slow.task_id, 0, slow_began)]  # the executor's table
+    worker.running_calls = lambda: [(slow, slow_began)]  # the executor's table
     first = worker.batch("n", "w", 1)
     assert first is not None
     assert first["done_records"] == 1  # the quick call: RUNNING and FINISHED in one record
-    assert first["events"] == [[slow.task_id, 0, [ts.RUNNING, slow_began], -1, None]]
+    (rec,) = first["events"]
+    assert rec[:3] == [slow.task_id, 0, [ts.RUNNING, slow_began]] and rec[4] is None
+    # named by the worker: its owner may not have reported the call (it would list nameless)
+    assert first["infos"][rec[3]]["name"] == "f2"
     assert worker.batch("n", "w", 1) is None  # still running: not reported again
     fresh = _spec(3)
-    worker.running_calls = lambda: [(slow.task_id, 0, slow_began), (fresh.task_id, 0, worker.clock())]
+    worker.running_calls = lambda: [(slow, slow_began), (fresh, worker.clock())]
     assert worker.batch("n", "w", 1) is None  # begun since the last drain: not yet
     worker.ran_and_failed(slow, slow_began, ts.TASK_EXECUTION_EXCEPTION, "ValueError: late")
     worker.running_calls = tuple
@@ -566,9 +569,9 @@ def test_a_worker_turns_the_executors_perf_counter_readings_into_its_clock():
     worker.ran(_wire(entry.spec), 5.0, 0.25)  # began at perf 5.0, ran a quarter second
     offset[0] = 2000.0  # the wall clock was stepped: each drain reads the offset again
     slow = _spec(2)
-    worker.running_calls = lambda: [(slow.task_id, 0, -1990.0)]
+    worker.running_calls = lambda: [(slow, -1990.0)]
     batch = worker.batch("n", "w", 1)
-    assert batch is not None and batch["events"] == [[slow.task_id, 0, [ts.RUNNING, 10.0], -1, None]]
+    assert batch is not None and [r[:3] for r in batch["events"]] == [[slow.task_id, 0, [ts.RUNNING, 10.0]]]
     row = _stored_rows(batch)[entry.spec.task_id.hex()]
     assert [e["created_ms"] for e in row["events"]] == [101_000, 102_000, 103_000, 1_005_000, 1_005_250]
 
@@ -601,7 +604,7 @@ def test_a_call_a_row_cannot_hold_goes_as_single_events():
 def test_a_call_that_ends_after_a_drain_reported_it_running_ends_as_an_open_record():
     worker = _buffer()
     slow, quick = _sent(_spec(1)), _sent(_spec(2))
-    worker.running_calls = lambda: [(slow.task_id, 0, 1.0)]
+    worker.running_calls = lambda: [(slow, 1.0)]
     worker.batch("n", "w", 1)  # the first drain reports every running call
     worker.running_calls = tuple
     worker.ran(slow, 1.0, 50.0)
@@ -797,10 +800,10 @@ def test_a_short_row_of_a_call_reported_running_ends_as_an_open_record_and_the_r
     for spec in specs:
         spec.events_key, spec.sent_at = key, 50.0
     worker.ran(_wire(specs[0]), 1.0, 1.0)  # the key's first call: the long way, found its info
-    worker.running_calls = lambda: [(specs[1].task_id, 0, 2.0)]
+    worker.running_calls = lambda: [(specs[1], 2.0)]
     first = worker.batch("n", "w", 1)
     assert first is not None and first["done_records"] == 1
-    assert first["events"] == [[specs[1].task_id, 0, [ts.RUNNING, 1002.0], -1, None]]
+    assert [r[:3] for r in first["events"]] == [[specs[1].task_id, 0, [ts.RUNNING, 1002.0]]]
     worker.running_calls = tuple
     for i in (1, 2, 3):
         worker.ran(_wire(specs[i]), 10.0 * i, 1.0)

@@ -88,6 +88,7 @@ class CoreWorker:
             "infeasible": self._h_infeasible,
             "logs": self._h_logs,
             "object_table": lambda conn, p: object_table(self),
+            "retire": self._h_retire,
         }
         self.store = MemoryStore()
         self.ownership = Ownership(self)
@@ -135,18 +136,32 @@ class CoreWorker:
     def _send_task_events(self, again: bool = False) -> None:
         """I/O loop: send what the task event buffer holds as one message; with again, every
         interval from now on (and trim its rows between sends, at most a second apart)."""
-        events = self.task_events
-        if events is not None:  # (None: switched off meanwhile, by a benchmark)
-            in_flight = reversed(self.submitter.manager.pending.values())  # newest first
-            batch = events.batch(self.node_id, self.worker_id, os.getpid(), in_flight)
-            if batch is not None and self.gcs is not None and not self.gcs.closed:
-                self.gcs.notify("add_task_events", batch)
+        batch = self._task_events_batch()
+        if batch is not None and self.gcs is not None and not self.gcs.closed:
+            self.gcs.notify("add_task_events", batch)
         if again and not self.stopped:
             interval = interval_s()
             trims = math.ceil(interval / TRIM_INTERVAL_S) - 1
             for i in range(1, trims + 1):
                 self.loop.call_later(interval * i / (trims + 1), self._trim_task_events)
             self.loop.call_later(interval, self._send_task_events, True)
+
+    def _task_events_batch(self) -> dict | None:
+        events = self.task_events
+        if events is None:  # (off; or switched off meanwhile, by a benchmark)
+            return None
+        in_flight = reversed(self.submitter.manager.pending.values())  # newest first
+        return events.batch(self.node_id, self.worker_id, os.getpid(), in_flight)
+
+    async def _h_retire(self, conn: Connection, payload: Any) -> bool:
+        """The raylet is about to stop this worker (idle and not needed, or max_calls
+        reached): what the task event buffer holds goes to the GCS first, acknowledged, or
+        the calls run since the last send would leave no trace."""
+        gcs = self.gcs
+        batch = self._task_events_batch() if gcs is not None and not gcs.closed else None
+        if gcs is not None and batch is not None:
+            await gcs.call("add_task_events", batch)
+        return True
 
     def _trim_task_events(self) -> None:
         events = self.task_events

@@ -19,7 +19,8 @@ Every method returns the actions for the I/O shell to carry out, as tuples:
     (REQUEST, key_state, rid)     ask for a lease (rid counts as pending from now on)
     (CANCEL_REQUEST, rid)         the queue emptied: that lease request is not needed
     (IDLE_CHECK, lease, delay)    call `idle_expired(lease)` after `delay` seconds
-    (RETURN, lease, kill)         give the lease back to the raylet that granted it
+    (RETURN, lease, kill)         give the lease back to the raylet that granted it (kill:
+                                  False, True, or RETIRE)
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from skate._config import (
 )
 
 PUSH, REQUEST, CANCEL_REQUEST, IDLE_CHECK, RETURN = range(5)
+RETIRE = "retire"  # a RETURN's `kill` for a worker that leaves on its own account (max_calls)
 
 
 def _locked(method: Callable) -> Callable:
@@ -281,7 +283,9 @@ class LeasePool:
         return self.release(lease, kill=False)
 
     @_locked
-    def release(self, lease: Lease, kill: bool) -> list[tuple]:
+    def release(self, lease: Lease, kill: bool | str) -> list[tuple]:
+        """Give the lease back; with `kill` its worker goes too (RETIRE: it asked to leave,
+        so it may send its last task events first)."""
         if lease.dead:
             return []
         lease.dead = True

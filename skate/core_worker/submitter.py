@@ -23,6 +23,7 @@ from skate.core_worker.lease_pool import (
     IDLE_CHECK,
     PUSH,
     REQUEST,
+    RETIRE,
     RETURN,
     KeyState,
     Lease,
@@ -379,8 +380,8 @@ class TaskSubmitter:
         else:
             reply = TaskReply.from_wire(fut.result())
             pool.finished(lease, entry, reply.duration)
-            if reply.exiting:
-                self._run(pool.release(lease, kill=True))
+            if reply.exiting:  # max_calls reached: it may send its last task events first
+                self._run(pool.release(lease, kill=RETIRE))
             outcome = self.manager.on_reply(entry, reply)
         if isinstance(outcome, Complete):
             self.complete(entry, outcome.returns, outcome.holder)

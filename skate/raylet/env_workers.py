@@ -56,7 +56,7 @@ class EnvWorkers:
         self.users[env] = self.users.get(env, 0) + 1
         layout = self.layouts.get(env)
         if layout is not None:
-            self.raylet._zygote_send(f"fork {wid} {layout}")
+            self.raylet.zygote.send(f"fork {wid} {layout}")
             return
         self.waiting.setdefault(env, []).append(wid)
         if env not in self.setting_up:
@@ -90,7 +90,7 @@ class EnvWorkers:
         encoded = base64.urlsafe_b64encode(json.dumps(layout).encode()).decode()
         self.layouts[env] = encoded
         for wid in self.waiting.pop(env, []):
-            raylet._zygote_send(f"fork {wid} {encoded}")
+            raylet.zygote.send(f"fork {wid} {encoded}")
         if not self.users.get(env):  # every waiting worker was dropped meanwhile
             self._unused(env)
 

@@ -60,7 +60,7 @@ async def memory_report(raylet: Any) -> dict:
 
     infos = await asyncio.gather(*(info(c) for c in clients), return_exceptions=True)
     who = [(c.peer_info.get("pid"), *_role_and_name(c.peer_info, i)) for c, i in zip(clients, infos)]
-    zygote = raylet.zygote
+    zygote = raylet.zygote.process
     if zygote is not None and zygote.poll() is None:
         who.append((zygote.pid, "zygote", None))
     arena = raylet.arena_path

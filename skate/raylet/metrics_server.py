@@ -185,7 +185,7 @@ async def node_metrics_text(raylet: Any) -> bytes:
         ["WorkerType"],
         [([k], n) for k, n in sorted(kinds.items())],
     )
-    zygote = raylet.zygote
+    zygote = raylet.zygote.process
     if zygote is not None and zygote.poll() is None:
         processes.append((zygote.pid, "zygote"))
     rss = await asyncio.get_running_loop().run_in_executor(None, _rss_by_component, processes)

@@ -82,7 +82,11 @@ class Infeasible:
 
 @dataclass
 class KillWorker:
+    """Stop a worker's process. `retire`: an idle worker the pool no longer needs, which
+    first sends what it still holds (its task events), not one killed for a reason."""
+
     worker_id: str
+    retire: bool = False
 
 
 @dataclass
@@ -309,7 +313,7 @@ class LocalScheduler:
                 and now - slot.idle_since >= max_idle
             ):
                 del self.workers[slot.worker_id]
-                actions.append(KillWorker(slot.worker_id))
+                actions.append(KillWorker(slot.worker_id, retire=True))
         return actions
 
     def env_failed(self, env: str, reason: str) -> list:
@@ -336,7 +340,9 @@ class LocalScheduler:
             slot.idle_since = self.clock()
         return self._schedule()
 
-    def return_lease(self, lease_id: int, kill: bool = False) -> list:
+    def return_lease(self, lease_id: int, kill: bool = False, retire: bool = False) -> list:
+        """The owner is done with a lease; with `kill` its worker goes too (`retire`: one
+        that leaves on its own account, max_calls reached, rather than a broken one)."""
         worker_id = self.leases.pop(lease_id, None)
         if worker_id is None:
             return []
@@ -345,7 +351,7 @@ class LocalScheduler:
         if slot is not None:
             self._release(slot)
             if kill:
-                actions.append(KillWorker(worker_id))
+                actions.append(KillWorker(worker_id, retire=retire))
                 del self.workers[worker_id]
             else:
                 slot.state = IDLE
@@ -505,7 +511,7 @@ class LocalScheduler:
             extra = len(idle) - max(self.soft_limit - self._busy(), 0)
             for slot in spare[: max(extra, 0)]:
                 del self.workers[slot.worker_id]
-                actions.append(KillWorker(slot.worker_id))
+                actions.append(KillWorker(slot.worker_id, retire=True))
         elif waiting_by_env:
             # Requests wait for workers of their env while idle workers of other (non-default)
             # envs sit here: over the limit, those make room, so the pool does not grow with
@@ -513,7 +519,7 @@ class LocalScheduler:
             extra = len(self.workers) - self.soft_limit
             for slot in [w for w in spare if w.env and w.env not in waiting_by_env][: max(extra, 0)]:
                 del self.workers[slot.worker_id]
-                actions.append(KillWorker(slot.worker_id))
+                actions.append(KillWorker(slot.worker_id, retire=True))
         if blocked_by_resources and new_request:
             owners = {w.owner for w in self.workers.values() if w.state == LEASED and w.owner}
             if owners:

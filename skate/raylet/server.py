@@ -13,15 +13,13 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from typing import Any
 
 from skate import _config, _event_loop, _gc_tuning, _ids, _labels
 from skate._log_files import log_to_rotating_file
 from skate._procutil import watch_parent_pipe
-from skate._secure_files import open_private_append, read_token
+from skate._secure_files import read_token
 from skate.core_worker.log_budget import LogBudget, dropped_notice
 from skate.core_worker.plasma import ArenaMapping, arena_path, create_arena_file
 from skate.exceptions import ObjectStoreFullError, RuntimeEnvSetupError
@@ -45,6 +43,7 @@ from skate.raylet.scheduler import (
     StartWorkers,
 )
 from skate.raylet.spill import SpillManager, make_spill_dir
+from skate.raylet.zygote_link import ZygoteLink
 
 logger = logging.getLogger("skate.raylet")
 
@@ -54,6 +53,7 @@ ENV_WORKER_IDLE_S = float(os.environ.get("SKATE_RUNTIME_ENV_WORKER_IDLE_S", "10"
 INFEASIBLE_GRACE_S = 0.5
 GCS_RECONNECT_S = _config.GCS_RECONNECT_TIMEOUT_S
 DRAIN_TIMEOUT_S = 1.0  # how long a stopping raylet waits for the GCS to take note
+RETIRE_TIMEOUT_S = 2.0  # how long an idle worker has to send its last task events
 
 
 class Raylet:
@@ -80,16 +80,11 @@ class Raylet:
         self.request_ids: dict[tuple[str, int], int] = {}  # (owner, owner's number) -> request id
         self.request_keys: dict[int, tuple[str, int]] = {}
         self.gcs: Connection | None = None
-        self.zygote: subprocess.Popen | None = None
-        self._zygote_stdin_fd = -1  # the zygote's pipes, once it runs
-        self._zygote_stdout_fd = -1
-        self._zygote_buf = b""
-        self._zygote_out = bytearray()
-        self._zygote_writer = False
         self._resources_dirty = False
         self._stopping = False  # shutdown() was called: no new work, no reconnecting
         self._stopped = False  # the processes are stopped and the loop told to stop
         self.loop = asyncio.get_event_loop()
+        self.zygote = ZygoteLink(self.loop, self._on_forked, self._on_worker_exit, self._on_zygote_gone)
         self.objects = ObjectManager(self)
         self._peers: dict[str, Connection] = {}
         self.envs = EnvWorkers(self)  # runtime envs: setup, and which workers run in which
@@ -285,20 +280,7 @@ class Raylet:
         if self._stopped:
             return
         self._stopped = True
-        if self.zygote is not None:
-            if self._zygote_writer:
-                self._zygote_writer = False
-                self.loop.remove_writer(self._zygote_stdin_fd)
-            self._zygote_stdin_fd = -1  # closed below: its number may be reused
-            try:
-                if self.zygote.stdin is not None:
-                    self.zygote.stdin.close()
-            except OSError:
-                pass
-            try:
-                self.zygote.wait(5)
-            except subprocess.TimeoutExpired:
-                self.zygote.kill()
+        self.zygote.stop()
         try:
             os.unlink(self.arena_path)
         except OSError:
@@ -324,83 +306,25 @@ class Raylet:
             "node_id": self.node_id,
             "logging_level": self.args.logging_level,
         }
-        log = os.fdopen(
-            open_private_append(os.path.join(self.session_dir, "logs", f"zygote-{self.node_id[:8]}.err")),
-            "ab",
-        )
-        # The session's details go in the environment, not argv (which every user sees in `ps`);
-        # argv keeps only the session directory, by which `skate stop` and tests find processes.
-        self.zygote = subprocess.Popen(
-            [sys.executable, "-m", "skate.raylet.zygote", "--session-dir", self.session_dir],
-            env={**os.environ, "SKATE_ZYGOTE_INFO": json.dumps(info)},
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log,
-        )
-        log.close()
-        stdin, stdout = self.zygote.stdin, self.zygote.stdout
-        if stdin is None or stdout is None:
-            raise RuntimeError("the zygote was started without its command and reply pipes")
-        self._zygote_stdin_fd, self._zygote_stdout_fd = stdin.fileno(), stdout.fileno()
-        os.set_blocking(self._zygote_stdout_fd, False)
-        os.set_blocking(self._zygote_stdin_fd, False)
-        self.loop.add_reader(self._zygote_stdout_fd, self._on_zygote_output)
+        self.zygote.start(self.session_dir, self.node_id, info)
 
-    def _zygote_send(self, line: str) -> None:
-        """Queue a command for the zygote; written without ever blocking the event loop."""
-        self._zygote_out += line.encode() + b"\n"
-        self._flush_zygote()
+    def _on_zygote_gone(self, why: str) -> None:
+        if not self._stopping:
+            logger.error("%s; shutting down", why)
+            self.shutdown()
 
-    def _flush_zygote(self) -> None:
-        fd = self._zygote_stdin_fd
-        if fd < 0:  # not started yet, or shut down
-            return
-        try:
-            n = os.write(fd, self._zygote_out)
-        except BlockingIOError:
-            n = 0
-        except OSError:
-            if not self._stopping:
-                logger.error("the zygote is gone; shutting down")
-                self.shutdown()
-            return
-        del self._zygote_out[:n]
-        if self._zygote_out and not self._zygote_writer:
-            self._zygote_writer = True
-            self.loop.add_writer(fd, self._on_zygote_writable)
-        elif not self._zygote_out and self._zygote_writer:
-            self._zygote_writer = False
-            self.loop.remove_writer(fd)
+    def _on_forked(self, wid: str, pid: int) -> None:
+        self.worker_pids[wid] = pid
+        self.pid_workers[pid] = wid
 
-    def _on_zygote_writable(self) -> None:
-        self._flush_zygote()
-
-    def _on_zygote_output(self) -> None:
-        try:
-            chunk = os.read(self._zygote_stdout_fd, 65536)
-        except BlockingIOError:
-            return
-        if not chunk:
-            self.loop.remove_reader(self._zygote_stdout_fd)
-            if not self._stopping:
-                logger.error("the zygote exited; shutting down")
-                self.shutdown()
-            return
-        self._zygote_buf += chunk
-        *lines, self._zygote_buf = self._zygote_buf.split(b"\n")
-        for line in lines:
-            parts = line.decode().split()
-            if parts[:1] == ["forked"]:
-                self.worker_pids[parts[1]] = int(parts[2])
-                self.pid_workers[int(parts[2])] = parts[1]
-            elif parts[:1] == ["exit"]:
-                wid = self.pid_workers.pop(int(parts[1]), None)
-                logger.info("worker %s (pid %s) exited with code %s", (wid or "?")[:8], parts[1], parts[2])
-                if wid is not None:
-                    self.worker_pids.pop(wid, None)
-                    self.envs.worker_gone(wid)
-                    if wid not in self.clients:  # died before or without its connection closing
-                        self.apply(self.scheduler.worker_died(wid))
+    def _on_worker_exit(self, pid: int, code: str) -> None:
+        wid = self.pid_workers.pop(pid, None)
+        logger.info("worker %s (pid %s) exited with code %s", (wid or "?")[:8], pid, code)
+        if wid is not None:
+            self.worker_pids.pop(wid, None)
+            self.envs.worker_gone(wid)
+            if wid not in self.clients:  # died before or without its connection closing
+                self.apply(self.scheduler.worker_died(wid))
 
     def start_workers(self, count: int, env: str = "") -> None:
         for _ in range(count):
@@ -409,15 +333,33 @@ class Raylet:
             if env:
                 self.envs.start_worker(wid, env)
             else:
-                self._zygote_send(f"fork {wid}")
+                self.zygote.send(f"fork {wid}")
 
-    def kill_worker(self, worker_id: str) -> None:
+    def kill_worker(self, worker_id: str, retire: bool = False) -> None:
+        """Kill a worker's process; with `retire` (an idle worker the pool no longer needs),
+        it first sends what its task event buffer holds (see `_retire`)."""
         pid = self.worker_pids.get(worker_id)
         if pid is None and worker_id not in self.clients and self.envs.drop_unforked(worker_id):
             return  # never forked: nothing to kill
         logger.debug("kill worker %s pid %s", worker_id[:8], pid)
-        if pid is not None:
-            self._zygote_send(f"kill {pid}")
+        if pid is None:
+            return
+        conn = self.clients.get(worker_id)
+        if retire and conn is not None and not conn.closed:
+            asyncio.ensure_future(self._retire(worker_id, pid, conn))
+        else:
+            self.zygote.send(f"kill {pid}")
+
+    async def _retire(self, worker_id: str, pid: int, conn: Connection) -> None:
+        """Ask the idle worker to send its last task events (the rows of the calls it ran
+        since its last send would die with it), then kill it: once it answered, or after
+        RETIRE_TIMEOUT_S (a worker that cannot answer goes all the same)."""
+        try:
+            await asyncio.wait_for(conn.call("retire"), RETIRE_TIMEOUT_S)
+        except Exception as exc:  # (an older worker, one that died meanwhile, or a slow one)
+            logger.debug("worker %s did not retire: %r", worker_id[:8], exc)
+        if self.worker_pids.get(worker_id) == pid and not self._stopped:
+            self.zygote.send(f"kill {pid}")
 
     # -- actions ----------------------------------------------------------------------
     def _forget_request(self, request_id: int) -> None:
@@ -462,8 +404,8 @@ class Raylet:
                 )
                 self.start_workers(action.count, action.env)
             elif isinstance(action, KillWorker):
-                logger.info("killing worker %s", action.worker_id[:8])
-                self.kill_worker(action.worker_id)
+                logger.info("%s worker %s", "retiring" if action.retire else "killing", action.worker_id[:8])
+                self.kill_worker(action.worker_id, action.retire)
             elif isinstance(action, Infeasible):
                 # Told after a grace period: a node that has the resources may have just joined
                 # and the cluster view not reached us yet.
@@ -624,7 +566,8 @@ class Raylet:
         return sorted({self.node_id, *self.scheduler.cluster})
 
     def h_return_lease(self, conn: Connection, p: dict) -> None:
-        self.apply(self.scheduler.return_lease(p["lease_id"], kill=bool(p.get("kill"))))
+        kill = p.get("kill")  # True, or "retire" (max_calls reached: see KillWorker)
+        self.apply(self.scheduler.return_lease(p["lease_id"], kill=bool(kill), retire=kill == "retire"))
 
     def h_store_create(self, conn: Connection, p: dict) -> Any:
         """Allocate an object for its creator: at once when it fits, else (spilling others

@@ -54,3 +54,52 @@ def test_pool_grows_and_shrinks_back(fresh):
         assert len(skate.get([hold.remote(0) for _ in range(4)], timeout=30)) == 4
     finally:
         skate.shutdown()
+
+
+def _finished_by(state, pids: set, count: int):
+    """The FINISHED task rows run by processes in `pids`, once there are `count` of them."""
+    rows = [r for r in state.list_tasks(limit=10_000) if r["worker_pid"] in pids and r["state"] == "FINISHED"]
+    return rows if len(rows) >= count else None
+
+
+def test_workers_the_pool_stops_send_their_task_events_first(fresh):
+    """An idle worker the pool trims, or one that leaves after max_calls, is stopped only
+    after its last task events reached the GCS: with events sent once a minute, the rows of
+    the calls those workers ran arrive within seconds, not never."""
+    import psutil
+
+    from skate.util import state
+
+    skate = fresh
+    skate.init(num_cpus=1, _system_config={"task_events_report_interval_ms": 60_000})
+    try:
+
+        @skate.remote(num_cpus=0.25)
+        def hold(seconds):
+            import os
+
+            time.sleep(seconds)
+            return os.getpid()
+
+        pids = skate.get([hold.remote(1.0) for _ in range(4)], timeout=30)
+        assert len(set(pids)) == 4  # each in its own worker; then the pool trims to one
+
+        def trimmed():
+            gone = {p for p in pids if not psutil.pid_exists(p)}
+            return gone if len(gone) == 3 else None
+
+        gone = wait_for(trimmed, timeout=15)
+        assert gone, [psutil.pid_exists(p) for p in pids]
+        assert wait_for(lambda: _finished_by(state, gone, 3), timeout=10), state.list_tasks(limit=100)
+
+        @skate.remote(max_calls=1)
+        def once():
+            import os
+
+            return os.getpid()
+
+        left = set(skate.get([once.remote() for _ in range(2)], timeout=30))
+        assert len(left) == 2  # a new worker each time
+        assert wait_for(lambda: _finished_by(state, left, 2), timeout=10), state.list_tasks(limit=100)
+    finally:
+        skate.shutdown()

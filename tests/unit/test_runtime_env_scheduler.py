@@ -42,7 +42,7 @@ def test_idle_env_workers_are_trimmed_first():
     s = _pool(idle=2)
     s.worker_starting("a1", "envA")
     actions = s.worker_registered("a1")  # three idle workers, soft limit two
-    assert [a for a in actions if isinstance(a, KillWorker)] == [KillWorker("a1")]
+    assert [a for a in actions if isinstance(a, KillWorker)] == [KillWorker("a1", retire=True)]
     assert sorted(s.workers) == ["w0", "w1"]
 
 
@@ -54,7 +54,7 @@ def test_waiting_env_request_makes_room_by_trimming_other_envs():
     assert StartWorkers(1, "envB") in actions
     s.worker_starting("b1", "envB")
     actions = s._schedule()  # over the limit of 2 while envB waits: the idle envA worker goes
-    assert [a for a in actions if isinstance(a, KillWorker)] == [KillWorker("a1")]
+    assert [a for a in actions if isinstance(a, KillWorker)] == [KillWorker("a1", retire=True)]
     assert sorted(s.workers) == ["b1", "w0"]
 
 
@@ -86,7 +86,7 @@ def test_idle_env_workers_are_reaped_after_a_while():
     now[0] = 29.0
     assert s.reap_idle_env_workers(10.0) == []
     now[0] = 30.0
-    assert s.reap_idle_env_workers(10.0) == [KillWorker("a1")]
+    assert s.reap_idle_env_workers(10.0) == [KillWorker("a1", retire=True)]
     assert list(s.workers) == ["w0"]  # default workers stay
 
 

@@ -187,6 +187,8 @@ def test_idle_workers_beyond_soft_limit_are_trimmed():
     actions = sim.apply(sim.s.worker_registered("b"))
     assert len(of(actions, KillWorker)) == 1
     assert len(sim.s.workers) == 1
+    # idle: retired (it sends its last task events first), not killed outright
+    assert [k.retire for k in of(actions, KillWorker)] == [True]
 
 
 def test_infeasible_reported_exactly_once():

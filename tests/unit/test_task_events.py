@@ -881,6 +881,7 @@ def test_rows_are_trimmed_between_sends_at_most_a_second_apart(monkeypatch):
     )
     core._trim_task_events = types.MethodType(CoreWorker._trim_task_events, core)
     core._send_task_events = types.MethodType(CoreWorker._send_task_events, core)
+    core._task_events_batch = types.MethodType(CoreWorker._task_events_batch, core)
     CoreWorker._send_task_events(core, True)  # type: ignore[arg-type]
     assert [round(d, 3) for d, _ in later] == [0.875, 1.75, 2.625, 3.5]  # three trims, the next send
     _finish_all(buf, [_spec(i) for i in range(5, 9)])

@@ -71,7 +71,7 @@ class ActorState:
         # The loop holds calls back until the lane's call in flight is over (under the
         # submitter's lock, with lane_inflight): its reader must then wake the loop.
         self.held = False
-        self.events_keys: dict[str | None, int] = {}  # TaskSpec.events_key by method
+        self.events_keys: dict[str, int] = {}  # TaskSpec.events_key by method
 
     def end_call(self, entry: TaskEntry) -> None:
         """Count a call as ended, once (by whichever thread gets here first)."""

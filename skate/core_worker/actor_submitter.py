@@ -214,6 +214,11 @@ class ActorSubmitter:
         core = self.core
         task_id = task_id or core.task_ids.next()
         return_ids = [_ids.object_id_for_return(task_id, i + 1) for i in range(num_returns)]
+        events_key = None  # this method's, if known (else set below): a field set costs more
+        if task_events:
+            known = self.states.get(actor_id)
+            if known is not None:
+                events_key = known.events_keys.get(method)
         spec = TaskSpec(
             task_id,
             f"{class_name}.{method}",
@@ -224,6 +229,7 @@ class ActorSubmitter:
             method=method,
             actor_id=actor_id,
             concurrency_group=group,
+            events_key=events_key,
         )
         if generator is not None:  # [mode, backpressure threshold, items the owner has]
             spec.generator = generator
@@ -248,6 +254,11 @@ class ActorSubmitter:
             entry.seq = state.next_seq
             state.next_seq += 1
             entry.actor_state = state
+            if task_events and events_key is None:  # the method's first call (or a new state)
+                ek = state.events_keys.get(method)
+                if ek is None:
+                    ek = state.events_keys[method] = new_events_key()
+                spec.events_key = ek
             entry.on_ready = lambda e, s=state: self._flush(s)
             conn = state.conn
             open_lane = False
@@ -266,7 +277,6 @@ class ActorSubmitter:
                 events = entry.events
                 if events is not None:  # submitted, ready and sent at once (see task_events)
                     spec.sent_at = events.clock()  # (and so submitted and ready)
-                    spec.events_key = _events_key(state, method)
                 lane = state.lane
                 if lane is not None and return_ids and lane.push(spec, entry):
                     # The actor's main thread reads it, and our user thread its reply (`collect`).
@@ -530,8 +540,6 @@ class ActorSubmitter:
                     if sent_at is None:
                         sent_at = events.clock()
                     spec = entry.spec
-                    if spec.events_key is None:  # (set here, by the I/O thread: see _events_key)
-                        spec.events_key = _events_key(state, spec.method)
                     if spec.sent_at is None and not entry.ev_args:  # sent as submitted
                         spec.sent_at = sent_at  # (and so submitted and ready: `events.stamp`'s case)
                     else:
@@ -784,16 +792,3 @@ def _plain_returns(message: Any, count: int) -> list | None:
         if type(ret) is not list or len(ret) != 2 or ret[0] != INLINE:
             return None
     return returns
-
-
-def _events_key(state: ActorState, method: str | None) -> int:
-    """The actor's `TaskSpec.events_key` for a method, made at its first call. Set as a call
-    is sent (by the I/O thread's flush, or the caller's thread for a call it pushes itself),
-    not as it is built: the caller's thread is the one whose every nanosecond costs a
-    pipelined actor line most (benchmarks/thread_cost.py), and most calls are sent by the
-    flush. Two threads may make a key for one method at once: both are valid."""
-    keys = state.events_keys
-    ek = keys.get(method)
-    if ek is None:
-        ek = keys[method] = new_events_key()
-    return ek

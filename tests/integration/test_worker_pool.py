@@ -86,11 +86,11 @@ def test_workers_the_pool_stops_send_their_task_events_first(fresh):
 
         def trimmed():
             gone = {p for p in pids if not psutil.pid_exists(p)}
-            return gone if len(gone) == 3 else None
+            return gone if len(gone) >= 3 else None  # (the one kept may be another worker)
 
         gone = wait_for(trimmed, timeout=15)
         assert gone, [psutil.pid_exists(p) for p in pids]
-        assert wait_for(lambda: _finished_by(state, gone, 3), timeout=10), state.list_tasks(limit=100)
+        assert wait_for(lambda: _finished_by(state, gone, len(gone)), timeout=10), state.list_tasks(limit=100)
 
         @skate.remote(max_calls=1)
         def once():

@@ -23,7 +23,6 @@ class CallContext:
     cancelled: bool = False  # cancel() reached it while it ran
     resources: dict = field(default_factory=dict)
     placement_group: list | None = None  # TaskSpec.placement_group of the call (or its actor)
-    attempt: int = 0  # TaskSpec.attempt
     began: float = 0.0  # when it started running, by time.perf_counter() (0: not yet)
     spec: Any = None  # its TaskSpec (what a task event of it running names it by)
 

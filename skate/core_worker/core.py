@@ -158,9 +158,10 @@ class CoreWorker:
         reached): what the task event buffer holds goes to the GCS first, acknowledged, or
         the calls run since the last send would leave no trace."""
         gcs = self.gcs
-        batch = self._task_events_batch() if gcs is not None and not gcs.closed else None
-        if gcs is not None and batch is not None:
-            await gcs.call("add_task_events", batch)
+        if gcs is not None and not gcs.closed:
+            batch = self._task_events_batch()
+            if batch is not None:
+                await gcs.call("add_task_events", batch)
         return True
 
     def _trim_task_events(self) -> None:

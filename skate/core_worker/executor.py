@@ -243,7 +243,6 @@ class Executor:
             spec.name,
             spec.actor_id is not None,
             placement_group=pg,
-            attempt=spec.attempt,
             spec=spec,
         )
 

@@ -39,6 +39,7 @@ class ActorState:
         "direct_calls",
         "held",
         "events_keys",
+        "executor",
     )
 
     def __init__(self, actor_id: bytes, name: str):
@@ -72,6 +73,9 @@ class ActorState:
         # submitter's lock, with lane_inflight): its reader must then wake the loop.
         self.held = False
         self.events_keys: dict[str, int] = {}  # TaskSpec.events_key by method
+        # (node id, worker id, pid) of the current incarnation's worker: where the task
+        # event rows its owner writes from replies say the calls ran (TaskEventBuffer.ran_elsewhere)
+        self.executor: tuple = (None, None, None)
 
     def end_call(self, entry: TaskEntry) -> None:
         """Count a call as ended, once (by whichever thread gets here first)."""

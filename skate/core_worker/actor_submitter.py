@@ -611,6 +611,9 @@ class ActorSubmitter:
         exc = fut.exception()
         if exc is None:
             reply = TaskReply.from_wire(fut.result())
+            started = reply.started
+            if started is not None and entry.events is not None:  # the worker left us its row
+                entry.events.ran_elsewhere(state.executor, entry.spec, started, reply.duration)
             if reply.actor_exited:
                 state.dead_error = ActorDiedError(
                     f"The actor {state.name} ({state.actor_id.hex()}) exited: exit_actor() was called "
@@ -681,6 +684,7 @@ class ActorSubmitter:
                         state.conn = await core.peer(info["address"])
                         state.incarnation = info["incarnation"]
                         state.address = info["address"]
+                        state.executor = (info.get("node_id"), info.get("worker_id"), info.get("pid"))
                         state.direct_calls = 0
                         state.restarting = False
                         break

@@ -292,11 +292,11 @@ class Executor:
                 if events is not None:
                     _record_failure(events, spec, start, call, exc)
                 return self._failed(spec, call, exc, start)
-            reply = self._succeeded(spec, result, start)
+            reply = self._succeeded(spec, result, start, events)
             if events is not None:
                 if reply.app_error:  # the result could not be stored
                     _record_unstored(events, spec, start)
-                else:
+                elif reply.started is None:  # (else its owner writes its row)
                     events.ran(spec, start, reply.duration)
             return reply
         finally:
@@ -333,24 +333,33 @@ class Executor:
                 if events is not None:
                     _record_failure(events, spec, start, call, exc)
                 return self._failed(spec, call, exc, start)
-            reply = self._succeeded(spec, result, start)
+            reply = self._succeeded(spec, result, start, events)
             if events is not None:
                 if reply.app_error:  # the result could not be stored
                     _record_unstored(events, spec, start)
-                else:
+                elif reply.started is None:  # (else its owner writes its row)
                     events.ran(spec, start, reply.duration)
             return reply
         finally:
             self.running.pop(spec.task_id, None)
             call_context.leave(token)
 
-    def _succeeded(self, spec: TaskSpec, result: Any, start: float) -> TaskReply:
+    def _succeeded(self, spec: TaskSpec, result: Any, start: float, events: Any = None) -> TaskReply:
+        """The reply of a call that returned. With `events` (its task events are on), an
+        actor call begun since the last send of them (so never reported running) has its
+        row written by its owner, from the reply's `started`: the owner's I/O thread handles
+        the reply anyway, and this thread, which runs the actor's calls, is spared the work."""
         try:
             returns = self._store_returns(result, spec)
         except Exception as exc:
             return self._error_reply(spec, exc, start)
         core = self.core
-        reply = TaskReply(returns, time.perf_counter() - start, False, self._count_call(spec))
+        started = None
+        if events is not None and spec.method is not None and start > events.drained_perf:
+            started = start + events.perf_offset
+        reply = TaskReply(
+            returns, time.perf_counter() - start, False, self._count_call(spec), None, False, started
+        )
         ownership = core.ownership
         if ownership.contained or ownership.reported_owns:
             ownership.report_ownership()

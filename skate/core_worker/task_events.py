@@ -15,6 +15,16 @@ refreshes at each send (a batch carries it for its short rows). Both sides pay f
 every call, so each hook is a few attribute reads and writes; everything else waits for the
 send.
 
+An actor call that returns (and began after its worker's last send, so was never reported
+running) is written by its owner instead: the worker puts the call's start, on its wall
+clock, in the reply (`TaskReply.started`), and the owner's I/O thread, which handles that
+reply anyway, packs the row (`ran_elsewhere`) among the rows of that worker (node id,
+worker id, pid: the owner knows them from the actor's location). The actor's thread that
+runs its calls is then spared the row, which measured as the larger share of the cost of
+events on the actor lines (docs/benchmarks.md, session 16). A batch carries those rows as a
+blob per executing worker (`elsewhere`). Tasks keep their worker's row: there the owner's
+threads are the busier ones.
+
 A task's static info (name, type, job, resources...) is an index into a small cache keyed by
 function and options (the last one found is remembered, so a burst of calls of one function
 costs a few comparisons), so nothing the garbage collector must trace stays alive and no row
@@ -173,6 +183,13 @@ class TaskEventBuffer:
         # burst of calls of one function skips the lookup for one comparison (of two numbers,
         # or of two tuples); replaced whole: threads race
         self._last_info: tuple = ((), None)
+        # An owner's rows of its actor calls, written from their replies (`ran_elsewhere`,
+        # the I/O thread only): by the executing worker (node id, worker id, pid), its done
+        # rows and its short rows (their start on the wall clock already)
+        self.elsewhere: dict[tuple, tuple[bytearray, bytearray]] = {}
+        # A worker's `time.perf_counter()` reading at its last drain: a call that began after
+        # it cannot have been reported running, so its owner may write its row (see `Executor`)
+        self.drained_perf = float("inf")
 
     # -- an owner's calls (the I/O thread) ---------------------------------------------
     def submitted(self, entry: Any, ready: bool = False) -> None:
@@ -373,6 +390,43 @@ class TaskEventBuffer:
         self.events.append((spec.task_id, spec.attempt, ts.RUNNING, start + self.perf_offset, None))
         self.failed(spec, error_type, message)
 
+    # -- an owner's actor calls that ran elsewhere (the I/O thread) ------------------------
+    def ran_elsewhere(self, executor: tuple, spec: Any, started: float, took: float) -> None:
+        """An actor call this process owns ran in `executor` ((node id, worker id, pid)) from
+        `started` (by that worker's wall clock) for `took` seconds, as its reply says: its row,
+        written here instead of by the worker. The actor's thread that runs its calls then
+        only adds `started` to the reply; this thread, which handles the reply anyway, packs
+        the row (a SHORT_ROW with no offset, or a DONE_ROW for a call that waited)."""
+        tid, attempt, sent = spec.task_id, spec.attempt, spec.sent_at
+        last = self._last_info
+        info = last[1] if spec.events_key == last[0] else self.info_id(spec)
+        rows = self.elsewhere.get(executor)
+        if rows is None:
+            rows = self.elsewhere[executor] = (bytearray(), bytearray())
+        if len(tid) == TASK_ID_BYTES:
+            try:
+                if spec.ready_at is None and spec.submitted_at is None:
+                    rows[1].extend(_pack_short(tid, attempt, info, sent, started, took))
+                else:
+                    args, ready, sent = owner_times(spec) or (_NAN, _NAN, _NAN)
+                    rows[0].extend(_pack(tid, attempt, info, args, ready, sent, started, started + took))
+                return
+            except (struct.error, TypeError):  # an info past the cache, a bad attempt or time
+                pass
+        self._ran_elsewhere_rarely(spec, info, started, took)
+
+    def _ran_elsewhere_rarely(self, spec: Any, info: Any, started: Any, took: Any) -> None:
+        """`ran_elsewhere` for a row its pack refuses: single events, as this process's own
+        (so listed where the owner runs: the info cache is full, or the id is not a task id),
+        or nothing for times that are not numbers (a malformed reply)."""
+        try:
+            start, end = float(started), float(started) + float(took)
+        except (TypeError, ValueError):
+            return
+        times = owner_times(spec) or (_NAN, _NAN, _NAN)
+        self._owner_states(spec, times, info)
+        self.events.append((spec.task_id, spec.attempt, _RAN, end, start))
+
     # -- sending (I/O loop) --------------------------------------------------------------
     def drain(self, in_flight: Iterable[Any] = ()) -> Drained | None:
         """Take everything recorded so far.
@@ -394,6 +448,7 @@ class TaskEventBuffer:
         limit = self.max_events
         cutoff, self._last_drain = self._last_drain, self.clock()
         offset = self.perf_offset = self._perf_offset()
+        self.drained_perf = self._last_drain - offset
         for entry in in_flight:
             if entry.ev_reported or len(reported) >= limit:
                 break
@@ -453,7 +508,8 @@ class TaskEventBuffer:
         if reported and (done or short):  # ended calls an earlier drain reported in flight: open records
             done, short, states = self._reopen(done, short, records, earlier, infos, offset)
             singles += states
-        if not records and not done and not short:
+        elsewhere, self.elsewhere = self.elsewhere, {}
+        if not records and not done and not short and not elsewhere:
             return None
         opened: list[list] = []
         for rec in itertools.chain(earlier, records.values()):
@@ -463,10 +519,38 @@ class TaskEventBuffer:
             else:
                 reported.discard(tid)
             opened.append(rec)
-        rows = len(done) // DONE_ROW.size + len(short) // SHORT_ROW.size
+        rows = _num_rows(done, short)
         if reported and rows:  # reported by a drain between `ran` and its row's taking
             for tid, *_ in itertools.chain(DONE_ROW.iter_unpack(done), SHORT_ROW.iter_unpack(short)):
                 reported.discard(tid)
+        jobs = self._jobs(done, short, infos)
+        others = []
+        for executor, (their_done, their_short) in elsewhere.items():
+            count = _num_rows(their_done, their_short)
+            if not count:
+                continue
+            if reported:  # the owner reported these in flight: they are over now
+                for tid, *_ in itertools.chain(
+                    DONE_ROW.iter_unpack(their_done), SHORT_ROW.iter_unpack(their_short)
+                ):
+                    reported.discard(tid)
+            their_infos: dict[int, dict] = {}
+            others.append(
+                (
+                    executor,
+                    their_infos,
+                    their_done,
+                    their_short,
+                    self._jobs(their_done, their_short, their_infos),
+                )
+            )
+            rows += count
+        return Drained(infos, opened, done, jobs, singles + 5 * rows, short, offset, others)
+
+    def _jobs(
+        self, done: bytes | bytearray, short: bytes | bytearray, infos: dict[int, dict]
+    ) -> dict[str, int]:
+        """How many of the rows are of each job, adding their infos to `infos`."""
         jobs: dict[str, int] = {}
         for packed, fmt in ((done, DONE_ROW), (short, SHORT_ROW)):
             if packed:
@@ -475,13 +559,16 @@ class TaskEventBuffer:
                         infos[info] = self._infos[info]
                     job = infos[info]["job_id"] or ""
                     jobs[job] = jobs.get(job, 0) + count
-        return Drained(infos, opened, done, jobs, singles + 5 * rows, short, offset)
+        return jobs
 
     def trim(self) -> None:
-        """Drop the oldest rows past `max_events` (of each kind), counted (I/O loop: at
-        every send, and between sends at most a second apart, so rows never pile up past the
-        bound by more than a second's)."""
-        for rows, size in ((self.done, DONE_ROW.size), (self.short, SHORT_ROW.size)):
+        """Drop the oldest rows past `max_events` (of each kind, and of each executor of the
+        rows written for it), counted (I/O loop: at every send, and between sends at most a
+        second apart, so rows never pile up past the bound by more than a second's)."""
+        kinds = [(self.done, DONE_ROW.size), (self.short, SHORT_ROW.size)]
+        for their_done, their_short in self.elsewhere.values():
+            kinds += ((their_done, DONE_ROW.size), (their_short, SHORT_ROW.size))
+        for rows, size in kinds:
             excess = len(rows) - self.max_events * size
             if excess > 0:
                 excess += -excess % size  # (whole rows; appends meanwhile only add rows)
@@ -547,18 +634,30 @@ class TaskEventBuffer:
         """The `add_task_events` message for what was recorded since the last one (None:
         nothing): {node_id, worker_id, pid, infos (by key), events (the open records), done
         (one blob of `[node_id, worker_id, pid, infos, rows, short rows, their perf-to-wall
-        offset]`, or None), done_records,
-        done_jobs (rows by job), num_events (a row counts five), dropped}."""
+        offset]`, or None), done_records, done_jobs (rows by job), elsewhere (the rows of
+        this owner's actor calls by the worker that ran them: `[blob, rows, rows by job]`
+        each, the blob as `done`'s with that worker's node id, worker id and pid), num_events
+        (a row counts five), dropped}."""
         drained = self.drain(in_flight)
         if drained is None:
             return None
         dropped, self.dropped = self.dropped, 0
         blob = None
-        done = len(drained.done) // DONE_ROW.size + len(drained.short) // SHORT_ROW.size
+        done = _num_rows(drained.done, drained.short)
         if done:
             blob = _encode(
                 [node_id, worker_id, pid, drained.infos, drained.done, drained.short, drained.offset]
             )
+        # rows of this owner's calls other workers ran, a blob per worker (their starts are
+        # on the wall clock already: no offset)
+        elsewhere = [
+            [
+                _encode([*executor, infos, their_done, their_short, 0.0]),
+                _num_rows(their_done, their_short),
+                jobs,
+            ]
+            for executor, infos, their_done, their_short, jobs in drained.elsewhere
+        ]
         return {
             "node_id": node_id,
             "worker_id": worker_id,
@@ -568,6 +667,7 @@ class TaskEventBuffer:
             "done": blob,
             "done_records": done,
             "done_jobs": drained.jobs,
+            "elsewhere": elsewhere,
             "num_events": drained.num_events,
             "dropped": dropped,
         }
@@ -606,6 +706,10 @@ def _count_infos(rows: bytes | bytearray, fmt: struct.Struct = DONE_ROW) -> dict
     return collections.Counter(keys)
 
 
+def _num_rows(done: bytes | bytearray, short: bytes | bytearray) -> int:
+    return len(done) // DONE_ROW.size + len(short) // SHORT_ROW.size
+
+
 def _take(rows: bytearray) -> bytearray:
     """Every row appended so far to `rows` (rows other threads append meanwhile stay)."""
     n = len(rows)  # whole rows: each append is one extend
@@ -628,6 +732,9 @@ class Drained(NamedTuple):
     num_events: int
     short: bytes | bytearray = b""
     offset: float = 0.0
+    # rows of this owner's calls that ran elsewhere: (executor, their infos, done rows,
+    # short rows, rows by job) per executing worker
+    elsewhere: list[tuple] = []
 
 
 _encode = msgspec.msgpack.Encoder().encode

@@ -140,15 +140,14 @@ class TaskEventStore:
         self.events_received += int(batch.get("num_events") or 0)
         blob = batch.get("done")
         if blob:
-            count = int(batch.get("done_records") or 0)
-            self._blobs.append((blob, count, batch.get("done_jobs") or {}))
-            self._blob_records += count
-            while self._blob_records > self.max_tasks and len(self._blobs) > 1:
-                _, dropped, jobs = self._blobs.popleft()
-                self._blob_records -= dropped
-                for job, n in jobs.items():
-                    self.evicted += n
-                    self.evicted_by_job[job or None] += n
+            self._add_blob(blob, batch.get("done_records"), batch.get("done_jobs"))
+        for item in batch.get("elsewhere") or ():  # an owner's rows of calls other workers ran
+            try:
+                blob, count, jobs = item
+            except (TypeError, ValueError):
+                self.malformed += 1
+                continue
+            self._add_blob(blob, count, jobs)
         if batch["events"]:
             try:
                 self._merge(
@@ -160,6 +159,28 @@ class TaskEventStore:
                 )
             except _MALFORMED:
                 self.malformed += 1  # a sender's bug: the records merged so far stay
+
+    def _add_blob(self, blob: Any, count: Any, jobs: Any) -> None:
+        """Keep one blob of done rows (`count` of them, `jobs` counting them by job) unread,
+        dropping the oldest blobs past `max_tasks` rows, counted as evicted."""
+        jobs = jobs or {}
+        count = count or 0
+        if (
+            not isinstance(blob, bytes)
+            or type(count) is not int
+            or not isinstance(jobs, dict)
+            or not all(type(n) is int for n in jobs.values())
+        ):
+            self.malformed += 1
+            return
+        self._blobs.append((blob, count, jobs))
+        self._blob_records += count
+        while self._blob_records > self.max_tasks and len(self._blobs) > 1:
+            _, dropped, old_jobs = self._blobs.popleft()
+            self._blob_records -= dropped
+            for job, n in old_jobs.items():
+                self.evicted += n
+                self.evicted_by_job[job or None] += n
 
     def _merge(self, node_id: Any, worker_id: Any, pid: Any, infos: Any, records: list) -> None:
         """Merge records `[task_id, attempt, [state, time, ...], info key, error]`."""

@@ -103,6 +103,9 @@ class TaskReply(msgspec.Struct, array_like=True):
     same error entry and `app_error` is set. `holder` is the worker's address when a returned
     value holds refs that worker keeps alive for the owner (freed by `release_contained`).
     `exiting` says the worker leaves after this call (max_calls reached, or exit_actor()).
+    `started` (the worker's wall clock when the call began) asks the owner to write the
+    call's task event row itself (`core_worker.task_events`: an actor call with events on,
+    begun since the worker's last send of them); None: the worker records the call.
     """
 
     returns: list
@@ -111,6 +114,7 @@ class TaskReply(msgspec.Struct, array_like=True):
     exiting: bool = False
     holder: str | None = None
     actor_exited: bool = False
+    started: float | None = None
 
     @classmethod
     def from_wire(cls, fields: list) -> TaskReply:

@@ -307,6 +307,34 @@ def test_a_call_its_worker_reports_running_is_listed_with_its_name(observed):
     skate.kill(sleeper)
 
 
+@skate.remote
+def call_counter(counter, n):
+    return skate.get([counter.incr.remote() for _ in range(n)])[-1]
+
+
+@pytest.mark.timeout(60)
+def test_actor_calls_are_listed_where_their_actor_runs(observed):
+    """An actor call's owner writes its row from the reply (the actor's worker only sends
+    when the call began): the listing still says it ran in the actor's worker, on its node,
+    whichever process made the call (the driver, or a task's worker)."""
+    counter = observed["counter"]
+    skate.get([counter.incr.remote() for _ in range(20)])
+    last = skate.get(call_counter.remote(counter, 10))
+
+    def all_listed():
+        rows = _tasks_settled(name="Counter.incr")
+        return rows if len(rows) >= last else None
+
+    rows = wait_for(all_listed, timeout=20)
+    assert rows and len(rows) == last
+    assert {(r["state"], r["node_id"], r["worker_pid"]) for r in rows} == {
+        ("FINISHED", observed["other"].node_id, observed["actor_pid"])
+    }
+    [worker] = [w for w in state.list_workers(detail=True) if w["pid"] == observed["actor_pid"]]
+    assert {r["worker_id"] for r in rows} == {worker["worker_id"]}
+    assert all(r["start_time_ms"] <= r["end_time_ms"] for r in rows)
+
+
 @pytest.mark.timeout(60)
 def test_get_task_by_id_and_by_ref(observed):
     ref = add_one.remote(41)

@@ -38,8 +38,8 @@ class ActorState:
         "conn_inflight",
         "direct_calls",
         "held",
-        "events_keys",
         "executor",
+        "ev_infos",
     )
 
     def __init__(self, actor_id: bytes, name: str):
@@ -72,10 +72,11 @@ class ActorState:
         # The loop holds calls back until the lane's call in flight is over (under the
         # submitter's lock, with lane_inflight): its reader must then wake the loop.
         self.held = False
-        self.events_keys: dict[str, int] = {}  # TaskSpec.events_key by method
         # (node id, worker id, pid) of the current incarnation's worker: where the task
-        # event rows its owner writes from replies say the calls ran (TaskEventBuffer.ran_elsewhere)
+        # event rows its owner writes from replies say the calls ran; and the info id of each
+        # method's calls, as (job id, info id) (TaskEventBuffer.ran_elsewhere)
         self.executor: tuple = (None, None, None)
+        self.ev_infos: dict[str, tuple] = {}
 
     def end_call(self, entry: TaskEntry) -> None:
         """Count a call as ended, once (by whichever thread gets here first)."""

@@ -28,7 +28,6 @@ from skate._options import actor_shapes, label_constraint, resolve_placement_gro
 from skate.core_worker.actor_state import ActorState
 from skate.core_worker.args import prepare_args
 from skate.core_worker.caller_lane import LOOP, USER, CallerLane
-from skate.core_worker.task_events import new_events_key
 from skate.core_worker.task_manager import Complete, Fail, TaskEntry
 from skate.exceptions import ActorDiedError, ActorUnavailableError, RaySystemError, RuntimeEnvSetupError
 from skate.object_ref import ObjectRef
@@ -214,11 +213,8 @@ class ActorSubmitter:
         core = self.core
         task_id = task_id or core.task_ids.next()
         return_ids = [_ids.object_id_for_return(task_id, i + 1) for i in range(num_returns)]
-        events_key = None  # this method's, if known (else set below): a field set costs more
-        if task_events:
-            known = self.states.get(actor_id)
-            if known is not None:
-                events_key = known.events_keys.get(method)
+        # (no events key: an actor call's row is written by this owner, which knows the
+        # method's info by its name: `TaskEventBuffer.ran_elsewhere`)
         spec = TaskSpec(
             task_id,
             f"{class_name}.{method}",
@@ -229,7 +225,6 @@ class ActorSubmitter:
             method=method,
             actor_id=actor_id,
             concurrency_group=group,
-            events_key=events_key,
         )
         if generator is not None:  # [mode, backpressure threshold, items the owner has]
             spec.generator = generator
@@ -254,11 +249,6 @@ class ActorSubmitter:
             entry.seq = state.next_seq
             state.next_seq += 1
             entry.actor_state = state
-            if task_events and events_key is None:  # the method's first call (or a new state)
-                ek = state.events_keys.get(method)
-                if ek is None:
-                    ek = state.events_keys[method] = new_events_key()
-                spec.events_key = ek
             entry.on_ready = lambda e, s=state: self._flush(s)
             conn = state.conn
             open_lane = False
@@ -613,7 +603,9 @@ class ActorSubmitter:
             reply = TaskReply.from_wire(fut.result())
             started = reply.started
             if started is not None and entry.events is not None:  # the worker left us its row
-                entry.events.ran_elsewhere(state.executor, entry.spec, started, reply.duration)
+                entry.events.ran_elsewhere(
+                    state, state.executor, state.ev_infos, entry.spec, started, reply.duration
+                )
             if reply.actor_exited:
                 state.dead_error = ActorDiedError(
                     f"The actor {state.name} ({state.actor_id.hex()}) exited: exit_actor() was called "

@@ -184,9 +184,12 @@ class TaskEventBuffer:
         # or of two tuples); replaced whole: threads race
         self._last_info: tuple = ((), None)
         # An owner's rows of its actor calls, written from their replies (`ran_elsewhere`,
-        # the I/O thread only): by the executing worker (node id, worker id, pid), its done
-        # rows and its short rows (their start on the wall clock already)
-        self.elsewhere: dict[tuple, tuple[bytearray, bytearray]] = {}
+        # the I/O thread only), by the caller's handle of the executing worker (its
+        # ActorState): [(node id, worker id, pid), done rows, short rows (their start on the
+        # wall clock already), the short rows' extend]; and those of a worker replaced
+        # between two drains (an actor that restarted)
+        self.elsewhere: dict[Any, list] = {}
+        self._elsewhere_before: list[list] = []
         # A worker's `time.perf_counter()` reading at its last drain: a call that began after
         # it cannot have been reported running, so its owner may write its row (see `Executor`)
         self.drained_perf = float("inf")
@@ -391,29 +394,49 @@ class TaskEventBuffer:
         self.failed(spec, error_type, message)
 
     # -- an owner's actor calls that ran elsewhere (the I/O thread) ------------------------
-    def ran_elsewhere(self, executor: tuple, spec: Any, started: float, took: float) -> None:
+    def ran_elsewhere(
+        self, at: Any, executor: tuple, infos: dict, spec: Any, started: float, took: float
+    ) -> None:
         """An actor call this process owns ran in `executor` ((node id, worker id, pid)) from
         `started` (by that worker's wall clock) for `took` seconds, as its reply says: its row,
         written here instead of by the worker. The actor's thread that runs its calls then
         only adds `started` to the reply; this thread, which handles the reply anyway, packs
-        the row (a SHORT_ROW with no offset, or a DONE_ROW for a call that waited)."""
-        tid, attempt, sent = spec.task_id, spec.attempt, spec.sent_at
-        last = self._last_info
-        info = last[1] if spec.events_key == last[0] else self.info_id(spec)
-        rows = self.elsewhere.get(executor)
-        if rows is None:
-            rows = self.elsewhere[executor] = (bytearray(), bytearray())
+        the row (a SHORT_ROW with no offset, or a DONE_ROW for a call that waited). `at`: the
+        caller's handle of that worker (the actor's state: its rows are kept by it); `infos`:
+        a dict the caller keeps for it, where the info id of each method's calls is
+        remembered (an actor call's info is its method's, in its job: no key on the wire)."""
+        rows = self.elsewhere.get(at)
+        if rows is None or rows[0] is not executor:
+            rows = self._rows_of(at, executor)
+        known = infos.get(spec.method)
+        if known is not None and known[0] == spec.job_id:
+            info = known[1]
+        else:
+            info = self.info_id(spec)
+            if type(info) is int:
+                infos[spec.method] = (spec.job_id, info)
+        tid = spec.task_id
         if len(tid) == TASK_ID_BYTES:
             try:
                 if spec.ready_at is None and spec.submitted_at is None:
-                    rows[1].extend(_pack_short(tid, attempt, info, sent, started, took))
+                    rows[3](_pack_short(tid, spec.attempt, info, spec.sent_at, started, took))
                 else:
                     args, ready, sent = owner_times(spec) or (_NAN, _NAN, _NAN)
-                    rows[0].extend(_pack(tid, attempt, info, args, ready, sent, started, started + took))
+                    rows[1].extend(_pack(tid, spec.attempt, info, args, ready, sent, started, started + took))
                 return
             except (struct.error, TypeError):  # an info past the cache, a bad attempt or time
                 pass
         self._ran_elsewhere_rarely(spec, info, started, took)
+
+    def _rows_of(self, at: Any, executor: tuple) -> list:
+        """A new entry of `elsewhere` for the worker `at` stands for (the rows of the one it
+        replaces, if any, go with the next batch as they are)."""
+        old = self.elsewhere.get(at)
+        if old is not None:
+            self._elsewhere_before.append(old)
+        short = bytearray()
+        rows = self.elsewhere[at] = [executor, bytearray(), short, short.extend]
+        return rows
 
     def _ran_elsewhere_rarely(self, spec: Any, info: Any, started: Any, took: Any) -> None:
         """`ran_elsewhere` for a row its pack refuses: single events, as this process's own
@@ -508,7 +531,8 @@ class TaskEventBuffer:
         if reported and (done or short):  # ended calls an earlier drain reported in flight: open records
             done, short, states = self._reopen(done, short, records, earlier, infos, offset)
             singles += states
-        elsewhere, self.elsewhere = self.elsewhere, {}
+        elsewhere = [*self._elsewhere_before, *self.elsewhere.values()]
+        self.elsewhere, self._elsewhere_before = {}, []
         if not records and not done and not short and not elsewhere:
             return None
         opened: list[list] = []
@@ -525,7 +549,7 @@ class TaskEventBuffer:
                 reported.discard(tid)
         jobs = self._jobs(done, short, infos)
         others = []
-        for executor, (their_done, their_short) in elsewhere.items():
+        for executor, their_done, their_short, _ in elsewhere:
             count = _num_rows(their_done, their_short)
             if not count:
                 continue
@@ -566,7 +590,7 @@ class TaskEventBuffer:
         rows written for it), counted (I/O loop: at every send, and between sends at most a
         second apart, so rows never pile up past the bound by more than a second's)."""
         kinds = [(self.done, DONE_ROW.size), (self.short, SHORT_ROW.size)]
-        for their_done, their_short in self.elsewhere.values():
+        for _, their_done, their_short, _ in (*self._elsewhere_before, *self.elsewhere.values()):
             kinds += ((their_done, DONE_ROW.size), (their_short, SHORT_ROW.size))
         for rows, size in kinds:
             excess = len(rows) - self.max_events * size

@@ -67,9 +67,9 @@ class TaskSpec(msgspec.Struct, array_like=True):
     ready_at: float | None = None
     sent_at: float | None = None
     # The owner's name for this call's function and options (a random 63-bit number, one per
-    # remote function or actor method it calls): the worker's task events find the call's
-    # static info by it with one comparison, instead of comparing every field that makes it.
-    # None: the worker compares the fields.
+    # remote function it calls): the worker's task events find the call's static info by it
+    # with one comparison, instead of comparing every field that makes it. None: the worker
+    # compares the fields (an actor call's row is written by its owner: it has none).
     events_key: int | None = None
 
     @classmethod

@@ -316,8 +316,11 @@ def call_counter(counter, n):
 def test_actor_calls_are_listed_where_their_actor_runs(observed):
     """An actor call's owner writes its row from the reply (the actor's worker only sends
     when the call began): the listing still says it ran in the actor's worker, on its node,
-    whichever process made the call (the driver, or a task's worker)."""
+    whichever process made the call (the driver, or a task's worker) and however its reply
+    came (on the connection, or on a lane read by the caller's thread)."""
     counter = observed["counter"]
+    for _ in range(30):  # one at a time: after a few, on a lane whose replies this thread reads
+        skate.get(counter.incr.remote())
     skate.get([counter.incr.remote() for _ in range(20)])
     last = skate.get(call_counter.remote(counter, 10))
 

@@ -443,7 +443,8 @@ class TaskEventBuffer:
         (so listed where the owner runs: the info cache is full, or the id is not a task id),
         or nothing for times that are not numbers (a malformed reply)."""
         try:
-            start, end = float(started), float(started) + float(took)
+            start = float(started)
+            end = start + float(took)
         except (TypeError, ValueError):
             return
         times = owner_times(spec) or (_NAN, _NAN, _NAN)
@@ -545,8 +546,7 @@ class TaskEventBuffer:
             opened.append(rec)
         rows = _num_rows(done, short)
         if reported and rows:  # reported by a drain between `ran` and its row's taking
-            for tid, *_ in itertools.chain(DONE_ROW.iter_unpack(done), SHORT_ROW.iter_unpack(short)):
-                reported.discard(tid)
+            self._forget_reported(done, short)
         jobs = self._jobs(done, short, infos)
         others = []
         for executor, their_done, their_short, _ in elsewhere:
@@ -554,22 +554,17 @@ class TaskEventBuffer:
             if not count:
                 continue
             if reported:  # the owner reported these in flight: they are over now
-                for tid, *_ in itertools.chain(
-                    DONE_ROW.iter_unpack(their_done), SHORT_ROW.iter_unpack(their_short)
-                ):
-                    reported.discard(tid)
+                self._forget_reported(their_done, their_short)
             their_infos: dict[int, dict] = {}
-            others.append(
-                (
-                    executor,
-                    their_infos,
-                    their_done,
-                    their_short,
-                    self._jobs(their_done, their_short, their_infos),
-                )
-            )
+            jobs_there = self._jobs(their_done, their_short, their_infos)
+            others.append((executor, their_infos, their_done, their_short, jobs_there))
             rows += count
         return Drained(infos, opened, done, jobs, singles + 5 * rows, short, offset, others)
+
+    def _forget_reported(self, done: bytes | bytearray, short: bytes | bytearray) -> None:
+        """The calls of these rows are over: no longer reported in flight."""
+        for tid, *_ in itertools.chain(DONE_ROW.iter_unpack(done), SHORT_ROW.iter_unpack(short)):
+            self._reported.discard(tid)
 
     def _jobs(
         self, done: bytes | bytearray, short: bytes | bytearray, infos: dict[int, dict]
@@ -758,7 +753,7 @@ class Drained(NamedTuple):
     offset: float = 0.0
     # rows of this owner's calls that ran elsewhere: (executor, their infos, done rows,
     # short rows, rows by job) per executing worker
-    elsewhere: list[tuple] = []
+    elsewhere: tuple | list = ()
 
 
 _encode = msgspec.msgpack.Encoder().encode
